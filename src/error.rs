@@ -1,0 +1,123 @@
+//! [`JoinError`]: why a [`Task`](crate::Task) has no output.
+
+use std::any::Any;
+use std::fmt;
+
+/// The reason a [`Task`](crate::Task) resolved without a value: its job
+/// panicked, or it was cancelled before it started.
+///
+/// ```
+/// let pool = offload::Pool::builder().threads(1).build().unwrap();
+/// let err = pool.spawn(|| panic!("boom")).wait().unwrap_err();
+/// assert!(err.is_panic());
+/// assert_eq!(err.to_string(), "task panicked: boom");
+/// let payload = err.into_panic();
+/// assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+/// ```
+pub struct JoinError {
+    repr: Repr,
+}
+
+enum Repr {
+    Cancelled,
+    Panic(SyncPayload),
+}
+
+/// A panic payload that may be shared between threads because it is never
+/// accessed through a shared reference, except as `&str`/`String`.
+struct SyncPayload(Box<dyn Any + Send + 'static>);
+
+// SAFETY: `&SyncPayload` only ever yields `type_id` (no access to the value)
+// and `&str`/`&String` views (both `Sync`); every other access takes the
+// payload by value (`into_panic`), which needs only `Send`.
+unsafe impl Sync for SyncPayload {}
+
+impl SyncPayload {
+    fn message(&self) -> Option<&str> {
+        let any: &(dyn Any + Send) = &*self.0;
+        if let Some(s) = any.downcast_ref::<&'static str>() {
+            Some(s)
+        } else {
+            any.downcast_ref::<String>().map(String::as_str)
+        }
+    }
+}
+
+impl JoinError {
+    pub(crate) fn cancelled() -> Self {
+        Self {
+            repr: Repr::Cancelled,
+        }
+    }
+
+    pub(crate) fn panic(payload: Box<dyn Any + Send + 'static>) -> Self {
+        Self {
+            repr: Repr::Panic(SyncPayload(payload)),
+        }
+    }
+
+    /// Whether the job panicked.
+    #[must_use]
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panic(_))
+    }
+
+    /// Whether the job was cancelled before it started: its Task was
+    /// dropped, or the pool was shut down, before a worker picked it up.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, Repr::Cancelled)
+    }
+
+    /// The panic payload, to inspect or to re-raise with
+    /// [`std::panic::resume_unwind`].
+    ///
+    /// # Panics
+    /// If the error is a cancellation ([`is_cancelled`](Self::is_cancelled)).
+    #[must_use]
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        self.try_into_panic()
+            .unwrap_or_else(|_| panic!("JoinError::into_panic called on a cancelled task"))
+    }
+
+    /// The panic payload, or the error back if it is a cancellation.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self.repr {
+            Repr::Panic(payload) => Ok(payload.0),
+            Repr::Cancelled => Err(self),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Cancelled => f.write_str("task was cancelled"),
+            Repr::Panic(payload) => match payload.message() {
+                Some(message) => write!(f, "task panicked: {message}"),
+                None => f.write_str("task panicked"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Cancelled => f.write_str("JoinError::Cancelled"),
+            Repr::Panic(payload) => match payload.message() {
+                Some(message) => write!(f, "JoinError::Panic({message:?})"),
+                None => f.write_str("JoinError::Panic(..)"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<JoinError> for std::io::Error {
+    /// Lets `?` turn a `JoinError` into an `io::Error` in I/O-shaped code.
+    fn from(err: JoinError) -> Self {
+        std::io::Error::other(err)
+    }
+}

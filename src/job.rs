@@ -1,0 +1,205 @@
+//! Type-erased jobs: what the queues carry.
+//!
+//! A [`JobRef`] is a data pointer and the function that knows its type. The
+//! queues move `JobRef`s between threads; exactly one thread takes a given
+//! `JobRef` out of a queue and calls [`JobRef::execute`] on it, once.
+//!
+//! Three kinds of job stand behind a `JobRef`:
+//! - the handoff cell of a spawned [`Task`](crate::Task) (`task` module): heap,
+//!   reference counted, may be cancelled;
+//! - a [`StackJob`]: the second half of a `join`, or the body of an
+//!   `install`, living on the stack of a thread that waits for its latch;
+//! - a [`HeapJob`]: a job spawned inside a `scope`.
+//!
+//! Only the first honours [`Mode::Cancel`]: the other two are parts of a
+//! computation that a caller is blocked on, so they always run.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
+
+use crate::latch::Latch;
+use crate::sync::UnsafeCell;
+use crate::unwind;
+
+/// How a popped job is to be executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Run the job.
+    Run,
+    /// The pool is shutting down now: resolve a cancellable job as cancelled
+    /// without running it.
+    Cancel,
+}
+
+/// A type-erased pointer to a job, executed exactly once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobRef {
+    data: NonNull<()>,
+    execute_fn: unsafe fn(NonNull<()>, Mode),
+}
+
+// SAFETY: a JobRef is created only for jobs whose captured state is `Send`
+// (every constructor requires it), and it is executed by exactly one thread.
+unsafe impl Send for JobRef {}
+
+impl JobRef {
+    /// # Safety
+    /// `execute_fn(data, _)` must be sound to call once, from any thread,
+    /// for as long as the `JobRef` is in a queue.
+    pub(crate) unsafe fn new(data: NonNull<()>, execute_fn: unsafe fn(NonNull<()>, Mode)) -> Self {
+        Self { data, execute_fn }
+    }
+
+    /// Executes the job. Never unwinds: every job catches its own panics.
+    #[inline]
+    pub(crate) fn execute(self, mode: Mode) {
+        // SAFETY: the constructor's contract; `self` is consumed, and a JobRef
+        // leaves a queue once, so this is the one call.
+        unsafe { (self.execute_fn)(self.data, mode) }
+    }
+}
+
+/// Two `JobRef`s are the same job if they point at the same data: a live
+/// job has one address.
+impl PartialEq for JobRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data
+    }
+}
+
+impl Eq for JobRef {}
+
+/// What a [`StackJob`] produced.
+#[derive(Debug)]
+pub(crate) enum JobResult<R> {
+    None,
+    Ok(R),
+    Panic(Box<dyn Any + Send>),
+}
+
+impl<R> JobResult<R> {
+    /// Runs `f`, catching its panic.
+    pub(crate) fn call(f: impl FnOnce() -> R) -> Self {
+        match panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => JobResult::Ok(value),
+            Err(payload) => JobResult::Panic(payload),
+        }
+    }
+
+    /// Returns the value, or re-raises the job's panic on this thread.
+    pub(crate) fn into_return_value(self) -> R {
+        match self {
+            JobResult::Ok(value) => value,
+            JobResult::Panic(payload) => panic::resume_unwind(payload),
+            JobResult::None => unreachable!("job result read before its latch was set"),
+        }
+    }
+}
+
+/// A job on the stack of a thread that will not return before its latch is
+/// set: the stolen half of a `join`, or the body of an `install`.
+pub(crate) struct StackJob<F, R> {
+    func: UnsafeCell<Option<F>>,
+    result: UnsafeCell<JobResult<R>>,
+    pub(crate) latch: Latch,
+}
+
+impl<F, R> StackJob<F, R>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    pub(crate) fn new(func: F, latch: Latch) -> Self {
+        Self {
+            func: UnsafeCell::new(Some(func)),
+            result: UnsafeCell::new(JobResult::None),
+            latch,
+        }
+    }
+
+    /// # Safety
+    /// The caller must keep `self` alive (not move or drop it) until either
+    /// the latch is set or the `JobRef` was taken back unexecuted.
+    pub(crate) unsafe fn as_job_ref(&self) -> JobRef {
+        // SAFETY: `execute` casts back to `Self`; the caller keeps it alive.
+        unsafe { JobRef::new(NonNull::from(self).cast(), Self::execute) }
+    }
+
+    /// Runs the job on the owner's thread after it popped its own `JobRef`
+    /// back: no other thread can reach the job any more.
+    pub(crate) fn run_inline(self) -> R {
+        let func = self.func.with_mut(|func| {
+            // SAFETY: the JobRef was popped back by the owner, so no other
+            // thread has or will have access to `func`.
+            unsafe { (*func).take() }
+        });
+        func.expect("stack job already taken")()
+    }
+
+    /// Takes the result once the latch is set.
+    pub(crate) fn into_job_result(self) -> JobResult<R> {
+        debug_assert!(self.latch.probe());
+        self.result.with_mut(|result| {
+            // SAFETY: the latch is set (Acquire), so the executing thread's
+            // write of `result` happened before, and it touches `self` no more.
+            unsafe { std::mem::replace(&mut *result, JobResult::None) }
+        })
+    }
+
+    /// Takes the result once the latch is set, re-raising a panic.
+    pub(crate) fn into_result(self) -> R {
+        self.into_job_result().into_return_value()
+    }
+
+    /// # Safety
+    /// `this` points to a live `StackJob<F, R>` whose JobRef was popped by
+    /// the current thread (called through [`JobRef::execute`]).
+    unsafe fn execute(this: NonNull<()>, _mode: Mode) {
+        // SAFETY: caller's contract: `this` is a live StackJob<F, R>.
+        let this = unsafe { this.cast::<Self>().as_ref() };
+        // SAFETY: we hold the JobRef, so we alone access `func` and `result`
+        // until we set the latch.
+        let func = this.func.with_mut(|func| unsafe { (*func).take() });
+        let result = JobResult::call(func.expect("stack job executed twice"));
+        // SAFETY: as above; the latch is not set yet.
+        this.result.with_mut(|slot| unsafe { *slot = result });
+        // SAFETY: the latch is live now; after this call the owner may free
+        // `this`, and nothing below touches it.
+        unsafe { Latch::set(&this.latch) };
+    }
+}
+
+/// A boxed job spawned inside a scope.
+pub(crate) struct HeapJob<F> {
+    func: F,
+}
+
+impl<F> HeapJob<F>
+where
+    F: FnOnce() + Send,
+{
+    /// Boxes `func` and returns its `JobRef`; executing it frees the box.
+    ///
+    /// # Safety
+    /// Everything `func` borrows must outlive the job's execution (the scope
+    /// waits for every job it spawned before its borrows end).
+    pub(crate) unsafe fn into_job_ref(func: F) -> JobRef {
+        let boxed = Box::new(HeapJob { func });
+        let data = NonNull::from(Box::leak(boxed)).cast();
+        // SAFETY: `execute` reclaims exactly this box, once.
+        unsafe { JobRef::new(data, Self::execute) }
+    }
+
+    /// # Safety
+    /// `this` came from `into_job_ref` and is executed once.
+    unsafe fn execute(this: NonNull<()>, _mode: Mode) {
+        // SAFETY: caller's contract: we own the box leaked by into_job_ref.
+        let job = unsafe { Box::from_raw(this.cast::<Self>().as_ptr()) };
+        // The scope's wrapper around `func` catches panics; guard anyway so a
+        // worker never unwinds out of a job.
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(job.func)) {
+            unwind::drop_quietly(payload);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! # offload
+//!
+//! A work-stealing CPU task pool whose every submission is a future that any
+//! async executor can await.
+//!
+//! Async programs must never run CPU-bound work on their event loop: one
+//! 50 ms hash or parse freezes every other request on that loop. `offload`
+//! runs such work on a pool with one worker per core and hands the result
+//! back through a [`Task`], which tokio, smol, async-executor or any futures
+//! executor can `.await` without blocking — Python's
+//! `loop.run_in_executor(pool, f)`, for Rust, and executor-agnostic.
+//!
+//! ```
+//! # pollster::block_on(async {
+//! // On any executor: the loop stays free while a worker hashes.
+//! let digest = offload::spawn(|| {
+//!     (0..5_000_000u64).fold(0u64, |h, x| h.rotate_left(5) ^ x.wrapping_mul(0x9E37))
+//! })
+//! .await
+//! .expect("the job panicked");
+//! # let _ = digest;
+//! # });
+//! ```
+//!
+//! - [`Pool::spawn`] / [`spawn`]: queue a job, get a [`Task`] (cancel it by
+//!   dropping it, [`detach`](Task::detach) it, [`wait`](Task::wait) on it).
+//! - [`join`], [`scope`], [`Pool::install`]: fork-join inside the pool,
+//!   borrowing from the caller's stack.
+//! - [`Pool::shutdown`], [`Pool::shutdown_now`]: graceful or cancelling
+//!   shutdown; every Task resolves either way.
+//!
+//! A panicking job never takes a worker down: its Task resolves to a
+//! [`JoinError`] that carries the panic payload.
+//!
+//! See `ARCHITECTURE.md` for how it works and which invariants hold it up.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod error;
+mod job;
+mod join;
+mod latch;
+mod pool;
+mod queue;
+mod registry;
+mod scope;
+mod sleep;
+mod sync;
+mod task;
+mod unwind;
+mod worker;
+
+pub use error::JoinError;
+pub use pool::{Builder, Pool};
+pub use scope::Scope;
+pub use task::Task;
+
+use join::join_on_worker;
+use scope::scope_on_worker;
+use worker::WorkerThread;
+
+/// Queues `job` on the global pool and returns its [`Task`].
+///
+/// The global pool is created with one worker per core on first use, or as
+/// [`Builder::build_global`] configured it. Unlike [`join`] and [`scope`],
+/// `spawn` always uses the global pool, also on a worker of another pool:
+/// use [`Pool::spawn`] for a particular pool.
+///
+/// ```
+/// # pollster::block_on(async {
+/// let n = offload::spawn(|| 6 * 7).await.unwrap();
+/// assert_eq!(n, 42);
+/// # });
+/// ```
+pub fn spawn<F, T>(job: F) -> Task<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    pool::global().spawn(job)
+}
+
+/// Runs `a` and `b`, potentially in parallel, and returns both results.
+///
+/// On a worker it runs on that worker's pool; elsewhere on the global pool
+/// (blocking the caller until both are done). A panic in either closure is
+/// re-raised after both finished.
+///
+/// ```
+/// fn fib(n: u64) -> u64 {
+///     if n < 2 { return n; }
+///     let (a, b) = offload::join(|| fib(n - 1), || fib(n - 2));
+///     a + b
+/// }
+/// assert_eq!(fib(20), 6765);
+/// ```
+pub fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    match WorkerThread::current() {
+        Some(worker) => join_on_worker(worker, a, b),
+        None => pool::global().join(a, b),
+    }
+}
+
+/// Creates a [`Scope`] whose jobs may borrow from the caller's stack, and
+/// returns once all of them have finished.
+///
+/// On a worker it runs on that worker's pool; elsewhere on the global pool.
+/// The first panic of the body or of a job is re-raised once every job has
+/// finished.
+///
+/// ```
+/// let words = ["alpha", "beta", "gamma"];
+/// let mut lengths = [0usize; 3];
+/// offload::scope(|s| {
+///     for (word, len) in words.iter().zip(lengths.iter_mut()) {
+///         s.spawn(move |_| *len = word.len());
+///     }
+/// });
+/// assert_eq!(lengths, [5, 4, 5]);
+/// ```
+pub fn scope<'scope, OP, R>(op: OP) -> R
+where
+    OP: FnOnce(&Scope<'scope>) -> R + Send,
+    R: Send,
+{
+    match WorkerThread::current() {
+        Some(worker) => scope_on_worker(worker, op),
+        None => pool::global().scope(op),
+    }
+}

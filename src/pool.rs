@@ -1,0 +1,357 @@
+//! [`Pool`], its [`Builder`], and the global pool.
+
+use std::fmt;
+use std::io;
+use std::sync::OnceLock;
+
+use crate::join::join_on_worker;
+use crate::queue::Worker;
+use crate::registry::{Hook, Registry};
+use crate::scope::{scope_on_worker, Scope};
+use crate::sync::{thread, Arc};
+use crate::task::{new_task, Task};
+use crate::worker::{in_worker, WorkerThread};
+
+/// A work-stealing pool of CPU worker threads, one per core by default.
+///
+/// Every [`spawn`](Pool::spawn) returns a [`Task`]: a future of the job's
+/// result that any executor can await without blocking. `Pool` is a cheap
+/// handle (`Clone` shares the same threads).
+///
+/// ```
+/// # pollster::block_on(async {
+/// let pool = offload::Pool::new();
+/// let digest = pool.spawn(|| {
+///     (0..1_000_000u64).fold(0u64, |h, x| h.rotate_left(5) ^ x)
+/// });
+/// println!("{:x}", digest.await.unwrap());
+/// # });
+/// ```
+///
+/// # Shutting down
+///
+/// - [`shutdown`](Pool::shutdown) stops accepting jobs, runs every queued
+///   one and joins the threads;
+/// - [`shutdown_now`](Pool::shutdown_now) stops accepting, cancels queued
+///   jobs (their Tasks resolve to a cancelled [`JoinError`](crate::JoinError))
+///   and waits for the running ones;
+/// - dropping the last handle never blocks: queued jobs still run, and the
+///   threads exit when there are none left.
+///
+/// A spawn after shutdown returns a Task that is already cancelled.
+pub struct Pool {
+    registry: Arc<Registry>,
+}
+
+impl Pool {
+    /// A pool with one worker per available core ([`num_cpus::get`], which
+    /// respects cgroup CPU quotas).
+    ///
+    /// # Panics
+    /// If the operating system refuses to start a thread; use
+    /// [`Pool::builder`] to handle that error.
+    #[must_use]
+    pub fn new() -> Pool {
+        Pool::builder()
+            .build()
+            .expect("offload: failed to start the pool's threads")
+    }
+
+    /// A [`Builder`] to configure a pool.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn from_registry(registry: Arc<Registry>) -> Pool {
+        registry.add_handle();
+        Pool { registry }
+    }
+
+    /// The number of worker threads.
+    #[must_use]
+    pub fn threads(&self) -> usize {
+        self.registry.num_threads()
+    }
+
+    /// Queues `job` at once and returns its [`Task`].
+    ///
+    /// From outside the pool the job goes to a shared FIFO queue; from one of
+    /// this pool's workers, to that worker's own deque. Spawning never waits
+    /// for a lock that is held while jobs run.
+    ///
+    /// ```
+    /// let pool = offload::Pool::new();
+    /// let tasks: Vec<_> = (0..4u64).map(|i| pool.spawn(move || i * i)).collect();
+    /// let squares: Vec<u64> = tasks.into_iter().map(|t| t.wait().unwrap()).collect();
+    /// assert_eq!(squares, [0, 1, 4, 9]);
+    /// ```
+    pub fn spawn<F, T>(&self, job: F) -> Task<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (job, task) = new_task(job);
+        self.registry.submit(job);
+        task
+    }
+
+    /// Runs `a` and `b`, potentially in parallel on this pool, and returns
+    /// both results. Blocks the caller until both are done; a panic in either
+    /// is re-raised after both finished.
+    ///
+    /// ```
+    /// let pool = offload::Pool::new();
+    /// let v: Vec<u64> = (1..=1000).collect();
+    /// let (left, right) = v.split_at(500);
+    /// let (a, b) = pool.join(|| left.iter().sum::<u64>(), || right.iter().sum::<u64>());
+    /// assert_eq!(a + b, 500_500);
+    /// ```
+    ///
+    /// # Panics
+    /// Re-raises a panic of `a` or `b`. Panics if the pool has been shut
+    /// down (and the caller is not one of its workers).
+    pub fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        in_worker(&self.registry, |worker| join_on_worker(worker, a, b))
+    }
+
+    /// Runs `op` on a worker of this pool with a [`Scope`] whose jobs may
+    /// borrow from the caller's stack; returns once every job spawned in
+    /// the scope has finished. See [`scope`](crate::scope).
+    ///
+    /// # Panics
+    /// Re-raises the first panic of the body or of a job, after every job
+    /// finished. Panics if the pool has been shut down.
+    pub fn scope<'scope, OP, R>(&self, op: OP) -> R
+    where
+        OP: FnOnce(&Scope<'scope>) -> R + Send,
+        R: Send,
+    {
+        in_worker(&self.registry, |worker| scope_on_worker(worker, op))
+    }
+
+    /// Runs `op` on a worker of this pool, blocking the caller until it
+    /// returns, so that `offload::join` and `offload::scope` inside it use
+    /// this pool. Called from one of this pool's workers, runs `op` in place;
+    /// from a worker of another pool, that worker runs its own jobs while
+    /// it waits.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// let n = pool.install(|| {
+    ///     let (a, b) = offload::join(|| 1, || 2);
+    ///     a + b
+    /// });
+    /// assert_eq!(n, 3);
+    /// ```
+    ///
+    /// # Panics
+    /// Re-raises a panic of `op`. Panics if the pool has been shut down.
+    pub fn install<OP, R>(&self, op: OP) -> R
+    where
+        OP: FnOnce() -> R + Send,
+        R: Send,
+    {
+        in_worker(&self.registry, |_| op())
+    }
+
+    /// Stops accepting jobs, runs every queued job, and waits for the
+    /// threads to exit. Called from one of this pool's own workers, it
+    /// cannot wait for itself: it only starts the shutdown.
+    pub fn shutdown(&self) {
+        self.registry.terminate(false);
+        self.wait_for_workers();
+    }
+
+    /// Stops accepting jobs, cancels every queued job (its Task resolves to
+    /// a cancelled [`JoinError`](crate::JoinError)), and waits for the jobs
+    /// already running to finish and the threads to exit. A job that never
+    /// returns keeps this call waiting. Called from one of this pool's own
+    /// workers, it only starts the shutdown.
+    ///
+    /// Parts of a `join`, `scope` or `install` that is already running are
+    /// not cancellable: they run, so that their caller can return.
+    pub fn shutdown_now(&self) {
+        self.registry.terminate(true);
+        self.wait_for_workers();
+    }
+
+    fn wait_for_workers(&self) {
+        let on_own_worker =
+            WorkerThread::current().is_some_and(|worker| worker.registry().is(&self.registry));
+        if !on_own_worker {
+            self.registry.wait_until_exited();
+        }
+    }
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new()
+    }
+}
+
+impl Clone for Pool {
+    fn clone(&self) -> Self {
+        Pool::from_registry(Arc::clone(&self.registry))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self.registry.remove_handle() {
+            // The last handle: queued jobs still run, then the threads exit.
+            self.registry.terminate(false);
+        }
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("threads", &self.threads())
+            .field("terminating", &self.registry.is_terminating())
+            .finish()
+    }
+}
+
+/// Configures and starts a [`Pool`].
+///
+/// ```
+/// let pool = offload::Pool::builder()
+///     .threads(2)
+///     .thread_name(|i| format!("hasher-{i}"))
+///     .stack_size(4 << 20)
+///     .on_thread_start(|i| eprintln!("worker {i} up"))
+///     .build()
+///     .expect("threads");
+/// assert_eq!(pool.threads(), 2);
+/// ```
+#[must_use = "a Builder does nothing until `build` is called"]
+#[derive(Default)]
+pub struct Builder {
+    threads: Option<usize>,
+    thread_name: Option<Box<dyn Fn(usize) -> String + Send + Sync>>,
+    stack_size: Option<usize>,
+    on_start: Option<Hook>,
+    on_stop: Option<Hook>,
+}
+
+impl Builder {
+    /// The number of worker threads (default: [`num_cpus::get`]). Zero is
+    /// an [`InvalidInput`](io::ErrorKind::InvalidInput) error at `build`.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Names worker `i` `name(i)` (default: `offload-{i}`).
+    pub fn thread_name(mut self, name: impl Fn(usize) -> String + Send + Sync + 'static) -> Self {
+        self.thread_name = Some(Box::new(name));
+        self
+    }
+
+    /// The stack size of each worker, in bytes (default: the standard
+    /// library's, 2 MiB).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Runs `hook(i)` on worker `i` when it starts, before it runs any job.
+    /// A panic in the hook is reported by the panic hook and then ignored:
+    /// the worker serves as usual.
+    pub fn on_thread_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.on_start = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook(i)` on worker `i` after its last job, before it exits. A
+    /// panic in the hook is reported by the panic hook and then ignored.
+    pub fn on_thread_stop(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.on_stop = Some(Box::new(hook));
+        self
+    }
+
+    /// Starts the threads. If one cannot be started, those already started
+    /// are shut down and the error is returned.
+    pub fn build(self) -> io::Result<Pool> {
+        let threads = self.threads.unwrap_or_else(num_cpus::get);
+        if threads == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offload: a pool needs at least one thread",
+            ));
+        }
+        let deques: Vec<Worker<_>> = (0..threads).map(|_| Worker::new_lifo()).collect();
+        let stealers = deques.iter().map(Worker::stealer).collect();
+        let registry = Arc::new(Registry::new(stealers, self.on_start, self.on_stop));
+
+        for (index, deque) in deques.into_iter().enumerate() {
+            let name = match &self.thread_name {
+                Some(name) => name(index),
+                None => format!("offload-{index}"),
+            };
+            let mut builder = thread::Builder::new().name(name);
+            if let Some(bytes) = self.stack_size {
+                builder = builder.stack_size(bytes);
+            }
+            let worker_registry = Arc::clone(&registry);
+            let spawned = builder.spawn(move || WorkerThread::run(index, worker_registry, deque));
+            if let Err(err) = spawned {
+                registry.workers_exited(threads - index, None);
+                registry.terminate(false);
+                registry.wait_until_exited();
+                return Err(err);
+            }
+        }
+        Ok(Pool::from_registry(registry))
+    }
+
+    /// Builds the pool that [`offload::spawn`](crate::spawn) and the other
+    /// free functions use. Must come before their first use.
+    ///
+    /// # Errors
+    /// [`AlreadyExists`](io::ErrorKind::AlreadyExists) if the global pool
+    /// already exists (built, or created on first use); otherwise as
+    /// [`build`](Builder::build).
+    pub fn build_global(self) -> io::Result<()> {
+        let already_exists = || {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "offload: the global pool already exists",
+            )
+        };
+        if GLOBAL.get().is_some() {
+            return Err(already_exists());
+        }
+        // If another thread set the global pool meanwhile, ours is dropped
+        // (its threads exit) and the caller learns it was too late.
+        GLOBAL.set(self.build()?).map_err(|_| already_exists())
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("threads", &self.threads)
+            .field("thread_name", &self.thread_name.as_ref().map(|_| ".."))
+            .field("stack_size", &self.stack_size)
+            .field("on_thread_start", &self.on_start.as_ref().map(|_| ".."))
+            .field("on_thread_stop", &self.on_stop.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+static GLOBAL: OnceLock<Pool> = OnceLock::new();
+
+/// The global pool, created with the defaults on first use unless
+/// [`Builder::build_global`] configured it.
+pub(crate) fn global() -> &'static Pool {
+    GLOBAL.get_or_init(Pool::new)
+}

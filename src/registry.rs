@@ -1,0 +1,240 @@
+//! [`Registry`]: the state a pool's handles and workers share — the queues,
+//! the sleep state, the lifecycle flags — and the submission and
+//! termination protocols.
+//!
+//! # Lifecycle
+//!
+//! `Running` → `Terminating` (set by `shutdown`, `shutdown_now` or the drop
+//! of the last [`Pool`](crate::Pool) handle; `shutdown_now` also sets
+//! `CANCEL_QUEUED`) → every worker has exited.
+//!
+//! While terminating, submissions are refused (their Tasks resolve as
+//! cancelled) and a worker exits once it finds no work. The last worker to
+//! exit drains the injector one more time.
+//!
+//! # No job is stranded
+//!
+//! A submitter checks the flag, pushes, and may race with the last worker's
+//! exit. The two sides follow the store-buffering pattern again:
+//!
+//! - submitter: push to the injector; `fence(SeqCst)`; load `live_workers`;
+//!   if it is zero, drain the injector itself, cancelling what it finds;
+//! - last worker: decrement `live_workers` to zero; `fence(SeqCst)`; drain
+//!   the injector.
+//!
+//! One of the two drains sees the job, so every accepted job is run or
+//! cancelled and every Task resolves. (A spawn that races with shutdown may
+//! therefore still run; one that starts after shutdown returned is cancelled.)
+
+use std::fmt;
+
+use crate::job::{JobRef, Mode};
+use crate::queue::{Injector, Steal, Stealer};
+use crate::sleep::Sleep;
+use crate::sync::{fence, lock, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::worker::WorkerThread;
+
+/// Refuse submissions; workers exit when they run out of work.
+const TERMINATING: usize = 1 << 0;
+/// Resolve queued cancellable jobs as cancelled instead of running them.
+const CANCEL_QUEUED: usize = 1 << 1;
+
+/// A hook run on each worker thread with its index.
+pub(crate) type Hook = Box<dyn Fn(usize) + Send + Sync>;
+
+pub(crate) struct Registry {
+    injector: Injector<JobRef>,
+    stealers: Box<[Stealer<JobRef>]>,
+    pub(crate) sleep: Sleep,
+    flags: AtomicUsize,
+    live_workers: AtomicUsize,
+    all_exited: Mutex<bool>,
+    all_exited_cv: Condvar,
+    /// Live [`Pool`](crate::Pool) handles; the last one to go terminates.
+    handles: AtomicUsize,
+    pub(crate) on_start: Option<Hook>,
+    pub(crate) on_stop: Option<Hook>,
+}
+
+impl Registry {
+    pub(crate) fn new(
+        stealers: Box<[Stealer<JobRef>]>,
+        on_start: Option<Hook>,
+        on_stop: Option<Hook>,
+    ) -> Self {
+        let num_threads = stealers.len();
+        Self {
+            injector: Injector::new(),
+            sleep: Sleep::new(num_threads),
+            stealers,
+            flags: AtomicUsize::new(0),
+            live_workers: AtomicUsize::new(num_threads),
+            all_exited: Mutex::new(false),
+            all_exited_cv: Condvar::new(),
+            handles: AtomicUsize::new(0),
+            on_start,
+            on_stop,
+        }
+    }
+
+    pub(crate) fn num_threads(&self) -> usize {
+        self.stealers.len()
+    }
+
+    pub(crate) fn stealers(&self) -> &[Stealer<JobRef>] {
+        &self.stealers
+    }
+
+    /// Whether `self` is the registry at `other`.
+    pub(crate) fn is(&self, other: &Registry) -> bool {
+        std::ptr::eq(self, other)
+    }
+
+    // ---- lifecycle ------------------------------------------------------
+
+    pub(crate) fn is_terminating(&self) -> bool {
+        // Acquire: pairs with the Release in `terminate`, so a worker that
+        // sees the flag also sees every job pushed before `shutdown` was
+        // called on the same thread.
+        self.flags.load(Ordering::Acquire) & TERMINATING != 0
+    }
+
+    /// The mode in which a worker executes the jobs it pops now.
+    pub(crate) fn execution_mode(&self) -> Mode {
+        // Relaxed: cancelling a job a little early or late is equally valid;
+        // the cell's own state decides what happens to it.
+        if self.flags.load(Ordering::Relaxed) & CANCEL_QUEUED != 0 {
+            Mode::Cancel
+        } else {
+            Mode::Run
+        }
+    }
+
+    /// Starts termination: refuse submissions; workers exit once idle.
+    pub(crate) fn terminate(&self, cancel_queued: bool) {
+        let bits = if cancel_queued {
+            TERMINATING | CANCEL_QUEUED
+        } else {
+            TERMINATING
+        };
+        // Release: see `is_terminating`.
+        self.flags.fetch_or(bits, Ordering::Release);
+        // Wake every sleeper (its fence pairs with theirs): it will see the
+        // flag and exit, or run what is left first.
+        self.sleep.notify_all();
+    }
+
+    /// Blocks until every worker has exited.
+    pub(crate) fn wait_until_exited(&self) {
+        let mut exited = lock(&self.all_exited);
+        while !*exited {
+            exited = self
+                .all_exited_cv
+                .wait(exited)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+
+    /// Records that `count` workers are gone (exited, or never started). The
+    /// last one drains the injector (see module docs) and signals
+    /// [`wait_until_exited`](Self::wait_until_exited).
+    pub(crate) fn workers_exited(&self, count: usize, last_worker: Option<&WorkerThread>) {
+        // Relaxed: ordered for submitters by the fence below.
+        if self.live_workers.fetch_sub(count, Ordering::Relaxed) != count {
+            return;
+        }
+        // SeqCst fence: pairs with the submitters' fence (module docs).
+        fence(Ordering::SeqCst);
+        match last_worker {
+            Some(worker) => worker.run_until_idle(),
+            None => self.cancel_injected(),
+        }
+        *lock(&self.all_exited) = true;
+        self.all_exited_cv.notify_all();
+    }
+
+    // ---- submission -----------------------------------------------------
+
+    /// Queues `job` (a Task's cell): on the current worker's deque if it is
+    /// one of ours, else on the injector. After termination the job is
+    /// cancelled instead.
+    pub(crate) fn submit(&self, job: JobRef) {
+        if self.is_terminating() {
+            job.execute(Mode::Cancel);
+            return;
+        }
+        match WorkerThread::current() {
+            Some(worker) if worker.registry().is(self) => worker.push(job),
+            _ => self.inject(job),
+        }
+    }
+
+    /// Pushes `job` on the injector and wakes a worker for it; if every
+    /// worker has already exited, cancels what is left there.
+    pub(crate) fn inject(&self, job: JobRef) {
+        self.injector.push(job);
+        // SeqCst fence: orders the push before the loads below, for both the
+        // sleep protocol and the last worker's drain (module docs).
+        fence(Ordering::SeqCst);
+        // Relaxed: the fence above provides the ordering.
+        if self.live_workers.load(Ordering::Relaxed) == 0 {
+            self.cancel_injected();
+        } else {
+            self.sleep.notify_one_after_fence();
+        }
+    }
+
+    /// Pops one job from the injector, moving a batch to `dest` if given.
+    pub(crate) fn steal_injected(
+        &self,
+        dest: Option<&crate::queue::Worker<JobRef>>,
+    ) -> Option<JobRef> {
+        loop {
+            let steal = match dest {
+                Some(dest) => self.injector.steal_batch_and_pop(dest),
+                None => self.injector.steal(),
+            };
+            match steal {
+                Steal::Success(job) => return Some(job),
+                Steal::Empty => return None,
+                Steal::Retry => crate::sync::spin_loop(),
+            }
+        }
+    }
+
+    pub(crate) fn has_injected(&self) -> bool {
+        !self.injector.is_empty()
+    }
+
+    /// Cancels every job left on the injector (no worker will run them).
+    fn cancel_injected(&self) {
+        while let Some(job) = self.steal_injected(None) {
+            job.execute(Mode::Cancel);
+        }
+    }
+
+    // ---- handles --------------------------------------------------------
+
+    pub(crate) fn add_handle(&self) {
+        // Relaxed: as for `Arc::clone`, a new handle comes from an existing one.
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Returns `true` if this was the last handle.
+    pub(crate) fn remove_handle(&self) -> bool {
+        // AcqRel: as for `Arc::drop`, all uses through other handles happen
+        // before the last one terminates the pool.
+        self.handles.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("threads", &self.num_threads())
+            // Relaxed: a snapshot for display only.
+            .field("live_workers", &self.live_workers.load(Ordering::Relaxed))
+            .field("terminating", &self.is_terminating())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,118 @@
+//! [`Scope`]: jobs that may borrow from the stack of the `scope` call.
+//!
+//! The scope body runs on a worker. Each [`Scope::spawn`] increments a
+//! [`CountLatch`] (which starts at one, for the body) and queues a boxed job;
+//! each job decrements it when done, panic or not. After the body returns
+//! (or panics) the worker decrements the body's count and runs other jobs
+//! until the count is zero. Only then does `scope` return, so every borrow a
+//! job holds ends before the borrowed data can. The first panic (the body's
+//! first, then the jobs' in completion order) is re-raised after that.
+
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+
+use crate::job::HeapJob;
+use crate::latch::CountLatch;
+use crate::registry::Registry;
+use crate::sync::{lock, Arc, Mutex};
+use crate::worker::WorkerThread;
+
+/// A scope in which jobs may borrow data that outlives the scope, created
+/// by [`scope`](crate::scope) or [`Pool::scope`](crate::Pool::scope).
+///
+/// ```
+/// let mut halves = [vec![1, 2, 3], vec![4, 5, 6]];
+/// let (left, right) = halves.split_at_mut(1);
+/// offload::scope(|s| {
+///     s.spawn(|_| left[0].iter_mut().for_each(|x| *x *= 10));
+///     s.spawn(|_| right[0].iter_mut().for_each(|x| *x += 1));
+/// });
+/// assert_eq!(halves, [vec![10, 20, 30], vec![5, 6, 7]]);
+/// ```
+pub struct Scope<'scope> {
+    registry: Arc<Registry>,
+    pending: CountLatch,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Invariant in `'scope`, as `std::thread::Scope`.
+    _marker: PhantomData<&'scope mut &'scope ()>,
+}
+
+/// A pointer to a scope that jobs carry to other threads.
+struct ScopePtr<'scope>(*const Scope<'scope>);
+
+// SAFETY: `Scope` is `Sync` (its fields are atomics, a mutex and an `Arc`),
+// and the scope outlives every job holding the pointer (it waits for them).
+unsafe impl Send for ScopePtr<'_> {}
+
+impl<'scope> Scope<'scope> {
+    /// Queues `job` on the pool; it may borrow anything that outlives the
+    /// scope. The scope waits for it before returning; a panic in it is
+    /// re-raised by the scope once every job has finished.
+    pub fn spawn<F>(&self, job: F)
+    where
+        F: FnOnce(&Scope<'scope>) + Send + 'scope,
+    {
+        self.pending.increment();
+        let scope = ScopePtr(self);
+        let body = move || {
+            let scope = scope;
+            // SAFETY: the scope waits for `pending` to reach zero, which
+            // this job's decrement below is part of, so it is still alive.
+            let this = unsafe { &*scope.0 };
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| job(this))) {
+                this.record_panic(payload);
+            }
+            // SAFETY: valid now; not used after the decrement.
+            unsafe { CountLatch::decrement(&this.pending) };
+        };
+        // SAFETY: `body` borrows only data outliving 'scope, and the scope
+        // does not return before `body` ran (see above).
+        let job_ref = unsafe { HeapJob::into_job_ref(body) };
+        match WorkerThread::current() {
+            Some(worker) if worker.registry().is(&self.registry) => worker.push(job_ref),
+            _ => self.registry.inject(job_ref),
+        }
+    }
+
+    fn record_panic(&self, payload: Box<dyn Any + Send>) {
+        let mut slot = lock(&self.panic);
+        if slot.is_none() {
+            *slot = Some(payload);
+        } else {
+            drop(slot);
+            crate::unwind::drop_quietly(payload);
+        }
+    }
+}
+
+impl fmt::Debug for Scope<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a scope on `worker`.
+pub(crate) fn scope_on_worker<'scope, OP, R>(worker: &WorkerThread, op: OP) -> R
+where
+    OP: FnOnce(&Scope<'scope>) -> R,
+{
+    let scope = Scope {
+        registry: Arc::clone(worker.registry()),
+        pending: CountLatch::new(worker.parker()),
+        panic: Mutex::new(None),
+        _marker: PhantomData,
+    };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| op(&scope)));
+    // SAFETY: `scope` lives on this stack until after the wait below.
+    unsafe { CountLatch::decrement(&scope.pending) };
+    worker.wait_until(|| scope.pending.probe());
+    let job_panic = lock(&scope.panic).take();
+    match (result, job_panic) {
+        (Err(payload), _) | (Ok(_), Some(payload)) => panic::resume_unwind(payload),
+        (Ok(value), None) => value,
+    }
+}

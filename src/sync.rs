@@ -1,0 +1,145 @@
+//! The sync facade: every atomic, cell, lock and thread primitive that a
+//! protocol of this crate touches comes from here.
+//!
+//! Under `cfg(loom)` the names resolve to [loom]'s instrumented types, so the
+//! code that ships is the code the models in `loom-tests/` check. Outside
+//! loom they are the standard library's (or crossbeam's) zero-cost types.
+//!
+//! Rules for the rest of the crate:
+//! - no `std::sync::atomic`, `std::cell::UnsafeCell`, `std::sync::Mutex` or
+//!   `std::thread` outside this module (the crossbeam queues are wrapped in
+//!   [`crate::queue`] for the same reason);
+//! - every spin loop calls [`spin_loop`] so loom can schedule other threads;
+//! - total-order arguments use [`fence`]`(SeqCst)`, never SeqCst accesses,
+//!   because loom models SeqCst accesses as AcqRel.
+//!
+//! [loom]: https://docs.rs/loom
+
+#[cfg(not(loom))]
+mod imp {
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+    pub(crate) use std::thread;
+
+    /// A hint to the CPU that we are in a spin loop.
+    #[inline]
+    pub(crate) fn spin_loop() {
+        std::hint::spin_loop();
+    }
+
+    /// `UnsafeCell` with loom's closure-based access API, so call sites are
+    /// the same in both builds.
+    #[derive(Debug)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        #[inline]
+        pub(crate) const fn new(value: T) -> Self {
+            Self(std::cell::UnsafeCell::new(value))
+        }
+
+        /// Runs `f` with a shared pointer to the contents.
+        #[inline]
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        /// Runs `f` with a unique pointer to the contents.
+        #[inline]
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+
+    /// Declares a thread-local; loom needs its own macro to reset them per
+    /// execution.
+    macro_rules! facade_thread_local {
+        ($($tt:tt)*) => { std::thread_local!($($tt)*); };
+    }
+    pub(crate) use facade_thread_local as thread_local;
+}
+
+#[cfg(loom)]
+mod imp {
+    pub(crate) use loom::cell::UnsafeCell;
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+    pub(crate) use loom::thread;
+
+    /// Under loom a spin loop must yield, or the model never schedules the
+    /// thread it is waiting for.
+    #[inline]
+    pub(crate) fn spin_loop() {
+        loom::thread::yield_now();
+    }
+
+    macro_rules! facade_thread_local {
+        ($($tt:tt)*) => { loom::thread_local!($($tt)*); };
+    }
+    pub(crate) use facade_thread_local as thread_local;
+}
+
+pub(crate) use imp::*;
+
+/// `std`'s `Arc`, in both builds: a [`std::task::Waker`] can only be made
+/// from it. The primitives inside (a [`Parker`]) are still the facade's, so
+/// loom checks them; only the reference count is not modelled.
+pub(crate) use std::sync::Arc as StdArc;
+
+/// A one-token parker: `unpark` stores a token, `park` waits for it and
+/// consumes it. An `unpark` that comes before the `park` is not lost.
+///
+/// Built from a mutex and a condition variable (not `thread::park`) so that
+/// loom can check it and so that any thread, not only the owner, may wait.
+#[derive(Debug, Default)]
+pub(crate) struct Parker {
+    token: Mutex<bool>,
+    condvar: Condvar,
+}
+
+impl Parker {
+    pub(crate) fn new() -> Self {
+        Self {
+            token: Mutex::new(false),
+            condvar: Condvar::new(),
+        }
+    }
+
+    /// Blocks until a token is available, then consumes it.
+    pub(crate) fn park(&self) {
+        let mut token = lock(&self.token);
+        while !*token {
+            token = self
+                .condvar
+                .wait(token)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+        *token = false;
+    }
+
+    /// Makes a token available, waking the parked thread if there is one.
+    pub(crate) fn unpark(&self) {
+        let mut token = lock(&self.token);
+        if !*token {
+            *token = true;
+            drop(token);
+            self.condvar.notify_one();
+        }
+    }
+}
+
+/// Locks `mutex`, ignoring poisoning: every critical section in this crate
+/// leaves its data consistent before anything that can panic.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl std::task::Wake for Parker {
+    fn wake(self: StdArc<Self>) {
+        self.unpark();
+    }
+
+    fn wake_by_ref(self: &StdArc<Self>) {
+        self.unpark();
+    }
+}

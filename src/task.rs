@@ -1,0 +1,502 @@
+//! The handoff cell and [`Task`], the future every submission returns.
+//!
+//! # One allocation
+//!
+//! A spawn allocates one [`Cell`]: a [`Header`] (the atomic `state`, the
+//! awaiting waker, a vtable) followed by the *stage*, which holds first the
+//! closure, then its output. Two handles point at it: the [`JobRef`] in a
+//! queue (the *job side*) and the [`Task`] (the *task side*). Each owns one
+//! reference bit; whoever clears the last one frees the cell.
+//!
+//! # State bits
+//!
+//! | bit         | set by    | meaning                                                    |
+//! |-------------|-----------|------------------------------------------------------------|
+//! | `RUNNING`   | job side  | the job side claimed the closure (to run or to cancel it)  |
+//! | `COMPLETE`  | job side  | the output is in the stage                                 |
+//! | `CANCELLED` | task side | the Task was dropped: the closure must not run             |
+//! | `TASK_GONE` | task side | the Task was dropped or detached: the job side owns output |
+//! | `WAKER`     | task side | the waker slot holds a waker the job side may read         |
+//! | `JOB_REF`   | creation  | the job side's reference (cleared when it is done)         |
+//! | `TASK_REF`  | creation  | the task side's reference                                  |
+//!
+//! # Who may touch what
+//!
+//! - **Closure.** Exactly one side takes it, decided by the order of two
+//!   read-modify-writes on `state`: the job side's claim (a CAS that sets
+//!   `RUNNING` only while `CANCELLED` is clear) and the task side's cancel
+//!   (a `fetch_or` of `CANCELLED`, which takes the closure only if `RUNNING`
+//!   was clear). Both read a closure written before the cell was shared.
+//! - **Output.** The job side writes it, then sets `COMPLETE` (Release). From
+//!   then on it belongs to the task side, unless `TASK_GONE` was already set
+//!   in the value that RMW returned: then the job side takes it back and
+//!   drops it. The task side's `fetch_or(TASK_GONE)` returns whether
+//!   `COMPLETE` was set first, so exactly one side drops each output.
+//! - **Waker.** While `WAKER` is clear only the task side touches the slot
+//!   (writes it). The task side sets `WAKER` (Release) after writing it; the
+//!   job side reads it (`wake_by_ref`) only if its `COMPLETE` RMW returned
+//!   `WAKER` set. To replace a waker the task side first clears `WAKER`; if
+//!   that RMW returns `COMPLETE`, the job side may be reading the slot, so
+//!   the task side leaves it alone and takes the output instead. The waker is
+//!   dropped with the cell.
+//!
+//! Every value (closure, output, waker, panic payload) is dropped exactly
+//! once, on the worker or on the Task's thread, and a panicking `Drop` is
+//! contained (see [`crate::unwind`]).
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::mem;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::JoinError;
+use crate::job::{JobRef, Mode};
+use crate::sync::{fence, AtomicUsize, Ordering, UnsafeCell};
+use crate::unwind::drop_quietly;
+
+const RUNNING: usize = 1 << 0;
+const COMPLETE: usize = 1 << 1;
+const CANCELLED: usize = 1 << 2;
+const TASK_GONE: usize = 1 << 3;
+const WAKER: usize = 1 << 4;
+const JOB_REF: usize = 1 << 5;
+const TASK_REF: usize = 1 << 6;
+
+/// The type-independent part of a cell, at its start (`repr(C)`).
+struct Header {
+    state: AtomicUsize,
+    waker: UnsafeCell<Option<Waker>>,
+    vtable: &'static VTable,
+}
+
+/// Operations on a cell that need to know the closure type `F`; the task
+/// side knows only `T`.
+struct VTable {
+    /// Moves the output into `*dst`, a `Option<Result<T, JoinError>>`.
+    take_output: unsafe fn(NonNull<Header>, *mut ()),
+    /// Drops what the stage holds (closure or output) in place.
+    drop_stage: unsafe fn(NonNull<Header>),
+    /// Frees the cell.
+    dealloc: unsafe fn(NonNull<Header>),
+}
+
+enum Stage<F, T> {
+    Closure(F),
+    Output(Result<T, JoinError>),
+    Empty,
+}
+
+#[repr(C)]
+struct Cell<F, T> {
+    header: Header,
+    stage: UnsafeCell<Stage<F, T>>,
+}
+
+impl<F, T> Cell<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    const VTABLE: VTable = VTable {
+        take_output: Self::take_output,
+        drop_stage: Self::drop_stage,
+        dealloc: Self::dealloc,
+    };
+
+    /// Allocates a cell for `func`: the job to queue, and its Task.
+    fn allocate(func: F) -> (JobRef, Task<T>) {
+        let cell = Box::new(Cell {
+            header: Header {
+                state: AtomicUsize::new(JOB_REF | TASK_REF),
+                waker: UnsafeCell::new(None),
+                vtable: &Self::VTABLE,
+            },
+            stage: UnsafeCell::new(Stage::<F, T>::Closure(func)),
+        });
+        let header = NonNull::from(Box::leak(cell)).cast::<Header>();
+        // SAFETY: `execute` is the job side's single use of its reference.
+        let job = unsafe { JobRef::new(header.cast(), Self::execute) };
+        (job, Task::from_header(header))
+    }
+
+    /// # Safety
+    /// `header` is the header of a live `Cell<F, T>`.
+    unsafe fn from_header<'a>(header: NonNull<Header>) -> &'a Self {
+        // SAFETY: `Cell` is repr(C) with the header first, and it is live.
+        unsafe { header.cast::<Self>().as_ref() }
+    }
+
+    /// The job side: claims the closure, runs (or cancels) it, hands the
+    /// output over and drops its reference.
+    ///
+    /// # Safety
+    /// Called once, through the `JobRef` of a live cell of this type.
+    unsafe fn execute(data: NonNull<()>, mode: Mode) {
+        let header = data.cast::<Header>();
+        // SAFETY: the job side's reference keeps the cell alive until `release`.
+        let cell = unsafe { Self::from_header(header) };
+        let state = &cell.header.state;
+
+        // 1. Claim the closure unless the Task cancelled it.
+        // Relaxed: ownership is decided by the RMW order on `state` alone; the
+        // closure itself was published to us by the queue.
+        let mut current = state.load(Ordering::Relaxed);
+        loop {
+            if current & CANCELLED != 0 {
+                // The Task took the closure; nothing to run or to hand over.
+                // SAFETY: our reference, released once.
+                unsafe { release(header, JOB_REF) };
+                return;
+            }
+            match state.compare_exchange_weak(
+                current,
+                current | RUNNING,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+
+        // 2. Run it. SAFETY: we claimed the closure; the task side will not
+        // touch the stage until it sees COMPLETE.
+        let stage = cell
+            .stage
+            .with_mut(|stage| unsafe { mem::replace(&mut *stage, Stage::Empty) });
+        let Stage::Closure(func) = stage else {
+            unreachable!("closure claimed twice")
+        };
+        let output = match mode {
+            Mode::Run => panic::catch_unwind(AssertUnwindSafe(func)).map_err(JoinError::panic),
+            Mode::Cancel => {
+                drop_quietly(func);
+                Err(JoinError::cancelled())
+            }
+        };
+
+        // 3. Hand the output over.
+        // Relaxed: a hint only; if the Task is already gone, nobody will read
+        // the output, and TASK_GONE is never cleared.
+        if state.load(Ordering::Relaxed) & TASK_GONE != 0 {
+            drop_quietly(output);
+        } else {
+            // SAFETY: RUNNING is set and COMPLETE is not: the stage is ours.
+            cell.stage
+                .with_mut(|stage| unsafe { *stage = Stage::Output(output) });
+            // AcqRel: Release publishes the output to the task side; Acquire
+            // makes the task side's waker write (Release) visible to us.
+            let prev = state.fetch_or(COMPLETE, Ordering::AcqRel);
+            if prev & TASK_GONE != 0 {
+                // The Task went away before COMPLETE: the output is ours to drop.
+                // SAFETY: the task side saw no COMPLETE, so it never touches it.
+                let stage = cell
+                    .stage
+                    .with_mut(|stage| unsafe { mem::replace(&mut *stage, Stage::Empty) });
+                drop_quietly(stage);
+            } else if prev & WAKER != 0 {
+                cell.header.waker.with(|waker| {
+                    // SAFETY: WAKER was set when we completed: the slot holds
+                    // a waker and the task side no longer writes it.
+                    if let Some(waker) = unsafe { &*waker } {
+                        // A user's waker may panic; the worker must not.
+                        if let Err(payload) =
+                            panic::catch_unwind(AssertUnwindSafe(|| waker.wake_by_ref()))
+                        {
+                            drop_quietly(payload);
+                        }
+                    }
+                });
+            }
+        }
+        // SAFETY: our reference, released once; `cell` is not used below.
+        unsafe { release(header, JOB_REF) };
+    }
+
+    /// # Safety
+    /// `COMPLETE` was observed with Acquire and the Task owns the output.
+    unsafe fn take_output(header: NonNull<Header>, dst: *mut ()) {
+        // SAFETY: the caller's contract: live cell of this type.
+        let cell = unsafe { Self::from_header(header) };
+        // SAFETY: after COMPLETE the stage belongs to the task side.
+        let stage = cell
+            .stage
+            .with_mut(|stage| unsafe { mem::replace(&mut *stage, Stage::Empty) });
+        let Stage::Output(output) = stage else {
+            panic!("Task polled after it returned Ready");
+        };
+        // SAFETY: `dst` is the caller's `Option<Result<T, JoinError>>`.
+        unsafe { *dst.cast::<Option<Result<T, JoinError>>>() = Some(output) };
+    }
+
+    /// # Safety
+    /// The caller owns the stage (the closure after a successful cancel, or
+    /// the output after COMPLETE).
+    unsafe fn drop_stage(header: NonNull<Header>) {
+        // SAFETY: the caller's contract: live cell, stage owned by the caller.
+        let cell = unsafe { Self::from_header(header) };
+        // SAFETY: as above.
+        let stage = cell
+            .stage
+            .with_mut(|stage| unsafe { mem::replace(&mut *stage, Stage::Empty) });
+        drop_quietly(stage);
+    }
+
+    /// # Safety
+    /// Both references are released; nobody else can reach the cell.
+    unsafe fn dealloc(header: NonNull<Header>) {
+        // SAFETY: allocated by `allocate` as a Box<Self>, now unreachable.
+        let cell = unsafe { Box::from_raw(header.cast::<Self>().as_ptr()) };
+        drop_quietly(cell);
+    }
+}
+
+/// Clears `bit` (one side's reference); the side that clears the last one
+/// frees the cell.
+///
+/// # Safety
+/// The caller holds reference `bit` of a live cell, and does not use the
+/// cell after this call.
+unsafe fn release(header: NonNull<Header>, bit: usize) {
+    // SAFETY: live until the last reference is released, which is below.
+    let (state, vtable) = unsafe {
+        let header = header.as_ref();
+        (&header.state, header.vtable)
+    };
+    // Release: our accesses to the cell happen before its deallocation by
+    // the other side, which synchronises through the fence below.
+    let prev = state.fetch_and(!bit, Ordering::Release);
+    if prev & (JOB_REF | TASK_REF) == bit {
+        // Acquire fence: the other side's accesses happen before the free.
+        fence(Ordering::Acquire);
+        // SAFETY: both references are gone; we are the only user.
+        unsafe { (vtable.dealloc)(header) };
+    }
+}
+
+/// Creates the cell for `func` and returns the job to queue and its Task.
+pub(crate) fn new_task<F, T>(func: F) -> (JobRef, Task<T>)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Cell::allocate(func)
+}
+
+/// A handle to a job submitted to a [`Pool`](crate::Pool): a future of the
+/// job's result.
+///
+/// `Task<T>` resolves to `Ok(T)` once the job has run, or to a [`JoinError`]
+/// if it panicked or was cancelled. Await it from any executor (polling never
+/// blocks), or call [`wait`](Task::wait) from synchronous code.
+///
+/// **Dropping a Task cancels its job** if the job has not started yet: the
+/// job will never run, and its closure is dropped at once. A job that is
+/// already running finishes, and its output is dropped. Use
+/// [`detach`](Task::detach) to let the job run without awaiting it.
+///
+/// ```
+/// # pollster::block_on(async {
+/// let pool = offload::Pool::new();
+/// let task = pool.spawn(|| (1..=10u64).product::<u64>());
+/// assert_eq!(task.await.unwrap(), 3_628_800);
+/// # });
+/// ```
+#[must_use = "dropping a Task cancels its job; use `.detach()` to let it run"]
+pub struct Task<T> {
+    header: NonNull<Header>,
+    _output: PhantomData<T>,
+}
+
+// SAFETY: the Task hands a `T` produced on another thread to this one, which
+// needs `T: Send`; it holds no other thread-bound data.
+unsafe impl<T: Send> Send for Task<T> {}
+// SAFETY: `&Task` allows only `is_finished` (an atomic load).
+unsafe impl<T: Send> Sync for Task<T> {}
+
+impl<T> Unpin for Task<T> {}
+
+impl<T> Task<T> {
+    fn from_header(header: NonNull<Header>) -> Self {
+        Self {
+            header,
+            _output: PhantomData,
+        }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the Task holds a reference to the cell until it is dropped.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// Whether the job has finished (run, panicked or been cancelled by a
+    /// shutdown): awaiting the Task now returns at once.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// let task = pool.spawn(|| 7);
+    /// let _ = pool.spawn(|| ()).wait(); // the pool is FIFO from outside
+    /// assert!(task.is_finished());
+    /// ```
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        // Acquire: a `true` here is followed by reading the output.
+        self.header().state.load(Ordering::Acquire) & COMPLETE != 0
+    }
+
+    /// Lets the job run to completion without awaiting it; its output is
+    /// dropped on the worker.
+    ///
+    /// ```
+    /// let pool = offload::Pool::new();
+    /// pool.spawn(|| println!("runs even though nobody awaits it")).detach();
+    /// pool.shutdown(); // runs every queued job
+    /// ```
+    pub fn detach(self) {
+        let this = mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again (ManuallyDrop: no Drop either).
+        unsafe { this.relinquish(TASK_GONE) };
+    }
+
+    /// Blocks the calling thread until the job has finished and returns its
+    /// result: Python's `Future.result()`.
+    ///
+    /// Called on a worker of any offload pool, the worker keeps running other
+    /// jobs while it waits, so waiting on a job of the same pool (even a
+    /// 1-thread pool) does not deadlock. Called on an async executor's
+    /// thread, it blocks that thread: `.await` the Task there instead.
+    ///
+    /// ```
+    /// let pool = offload::Pool::new();
+    /// let inner = pool.clone();
+    /// let sum = pool.spawn(move || {
+    ///     let halves = [inner.spawn(|| 1 + 2), inner.spawn(|| 3 + 4)];
+    ///     halves.into_iter().map(|t| t.wait().unwrap()).sum::<i32>()
+    /// });
+    /// assert_eq!(sum.wait().unwrap(), 10);
+    /// ```
+    pub fn wait(mut self) -> Result<T, JoinError> {
+        crate::worker::block_on(&mut self)
+    }
+
+    /// Gives up the task side's interest: `bits` is `TASK_GONE` (detach) or
+    /// `TASK_GONE | CANCELLED` (drop). Drops what the task side then owns
+    /// and releases its reference.
+    ///
+    /// # Safety
+    /// Called once, as the last use of the Task.
+    unsafe fn relinquish(&self, bits: usize) {
+        let header = self.header;
+        let vtable = self.header().vtable;
+        // Acquire: if COMPLETE is set we are about to drop the output, which
+        // the job side published with Release. Nothing we wrote needs
+        // publishing: the job side only reads TASK_GONE/CANCELLED themselves.
+        let prev = self.header().state.fetch_or(bits, Ordering::Acquire);
+        let cancelled_before_start = bits & CANCELLED != 0 && prev & RUNNING == 0;
+        if cancelled_before_start || prev & COMPLETE != 0 {
+            // SAFETY: we own the stage: the closure (the job side saw or will
+            // see CANCELLED before claiming it) or the output (COMPLETE was
+            // set before TASK_GONE, so the job side handed it to us).
+            unsafe { (vtable.drop_stage)(header) };
+        }
+        // SAFETY: the task side's reference, released once (caller's contract).
+        unsafe { release(header, TASK_REF) };
+    }
+
+    /// Registers `waker` to be woken on completion. Returns `true` if the job
+    /// completed meanwhile (the output can be taken).
+    fn register_waker(&self, waker: &Waker) -> bool {
+        let header = self.header();
+        // Acquire: if COMPLETE is set, the output is read next.
+        let state = header.state.load(Ordering::Acquire);
+        if state & COMPLETE != 0 {
+            return true;
+        }
+        if state & WAKER != 0 {
+            // SAFETY: WAKER is set, so nobody writes the slot; the job side
+            // may read it concurrently, and so may we.
+            let same = header.waker.with(|slot| {
+                unsafe { &*slot }
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(waker))
+            });
+            if same {
+                return false;
+            }
+            // Take the slot back before writing it.
+            // Acquire: if COMPLETE was set first, the output is read next.
+            let prev = header.state.fetch_and(!WAKER, Ordering::Acquire);
+            if prev & COMPLETE != 0 {
+                return true;
+            }
+        }
+        // SAFETY: WAKER is clear and COMPLETE was not set when we cleared it
+        // (or saw it clear), so the job side will not read the slot until we
+        // set WAKER again: we have it to ourselves.
+        header
+            .waker
+            .with_mut(|slot| unsafe { *slot = Some(waker.clone()) });
+        // AcqRel: Release publishes the waker to the job side's COMPLETE RMW;
+        // Acquire: if COMPLETE is set, the output is read next.
+        let prev = header.state.fetch_or(WAKER, Ordering::AcqRel);
+        prev & COMPLETE != 0
+    }
+
+    fn take_output(&mut self) -> Result<T, JoinError> {
+        let mut output: Option<Result<T, JoinError>> = None;
+        // SAFETY: COMPLETE was seen with Acquire and the Task still holds its
+        // reference and its interest, so the output is ours; `output` has the
+        // type `take_output` writes.
+        unsafe {
+            (self.header().vtable.take_output)(self.header, (&mut output as *mut Option<_>).cast())
+        };
+        output.expect("take_output wrote no output")
+    }
+
+    /// Polls without a waker: the output if the job has finished.
+    pub(crate) fn try_take(&mut self) -> Option<Result<T, JoinError>> {
+        self.is_finished().then(|| self.take_output())
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.register_waker(cx.waker()) {
+            Poll::Ready(this.take_output())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        // SAFETY: drop is the last use of the Task.
+        unsafe { self.relinquish(TASK_GONE | CANCELLED) };
+    }
+}
+
+impl<T> fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a snapshot for display only.
+        let state = self.header().state.load(Ordering::Relaxed);
+        let status = if state & COMPLETE != 0 {
+            "finished"
+        } else if state & RUNNING != 0 {
+            "running"
+        } else {
+            "queued"
+        };
+        f.debug_struct("Task")
+            .field("output", &std::any::type_name::<T>())
+            .field("status", &status)
+            .finish()
+    }
+}
