@@ -10,7 +10,7 @@
 //! soon as it sees the flag. `set` therefore clones the waiter's parker
 //! *before* the store and touches the latch no more after it.
 
-use crate::sync::{AtomicBool, AtomicUsize, Ordering, Parker, StdArc};
+use crate::sync::{mutant, AtomicBool, AtomicUsize, Ordering, Parker, StdArc};
 
 #[derive(Debug)]
 pub(crate) struct Latch {
@@ -46,7 +46,12 @@ impl Latch {
         let this = unsafe { &*this };
         let waiter = StdArc::clone(&this.waiter);
         // Release: publishes everything the setter wrote (the job's result).
-        this.is_set.store(true, Ordering::Release);
+        let order = if mutant!("latch_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        this.is_set.store(true, order);
         waiter.unpark();
     }
 }
@@ -98,7 +103,12 @@ impl CountLatch {
         let this = unsafe { &*this };
         let waiter = StdArc::clone(&this.waiter);
         // Release: publishes this job's writes to the waiter's Acquire probe.
-        if this.count.fetch_sub(1, Ordering::Release) == 1 {
+        let order = if mutant!("count_latch_relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        if this.count.fetch_sub(1, order) == 1 {
             waiter.unpark();
         }
     }

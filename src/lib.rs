@@ -52,6 +52,10 @@ mod task;
 mod unwind;
 mod worker;
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api;
+
 pub use error::JoinError;
 pub use pool::{Builder, Pool};
 pub use scope::Scope;

@@ -31,7 +31,7 @@ use std::fmt;
 use crate::job::{JobRef, Mode};
 use crate::queue::{Injector, Steal, Stealer};
 use crate::sleep::Sleep;
-use crate::sync::{fence, lock, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{fence, lock, mutant, AtomicUsize, Condvar, Mutex, Ordering};
 use crate::worker::WorkerThread;
 
 /// Refuse submissions; workers exit when they run out of work.
@@ -146,6 +146,7 @@ impl Registry {
         // SeqCst fence: pairs with the submitters' fence (module docs).
         fence(Ordering::SeqCst);
         match last_worker {
+            _ if mutant!("exit_no_drain") => {}
             Some(worker) => worker.run_until_idle(),
             None => self.cancel_injected(),
         }
@@ -177,7 +178,7 @@ impl Registry {
         // sleep protocol and the last worker's drain (module docs).
         fence(Ordering::SeqCst);
         // Relaxed: the fence above provides the ordering.
-        if self.live_workers.load(Ordering::Relaxed) == 0 {
+        if self.live_workers.load(Ordering::Relaxed) == 0 && !mutant!("exit_no_drain") {
             self.cancel_injected();
         } else {
             self.sleep.notify_one_after_fence();

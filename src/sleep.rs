@@ -37,7 +37,7 @@
 //! blocked worker waits on) unpark a worker's `Parker` directly; the woken
 //! worker removes itself from the list in step 4.
 
-use crate::sync::{fence, lock, AtomicUsize, Mutex, Ordering, Parker, StdArc};
+use crate::sync::{fence, lock, mutant, AtomicUsize, Mutex, Ordering, Parker, StdArc};
 
 #[derive(Debug)]
 pub(crate) struct Sleep {
@@ -68,7 +68,9 @@ impl Sleep {
     pub(crate) fn notify_one(&self) {
         // SeqCst fence: orders the caller's push before the load below, in
         // the total order shared with the fence in `sleep` (see module docs).
-        fence(Ordering::SeqCst);
+        if !mutant!("notify_no_fence") {
+            fence(Ordering::SeqCst);
+        }
         self.notify_one_after_fence();
     }
 
@@ -122,7 +124,7 @@ impl Sleep {
         }
         // SeqCst fence: pairs with the notifiers' fence (module docs).
         fence(Ordering::SeqCst);
-        if !has_work() {
+        if mutant!("sleep_no_recheck") || !has_work() {
             self.parkers[index].park();
         }
         self.unlist(index);

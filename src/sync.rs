@@ -86,6 +86,18 @@ pub(crate) use imp::*;
 /// loom checks them; only the reference count is not modelled.
 pub(crate) use std::sync::Arc as StdArc;
 
+/// `mutant!("name")` is `true` only in a build with
+/// `RUSTFLAGS='--cfg offload_mutant="name"'`: a deliberately broken variant
+/// of one protocol step, which a loom model must catch (see
+/// `loom-tests/README.md`). In every other build it is `false` and the
+/// branch compiles away.
+macro_rules! mutant {
+    ($name:literal) => {
+        cfg!(offload_mutant = $name)
+    };
+}
+pub(crate) use mutant;
+
 /// A one-token parker: `unpark` stores a token, `park` waits for it and
 /// consumes it. An `unpark` that comes before the `park` is not lost.
 ///

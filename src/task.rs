@@ -55,7 +55,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::JoinError;
 use crate::job::{JobRef, Mode};
-use crate::sync::{fence, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
 use crate::unwind::drop_quietly;
 
 const RUNNING: usize = 1 << 0;
@@ -190,7 +190,12 @@ where
                 .with_mut(|stage| unsafe { *stage = Stage::Output(output) });
             // AcqRel: Release publishes the output to the task side; Acquire
             // makes the task side's waker write (Release) visible to us.
-            let prev = state.fetch_or(COMPLETE, Ordering::AcqRel);
+            let order = if mutant!("complete_relaxed") {
+                Ordering::Relaxed
+            } else {
+                Ordering::AcqRel
+            };
+            let prev = state.fetch_or(COMPLETE, order);
             if prev & TASK_GONE != 0 {
                 // The Task went away before COMPLETE: the output is ours to drop.
                 // SAFETY: the task side saw no COMPLETE, so it never touches it.
@@ -272,7 +277,9 @@ unsafe fn release(header: NonNull<Header>, bit: usize) {
     let prev = state.fetch_and(!bit, Ordering::Release);
     if prev & (JOB_REF | TASK_REF) == bit {
         // Acquire fence: the other side's accesses happen before the free.
-        fence(Ordering::Acquire);
+        if !mutant!("release_no_acquire") {
+            fence(Ordering::Acquire);
+        }
         // SAFETY: both references are gone; we are the only user.
         unsafe { (vtable.dealloc)(header) };
     }
@@ -396,7 +403,8 @@ impl<T> Task<T> {
         // the job side published with Release. Nothing we wrote needs
         // publishing: the job side only reads TASK_GONE/CANCELLED themselves.
         let prev = self.header().state.fetch_or(bits, Ordering::Acquire);
-        let cancelled_before_start = bits & CANCELLED != 0 && prev & RUNNING == 0;
+        let cancelled_before_start = bits & CANCELLED != 0
+            && (prev & RUNNING == 0 || mutant!("cancel_ignores_running") && prev & COMPLETE == 0);
         if cancelled_before_start || prev & COMPLETE != 0 {
             // SAFETY: we own the stage: the closure (the job side saw or will
             // see CANCELLED before claiming it) or the output (COMPLETE was
@@ -416,10 +424,10 @@ impl<T> Task<T> {
         if state & COMPLETE != 0 {
             return true;
         }
-        if state & WAKER != 0 {
-            // SAFETY: WAKER is set, so nobody writes the slot; the job side
-            // may read it concurrently, and so may we.
+        if state & WAKER != 0 && !mutant!("waker_no_handshake") {
             let same = header.waker.with(|slot| {
+                // SAFETY: WAKER is set, so nobody writes the slot; the job
+                // side may read it concurrently, and so may we.
                 unsafe { &*slot }
                     .as_ref()
                     .is_some_and(|w| w.will_wake(waker))

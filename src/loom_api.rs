@@ -1,0 +1,129 @@
+//! Entry points for the loom models in `loom-tests/` (only under
+//! `cfg(loom)`; not part of the public API).
+//!
+//! They expose the protocols themselves, so a model can drive the handoff
+//! cell, the sleep protocol and the latches with as few threads as the
+//! property needs, instead of through a whole pool.
+
+use std::sync::Arc as StdArc;
+
+use crate::job::{JobRef, Mode};
+use crate::sync::Parker as InnerParker;
+use crate::task::Task;
+
+/// The job side of a handoff cell.
+#[derive(Debug)]
+pub struct Job(JobRef);
+
+impl Job {
+    /// Runs the job as a worker would.
+    pub fn run(self) {
+        self.0.execute(Mode::Run);
+    }
+
+    /// Cancels the job as a worker does during `shutdown_now`.
+    pub fn cancel(self) {
+        self.0.execute(Mode::Cancel);
+    }
+}
+
+/// Allocates a handoff cell: the job to hand to a "worker", and its Task.
+pub fn task<F, T>(func: F) -> (Job, Task<T>)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (job, task) = crate::task::new_task(func);
+    (Job(job), task)
+}
+
+/// The one-token parker every blocked thread waits on.
+#[derive(Debug, Clone, Default)]
+pub struct Parker(StdArc<InnerParker>);
+
+impl Parker {
+    /// A parker with no token.
+    pub fn new() -> Self {
+        Self(StdArc::new(InnerParker::new()))
+    }
+    /// Waits for the token and consumes it.
+    pub fn park(&self) {
+        self.0.park();
+    }
+    /// Makes the token available.
+    pub fn unpark(&self) {
+        self.0.unpark();
+    }
+}
+
+/// The sleep protocol of idle workers.
+#[derive(Debug)]
+pub struct Sleep(crate::sleep::Sleep);
+
+impl Sleep {
+    /// Sleep state for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self(crate::sleep::Sleep::new(workers))
+    }
+    /// Call after making a job visible: wakes one sleeper if any.
+    pub fn notify_one(&self) {
+        self.0.notify_one();
+    }
+    /// Wakes every sleeper.
+    pub fn notify_all(&self) {
+        self.0.notify_all();
+    }
+    /// Worker `index` sleeps unless `has_work()` (re-checked after
+    /// announcing itself) is true; returns when woken.
+    pub fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
+        self.0.sleep(index, has_work);
+    }
+    /// Wakes worker `index` directly (as a latch or a Task waker does).
+    pub fn unpark(&self, index: usize) {
+        self.0.parker(index).unpark();
+    }
+}
+
+/// A set-once latch whose waiter parks on a [`Parker`].
+#[derive(Debug)]
+pub struct Latch(crate::latch::Latch);
+
+impl Latch {
+    /// A latch that wakes `waiter` when set.
+    pub fn new(waiter: &Parker) -> Self {
+        Self(crate::latch::Latch::new(&waiter.0))
+    }
+    /// Whether it is set (Acquire).
+    pub fn probe(&self) -> bool {
+        self.0.probe()
+    }
+    /// Sets it and wakes the waiter.
+    pub fn set(&self) {
+        // SAFETY: `self` is borrowed for the whole call, so it stays valid.
+        unsafe { crate::latch::Latch::set(&self.0) }
+    }
+}
+
+/// The completion counter of a scope.
+#[derive(Debug)]
+pub struct CountLatch(crate::latch::CountLatch);
+
+impl CountLatch {
+    /// A count of one (the body) that wakes `waiter` at zero.
+    pub fn new(waiter: &Parker) -> Self {
+        Self(crate::latch::CountLatch::new(&waiter.0))
+    }
+    /// Adds one pending job.
+    pub fn increment(&self) {
+        self.0.increment();
+    }
+    /// Whether the count reached zero (Acquire).
+    pub fn probe(&self) -> bool {
+        self.0.probe()
+    }
+    /// Drops one count, waking the waiter at zero.
+    pub fn decrement(&self) {
+        // SAFETY: `self` is borrowed for the whole call, so it stays valid.
+        unsafe { crate::latch::CountLatch::decrement(&self.0) }
+    }
+}
