@@ -112,7 +112,13 @@ where
     worker.wait_until(|| scope.pending.probe());
     let job_panic = lock(&scope.panic).take();
     match (result, job_panic) {
-        (Err(payload), _) | (Ok(_), Some(payload)) => panic::resume_unwind(payload),
         (Ok(value), None) => value,
+        (Ok(_), Some(payload)) => panic::resume_unwind(payload),
+        (Err(payload), job_panic) => {
+            // The body's panic wins; a job's is dropped (quietly: a payload
+            // may panic in its own drop).
+            crate::unwind::drop_quietly(job_panic);
+            panic::resume_unwind(payload)
+        }
     }
 }

@@ -242,8 +242,13 @@ where
         !registry.is_terminating(),
         "offload: the pool has been shut down"
     );
+    // If the pool shuts down before a worker takes the job, the submitter
+    // itself cancels it (see `Registry::inject`) and this panics on its
+    // thread, which re-raises the panic to the caller below.
+    let target = Arc::clone(registry);
     let run_on_worker = move || {
         let worker = WorkerThread::current()
+            .filter(|worker| worker.registry().is(&target))
             .expect("offload: the pool was shut down before this operation could run");
         op(worker)
     };
