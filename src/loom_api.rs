@@ -74,9 +74,11 @@ impl Sleep {
         self.0.notify_all();
     }
     /// Worker `index` sleeps unless `has_work()` (re-checked after
-    /// announcing itself) is true; returns when woken.
-    pub fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
-        self.0.sleep(index, has_work);
+    /// announcing itself) is true; returns when woken, `true` if a notifier
+    /// chose this worker (it must then look for work or pass the wake-up on
+    /// with `notify_one`).
+    pub fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) -> bool {
+        self.0.sleep(index, has_work)
     }
     /// Wakes worker `index` directly (as a latch or a Task waker does).
     pub fn unpark(&self, index: usize) {

@@ -13,7 +13,10 @@
 //! 3. re-check for work (the queues, termination, the condition it waits
 //!    for); if there is some, take itself off the list and return;
 //! 4. park on its [`Parker`]; on waking, take itself off the list (if a
-//!    notifier did not already) and return. The caller then looks for work.
+//!    notifier did not already) and return whether a notifier had taken it
+//!    off. The caller then looks for work — or, if a notifier chose it and
+//!    the caller leaves without looking (a waiting worker whose condition
+//!    came true), passes the wake-up on with `notify_one`.
 //!
 //! Notifier (after pushing a job, in [`Sleep::notify_one`]):
 //! 1. (the push);
@@ -113,9 +116,11 @@ impl Sleep {
     }
 
     /// Puts worker `index` to sleep unless `has_work` finds something to do
-    /// after the worker announced itself. Returns when woken; the caller
-    /// must then look for work again.
-    pub(crate) fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
+    /// after the worker announced itself. Returns when woken: `true` if a
+    /// notifier chose this worker for a job, which the caller must then look
+    /// for (or hand the wake-up on to another worker).
+    #[must_use = "a notified worker must look for work or pass the wake-up on"]
+    pub(crate) fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) -> bool {
         {
             let mut sleepers = lock(&self.sleepers);
             sleepers.push(index);
@@ -127,16 +132,18 @@ impl Sleep {
         if mutant!("sleep_no_recheck") || !has_work() {
             self.parkers[index].park();
         }
-        self.unlist(index);
+        !self.unlist(index)
     }
 
-    /// Removes `index` from the sleepers, if a notifier has not already.
-    fn unlist(&self, index: usize) {
+    /// Removes `index` from the sleepers; `false` if a notifier already had.
+    fn unlist(&self, index: usize) -> bool {
         let mut sleepers = lock(&self.sleepers);
-        if let Some(position) = sleepers.iter().position(|&i| i == index) {
-            sleepers.swap_remove(position);
-            // Relaxed: the counter mirrors the list under the lock.
-            self.num_sleepers.fetch_sub(1, Ordering::Relaxed);
-        }
+        let Some(position) = sleepers.iter().position(|&i| i == index) else {
+            return false;
+        };
+        sleepers.swap_remove(position);
+        // Relaxed: the counter mirrors the list under the lock.
+        self.num_sleepers.fetch_sub(1, Ordering::Relaxed);
+        true
     }
 }

@@ -105,7 +105,8 @@ impl WorkerThread {
                 idle_rounds += 1;
             } else {
                 idle_rounds = 0;
-                self.registry.sleep.sleep(self.index, || {
+                // Notified or not, the loop looks for work next.
+                let _notified = self.registry.sleep.sleep(self.index, || {
                     self.has_work() || self.registry.is_terminating()
                 });
             }
@@ -132,9 +133,15 @@ impl WorkerThread {
                 idle_rounds += 1;
             } else {
                 idle_rounds = 0;
-                self.registry
+                let notified = self
+                    .registry
                     .sleep
                     .sleep(self.index, || done() || self.has_work());
+                if notified && done() && self.has_work() {
+                    // We were chosen for a job but leave without looking for
+                    // it: hand the wake-up to another sleeper.
+                    self.registry.sleep.notify_one();
+                }
             }
         }
     }
