@@ -1,0 +1,282 @@
+//! Helpers shared by the integration tests.
+//!
+//! - [`with_timeout`]: runs a test body on its own thread and fails the test
+//!   if it does not finish in time, so that no test can hang CI;
+//! - [`DropCounter`] / [`Tracked`]: a value that counts its drops;
+//! - [`Gate`]: holds one worker of a pool busy until released;
+//! - [`silence_expected_panics`]: keeps the output readable when tests panic
+//!   on purpose.
+//!
+//! Synchronisation is done with channels and barriers only, never sleeps.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Barrier, Once};
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use offload::{Pool, Task};
+
+/// The default time limit of a test body, in seconds: generous, since CI is
+/// a shared 2-core machine and the tests run in debug.
+pub const TIMEOUT: u64 = 60;
+
+/// Runs `body` on a new thread and returns its result; re-raises its panic;
+/// panics if it has not finished after `secs` seconds (the body's thread is
+/// then left behind, blocked: the test fails instead of hanging).
+pub fn with_timeout<T, F>(secs: u64, body: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let name = thread::current()
+        .name()
+        .map_or_else(|| "test-body".to_owned(), |n| format!("{n} (body)"));
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let result = panic::catch_unwind(AssertUnwindSafe(body));
+            let _ = tx.send(result);
+        })
+        .expect("spawn the test body's thread");
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(Ok(value)) => {
+            handle.join().expect("the body's thread");
+            value
+        }
+        Ok(Err(payload)) => {
+            let _ = handle.join();
+            panic::resume_unwind(payload)
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("test body did not finish within {secs} s (deadlock or lost wake-up?)")
+        }
+        Err(RecvTimeoutError::Disconnected) => unreachable!("the body's thread always sends"),
+    }
+}
+
+/// `with_timeout(TIMEOUT, body)`.
+pub fn timed<T, F>(body: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    with_timeout(TIMEOUT, body)
+}
+
+/// A message that panics raised on purpose by the tests contain; the panic
+/// hook installed by [`silence_expected_panics`] does not print them.
+pub const EXPECTED: &str = "expected panic";
+
+/// Installs (once per process) a panic hook that stays quiet for panics the
+/// tests raise on purpose: those whose message contains [`EXPECTED`], and
+/// those with a payload that is not a string (`panic_any` of a test type).
+/// Every other panic is reported by the previous hook as usual.
+pub fn silence_expected_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            let expected = match message {
+                Some(message) => message.contains(EXPECTED),
+                None => true,
+            };
+            if !expected {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// A shared counter.
+#[derive(Clone, Default, Debug)]
+pub struct Counter(Arc<AtomicUsize>);
+
+impl Counter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn incr(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts the drops of the [`Tracked`] values it hands out.
+#[derive(Clone, Default, Debug)]
+pub struct DropCounter {
+    drops: Counter,
+    created: Counter,
+}
+
+impl DropCounter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new value whose drop this counter counts.
+    pub fn track(&self) -> Tracked {
+        self.track_value(0)
+    }
+
+    /// A new value carrying `value`, whose drop this counter counts.
+    pub fn track_value(&self, value: u64) -> Tracked {
+        self.created.incr();
+        Tracked {
+            value,
+            drops: self.drops.clone(),
+        }
+    }
+
+    /// How many tracked values have been dropped.
+    pub fn drops(&self) -> usize {
+        self.drops.get()
+    }
+
+    /// How many tracked values have been created.
+    pub fn created(&self) -> usize {
+        self.created.get()
+    }
+
+    /// How many tracked values are still alive.
+    pub fn alive(&self) -> usize {
+        self.created() - self.drops()
+    }
+}
+
+/// A value that increments its [`DropCounter`] when dropped.
+#[derive(Debug)]
+pub struct Tracked {
+    pub value: u64,
+    drops: Counter,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops.incr();
+    }
+}
+
+/// Holds one worker of a pool busy until released: the gate job signals
+/// that it runs, then blocks on a channel. On a 1-thread pool this holds the
+/// only worker, so that jobs spawned meanwhile stay queued.
+pub struct Gate {
+    release: Option<mpsc::Sender<()>>,
+    task: Option<Task<()>>,
+}
+
+impl Gate {
+    /// Spawns the gate job on `pool` and returns once it is running.
+    pub fn hold(pool: &Pool) -> Gate {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let task = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            // Err (the Gate was dropped) releases too.
+            let _ = release_rx.recv();
+        });
+        started_rx.recv().expect("the gate job started");
+        Gate {
+            release: Some(release_tx),
+            task: Some(task),
+        }
+    }
+
+    /// Releases the gate job without waiting for it to return.
+    pub fn open(mut self) -> Task<()> {
+        drop(self.release.take());
+        self.task.take().unwrap()
+    }
+
+    /// Releases the gate job and waits for it to return.
+    pub fn release(self) {
+        self.open().wait().expect("the gate job");
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        // Dropping the sender releases the job, if still held.
+        drop(self.release.take());
+        if let Some(task) = self.task.take() {
+            task.detach();
+        }
+    }
+}
+
+/// A one-shot signal between threads (a job and the test, typically).
+pub fn signal() -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
+    mpsc::channel()
+}
+
+/// Spins (yielding) until `cond` holds: for states that can only be
+/// observed by polling. Always called under a timeout.
+pub fn spin_until(mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        thread::yield_now();
+    }
+}
+
+/// Whether `pool` has started terminating (as its `Debug` output shows).
+pub fn is_terminating(pool: &Pool) -> bool {
+    format!("{pool:?}").contains("terminating: true")
+}
+
+/// Runs `pool.threads()` jobs that must all be running at the same time
+/// (they meet at a barrier), and returns their distinct thread ids and
+/// names: proof that every worker is alive and serving.
+pub fn all_workers(pool: &Pool) -> (HashSet<ThreadId>, HashSet<String>) {
+    let n = pool.threads();
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            pool.spawn(move || {
+                barrier.wait();
+                let me = thread::current();
+                (me.id(), me.name().unwrap_or("").to_owned())
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut names = HashSet::new();
+    for task in tasks {
+        let (id, name) = task.wait().expect("a barrier job");
+        ids.insert(id);
+        names.insert(name);
+    }
+    assert_eq!(ids.len(), n, "{n} jobs met at a barrier on fewer threads");
+    (ids, names)
+}
+
+/// A pool of `n` threads named `{prefix}-{i}`.
+pub fn pool(n: usize, prefix: &'static str) -> Pool {
+    Pool::builder()
+        .threads(n)
+        .thread_name(move |i| format!("{prefix}-{i}"))
+        .build()
+        .expect("build the pool")
+}
+
+/// Busy work whose result the optimiser cannot predict.
+pub fn spin_work(iterations: u64) -> u64 {
+    let mut h = 0x9E37_79B9_7F4A_7C15_u64;
+    for x in 0..iterations {
+        h = std::hint::black_box(h.rotate_left(5) ^ x.wrapping_mul(0x0100_0000_01B3));
+    }
+    h
+}

@@ -1,0 +1,460 @@
+//! `shutdown` runs every queued job; `shutdown_now` cancels the queued ones
+//! and waits for the running ones; a spawn after shutdown is cancelled at
+//! once; dropping the last handle never blocks, and queued work still runs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+
+use common::{is_terminating, pool, spin_until, timed, Counter, DropCounter, Gate};
+use offload::Pool;
+
+const N: usize = 500;
+
+#[test]
+fn shutdown_runs_every_queued_job() {
+    timed(|| {
+        let pool = pool(1, "graceful");
+        let gate = Gate::hold(&pool);
+        let runs = Counter::new();
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let runs = runs.clone();
+                pool.spawn(move || {
+                    runs.incr();
+                    i
+                })
+            })
+            .collect();
+        // Shut down while every job is still queued behind the gate.
+        let p = pool.clone();
+        let shutdown = thread::spawn(move || p.shutdown());
+        spin_until(|| is_terminating(&pool));
+        assert_eq!(runs.get(), 0);
+        gate.release();
+        shutdown.join().unwrap();
+        assert_eq!(runs.get(), N);
+        for (i, task) in tasks.into_iter().enumerate() {
+            assert!(task.is_finished());
+            assert_eq!(task.wait().unwrap(), i);
+        }
+    });
+}
+
+#[test]
+fn shutdown_on_a_multi_thread_pool_with_jobs_spawning_jobs() {
+    timed(|| {
+        // Jobs that spawn more jobs while the pool shuts down: each of those
+        // Tasks resolves, either Ok or cancelled (spawn after termination).
+        let pool = pool(2, "graceful2");
+        let runs = Counter::new();
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let inner = pool.clone();
+                let runs = runs.clone();
+                pool.spawn(move || {
+                    runs.incr();
+                    let runs = runs.clone();
+                    inner.spawn(move || runs.incr())
+                })
+            })
+            .collect();
+        pool.shutdown();
+        assert!(runs.get() >= N);
+        let mut children_ok = 0;
+        for task in tasks {
+            let child = task.wait().unwrap();
+            assert!(child.is_finished());
+            match child.wait() {
+                Ok(()) => children_ok += 1,
+                Err(e) => assert!(e.is_cancelled()),
+            }
+        }
+        assert_eq!(runs.get(), N + children_ok);
+    });
+}
+
+#[test]
+fn shutdown_now_cancels_queued_and_waits_for_running() {
+    timed(|| {
+        let pool = pool(1, "now");
+        let closures = DropCounter::new();
+        let runs = Counter::new();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let running = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            "finished"
+        });
+        started_rx.recv().unwrap();
+        let queued: Vec<_> = (0..N)
+            .map(|_| {
+                let runs = runs.clone();
+                let captured = closures.track();
+                pool.spawn(move || {
+                    runs.incr();
+                    drop(captured);
+                })
+            })
+            .collect();
+        let p = pool.clone();
+        let shutdown = thread::spawn(move || p.shutdown_now());
+        spin_until(|| is_terminating(&pool));
+        go_tx.send(()).unwrap();
+        shutdown.join().unwrap();
+        // The running job completed normally.
+        assert!(running.is_finished());
+        assert_eq!(running.wait().unwrap(), "finished");
+        // Every queued one was cancelled, never run, its closure dropped once.
+        assert_eq!(runs.get(), 0);
+        assert_eq!(closures.drops(), N);
+        for task in queued {
+            assert!(task.is_finished());
+            assert!(task.wait().unwrap_err().is_cancelled());
+        }
+    });
+}
+
+#[test]
+fn shutdown_now_blocks_until_the_running_job_returns() {
+    timed(|| {
+        let pool = pool(1, "now-blocks");
+        let gate = Gate::hold(&pool);
+        let (done_tx, done_rx) = mpsc::channel();
+        let p = pool.clone();
+        let shutdown = thread::spawn(move || {
+            p.shutdown_now();
+            done_tx.send(()).unwrap();
+        });
+        spin_until(|| is_terminating(&pool));
+        // The gate job still runs, so shutdown_now cannot have returned.
+        assert!(done_rx.try_recv().is_err());
+        gate.release();
+        done_rx.recv().unwrap();
+        shutdown.join().unwrap();
+    });
+}
+
+#[test]
+fn spawn_after_shutdown_is_cancelled_at_once() {
+    timed(|| {
+        for now in [false, true] {
+            let pool = pool(2, "after");
+            if now {
+                pool.shutdown_now();
+            } else {
+                pool.shutdown();
+            }
+            let runs = Counter::new();
+            let closures = DropCounter::new();
+            let r = runs.clone();
+            let captured = closures.track();
+            let task = pool.spawn(move || {
+                r.incr();
+                drop(captured);
+            });
+            assert!(task.is_finished());
+            assert_eq!(closures.drops(), 1);
+            assert!(pollster::block_on(task).unwrap_err().is_cancelled());
+            assert_eq!(runs.get(), 0);
+        }
+    });
+}
+
+#[test]
+fn fork_join_after_shutdown_panics() {
+    common::silence_expected_panics();
+    timed(|| {
+        let pool = pool(1, "after-join");
+        pool.shutdown();
+        let join = panic::catch_unwind(AssertUnwindSafe(|| pool.join(|| 1, || 2)));
+        let scope = panic::catch_unwind(AssertUnwindSafe(|| pool.scope(|_| ())));
+        let install = panic::catch_unwind(AssertUnwindSafe(|| pool.install(|| ())));
+        for result in [join.map(drop), scope, install] {
+            let payload = result.unwrap_err();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            assert!(message.contains("shut down"), "{message}");
+        }
+    });
+}
+
+#[test]
+fn dropping_the_last_handle_does_not_block_and_queued_work_runs() {
+    timed(|| {
+        let stops = Counter::new();
+        let s = stops.clone();
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let stop_tx = Mutex::new(stop_tx);
+        let pool = Pool::builder()
+            .threads(1)
+            .on_thread_stop(move |_| {
+                s.incr();
+                stop_tx.lock().unwrap().send(()).unwrap();
+            })
+            .build()
+            .unwrap();
+        let gate = Gate::hold(&pool);
+        let (tx, rx) = mpsc::channel();
+        let outputs = DropCounter::new();
+        let mut held = Vec::new();
+        for i in 0..N {
+            let tx = tx.clone();
+            let outputs = outputs.clone();
+            let task = pool.spawn(move || {
+                tx.send(i).unwrap();
+                outputs.track()
+            });
+            if i % 2 == 0 {
+                task.detach();
+            } else {
+                held.push(task);
+            }
+        }
+        drop(tx);
+        // The only worker is held by the gate: this returns only because
+        // dropping the last handle does not wait for anything.
+        drop(pool);
+        assert_eq!(stops.get(), 0);
+        gate.release();
+        let mut seen: Vec<usize> = rx.iter().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..N).collect::<Vec<_>>());
+        for task in held {
+            drop(task.wait().unwrap());
+        }
+        // The thread then exits.
+        stop_rx.recv().unwrap();
+        assert_eq!(stops.get(), 1);
+        // Detached outputs were dropped on the worker before it stopped.
+        assert_eq!(outputs.created(), N);
+        assert_eq!(outputs.drops(), N);
+    });
+}
+
+#[test]
+fn clones_keep_the_pool_alive() {
+    timed(|| {
+        let pool = pool(1, "clones");
+        let clone = pool.clone();
+        drop(pool);
+        assert_eq!(clone.spawn(|| 3).wait().unwrap(), 3);
+        assert!(!is_terminating(&clone));
+    });
+}
+
+#[test]
+fn on_thread_stop_runs_once_per_thread_on_shutdown() {
+    timed(|| {
+        let stopped: Arc<Mutex<HashMap<usize, usize>>> = Arc::default();
+        let s = Arc::clone(&stopped);
+        let pool = Pool::builder()
+            .threads(3)
+            .on_thread_stop(move |i| *s.lock().unwrap().entry(i).or_default() += 1)
+            .build()
+            .unwrap();
+        for t in (0..100).map(|i| pool.spawn(move || i)).collect::<Vec<_>>() {
+            t.wait().unwrap();
+        }
+        assert!(stopped.lock().unwrap().is_empty());
+        pool.shutdown();
+        let stopped = stopped.lock().unwrap().clone();
+        assert_eq!(stopped, HashMap::from([(0, 1), (1, 1), (2, 1)]));
+        pool.shutdown();
+    });
+}
+
+#[test]
+fn shutdown_twice_and_both_kinds() {
+    timed(|| {
+        let pool = pool(2, "twice");
+        let t = pool.spawn(|| 1);
+        pool.shutdown();
+        pool.shutdown();
+        pool.shutdown_now();
+        assert_eq!(t.wait().unwrap(), 1);
+        assert!(is_terminating(&pool));
+    });
+}
+
+#[test]
+fn concurrent_shutdowns_from_several_threads() {
+    timed(|| {
+        for round in 0..20 {
+            let pool = pool(2, "concurrent");
+            let tasks: Vec<_> = (0..100).map(|i| pool.spawn(move || i)).collect();
+            let barrier = Barrier::new(3);
+            thread::scope(|s| {
+                for k in 0..3 {
+                    let pool = pool.clone();
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        if (k + round) % 2 == 0 {
+                            pool.shutdown();
+                        } else {
+                            pool.shutdown_now();
+                        }
+                    });
+                }
+            });
+            // Every Task resolved: Ok, or cancelled by a shutdown_now.
+            for (i, task) in tasks.into_iter().enumerate() {
+                assert!(task.is_finished());
+                match task.wait() {
+                    Ok(v) => assert_eq!(v, i),
+                    Err(e) => assert!(e.is_cancelled()),
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn shutdown_from_a_worker_only_starts_it() {
+    timed(|| {
+        let pool = pool(2, "self-shutdown");
+        let p = pool.clone();
+        let t = pool.spawn(move || {
+            p.shutdown();
+            "returned"
+        });
+        assert_eq!(t.wait().unwrap(), "returned");
+        pool.shutdown();
+        assert!(pool.spawn(|| ()).wait().unwrap_err().is_cancelled());
+
+        let pool = pool_now();
+        let p = pool.clone();
+        let t = pool.spawn(move || {
+            p.shutdown_now();
+            "returned"
+        });
+        assert_eq!(t.wait().unwrap(), "returned");
+        pool.shutdown_now();
+    });
+}
+
+fn pool_now() -> Pool {
+    pool(1, "self-shutdown-now")
+}
+
+#[test]
+fn spawns_racing_with_shutdown_all_resolve() {
+    timed(|| {
+        for round in 0..10 {
+            let pool = pool(2, "race");
+            let runs = Counter::new();
+            let closures = DropCounter::new();
+            let barrier = Barrier::new(3);
+            let tasks = thread::scope(|s| {
+                let spawners: Vec<_> = (0..2)
+                    .map(|_| {
+                        let pool = &pool;
+                        let barrier = &barrier;
+                        let runs = &runs;
+                        let closures = &closures;
+                        s.spawn(move || {
+                            barrier.wait();
+                            (0..2000)
+                                .map(|_| {
+                                    let runs = runs.clone();
+                                    let captured = closures.track();
+                                    pool.spawn(move || {
+                                        runs.incr();
+                                        drop(captured);
+                                    })
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                barrier.wait();
+                if round % 2 == 0 {
+                    pool.shutdown();
+                } else {
+                    pool.shutdown_now();
+                }
+                spawners
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap())
+                    .collect::<Vec<_>>()
+            });
+            let mut ok = 0;
+            for task in tasks {
+                match task.wait() {
+                    Ok(()) => ok += 1,
+                    Err(e) => assert!(e.is_cancelled()),
+                }
+            }
+            assert_eq!(ok, runs.get());
+            assert_eq!(closures.drops(), 4000);
+        }
+    });
+}
+
+#[test]
+fn fork_join_in_progress_completes_under_shutdown_now() {
+    // Parts of a join/scope/install already running are not cancellable.
+    timed(|| {
+        let pool = pool(1, "in-progress");
+        let (started_tx, started_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let p = pool.clone();
+        let installer = thread::spawn(move || {
+            p.install(move || {
+                started_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                let (a, b) = offload::join(|| 1, || 2);
+                let mut parts = [0u8; 4];
+                offload::scope(|s| {
+                    for part in parts.iter_mut() {
+                        s.spawn(move |_| *part = 1);
+                    }
+                });
+                (a, b, parts)
+            })
+        });
+        started_rx.recv().unwrap();
+        let p = pool.clone();
+        let shutdown = thread::spawn(move || p.shutdown_now());
+        spin_until(|| is_terminating(&pool));
+        go_tx.send(()).unwrap();
+        assert_eq!(installer.join().unwrap(), (1, 2, [1; 4]));
+        shutdown.join().unwrap();
+    });
+}
+
+#[test]
+fn threads_of_dropped_pools_exit() {
+    timed(|| {
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let pools = 30;
+        for k in 0..pools {
+            let stop_tx = Mutex::new(stop_tx.clone());
+            let pool = Pool::builder()
+                .threads(2)
+                .on_thread_stop(move |i| stop_tx.lock().unwrap().send((k, i)).unwrap())
+                .build()
+                .unwrap();
+            for _ in 0..10 {
+                pool.spawn(|| common::spin_work(100)).detach();
+            }
+            // The last handle goes from inside the pool, on a worker.
+            let last = pool.clone();
+            pool.spawn(move || drop(last)).detach();
+        }
+        drop(stop_tx);
+        let mut stopped: Vec<(usize, usize)> = stop_rx.iter().collect();
+        stopped.sort_unstable();
+        let expected: Vec<(usize, usize)> = (0..pools).flat_map(|k| [(k, 0), (k, 1)]).collect();
+        assert_eq!(stopped, expected);
+    });
+}
