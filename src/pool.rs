@@ -162,7 +162,9 @@ impl Pool {
 
     /// Stops accepting jobs, runs every queued job, and waits for the
     /// threads to exit. Called from one of this pool's own workers, it
-    /// cannot wait for itself: it only starts the shutdown.
+    /// cannot wait for itself: it only starts the shutdown. Called from a
+    /// worker of another pool, that worker runs its own pool's jobs while it
+    /// waits.
     pub fn shutdown(&self) {
         self.registry.terminate(false);
         self.wait_for_workers();

@@ -31,13 +31,19 @@ use std::fmt;
 use crate::job::{JobRef, Mode};
 use crate::queue::{Injector, Steal, Stealer};
 use crate::sleep::Sleep;
-use crate::sync::{fence, lock, mutant, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{fence, lock, mutant, AtomicUsize, Mutex, Ordering, Parker, StdArc};
 use crate::worker::WorkerThread;
 
 /// Refuse submissions; workers exit when they run out of work.
 const TERMINATING: usize = 1 << 0;
 /// Resolve queued cancellable jobs as cancelled instead of running them.
 const CANCEL_QUEUED: usize = 1 << 1;
+
+#[derive(Debug, Default)]
+struct Exit {
+    done: bool,
+    waiters: Vec<StdArc<Parker>>,
+}
 
 /// A hook run on each worker thread with its index.
 pub(crate) type Hook = Box<dyn Fn(usize) + Send + Sync>;
@@ -48,8 +54,9 @@ pub(crate) struct Registry {
     pub(crate) sleep: Sleep,
     flags: AtomicUsize,
     live_workers: AtomicUsize,
-    all_exited: Mutex<bool>,
-    all_exited_cv: Condvar,
+    /// Set once every worker has exited, with the parkers of the threads
+    /// waiting for that.
+    exit: Mutex<Exit>,
     /// Live [`Pool`](crate::Pool) handles; the last one to go terminates.
     handles: AtomicUsize,
     pub(crate) on_start: Option<Hook>,
@@ -69,8 +76,7 @@ impl Registry {
             stealers,
             flags: AtomicUsize::new(0),
             live_workers: AtomicUsize::new(num_threads),
-            all_exited: Mutex::new(false),
-            all_exited_cv: Condvar::new(),
+            exit: Mutex::new(Exit::default()),
             handles: AtomicUsize::new(0),
             on_start,
             on_stop,
@@ -124,14 +130,30 @@ impl Registry {
         self.sleep.notify_all();
     }
 
-    /// Blocks until every worker has exited.
+    /// Blocks until every worker has exited. On a worker of another pool,
+    /// that worker runs its own pool's jobs meanwhile (one of them may be
+    /// what this pool's last running job waits for).
     pub(crate) fn wait_until_exited(&self) {
-        let mut exited = lock(&self.all_exited);
-        while !*exited {
-            exited = self
-                .all_exited_cv
-                .wait(exited)
-                .unwrap_or_else(|poison| poison.into_inner());
+        let worker = WorkerThread::current();
+        let parker = match worker {
+            Some(worker) => StdArc::clone(worker.parker()),
+            None => StdArc::new(Parker::new()),
+        };
+        {
+            let mut exit = lock(&self.exit);
+            if exit.done {
+                return;
+            }
+            exit.waiters.push(StdArc::clone(&parker));
+        }
+        let exited = || lock(&self.exit).done;
+        match worker {
+            Some(worker) => worker.wait_until(exited),
+            None => {
+                while !exited() {
+                    parker.park();
+                }
+            }
         }
     }
 
@@ -150,8 +172,14 @@ impl Registry {
             Some(worker) => worker.run_until_idle(),
             None => self.cancel_injected(),
         }
-        *lock(&self.all_exited) = true;
-        self.all_exited_cv.notify_all();
+        let waiters = {
+            let mut exit = lock(&self.exit);
+            exit.done = true;
+            std::mem::take(&mut exit.waiters)
+        };
+        for waiter in waiters {
+            waiter.unpark();
+        }
     }
 
     // ---- submission -----------------------------------------------------

@@ -458,3 +458,25 @@ fn threads_of_dropped_pools_exit() {
         assert_eq!(stopped, expected);
     });
 }
+
+/// Shutting down pool B from a worker of pool A keeps A's worker serving
+/// A's jobs while it waits: here B's last job waits on a job queued on A,
+/// whose only worker is the one calling `shutdown`.
+#[test]
+fn shutdown_from_another_pools_worker_keeps_that_worker_serving() {
+    timed(|| {
+        let a = pool(1, "a");
+        let b = pool(1, "b");
+        let a2 = a.clone();
+        let outcome = a
+            .spawn(move || {
+                let on_a = a2.spawn(|| 5);
+                let on_b = b.spawn(move || on_a.wait().unwrap() + 1);
+                b.shutdown();
+                on_b.wait().unwrap()
+            })
+            .wait()
+            .unwrap();
+        assert_eq!(outcome, 6);
+    });
+}
