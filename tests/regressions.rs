@@ -50,7 +50,10 @@ fn woken_waiter_passes_on_a_job_wake_up() {
             go_tx.send(()).unwrap();
             let (v, j_ran) = res_rx.recv().unwrap();
             assert_eq!(v, 42);
-            assert!(j_ran, "round {round}: J stayed queued while A's other worker slept");
+            assert!(
+                j_ran,
+                "round {round}: J stayed queued while A's other worker slept"
+            );
         }
     });
 }

@@ -1,0 +1,338 @@
+//! Loop lag: what CPU-bound work does to an async event loop, and what
+//! `offload` does about it.
+//!
+//! ```text
+//! cargo run --release --example loop_lag
+//! ```
+//!
+//! A current-thread tokio runtime runs a 1 ms ticker: a task that wakes on a
+//! fixed schedule and records how late each wake-up was (actual time minus
+//! scheduled time; missed ticks are fired in a burst, so a stall of 30 ms
+//! shows up as 30 late ticks). Meanwhile the same loop handles a batch of
+//! 4 × cores CPU jobs, each a fixed number of iterations of a hash loop
+//! (calibrated once at startup to about 30 ms, then identical in every mode),
+//! in one of three ways:
+//!
+//! - **inline on the loop**: the jobs are computed by a task on the loop, one
+//!   after another (yielding in between, as a server would between requests);
+//! - **tokio spawn_blocking**: each job goes to tokio's blocking thread pool,
+//!   which starts one thread per job that is waiting;
+//! - **offload Pool::spawn**: each job goes to an `offload::Pool` with its
+//!   default one worker per core, and the loop awaits the returned Tasks.
+//!
+//! A first row runs the ticker with no jobs at all: the timer's own floor
+//! (tokio's timer has a 1 ms resolution, so sub-millisecond lags are noise).
+//!
+//! # Reading the table
+//!
+//! - **worst lag / p99 lag**: the largest and the 99th-percentile tick lateness
+//!   over all rounds. This is how long any other request on that loop would
+//!   have waited. Inline, it is about one whole job.
+//! - **makespan**: time from the first submission until every job is done
+//!   (median over the rounds), and **× ideal**, its ratio to the total
+//!   single-threaded work divided by the number of cores. 1.00 is perfect
+//!   parallel speed-up; inline on the loop cannot do better than `cores`.
+//! - **CPU s**: user + system CPU time the whole process used during one round
+//!   (median), from `getrusage`. Compare it with the work itself (jobs × job
+//!   time): anything above that is overhead (spinning, context switches).
+
+use std::error::Error;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::time::MissedTickBehavior;
+
+/// The ticker's period.
+const TICK: Duration = Duration::from_millis(1);
+/// How long one job should take on one core, roughly.
+const TARGET_JOB_TIME: Duration = Duration::from_millis(30);
+/// Jobs per batch, per core.
+const JOBS_PER_CORE: usize = 4;
+/// Batches per mode; the modes take turns, round after round.
+const ROUNDS: usize = 15;
+
+type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
+
+/// One unit of CPU work: `iters` rounds of a multiply-rotate hash.
+fn hash_job(seed: u64, iters: u64) -> u64 {
+    let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
+    for i in 0..iters {
+        // `black_box` keeps the loop from being vectorised or folded away.
+        h = (h ^ black_box(i))
+            .wrapping_mul(0x0100_0000_01b3)
+            .rotate_left(17);
+    }
+    h
+}
+
+/// The iteration count that makes one job take about [`TARGET_JOB_TIME`],
+/// and the measured single-threaded time of one such job (median of 5).
+fn calibrate() -> (u64, Duration) {
+    let time = |iters| {
+        let start = Instant::now();
+        black_box(hash_job(black_box(0), iters));
+        start.elapsed()
+    };
+    let mut iters: u64 = 1 << 16;
+    let mut elapsed = time(iters);
+    while elapsed < Duration::from_millis(10) {
+        iters *= 2;
+        elapsed = time(iters);
+    }
+    let scale = TARGET_JOB_TIME.as_secs_f64() / elapsed.as_secs_f64();
+    let iters = (iters as f64 * scale) as u64;
+    let mut samples: Vec<Duration> = (0..5).map(|_| time(iters)).collect();
+    samples.sort();
+    (iters, samples[samples.len() / 2])
+}
+
+/// User + system CPU time this process has used so far.
+#[cfg(unix)]
+fn cpu_time() -> Option<Duration> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `usage` is a valid, writable `rusage`; getrusage fills it in
+    // completely when it returns 0.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Some(tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+#[cfg(not(unix))]
+fn cpu_time() -> Option<Duration> {
+    None
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Idle,
+    Inline,
+    SpawnBlocking,
+    Offload,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [Mode::Idle, Mode::Inline, Mode::SpawnBlocking, Mode::Offload];
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Idle => "(no jobs: timer floor)",
+            Mode::Inline => "inline on the loop",
+            Mode::SpawnBlocking => "tokio spawn_blocking",
+            Mode::Offload => "offload Pool::spawn",
+        }
+    }
+}
+
+/// What one batch measured.
+struct Round {
+    lateness: Vec<Duration>,
+    makespan: Duration,
+    cpu: Option<Duration>,
+    checksum: u64,
+}
+
+/// Everything a batch needs to know.
+#[derive(Clone)]
+struct Setup {
+    pool: offload::Pool,
+    jobs: u64,
+    iters: u64,
+    /// How long the no-jobs round lasts.
+    idle_time: Duration,
+}
+
+/// Ticks every [`TICK`] until `stop` is set; returns each tick's lateness.
+async fn ticker(stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut lateness = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        // With `Burst`, `tick` returns the scheduled time, not the actual one.
+        let scheduled = interval.tick().await;
+        lateness.push(scheduled.elapsed());
+    }
+    lateness
+}
+
+/// Runs the batch of jobs the way `mode` says; returns the XOR of the results.
+async fn run_jobs(mode: Mode, setup: &Setup) -> Result<u64> {
+    let iters = setup.iters;
+    let mut checksum = 0;
+    match mode {
+        Mode::Idle => tokio::time::sleep(setup.idle_time).await,
+        Mode::Inline => {
+            for seed in 0..setup.jobs {
+                checksum ^= hash_job(seed, iters);
+                tokio::task::yield_now().await;
+            }
+        }
+        Mode::SpawnBlocking => {
+            let handles: Vec<_> = (0..setup.jobs)
+                .map(|seed| tokio::task::spawn_blocking(move || hash_job(seed, iters)))
+                .collect();
+            for handle in handles {
+                checksum ^= handle.await?;
+            }
+        }
+        Mode::Offload => {
+            let tasks: Vec<_> = (0..setup.jobs)
+                .map(|seed| setup.pool.spawn(move || hash_job(seed, iters)))
+                .collect();
+            for task in tasks {
+                checksum ^= task.await?;
+            }
+        }
+    }
+    Ok(checksum)
+}
+
+/// One batch in `mode`, with the ticker running alongside on the same loop.
+async fn run_round(mode: Mode, setup: &Setup) -> Result<Round> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = tokio::spawn(ticker(Arc::clone(&stop)));
+    // Let the ticker take its first (immediate) tick before the jobs start.
+    tokio::task::yield_now().await;
+
+    let cpu_before = cpu_time();
+    let start = Instant::now();
+    // The jobs are driven by a task of their own, as a request handler would be.
+    let setup = setup.clone();
+    let checksum = tokio::spawn(async move { run_jobs(mode, &setup).await }).await??;
+    let makespan = start.elapsed();
+    let cpu_after = cpu_time();
+
+    stop.store(true, Ordering::Relaxed);
+    let lateness = ticker.await?;
+    let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b));
+    Ok(Round {
+        lateness,
+        makespan,
+        cpu,
+        checksum,
+    })
+}
+
+fn median(mut values: Vec<Duration>) -> Option<Duration> {
+    values.sort();
+    values.get(values.len() / 2).copied()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Prints one table row from all rounds of one mode.
+fn print_row(mode: Mode, rounds: &[Round], ideal: Duration) {
+    let mut lateness: Vec<Duration> = rounds
+        .iter()
+        .flat_map(|r| r.lateness.iter().copied())
+        .collect();
+    lateness.sort();
+    let worst = lateness.last().copied().unwrap_or_default();
+    let p99_index = (lateness.len() * 99).div_ceil(100).saturating_sub(1);
+    let p99 = lateness.get(p99_index).copied().unwrap_or_default();
+
+    let (makespan, ratio) = match mode {
+        Mode::Idle => ("-".to_string(), "-".to_string()),
+        _ => {
+            let makespan = median(rounds.iter().map(|r| r.makespan).collect()).unwrap_or_default();
+            let ratio = makespan.as_secs_f64() / ideal.as_secs_f64();
+            (ms(makespan), format!("{ratio:.2}"))
+        }
+    };
+    let cpu = rounds
+        .iter()
+        .map(|r| r.cpu)
+        .collect::<Option<Vec<_>>>()
+        .and_then(median)
+        .map_or_else(|| "n/a".to_string(), |c| format!("{:.3}", c.as_secs_f64()));
+
+    println!(
+        "{:<24}{:>11}{:>11}{:>12}{:>9}{:>8}",
+        mode.label(),
+        ms(worst),
+        ms(p99),
+        makespan,
+        ratio,
+        cpu
+    );
+}
+
+fn main() -> Result<()> {
+    let cores = std::thread::available_parallelism()?.get();
+    let pool = offload::Pool::builder().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+
+    let (iters, job_time) = calibrate();
+    let jobs = JOBS_PER_CORE * cores;
+    let ideal = job_time * jobs as u32 / cores as u32;
+
+    println!(
+        "machine: {cores} cores; offload pool: {} workers",
+        pool.threads()
+    );
+    println!(
+        "jobs: {jobs} per batch, each {:.1} M iterations of a hash loop = {} single-threaded",
+        iters as f64 / 1e6,
+        ms(job_time)
+    );
+    println!(
+        "ideal makespan: {jobs} × {} / {cores} cores = {}; {ROUNDS} rounds per mode, {} ticks",
+        ms(job_time),
+        ms(ideal),
+        ms(TICK)
+    );
+    println!();
+
+    let setup = Setup {
+        pool,
+        jobs: jobs as u64,
+        iters,
+        idle_time: ideal,
+    };
+    let mut results: Vec<Vec<Round>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
+    runtime.block_on(async {
+        for _ in 0..ROUNDS {
+            for (mode, rounds) in Mode::ALL.into_iter().zip(&mut results) {
+                rounds.push(run_round(mode, &setup).await?);
+            }
+        }
+        Ok::<_, Box<dyn Error + Send + Sync>>(())
+    })?;
+
+    // Every mode computed the same jobs: their results must agree.
+    let mut checksums = Mode::ALL
+        .into_iter()
+        .zip(&results)
+        .filter(|(mode, _)| *mode != Mode::Idle)
+        .flat_map(|(_, rounds)| rounds.iter().map(|r| r.checksum));
+    let first = checksums.next();
+    if checksums.any(|c| Some(c) != first) {
+        return Err("the modes computed different results".into());
+    }
+
+    println!(
+        "{:<24}{:>11}{:>11}{:>12}{:>9}{:>8}",
+        "mode", "worst lag", "p99 lag", "makespan", "× ideal", "CPU s"
+    );
+    for (mode, rounds) in Mode::ALL.into_iter().zip(&results) {
+        print_row(mode, rounds, ideal);
+    }
+    println!();
+    println!(
+        "(work per batch: {:.3} CPU s; makespan and CPU s are medians per batch)",
+        (job_time * jobs as u32).as_secs_f64()
+    );
+    Ok(())
+}
