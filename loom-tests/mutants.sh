@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Runs every protocol mutant of offload (the `mutant!("name")` switches in
+# src/) against the loom model that must catch it, and reports caught/missed.
+#
+#   loom-tests/mutants.sh                 # every mutant
+#   loom-tests/mutants.sh latch_relaxed   # only the ones named
+#
+# For each mutant it first checks that the model passes on the unmutated
+# build (target/loom, as the README's test command), then builds with
+# RUSTFLAGS='--cfg loom --cfg offload_mutant="NAME"' into target/loom-mutant
+# and runs the model: a failing model (panic, loom causality violation,
+# deadlock or leak) means the mutant is caught. A build failure is an error,
+# never a catch. Exits non-zero if any mutant is missed or anything errs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
+export CARGO_TERM_COLOR=never
+
+# mutant  test-binary  model
+MUTANTS="
+complete_relaxed        handoff  wait_races_completion
+release_no_acquire      handoff  task_drop_after_poll_races_job
+cancel_ignores_running  handoff  task_drop_races_job
+waker_no_handshake      handoff  completion_races_poll_with_new_waker
+notify_no_fence         sleep    submit_races_sleep_one_worker
+sleep_no_recheck        sleep    submit_races_sleep_one_worker
+latch_relaxed           latch    join_latch_value
+count_latch_relaxed     latch    scope_count_latch
+exit_no_drain           pool     pool_spawn_races_exit
+"
+
+selected=("$@")
+wanted() {
+    [ ${#selected[@]} -eq 0 ] && return 0
+    local m
+    for m in "${selected[@]}"; do [ "$m" = "$1" ] && return 0; done
+    return 1
+}
+
+run_model() { # target-dir rustflags binary model logfile
+    RUSTFLAGS="$2" cargo test --release -q -p loom-tests --target-dir "$1" \
+        --test "$3" -- --exact "$4" --test-threads=1 >"$5" 2>&1
+}
+
+log_dir=$(mktemp -d)
+status=0
+results=()
+found=0
+while read -r mutant binary model; do
+    [ -z "$mutant" ] && continue
+    wanted "$mutant" || continue
+    found=1
+    printf '%-24s %-8s %-40s ' "$mutant" "$binary" "$model"
+
+    clean_log="$log_dir/$mutant.clean.log"
+    if ! run_model target/loom "--cfg loom" "$binary" "$model" "$clean_log"; then
+        echo "ERROR (the model fails without the mutant; see $clean_log)"
+        results+=("$mutant: error"); status=1; continue
+    fi
+
+    flags="--cfg loom --cfg offload_mutant=\"$mutant\""
+    build_log="$log_dir/$mutant.build.log"
+    if ! RUSTFLAGS="$flags" cargo test --release -q -p loom-tests --target-dir target/loom-mutant \
+        --test "$binary" --no-run >"$build_log" 2>&1; then
+        echo "ERROR (build failed; see $build_log)"
+        results+=("$mutant: error"); status=1; continue
+    fi
+
+    log="$log_dir/$mutant.log"
+    start=$(date +%s)
+    if run_model target/loom-mutant "$flags" "$binary" "$model" "$log"; then
+        echo "MISSED ($(( $(date +%s) - start )) s; see $log)"
+        results+=("$mutant: missed"); status=1
+    else
+        why=""
+        for pattern in 'Causality violation[^.]*' '^deadlock' '[A-Za-z]+ leaked' \
+            'a panic in user code was caught by the library' 'assertion[^:]*failed.*'; do
+            why=$(grep -m1 -oE "$pattern" "$log") && break
+        done
+        echo "caught ($(( $(date +%s) - start )) s: ${why:-model failed})"
+        results+=("$mutant: caught")
+    fi
+done <<<"$MUTANTS"
+
+if [ "$found" -eq 0 ]; then
+    echo "no such mutant: ${selected[*]}" >&2
+    exit 2
+fi
+echo
+echo "logs in $log_dir"
+if [ "$status" -eq 0 ]; then
+    echo "every mutant caught"
+else
+    printf '%s\n' "${results[@]}" | grep -v ': caught$' | sed 's/^/NOT CAUGHT: /'
+fi
+exit "$status"

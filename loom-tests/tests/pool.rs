@@ -1,0 +1,101 @@
+//! Models with a real `offload::Pool` (one worker thread): the registry's
+//! submission, the worker loop, sleep, and termination (src/registry.rs,
+//! src/worker.rs) together, on the loom stand-in for the deques.
+//!
+//! Every model ends with every worker exited (`shutdown` waits for it; a
+//! worker left parked is a loom deadlock) and every value dropped (each
+//! holds a loom `Arc`, which loom reports if leaked).
+
+#![cfg(loom)]
+
+mod common;
+
+use common::{checked, model, DropCount};
+use offload::Pool;
+
+/// 5(a) Spawn a job from outside, wait for its Task (the caller parks; the
+/// worker wakes it through the Task's waker), shut down: the job ran once,
+/// its output and closure were dropped once, and the worker exited.
+#[test]
+fn pool_spawn_wait_shutdown() {
+    model("pool_spawn_wait_shutdown", || {
+        let pool = Pool::builder().threads(1).build().unwrap();
+        let captured = DropCount::new();
+        let outputs = DropCount::new();
+        let value = captured.value(1);
+        let out = outputs.clone();
+        let task = pool.spawn(move || {
+            let value = value; // capture the whole value, not just its field
+            checked("job", || out.value(value.payload + 1))
+        });
+        let output = task.wait().expect("the job ran");
+        assert_eq!(output.payload, 2);
+        drop(output);
+        pool.shutdown();
+        drop(pool);
+        assert_eq!(captured.get(), 1);
+        assert_eq!(outputs.get(), 1);
+    });
+}
+
+/// 5(b) No stranded job: a spawn from outside races with the worker's exit
+/// (the first job shuts the pool down from the worker, which only starts
+/// the termination). The second job is accepted and run, or cancelled
+/// (refused, or drained by the last worker or by the submitter itself), but
+/// its Task always resolves; then every worker has exited.
+#[test]
+fn pool_spawn_races_exit() {
+    model("pool_spawn_races_exit", || {
+        let pool = Pool::builder().threads(1).build().unwrap();
+        let handle = pool.clone();
+        let first = pool.spawn(move || handle.shutdown());
+        let drops = DropCount::new();
+        let value = drops.value(5);
+        let second = pool.spawn(move || {
+            let value = value; // capture the whole value, not just its field
+            checked("job", || value.payload)
+        });
+        match second.wait() {
+            Ok(payload) => assert_eq!(payload, 5),
+            Err(err) => assert!(err.is_cancelled(), "expected cancelled, got {err:?}"),
+        }
+        assert_eq!(drops.get(), 1, "the closure was not dropped exactly once");
+        first.wait().expect("the first job ran");
+        pool.shutdown();
+    });
+}
+
+/// 5(c) `shutdown_now` racing with a queued job: the job runs or is
+/// cancelled (its closure dropped, never called), its Task resolves either
+/// way, and the worker exits.
+#[test]
+fn pool_shutdown_now_races_job() {
+    model("pool_shutdown_now_races_job", || {
+        let pool = Pool::builder().threads(1).build().unwrap();
+        let drops = DropCount::new();
+        let value = drops.value(3);
+        let task = pool.spawn(move || {
+            let value = value; // capture the whole value, not just its field
+            checked("job", || value.payload)
+        });
+        pool.shutdown_now();
+        match task.wait() {
+            Ok(payload) => assert_eq!(payload, 3),
+            Err(err) => assert!(err.is_cancelled(), "expected cancelled, got {err:?}"),
+        }
+        assert_eq!(drops.get(), 1, "the closure was not dropped exactly once");
+    });
+}
+
+/// 5(d) `join` from outside on a two-worker pool: the caller parks on a
+/// latch (`in_worker`), a worker runs `a` and pushes `b` on its deque, where
+/// the other worker may steal it; both results come back.
+#[test]
+fn pool_join_two_workers() {
+    model("pool_join_two_workers", || {
+        let pool = Pool::builder().threads(2).build().unwrap();
+        let (a, b) = pool.join(|| checked("a", || 1), || checked("b", || 2));
+        assert_eq!((a, b), (1, 2));
+        pool.shutdown();
+    });
+}
