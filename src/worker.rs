@@ -124,7 +124,9 @@ impl WorkerThread {
     /// Whoever makes `done()` true must then unpark this worker's parker.
     pub(crate) fn wait_until(&self, done: impl Fn() -> bool) {
         let mut idle_rounds = 0;
+        let mut notified = false;
         while !done() {
+            notified = false;
             if let Some(job) = self.find_work() {
                 self.execute(job);
                 idle_rounds = 0;
@@ -133,16 +135,16 @@ impl WorkerThread {
                 idle_rounds += 1;
             } else {
                 idle_rounds = 0;
-                let notified = self
+                notified = self
                     .registry
                     .sleep
                     .sleep(self.index, || done() || self.has_work());
-                if notified && done() && self.has_work() {
-                    // We were chosen for a job but leave without looking for
-                    // it: hand the wake-up to another sleeper.
-                    self.registry.sleep.notify_one();
-                }
             }
+        }
+        if notified && self.has_work() {
+            // We were chosen for a job but leave without looking for it:
+            // hand the wake-up to another sleeper.
+            self.registry.sleep.notify_one();
         }
     }
 
