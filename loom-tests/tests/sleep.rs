@@ -303,9 +303,10 @@ fn waiting_worker_passes_wakeup_on() {
 /// `notify_one` pops W0; W0 wakes with `notified == true` but its latch is
 /// not set yet, so it does not pass on; the latch is set; W0's
 /// `while !done()` exits without looking for work; W1 sleeps on with the job
-/// queued). Ignored until src/worker.rs is fixed; see loom-tests/README.md.
+/// queued). src/worker.rs now has the fixed logic (commit 829febf); this
+/// model is kept, ignored, as the counterexample that shows 2(e) can fail.
 #[test]
-#[ignore = "library bug in src/worker.rs wait_until: a wake-up is swallowed (see README)"]
+#[ignore = "models the pre-829febf wait_until, which loses a wake-up: run with --ignored to see loom catch it"]
 fn waiting_worker_library_logic() {
     model_bounded("waiting_worker_library_logic", Some(2), || {
         waiting_worker_model(Pool::wait_until_latch_library);
