@@ -128,7 +128,8 @@ where
 
     /// Runs the job on the owner's thread after it popped its own `JobRef`
     /// back: no other thread can reach the job any more.
-    pub(crate) fn run_inline(self) -> R {
+    #[inline]
+    pub(crate) fn run_inline(&self) -> R {
         let func = self.func.with_mut(|func| {
             // SAFETY: the JobRef was popped back by the owner, so no other
             // thread has or will have access to `func`.
@@ -138,7 +139,7 @@ where
     }
 
     /// Takes the result once the latch is set.
-    pub(crate) fn into_job_result(self) -> JobResult<R> {
+    pub(crate) fn take_result(&self) -> JobResult<R> {
         debug_assert!(self.latch.probe());
         self.result.with_mut(|result| {
             // SAFETY: the latch is set (Acquire), so the executing thread's
@@ -149,7 +150,7 @@ where
 
     /// Takes the result once the latch is set, re-raising a panic.
     pub(crate) fn into_result(self) -> R {
-        self.into_job_result().into_return_value()
+        self.take_result().into_return_value()
     }
 
     /// # Safety

@@ -7,15 +7,31 @@
 //! lost, a waiter that checks the flag, misses it and parks is woken.
 //!
 //! The latch usually lives on the waiter's stack, which the waiter may pop as
-//! soon as it sees the flag. `set` therefore clones the waiter's parker
-//! *before* the store and touches the latch no more after it.
+//! soon as it sees the flag. `set` therefore copies the waiter's handle
+//! *before* the store and touches the latch no more after it. The handle is
+//! either a shared `Arc` of the parker (cloned by `set`: for waiters outside
+//! the pool, whose parker may go as soon as they return) or, for a `join`,
+//! a plain pointer to the owning worker's parker, which lives as long as the
+//! pool: every thread that can set a join latch is a worker of that pool and
+//! keeps it alive, so the pointer stays valid through `set` at no cost.
 
-use crate::sync::{mutant, AtomicBool, AtomicUsize, Ordering, Parker, StdArc};
+use std::ptr::NonNull;
+
+use crate::parker::Parker;
+use crate::sync::{mutant, AtomicBool, AtomicUsize, Ordering, StdArc};
 
 #[derive(Debug)]
 pub(crate) struct Latch {
     is_set: AtomicBool,
-    waiter: StdArc<Parker>,
+    waiter: Waiter,
+}
+
+#[derive(Debug)]
+enum Waiter {
+    /// A parker the latch co-owns.
+    Shared(StdArc<Parker>),
+    /// A worker's parker, valid for as long as its pool (see module docs).
+    Worker(NonNull<Parker>),
 }
 
 impl Latch {
@@ -23,7 +39,20 @@ impl Latch {
     pub(crate) fn new(waiter: &StdArc<Parker>) -> Self {
         Self {
             is_set: AtomicBool::new(false),
-            waiter: StdArc::clone(waiter),
+            waiter: Waiter::Shared(StdArc::clone(waiter)),
+        }
+    }
+
+    /// A latch that wakes the worker parked on `waiter`, without reference
+    /// counting.
+    ///
+    /// # Safety
+    /// `waiter` must outlive every call to [`set`](Self::set): it is a
+    /// worker's parker, and only workers of the same pool set the latch.
+    pub(crate) unsafe fn for_worker(waiter: &Parker) -> Self {
+        Self {
+            is_set: AtomicBool::new(false),
+            waiter: Waiter::Worker(NonNull::from(waiter)),
         }
     }
 
@@ -44,7 +73,15 @@ impl Latch {
     pub(crate) unsafe fn set(this: *const Self) {
         // SAFETY: valid on entry (contract), and the store below is the last use.
         let this = unsafe { &*this };
-        let waiter = StdArc::clone(&this.waiter);
+        let shared;
+        let waiter: &Parker = match &this.waiter {
+            Waiter::Shared(parker) => {
+                shared = StdArc::clone(parker);
+                &shared
+            }
+            // SAFETY: `for_worker`'s contract: the parker outlives this call.
+            Waiter::Worker(parker) => unsafe { parker.as_ref() },
+        };
         // Release: publishes everything the setter wrote (the job's result).
         let order = if mutant!("latch_relaxed") {
             Ordering::Relaxed

@@ -42,6 +42,7 @@ mod error;
 mod job;
 mod join;
 mod latch;
+mod parker;
 mod pool;
 mod queue;
 mod registry;

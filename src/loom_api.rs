@@ -8,7 +8,7 @@
 use std::sync::Arc as StdArc;
 
 use crate::job::{JobRef, Mode};
-use crate::sync::Parker as InnerParker;
+use crate::parker::Parker as InnerParker;
 use crate::task::Task;
 
 /// The job side of a handoff cell.
@@ -73,12 +73,21 @@ impl Sleep {
     pub fn notify_all(&self) {
         self.0.notify_all();
     }
-    /// Worker `index` sleeps unless `has_work()` (re-checked after
-    /// announcing itself) is true; returns when woken, `true` if a notifier
-    /// chose this worker (it must then look for work or pass the wake-up on
-    /// with `notify_one`).
-    pub fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) -> bool {
-        self.0.sleep(index, has_work)
+    /// The caller starts spinning (looking for work); a worker must spin
+    /// before it sleeps.
+    pub fn start_spinning(&self) {
+        self.0.start_spinning();
+    }
+    /// The caller stops spinning without sleeping: it found work, or what it
+    /// waited for. Wakes a sleeper if `has_work()` still sees a job.
+    pub fn stop_spinning(&self, has_work: impl FnOnce() -> bool) {
+        self.0.stop_spinning(has_work);
+    }
+    /// Worker `index`, spinning, sleeps unless `has_work()` (re-checked after
+    /// announcing itself) is true; returns when woken or when it declined,
+    /// a spinner again either way.
+    pub fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
+        self.0.sleep(index, has_work);
     }
     /// Wakes worker `index` directly (as a latch or a Task waker does).
     pub fn unpark(&self, index: usize) {
@@ -94,6 +103,15 @@ impl Latch {
     /// A latch that wakes `waiter` when set.
     pub fn new(waiter: &Parker) -> Self {
         Self(crate::latch::Latch::new(&waiter.0))
+    }
+    /// A latch that wakes `waiter` through a plain pointer, as a private
+    /// `join` half's latch does (no reference count).
+    ///
+    /// # Safety
+    /// `waiter` must outlive every call to [`set`](Self::set).
+    pub unsafe fn for_worker(waiter: &Parker) -> Self {
+        // SAFETY: the caller's contract is `for_worker`'s.
+        Self(unsafe { crate::latch::Latch::for_worker(&waiter.0) })
     }
     /// Whether it is set (Acquire).
     pub fn probe(&self) -> bool {

@@ -29,10 +29,12 @@
 use std::fmt;
 
 use crate::job::{JobRef, Mode};
+use crate::parker::Parker;
 use crate::queue::{Injector, Steal, Stealer};
 use crate::sleep::Sleep;
-use crate::sync::{fence, lock, mutant, AtomicUsize, Mutex, Ordering, Parker, StdArc};
+use crate::sync::{fence, lock, mutant, AtomicBool, AtomicUsize, Mutex, Ordering, StdArc};
 use crate::worker::WorkerThread;
+use crossbeam_utils::CachePadded;
 
 /// Refuse submissions; workers exit when they run out of work.
 const TERMINATING: usize = 1 << 0;
@@ -57,6 +59,9 @@ pub(crate) struct Registry {
     /// Set once every worker has exited, with the parkers of the threads
     /// waiting for that.
     exit: Mutex<Exit>,
+    /// Per worker: an idle worker asks it to share a private join half (see
+    /// [`crate::worker`]). Padded: each is read on every join of its worker.
+    share_requested: Box<[CachePadded<AtomicBool>]>,
     /// Live [`Pool`](crate::Pool) handles; the last one to go terminates.
     handles: AtomicUsize,
     pub(crate) on_start: Option<Hook>,
@@ -77,6 +82,9 @@ impl Registry {
             flags: AtomicUsize::new(0),
             live_workers: AtomicUsize::new(num_threads),
             exit: Mutex::new(Exit::default()),
+            share_requested: (0..num_threads)
+                .map(|_| CachePadded::new(AtomicBool::new(false)))
+                .collect(),
             handles: AtomicUsize::new(0),
             on_start,
             on_stop,
@@ -239,6 +247,31 @@ impl Registry {
     fn cancel_injected(&self) {
         while let Some(job) = self.steal_injected(None) {
             job.execute(Mode::Cancel);
+        }
+    }
+
+    // ---- share requests -------------------------------------------------
+
+    /// Whether an idle worker asked worker `index` to share.
+    #[inline]
+    pub(crate) fn share_requested(&self, index: usize) -> bool {
+        // Relaxed: a hint; the shared job is published by the deque push.
+        self.share_requested[index].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn clear_share_request(&self, index: usize) {
+        // Relaxed: a hint (see `share_requested`).
+        self.share_requested[index].store(false, Ordering::Relaxed);
+    }
+
+    /// Asks every worker but `index` to share a private join half.
+    pub(crate) fn request_share(&self, index: usize) {
+        for (other, flag) in self.share_requested.iter().enumerate() {
+            // Relaxed: a hint. Load first: a raised flag is not written
+            // again, so its cache line stays shared with its owner.
+            if other != index && !flag.load(Ordering::Relaxed) {
+                flag.store(true, Ordering::Relaxed);
+            }
         }
     }
 

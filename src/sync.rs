@@ -73,7 +73,11 @@ mod imp {
         loom::thread::yield_now();
     }
 
+    /// loom's `thread_local!` has no `const { .. }` initialiser: drop it.
     macro_rules! facade_thread_local {
+        (static $name:ident: $t:ty = const { $init:expr };) => {
+            loom::thread_local!(static $name: $t = $init;);
+        };
         ($($tt:tt)*) => { loom::thread_local!($($tt)*); };
     }
     pub(crate) use facade_thread_local as thread_local;
@@ -82,7 +86,7 @@ mod imp {
 pub(crate) use imp::*;
 
 /// `std`'s `Arc`, in both builds: a [`std::task::Waker`] can only be made
-/// from it. The primitives inside (a [`Parker`]) are still the facade's, so
+/// from it. The primitives inside (a [`Parker`](crate::parker::Parker)) are still the facade's, so
 /// loom checks them; only the reference count is not modelled.
 pub(crate) use std::sync::Arc as StdArc;
 
@@ -98,60 +102,8 @@ macro_rules! mutant {
 }
 pub(crate) use mutant;
 
-/// A one-token parker: `unpark` stores a token, `park` waits for it and
-/// consumes it. An `unpark` that comes before the `park` is not lost.
-///
-/// Built from a mutex and a condition variable (not `thread::park`) so that
-/// loom can check it and so that any thread, not only the owner, may wait.
-#[derive(Debug, Default)]
-pub(crate) struct Parker {
-    token: Mutex<bool>,
-    condvar: Condvar,
-}
-
-impl Parker {
-    pub(crate) fn new() -> Self {
-        Self {
-            token: Mutex::new(false),
-            condvar: Condvar::new(),
-        }
-    }
-
-    /// Blocks until a token is available, then consumes it.
-    pub(crate) fn park(&self) {
-        let mut token = lock(&self.token);
-        while !*token {
-            token = self
-                .condvar
-                .wait(token)
-                .unwrap_or_else(|poison| poison.into_inner());
-        }
-        *token = false;
-    }
-
-    /// Makes a token available, waking the parked thread if there is one.
-    pub(crate) fn unpark(&self) {
-        let mut token = lock(&self.token);
-        if !*token {
-            *token = true;
-            drop(token);
-            self.condvar.notify_one();
-        }
-    }
-}
-
 /// Locks `mutex`, ignoring poisoning: every critical section in this crate
 /// leaves its data consistent before anything that can panic.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-impl std::task::Wake for Parker {
-    fn wake(self: StdArc<Self>) {
-        self.unpark();
-    }
-
-    fn wake_by_ref(self: &StdArc<Self>) {
-        self.unpark();
-    }
 }

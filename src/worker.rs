@@ -16,8 +16,31 @@
 //! A thread-local pointer tells pool code whether it runs on a worker, and
 //! of which pool: spawns from a worker go to its own deque, and `join` /
 //! `scope` run on the current worker.
+//!
+//! # Private join halves and share requests
+//!
+//! The second half of a `join` does not go to the shared deque: it goes to
+//! the worker's *private* stack, which no other thread reads, so a join
+//! costs a few plain memory operations (see [`crate::join`]). Work is shared
+//! on demand instead (private deques with steal requests, after Acar,
+//! Charguéraud and Rainey, PPoPP 2013, and in the spirit of heartbeat
+//! scheduling):
+//!
+//! - a worker that finds no work raises the `share_requested` flag of every
+//!   other worker (a load first, so a raised flag is not written again);
+//! - a worker pushing a join half checks its own flag (one Relaxed load of a
+//!   cache line that only changes when somebody is idle); if raised, it
+//!   clears it and moves its **oldest** private half, the largest piece of
+//!   work it has, to its shared deque, waking a sleeper for it;
+//! - a worker that must wait (for a stolen half, a scope, a Task) first
+//!   moves all its private halves to its shared deque, so none is stranded
+//!   behind a blocked worker.
+//!
+//! A flag is only a hint: losing one costs parallelism, never a job, since a
+//! private half is always run by its owner when nobody took it. When every
+//! worker is busy nobody asks, and joins stay private.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr;
@@ -25,20 +48,33 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::JoinError;
 use crate::job::{JobRef, StackJob};
+use crate::join::{PRIVATE_DEPTH, PRIVATE_EVERY};
 use crate::latch::Latch;
+use crate::parker::Parker;
 use crate::queue::{Steal, Worker};
 use crate::registry::Registry;
-use crate::sync::{self, Arc, Parker, StdArc};
+use crate::sync::{self, Arc, StdArc};
 use crate::task::Task;
 use crate::unwind::drop_quietly;
 
-/// Idle rounds before sleeping. Round `r` pauses for `2^min(r, 6)` spin
-/// hints, so the whole spin is ~700 hints plus 16 looks for work: a few tens
-/// of microseconds. Under loom spinning only multiplies interleavings.
+/// Idle rounds before sleeping (see [`pause`]): about 10–20 µs on an idle
+/// machine. Under loom spinning only multiplies interleavings.
 const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 16 };
 
+/// Rounds that pause with spin hints; later rounds yield the CPU instead.
+const SPIN_HINT_ROUNDS: u32 = 7;
+
 sync::thread_local! {
-    static CURRENT: Cell<*const WorkerThread> = Cell::new(ptr::null());
+    static CURRENT: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
+}
+
+/// Where a worker is between finding no work and falling asleep.
+#[derive(Debug, Default)]
+struct IdleState {
+    /// Rounds spun so far.
+    rounds: u32,
+    /// Whether this worker is counted in the sleep state's spinners.
+    spinning: bool,
 }
 
 /// The state of one worker thread, on that thread's stack.
@@ -46,6 +82,14 @@ pub(crate) struct WorkerThread {
     index: usize,
     registry: Arc<Registry>,
     deque: Worker<JobRef>,
+    /// Join halves not shared yet: `private[shared..]`, oldest first. Only
+    /// this thread touches it (see module docs).
+    private: UnsafeCell<Vec<JobRef>>,
+    /// How many of the oldest entries of `private` were moved to `deque`.
+    shared: Cell<usize>,
+    /// Joins so far, to pick the private ones (see [`crate::join`]).
+    joins: Cell<u32>,
+    parker: StdArc<Parker>,
     rng: Cell<u64>,
 }
 
@@ -65,7 +109,7 @@ impl WorkerThread {
     }
 
     pub(crate) fn parker(&self) -> &StdArc<Parker> {
-        self.registry.sleep.parker(self.index)
+        &self.parker
     }
 
     /// The body of a worker thread.
@@ -73,8 +117,12 @@ impl WorkerThread {
         let seed = 0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(index as u64 + 1) | 1;
         let worker = WorkerThread {
             index,
+            parker: StdArc::clone(registry.sleep.parker(index)),
             registry,
             deque,
+            private: UnsafeCell::new(Vec::with_capacity(64)),
+            shared: Cell::new(0),
+            joins: Cell::new(0),
             rng: Cell::new(seed),
         };
         CURRENT.with(|current| current.set(&worker));
@@ -90,25 +138,19 @@ impl WorkerThread {
     }
 
     fn main_loop(&self) {
-        let mut idle_rounds = 0;
+        let mut idle = IdleState::default();
         loop {
             // Read the flag before looking for work, so that a job pushed
             // before termination is found before we give up.
             let terminating = self.registry.is_terminating();
             if let Some(job) = self.find_work() {
+                self.end_idle(&mut idle);
                 self.execute(job);
-                idle_rounds = 0;
             } else if terminating {
+                self.end_idle(&mut idle);
                 return;
-            } else if idle_rounds < SPIN_ROUNDS {
-                pause(idle_rounds);
-                idle_rounds += 1;
             } else {
-                idle_rounds = 0;
-                // Notified or not, the loop looks for work next.
-                let _notified = self.registry.sleep.sleep(self.index, || {
-                    self.has_work() || self.registry.is_terminating()
-                });
+                self.idle_step(&mut idle, || self.registry.is_terminating());
             }
         }
     }
@@ -123,28 +165,50 @@ impl WorkerThread {
     /// Runs other jobs until `done()` holds, sleeping when there are none.
     /// Whoever makes `done()` true must then unpark this worker's parker.
     pub(crate) fn wait_until(&self, done: impl Fn() -> bool) {
-        let mut idle_rounds = 0;
-        let mut notified = false;
+        self.share_all_private();
+        let mut idle = IdleState::default();
         while !done() {
-            notified = false;
             if let Some(job) = self.find_work() {
+                self.end_idle(&mut idle);
                 self.execute(job);
-                idle_rounds = 0;
-            } else if idle_rounds < SPIN_ROUNDS {
-                pause(idle_rounds);
-                idle_rounds += 1;
             } else {
-                idle_rounds = 0;
-                notified = self
-                    .registry
-                    .sleep
-                    .sleep(self.index, || done() || self.has_work());
+                self.idle_step(&mut idle, &done);
             }
         }
-        if notified && self.has_work() {
-            // We were chosen for a job but leave without looking for it:
-            // hand the wake-up to another sleeper.
-            self.registry.sleep.notify_one();
+        // A notifier may have counted on this worker (woken it, or skipped
+        // a wake-up because it spun) for a job it now leaves behind: ending
+        // the spin hands that job on (see `Sleep::stop_spinning`).
+        self.end_idle(&mut idle);
+    }
+
+    /// One step of idleness: a round of spinning or, once the spin is over,
+    /// a sleep until woken (unless the queues or `wake()` show something
+    /// after the worker announced itself). Either way the worker is still a
+    /// spinner afterwards, until [`end_idle`](Self::end_idle).
+    fn idle_step(&self, idle: &mut IdleState, wake: impl Fn() -> bool) {
+        if !idle.spinning {
+            idle.spinning = true;
+            self.registry.sleep.start_spinning();
+        }
+        self.registry.request_share(self.index);
+        if idle.rounds < SPIN_ROUNDS {
+            pause(idle.rounds);
+            idle.rounds += 1;
+        } else {
+            idle.rounds = 0;
+            self.registry
+                .sleep
+                .sleep(self.index, || wake() || self.has_work());
+        }
+    }
+
+    /// Leaves idleness: found work, or the awaited condition holds.
+    #[inline]
+    fn end_idle(&self, idle: &mut IdleState) {
+        idle.rounds = 0;
+        if idle.spinning {
+            idle.spinning = false;
+            self.registry.sleep.stop_spinning(|| self.has_work());
         }
     }
 
@@ -157,6 +221,73 @@ impl WorkerThread {
     #[inline]
     pub(crate) fn push(&self, job: JobRef) {
         self.deque.push(job);
+        self.registry.sleep.notify_one();
+    }
+
+    /// Whether the next join runs inline (see [`crate::join`]).
+    #[inline]
+    pub(crate) fn next_join_is_inline(&self) -> bool {
+        let joins = self.joins.get().wrapping_add(1);
+        self.joins.set(joins);
+        // SAFETY: as in `push_private`.
+        let private = unsafe { (*self.private.get()).len() } - self.shared.get();
+        private >= PRIVATE_DEPTH && joins % PRIVATE_EVERY != 0
+    }
+
+    /// Pushes a join half on the private stack; shares the oldest private
+    /// half if an idle worker asked (see module docs).
+    #[inline]
+    pub(crate) fn push_private(&self, job: JobRef) {
+        // SAFETY: `private` is touched only by this thread, and by none of
+        // our callees while this borrow lives.
+        unsafe { (*self.private.get()).push(job) };
+        if self.registry.share_requested(self.index) {
+            self.share_oldest_private();
+        }
+    }
+
+    /// Takes `job` back from the private stack if it is still there (on
+    /// top). If it is not, it was shared, and so was everything older: the
+    /// private stack is then empty.
+    #[inline]
+    pub(crate) fn pop_private(&self, job: JobRef) -> bool {
+        // SAFETY: as in `push_private`.
+        let private = unsafe { &mut *self.private.get() };
+        if private.len() > self.shared.get() && private.last() == Some(&job) {
+            private.pop();
+            true
+        } else {
+            debug_assert_eq!(private.len(), self.shared.get(), "join halves out of order");
+            private.clear();
+            self.shared.set(0);
+            false
+        }
+    }
+
+    #[cold]
+    fn share_oldest_private(&self) {
+        self.registry.clear_share_request(self.index);
+        // SAFETY: as in `push_private`.
+        let private = unsafe { &*self.private.get() };
+        let oldest = self.shared.get();
+        if let Some(&job) = private.get(oldest) {
+            self.shared.set(oldest + 1);
+            self.push(job);
+        }
+    }
+
+    /// Moves every private join half to the shared deque (before waiting).
+    fn share_all_private(&self) {
+        // SAFETY: as in `push_private`.
+        let private = unsafe { &*self.private.get() };
+        let first = self.shared.get();
+        if first == private.len() {
+            return;
+        }
+        for &job in &private[first..] {
+            self.deque.push(job);
+        }
+        self.shared.set(private.len());
         self.registry.sleep.notify_one();
     }
 
@@ -226,10 +357,32 @@ fn run_hook(hook: impl FnOnce()) {
     }
 }
 
-/// The growing pause of idle round `round`.
+/// Waits outside the pool until `done()`: spins as an idle worker does (a
+/// short job's result often arrives within microseconds, sooner than a
+/// futex wake-up), then parks on `parker`, which the completion unparks.
+fn spin_then_park(parker: &Parker, done: impl Fn() -> bool) {
+    for round in 0..SPIN_ROUNDS {
+        if done() {
+            return;
+        }
+        pause(round);
+    }
+    while !done() {
+        parker.park();
+    }
+}
+
+/// The pause of idle round `round`: `2^round` spin hints for the first
+/// [`SPIN_HINT_ROUNDS`] rounds (127 hints in all), then a `yield_now` per
+/// round, so that a spinning thread on an oversubscribed machine lets the
+/// thread it waits for run.
 fn pause(round: u32) {
-    for _ in 0..1u32 << round.min(6) {
-        sync::spin_loop();
+    if round < SPIN_HINT_ROUNDS {
+        for _ in 0..1u32 << round {
+            sync::spin_loop();
+        }
+    } else {
+        sync::thread::yield_now();
     }
 }
 
@@ -276,9 +429,7 @@ where
             let job = StackJob::new(run_on_worker, Latch::new(&parker));
             // SAFETY: `job` stays on this stack until its latch is set.
             registry.inject(unsafe { job.as_job_ref() });
-            while !job.latch.probe() {
-                parker.park();
-            }
+            spin_then_park(&parker, || job.latch.probe());
             job.into_result()
         }
     }
@@ -302,7 +453,7 @@ pub(crate) fn block_on<T>(task: &mut Task<T>) -> Result<T, JoinError> {
         }
         match worker {
             Some(worker) => worker.wait_until(|| task.is_finished()),
-            None => parker.park(),
+            None => spin_then_park(&parker, || task.is_finished()),
         }
     }
 }

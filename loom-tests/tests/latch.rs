@@ -33,12 +33,27 @@ struct JoinSlot {
 // what the models check).
 unsafe impl Sync for JoinSlot {}
 
+/// How the latch reaches its waiter's parker.
+#[derive(Clone, Copy)]
+enum Handle {
+    /// `Latch::new`: the latch co-owns the parker (a waiter outside the pool).
+    Shared,
+    /// `Latch::for_worker`: a plain pointer (a private `join` half).
+    Worker,
+}
+
 /// Runs the join-latch model with a setter that produces `outcome`.
-fn join_latch(outcome: fn(&DropCount) -> Outcome, check: fn(Outcome)) {
+fn join_latch(handle: Handle, outcome: fn(&DropCount) -> Outcome, check: fn(Outcome)) {
     let drops = DropCount::new();
     let waiter = Parker::new();
+    let latch = match handle {
+        Handle::Shared => Latch::new(&waiter),
+        // SAFETY: `waiter` lives until the end of the model, after the
+        // setter thread was joined.
+        Handle::Worker => unsafe { Latch::for_worker(&waiter) },
+    };
     let slot = Arc::new(JoinSlot {
-        latch: Latch::new(&waiter),
+        latch,
         result: UnsafeCell::new(None),
     });
     let setter = {
@@ -67,6 +82,7 @@ fn join_latch(outcome: fn(&DropCount) -> Outcome, check: fn(Outcome)) {
 fn join_latch_value() {
     model("join_latch_value", || {
         join_latch(
+            Handle::Shared,
             |drops| Ok(drops.value(7)),
             |outcome| assert_eq!(outcome.expect("a value").payload, 7),
         );
@@ -79,12 +95,26 @@ fn join_latch_value() {
 fn join_latch_panic_payload() {
     model("join_latch_panic_payload", || {
         join_latch(
+            Handle::Shared,
             |drops| Err(Box::new(drops.value(13))),
             |outcome| {
                 let payload = outcome.expect_err("a panic payload");
                 let counted = payload.downcast::<Counted>().expect("the payload");
                 assert_eq!(counted.payload, 13);
             },
+        );
+    });
+}
+
+/// 3(a') As 3(a), with the latch of a private `join` half, which holds a
+/// plain pointer to the worker's parker instead of an `Arc`.
+#[test]
+fn join_latch_value_worker_handle() {
+    model("join_latch_value_worker_handle", || {
+        join_latch(
+            Handle::Worker,
+            |drops| Ok(drops.value(7)),
+            |outcome| assert_eq!(outcome.expect("a value").payload, 7),
         );
     });
 }

@@ -8,11 +8,13 @@
 //! leaves the store-buffering race that the SeqCst fences must close, as
 //! with crossbeam's lock-free deques.
 //!
-//! Each worker runs the worker loop's logic: read the stop flag, look for
-//! work, exit if stopping and there is none, else
-//! `sleep(i, || has_work() || stopping())`. A lost wake-up leaves a worker
-//! (and the thread that waits for it) parked for ever, which loom reports as
-//! a deadlock.
+//! Each worker runs the worker loop's logic (src/worker.rs `main_loop`,
+//! `idle_step`, `end_idle`): read the stop flag, look for work, exit if
+//! stopping and there is none; else go idle: first as a spinner
+//! (`start_spinning`) for one more look, then
+//! `sleep(i, || has_work() || stopping())`, from which it returns a spinner;
+//! a spinner that finds work, or stops waiting, calls `stop_spinning`. A lost wake-up leaves a worker (and the thread that waits
+//! for it) parked for ever, which loom reports as a deadlock.
 
 #![cfg(loom)]
 
@@ -23,6 +25,19 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use offload::loom_api::{Parker, Sleep};
+
+/// Spin rounds before sleeping: the library has 16; none is enough here,
+/// since a worker returns from `sleep` a spinner and looks for work then, so
+/// every path (spin, sleep, find work while spinning, stop spinning) is
+/// still taken, in far fewer executions.
+const SPIN_ROUNDS: usize = 0;
+
+/// A worker's idleness, as src/worker.rs `IdleState`.
+#[derive(Default)]
+struct Idle {
+    rounds: usize,
+    spinning: bool,
+}
 
 struct Pool {
     sleep: Sleep,
@@ -35,6 +50,13 @@ struct Pool {
     latch: AtomicBool,
     /// Unparked after each job run (the submitter waits on it).
     done: Parker,
+    /// Jobs started so far: the id of the next job taken.
+    started: AtomicUsize,
+    /// Whether job 0 blocks until job 1 ran (see
+    /// `spinner_that_finds_work_wakes_a_sleeper`).
+    job0_waits_for_job1: bool,
+    /// Job 0 parks here while it waits.
+    job0: Parker,
 }
 
 impl Pool {
@@ -46,7 +68,16 @@ impl Pool {
             stop: AtomicBool::new(false),
             latch: AtomicBool::new(false),
             done: Parker::new(),
+            started: AtomicUsize::new(0),
+            job0_waits_for_job1: false,
+            job0: Parker::new(),
         })
+    }
+
+    fn with_blocking_job0(workers: usize) -> Arc<Self> {
+        let mut pool = Self::new(workers);
+        Arc::get_mut(&mut pool).unwrap().job0_waits_for_job1 = true;
+        pool
     }
 
     /// Pushes a job and wakes a sleeper, as `Registry::inject` does.
@@ -71,64 +102,82 @@ impl Pool {
             .is_ok()
     }
 
-    /// The worker loop (src/worker.rs `main_loop`, without spinning).
+    /// Runs the job just taken.
+    fn run_job(&self) {
+        // Relaxed: only numbers the jobs; the queue orders their contents.
+        let id = self.started.fetch_add(1, Ordering::Relaxed);
+        if id == 0 && self.job0_waits_for_job1 {
+            while self.ran.load(Ordering::Acquire) < 1 {
+                self.job0.park();
+            }
+        }
+        self.ran.fetch_add(1, Ordering::Release);
+        self.done.unpark();
+        if self.job0_waits_for_job1 {
+            self.job0.unpark();
+        }
+    }
+
+    /// One step of idleness (src/worker.rs `idle_step`): a spin round, or
+    /// once the spin is over, a sleep (from which the worker returns a
+    /// spinner).
+    fn idle_step(&self, idle: &mut Idle, index: usize, wake: impl Fn() -> bool) {
+        if !idle.spinning {
+            idle.spinning = true;
+            self.sleep.start_spinning();
+        }
+        #[allow(clippy::absurd_extreme_comparisons)]
+        if idle.rounds < SPIN_ROUNDS {
+            idle.rounds += 1;
+        } else {
+            idle.rounds = 0;
+            self.sleep.sleep(index, || wake() || self.has_work());
+        }
+    }
+
+    /// Leaves idleness (src/worker.rs `end_idle`).
+    fn end_idle(&self, idle: &mut Idle) {
+        idle.rounds = 0;
+        if idle.spinning {
+            idle.spinning = false;
+            self.sleep.stop_spinning(|| self.has_work());
+        }
+    }
+
+    /// The worker loop (src/worker.rs `main_loop`).
     fn work(&self, index: usize) {
+        let mut idle = Idle::default();
         loop {
             let stopping = self.stopping();
             if self.take() {
-                self.ran.fetch_add(1, Ordering::Release);
-                self.done.unpark();
+                self.end_idle(&mut idle);
+                self.run_job();
             } else if stopping {
+                self.end_idle(&mut idle);
                 return;
             } else {
-                // Notified or not, the loop looks for work next.
-                let _notified = self
-                    .sleep
-                    .sleep(index, || self.has_work() || self.stopping());
+                self.idle_step(&mut idle, index, || self.stopping());
             }
         }
     }
 
-    /// A worker blocked on `latch`, as src/worker.rs `wait_until` is
-    /// written today (commit 571a91d): it runs jobs until the latch is set,
-    /// sleeping when there are none; if a notifier chose it for a job and
-    /// its condition holds *right after waking*, it passes the wake-up on.
-    ///
-    /// This swallows a wake-up when the latch is set between that check and
-    /// the loop's `while !done()`: see `waiting_worker_library_logic`.
-    fn wait_until_latch_library(&self, index: usize) {
+    /// A worker blocked on `latch` (src/worker.rs `wait_until`): it runs
+    /// jobs until the latch is set, spinning and sleeping when there are
+    /// none. Leaving, it ends its spin: if a notifier counted on it for a job
+    /// (woke it, or skipped a wake-up because it spun), `stop_spinning`
+    /// hands that job on.
+    fn wait_until_latch(&self, index: usize) {
         let done = || self.latch.load(Ordering::Acquire);
+        let mut idle = Idle::default();
         while !done() {
             if self.take() {
-                self.ran.fetch_add(1, Ordering::Release);
-                self.done.unpark();
+                self.end_idle(&mut idle);
+                self.run_job();
             } else {
-                let notified = self.sleep.sleep(index, || done() || self.has_work());
-                if notified && done() && self.has_work() {
-                    self.sleep.notify_one();
-                }
+                self.idle_step(&mut idle, index, done);
             }
         }
-    }
-
-    /// The proposed fix: remember whether the last sleep was a notifier's
-    /// choice, and pass the wake-up on *when the loop exits* without having
-    /// looked for work since (every loop iteration starts with a look).
-    fn wait_until_latch_fixed(&self, index: usize) {
-        let done = || self.latch.load(Ordering::Acquire);
-        let mut notified = false;
-        while !done() {
-            notified = false;
-            if self.take() {
-                self.ran.fetch_add(1, Ordering::Release);
-                self.done.unpark();
-            } else {
-                notified = self.sleep.sleep(index, || done() || self.has_work());
-            }
-        }
-        if notified && self.has_work() {
-            self.sleep.notify_one();
-        }
+        self.end_idle(&mut idle);
     }
 
     /// Waits until `n` jobs have run.
@@ -157,11 +206,13 @@ fn submit_races_sleep_one_worker() {
             thread::spawn(move || {
                 // The worker exits after its one job (no shutdown here, so
                 // only the submission's wake-up can get it out of sleep).
+                let mut idle = Idle::default();
                 loop {
                     if pool.take() {
+                        pool.end_idle(&mut idle);
                         return;
                     }
-                    let _notified = pool.sleep.sleep(0, || pool.has_work());
+                    pool.idle_step(&mut idle, 0, || false);
                 }
             })
         };
@@ -182,12 +233,16 @@ fn two_submits_two_sleepers() {
         let workers: Vec<_> = (0..2)
             .map(|i| {
                 let pool = pool.clone();
-                thread::spawn(move || loop {
-                    if pool.take() {
-                        pool.ran.fetch_add(1, Ordering::Relaxed);
-                        return;
+                thread::spawn(move || {
+                    let mut idle = Idle::default();
+                    loop {
+                        if pool.take() {
+                            pool.end_idle(&mut idle);
+                            pool.ran.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        pool.idle_step(&mut idle, i, || false);
                     }
-                    let _notified = pool.sleep.sleep(i, || pool.has_work());
                 })
             })
             .collect();
@@ -265,50 +320,56 @@ fn submit_then_shutdown_runs_job() {
 
 /// 2(e) A worker blocked in `wait_until` (on a join latch, say) and an idle
 /// worker: a job is submitted while the latch gets set. If the notifier
-/// picks the waiting worker, which then leaves because its latch is set, the
-/// wake-up must be passed on to the idle worker, or the job is stranded
-/// (the submitter waits for it before shutting down, so a swallowed wake-up
-/// is a deadlock).
-fn waiting_worker_model(wait_until: fn(&Pool, usize)) {
-    let pool = Pool::new(2);
-    let waiting = {
-        let pool = pool.clone();
-        thread::spawn(move || wait_until(&pool, 0))
-    };
-    let idle = {
-        let pool = pool.clone();
-        thread::spawn(move || pool.work(1))
-    };
-    pool.submit();
-    // Set the latch and wake its waiter, as `Latch::set` does.
-    pool.latch.store(true, Ordering::Release);
-    pool.sleep.unpark(0);
-    pool.wait_ran(1);
-    waiting.join().unwrap();
-    pool.shutdown();
-    idle.join().unwrap();
-    assert_eq!(pool.ran.load(Ordering::Relaxed), 1);
-}
-
-/// 2(e) with the pass-on at loop exit (the proposed fix): passes at bound 3.
+/// picks the waiting worker (or skips the wake-up because it spins), which
+/// then leaves because its latch is set, the wake-up must be passed on to
+/// the idle worker, or the job is stranded (the submitter waits for it
+/// before shutting down, so a swallowed wake-up is a deadlock).
 #[test]
 fn waiting_worker_passes_wakeup_on() {
     model("waiting_worker_passes_wakeup_on", || {
-        waiting_worker_model(Pool::wait_until_latch_fixed);
+        let pool = Pool::new(2);
+        let waiting = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.wait_until_latch(0))
+        };
+        let idle = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.work(1))
+        };
+        pool.submit();
+        // Set the latch and wake its waiter, as `Latch::set` does.
+        pool.latch.store(true, Ordering::Release);
+        pool.sleep.unpark(0);
+        pool.wait_ran(1);
+        waiting.join().unwrap();
+        pool.shutdown();
+        idle.join().unwrap();
+        assert_eq!(pool.ran.load(Ordering::Relaxed), 1);
     });
 }
 
-/// 2(e) with `wait_until`'s logic as the library has it today: loom finds a
-/// deadlock at bound 2 (W1 sleeps; W0 sleeps; the submitter pushes and its
-/// `notify_one` pops W0; W0 wakes with `notified == true` but its latch is
-/// not set yet, so it does not pass on; the latch is set; W0's
-/// `while !done()` exits without looking for work; W1 sleeps on with the job
-/// queued). src/worker.rs now has the fixed logic (commit 829febf); this
-/// model is kept, ignored, as the counterexample that shows 2(e) can fail.
+/// 2(f) Spinners: a notifier that sees a spinner wakes nobody, so a spinner
+/// that finds a job must, when it stops spinning, wake a sleeper for any job
+/// still queued. Job 0 blocks its worker until job 1 has run, so if W0 spins
+/// while both jobs are pushed (both notifiers skip the wake-up), takes job 0
+/// and does not hand job 1 on, W1 sleeps for ever: a deadlock.
 #[test]
-#[ignore = "models the pre-829febf wait_until, which loses a wake-up: run with --ignored to see loom catch it"]
-fn waiting_worker_library_logic() {
-    model_bounded("waiting_worker_library_logic", Some(2), || {
-        waiting_worker_model(Pool::wait_until_latch_library);
+fn spinner_that_finds_work_wakes_a_sleeper() {
+    model_bounded("spinner_that_finds_work_wakes_a_sleeper", Some(2), || {
+        let pool = Pool::with_blocking_job0(2);
+        let workers: Vec<_> = (0..2)
+            .map(|i| {
+                let pool = pool.clone();
+                thread::spawn(move || pool.work(i))
+            })
+            .collect();
+        pool.submit();
+        pool.submit();
+        pool.wait_ran(2);
+        pool.shutdown();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(pool.ran.load(Ordering::Relaxed), 2);
     });
 }
