@@ -191,6 +191,7 @@ impl WorkerThread {
             self.registry.sleep.start_spinning();
         }
         self.registry.request_share(self.index);
+        #[allow(clippy::absurd_extreme_comparisons)] // SPIN_ROUNDS is 0 under loom
         if idle.rounds < SPIN_ROUNDS {
             pause(idle.rounds);
             idle.rounds += 1;

@@ -414,3 +414,49 @@ fn scope_spawn_from_a_plain_thread_inside_the_scope() {
         assert_eq!(slots, [1, 1, 2, 2]);
     });
 }
+
+/// Visits every leaf of a binary recursion of `depth` levels, with a join at
+/// every level, and panics at leaf `panic_at` (if any).
+fn visit(depth: u32, leaf: u64, panic_at: Option<u64>, visited: &AtomicUsize) {
+    if depth == 0 {
+        visited.fetch_add(1, Ordering::Relaxed);
+        if Some(leaf) == panic_at {
+            panic!("expected panic at leaf {leaf}");
+        }
+        return;
+    }
+    offload::join(
+        || visit(depth - 1, 2 * leaf, panic_at, visited),
+        || visit(depth - 1, 2 * leaf + 1, panic_at, visited),
+    );
+}
+
+#[test]
+fn a_panic_deep_in_a_recursion_still_runs_every_branch() {
+    silence_expected_panics();
+    timed(|| {
+        // Most joins deep in a recursion run inline (two plain calls); the
+        // guarantee is the same as for shared ones: both halves run to
+        // completion, and the panic comes out of the outermost join.
+        const DEPTH: u32 = 16;
+        for threads in [1, 2] {
+            let pool = pool(threads, "deep-panic");
+            for panic_at in [0, 12_345, (1 << DEPTH) - 1] {
+                let visited = AtomicUsize::new(0);
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    pool.install(|| visit(DEPTH, 0, Some(panic_at), &visited));
+                }));
+                let payload = result.expect_err("the leaf's panic comes out");
+                assert_eq!(
+                    message(&*payload),
+                    format!("expected panic at leaf {panic_at}")
+                );
+                assert_eq!(visited.load(Ordering::Relaxed), 1 << DEPTH);
+            }
+            // Without a panic, every leaf once.
+            let visited = AtomicUsize::new(0);
+            pool.install(|| visit(DEPTH, 0, None, &visited));
+            assert_eq!(visited.load(Ordering::Relaxed), 1 << DEPTH);
+        }
+    });
+}
