@@ -281,7 +281,8 @@ impl Builder {
     }
 
     /// Starts the threads. If one cannot be started, those already started
-    /// are shut down and the error is returned.
+    /// are shut down and the error is returned; a panic of `thread_name`
+    /// shuts them down too before it propagates.
     pub fn build(self) -> io::Result<Pool> {
         let threads = self.threads.unwrap_or_else(num_cpus::get);
         if threads == 0 {
@@ -294,6 +295,13 @@ impl Builder {
         let stealers = deques.iter().map(Worker::stealer).collect();
         let registry = Arc::new(Registry::new(stealers, self.on_start, self.on_stop));
 
+        // An error, or a panic (`thread_name` is user code, and std panics
+        // on a name with a NUL byte), stops the threads already started.
+        let mut guard = StopStarted {
+            registry: &registry,
+            threads,
+            started: 0,
+        };
         for (index, deque) in deques.into_iter().enumerate() {
             let name = match &self.thread_name {
                 Some(name) => name(index),
@@ -304,14 +312,10 @@ impl Builder {
                 builder = builder.stack_size(bytes);
             }
             let worker_registry = Arc::clone(&registry);
-            let spawned = builder.spawn(move || WorkerThread::run(index, worker_registry, deque));
-            if let Err(err) = spawned {
-                registry.workers_exited(threads - index, None);
-                registry.terminate(false);
-                registry.wait_until_exited();
-                return Err(err);
-            }
+            builder.spawn(move || WorkerThread::run(index, worker_registry, deque))?;
+            guard.started += 1;
         }
+        std::mem::forget(guard);
         Ok(Pool::from_registry(registry))
     }
 
@@ -335,6 +339,23 @@ impl Builder {
         // If another thread set the global pool meanwhile, ours is dropped
         // (its threads exit) and the caller learns it was too late.
         GLOBAL.set(self.build()?).map_err(|_| already_exists())
+    }
+}
+
+/// Stops the threads [`Builder::build`] started if it returns an error or
+/// unwinds before all of them are started.
+struct StopStarted<'a> {
+    registry: &'a Registry,
+    threads: usize,
+    started: usize,
+}
+
+impl Drop for StopStarted<'_> {
+    fn drop(&mut self) {
+        self.registry
+            .workers_exited(self.threads - self.started, None);
+        self.registry.terminate(false);
+        self.registry.wait_until_exited();
     }
 }
 

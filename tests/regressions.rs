@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::sync::mpsc;
+use std::panic;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use offload::Pool;
@@ -54,6 +55,40 @@ fn woken_waiter_passes_on_a_job_wake_up() {
                 j_ran,
                 "round {round}: J stayed queued while A's other worker slept"
             );
+        }
+    });
+}
+
+/// A panic while `Builder::build` starts the threads — from the user's
+/// `thread_name` callback, or from std itself on a name with a NUL byte —
+/// unwound out of `build` and left the workers already started running for
+/// ever: no handle existed to shut them down, so their `on_thread_stop`
+/// never ran and their threads never ended. `build` must stop them, as it
+/// does when a thread fails to start, before the panic goes on.
+///
+/// (std prints its own panic message for the NUL byte.)
+#[test]
+fn panic_while_building_stops_the_workers_already_started() {
+    common::silence_expected_panics();
+    common::timed(|| {
+        for nul_byte in [false, true] {
+            let (tx, rx) = mpsc::channel();
+            let tx = Mutex::new(tx);
+            let result = panic::catch_unwind(|| {
+                Pool::builder()
+                    .threads(3)
+                    .thread_name(move |i| match i {
+                        0 => "started".to_owned(),
+                        _ if nul_byte => "nul\0byte".to_owned(),
+                        _ => panic!("{}: thread_name", common::EXPECTED),
+                    })
+                    .on_thread_stop(move |i| tx.lock().unwrap().send(i).unwrap())
+                    .build()
+            });
+            assert!(result.is_err(), "build returned");
+            // Worker 0 had started: it was stopped before the panic went on.
+            let stopped: Vec<usize> = rx.try_iter().collect();
+            assert_eq!(stopped, [0], "NUL byte: {nul_byte}");
         }
     });
 }

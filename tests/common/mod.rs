@@ -98,6 +98,15 @@ pub fn silence_expected_panics() {
     });
 }
 
+/// The message of a panic payload: a `&str` or `String`, or a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a payload that is not a string)")
+}
+
 /// A shared counter.
 #[derive(Clone, Default, Debug)]
 pub struct Counter(Arc<AtomicUsize>);
@@ -279,4 +288,28 @@ pub fn spin_work(iterations: u64) -> u64 {
         h = std::hint::black_box(h.rotate_left(5) ^ x.wrapping_mul(0x0100_0000_01B3));
     }
     h
+}
+
+/// Sends a worker's index when its thread ends (see [`report_thread_end`]).
+struct ThreadEndReport {
+    index: usize,
+    tx: mpsc::Sender<usize>,
+}
+
+impl Drop for ThreadEndReport {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.index);
+    }
+}
+
+thread_local! {
+    static THREAD_END: std::cell::RefCell<Option<ThreadEndReport>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called from `on_thread_start(i)`: sends `i` on `tx` when the worker's
+/// thread really ends (its thread-locals are destroyed), which is after its
+/// `on_thread_stop` and after the last worker's final drain.
+pub fn report_thread_end(index: usize, tx: mpsc::Sender<usize>) {
+    THREAD_END.with(|slot| *slot.borrow_mut() = Some(ThreadEndReport { index, tx }));
 }

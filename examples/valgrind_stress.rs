@@ -1,0 +1,216 @@
+//! A small, deterministic stress of every path that allocates or frees,
+//! meant to run under valgrind's memcheck (CI does, see `.ci/run`):
+//!
+//! ```text
+//! cargo build --example valgrind_stress
+//! valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite,indirect \
+//!     --error-exitcode=1 target/debug/examples/valgrind_stress
+//! ```
+//!
+//! Each round builds a pool (1 to 4 threads) and goes through: awaited,
+//! waited, cancelled (dropped while queued), dropped-while-running and
+//! detached Tasks with heap outputs; panicking jobs (a heap payload, and
+//! one whose `Drop` panics); jobs that spawn and wait on jobs of their own
+//! pool; `join`, `scope` and `install`; then `shutdown`, `shutdown_now` or
+//! the drop of the last handle with jobs still queued behind a held worker,
+//! and a spawn after the shutdown. It waits for every worker thread to end
+//! before the next round, so that nothing the pool owns is still alive at
+//! exit: memcheck must report no error and no byte definitely or
+//! indirectly lost. It avoids the global pool, whose threads live for ever.
+//!
+//! It checks its results and exits non-zero on a wrong one. Sized to take a
+//! few seconds natively and well under two minutes under memcheck; pass a
+//! number of rounds as the first argument to change it.
+
+use std::cell::RefCell;
+use std::panic;
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use offload::{Pool, Task};
+
+/// Rounds by default: every pool size with every ending, 33 times over.
+const ROUNDS: usize = 400;
+
+/// Reports a worker thread's end when its thread-locals are destroyed.
+struct ThreadEnd(mpsc::Sender<()>);
+
+impl Drop for ThreadEnd {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+thread_local! {
+    static THREAD_END: RefCell<Option<ThreadEnd>> = const { RefCell::new(None) };
+}
+
+/// A panic payload whose `Drop` panics: the pool must contain it.
+struct PanicOnDrop(#[allow(dead_code)] Vec<u8>);
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a payload's drop panics");
+    }
+}
+
+fn fib(n: u32) -> u64 {
+    if n < 2 {
+        return u64::from(n);
+    }
+    let (a, b) = offload::join(|| fib(n - 1), || fib(n - 2));
+    a + b
+}
+
+fn heap_job(i: usize) -> impl FnOnce() -> Vec<u64> + Send + 'static {
+    let captured = format!("job {i}");
+    move || vec![captured.len() as u64; 1 + i % 7]
+}
+
+fn round(index: usize) {
+    let threads = 1 + index % 4;
+    let (end_tx, end_rx) = mpsc::channel();
+    let end_tx = Mutex::new(end_tx);
+    let pool = Pool::builder()
+        .threads(threads)
+        .thread_name(move |i| format!("vg{index}-{i}"))
+        .on_thread_start(move |_| {
+            let end = ThreadEnd(end_tx.lock().unwrap().clone());
+            THREAD_END.with(|slot| *slot.borrow_mut() = Some(end));
+        })
+        .build()
+        .expect("build the pool");
+
+    // Awaited, waited, dropped (most while queued), detached.
+    let tasks: Vec<Task<Vec<u64>>> = (0..200).map(|i| pool.spawn(heap_job(i))).collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match i % 4 {
+            0 => assert_eq!(futures::executor::block_on(task).unwrap().len(), 1 + i % 7),
+            1 => assert_eq!(task.wait().unwrap().len(), 1 + i % 7),
+            2 => drop(task),
+            _ => task.detach(),
+        }
+    }
+
+    // Panics: a String payload awaited, detached and dropped; a payload
+    // whose drop panics, detached (dropped on a worker) and awaited.
+    for i in 0..20 {
+        let task = pool.spawn(move || -> Vec<u8> { panic!("job {i} panics") });
+        match i % 3 {
+            0 => assert!(task.wait().unwrap_err().is_panic()),
+            1 => task.detach(),
+            _ => drop(task),
+        }
+        pool.spawn(|| -> u8 { panic::panic_any(PanicOnDrop(vec![1; 32])) })
+            .detach();
+    }
+    let payload = pool
+        .spawn(|| -> u8 { panic::panic_any(PanicOnDrop(vec![2; 32])) })
+        .wait()
+        .unwrap_err()
+        .into_panic();
+    assert!(panic::catch_unwind(panic::AssertUnwindSafe(move || drop(payload))).is_err());
+
+    // Jobs that spawn and wait on jobs of their own pool.
+    let inner = pool.clone();
+    let total = pool
+        .spawn(move || {
+            let children: Vec<_> = (0..16).map(|i| inner.spawn(heap_job(i))).collect();
+            children
+                .into_iter()
+                .map(|t| t.wait().unwrap().len())
+                .sum::<usize>()
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(total, (0..16).map(|i| 1 + i % 7).sum::<usize>());
+
+    // Fork-join from outside the pool.
+    assert_eq!(pool.install(|| fib(12)), 144);
+    let mut chunks = vec![vec![0u32; 64]; 8];
+    pool.scope(|s| {
+        for (i, chunk) in chunks.iter_mut().enumerate() {
+            s.spawn(move |_| chunk.iter_mut().for_each(|x| *x = i as u32));
+        }
+    });
+    assert!(chunks
+        .iter()
+        .enumerate()
+        .all(|(i, c)| c.iter().all(|&x| x == i as u32)));
+    let (a, b) = pool.join(|| vec![1u8; 100], || String::from("join"));
+    assert_eq!((a.len(), b.as_str()), (100, "join"));
+    let caught = panic::catch_unwind(panic::AssertUnwindSafe(|| {
+        pool.join(|| -> u8 { panic!("a join half panics") }, || vec![0u8; 10])
+    }));
+    assert!(caught.is_err());
+
+    // Shut down with one worker held and jobs queued behind it; one Task
+    // is dropped while its job runs.
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let running = pool.spawn(move || {
+        started_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        vec![9u8; 64]
+    });
+    started_rx.recv().unwrap();
+    drop(running);
+    let queued: Vec<_> = (0..100).map(|i| pool.spawn(heap_job(i))).collect();
+    match index % 3 {
+        0 => {
+            let p = pool.clone();
+            let shutdown = std::thread::spawn(move || p.shutdown());
+            drop(release_tx);
+            shutdown.join().unwrap();
+            assert!(queued.into_iter().all(|t| t.wait().is_ok()));
+        }
+        1 => {
+            let p = pool.clone();
+            let shutdown = std::thread::spawn(move || p.shutdown_now());
+            drop(release_tx);
+            shutdown.join().unwrap();
+            // Some may have run before the shutdown; the others are cancelled.
+            for task in queued {
+                if let Err(err) = task.wait() {
+                    assert!(err.is_cancelled());
+                }
+            }
+        }
+        _ => {
+            // The last handle goes while the worker is held; queued jobs
+            // still run, half of them detached.
+            drop(pool);
+            drop(release_tx);
+            for (i, task) in queued.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    task.detach();
+                } else {
+                    assert!(task.wait().is_ok());
+                }
+            }
+            for _ in 0..threads {
+                end_rx.recv().expect("a worker thread ended");
+            }
+            return;
+        }
+    }
+    // A spawn after shutdown is cancelled at once.
+    assert!(pool.spawn(heap_job(1)).wait().unwrap_err().is_cancelled());
+    drop(pool);
+    for _ in 0..threads {
+        end_rx.recv().expect("a worker thread ended");
+    }
+}
+
+fn main() {
+    // The panics above are expected: keep the output (and memcheck) quiet.
+    panic::set_hook(Box::new(|_| {}));
+    let rounds = std::env::args()
+        .nth(1)
+        .map_or(ROUNDS, |n| n.parse().expect("a number of rounds"));
+    for index in 0..rounds {
+        round(index);
+    }
+    drop(panic::take_hook());
+    println!("valgrind_stress: {rounds} rounds done");
+}

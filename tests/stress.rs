@@ -1,0 +1,1053 @@
+//! Randomised stress: under faults and load nothing is lost.
+//!
+//! Each round builds a pool of 1, 2 or 4 threads (in turn) and lets 8 driver
+//! threads issue a random mix of: spawn, `.await` (`futures::executor::
+//! block_on`), a single poll, `Task::wait`, drop of a Task (cancel),
+//! `detach`, bursts of spawns dropped or detached at once, `join` / `scope`
+//! / `install` from outside the pool, and `shutdown` / `shutdown_now` (from
+//! a driver or from inside a job) at random points. The jobs are plain,
+//! panicking, `join`ing (one kind with a panicking half), `scope`d, or spawn
+//! further jobs of their own pool and then wait on, drop or detach them. The
+//! round ends with `shutdown`, `shutdown_now` or the drop of the last
+//! handle.
+//!
+//! A ledger entry per job then checks that:
+//! - every job ran at most once, on one of the round's workers;
+//! - a job ran unless its Task was dropped, the pool was shut down now, or
+//!   the spawn was refused (a shutdown had started when it returned);
+//! - every closure, output and panic payload was dropped exactly once;
+//! - every Task resolved (`Ok`, or a `JoinError` that is a panic of the
+//!   right job or a cancellation), and every Task still held is finished as
+//!   soon as `shutdown`/`shutdown_now` returns;
+//! - the pool's thread count never dropped while it ran: no
+//!   `on_thread_stop` and no worker thread exit before a shutdown started,
+//!   and exactly one start, one stop and one thread exit per worker.
+//!
+//! A watchdog (the test's own thread) fails the test with a dump of what is
+//! still pending if nothing progresses for 20 s.
+//!
+//! The seed is printed at the start and in every failure message.
+//! `OFFLOAD_STRESS_SEED=<seed>` (decimal or 0x-hex) replays the same random
+//! choices (the thread interleavings still vary); `OFFLOAD_STRESS_SECS=<n>`
+//! runs rounds for `n` seconds instead of the default 25.
+//!
+//! Synchronisation is by barriers, channels and joins only; the only timed
+//! waits are the watchdog's.
+
+mod common;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Barrier, Mutex, Once};
+use std::task::Context;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{panic_message, spin_work};
+use offload::{JoinError, Pool, Task};
+
+/// Threads issuing operations in each round.
+const DRIVERS: usize = 8;
+/// The pool sizes, one per round in turn.
+const POOL_SIZES: [usize; 3] = [1, 2, 4];
+/// How long rounds are started for, by default.
+const DEFAULT_SECS: u64 = 25;
+/// The watchdog fails the test after this long without progress.
+const STALL: Duration = Duration::from_secs(20);
+/// Operations per driver per round.
+const OPS: usize = 250;
+/// Tasks a driver holds at most.
+const MAX_HELD: usize = 24;
+/// Jobs spawned by jobs spawned by a driver's job, at most.
+const MAX_DEPTH: u32 = 2;
+
+const SC: Ordering = Ordering::SeqCst;
+
+// ---- a small PRNG ------------------------------------------------------
+
+/// SplitMix64: tiny, and good enough to pick operations.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+// ---- the ledger --------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Panics,
+    Spawner,
+    Joiner,
+    JoinPanics,
+    Scoper,
+}
+
+impl Kind {
+    fn panics(self) -> bool {
+        matches!(self, Kind::Panics | Kind::JoinPanics)
+    }
+}
+
+/// What became of a job's Task.
+const HELD: u8 = 0;
+const WAITING: u8 = 1;
+const GOT_OK: u8 = 2;
+const GOT_PANIC: u8 = 3;
+const GOT_CANCELLED: u8 = 4;
+const DROPPED: u8 = 5;
+const DETACHED: u8 = 6;
+const FATES: [&str; 7] = [
+    "held",
+    "being waited on",
+    "Ok",
+    "panicked",
+    "cancelled",
+    "dropped",
+    "detached",
+];
+
+/// One job's ledger entry.
+#[derive(Debug)]
+struct Rec {
+    id: u64,
+    kind: Kind,
+    depth: u32,
+    runs: AtomicU32,
+    closure_drops: AtomicU32,
+    outputs: AtomicU32,
+    output_drops: AtomicU32,
+    payloads: AtomicU32,
+    payload_drops: AtomicU32,
+    fate: AtomicU8,
+    /// A shutdown had started when the spawn returned: it may be refused.
+    shutdown_seen_at_spawn: AtomicBool,
+}
+
+/// Picks ledger entries for the watchdog's dump.
+type RecFilter = fn(&Rec) -> bool;
+
+/// The value every job returns; counts its drop.
+struct Out {
+    rec: Arc<Rec>,
+    value: u64,
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.rec.output_drops.fetch_add(1, SC);
+    }
+}
+
+/// The panic payload of the panicking kinds; counts its drop.
+struct Payload(Arc<Rec>);
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        self.0.payload_drops.fetch_add(1, SC);
+    }
+}
+
+/// Captured by every job's closure; counts the closure's drop.
+struct ClosureGuard(Arc<Rec>);
+
+impl Drop for ClosureGuard {
+    fn drop(&mut self) {
+        self.0.closure_drops.fetch_add(1, SC);
+    }
+}
+
+fn expected_value(id: u64) -> u64 {
+    id.wrapping_mul(0x0100_0000_01B3) ^ 0x5555
+}
+
+/// What a thread of the round is doing, for the watchdog's dump.
+#[derive(Debug, Default)]
+struct Status {
+    op: AtomicUsize,
+    id: AtomicU64,
+}
+
+const STATUS_NAMES: [&str; 17] = [
+    "starting",
+    "spawn",
+    "await",
+    "poll once",
+    "wait",
+    "drop",
+    "detach",
+    "join from outside",
+    "scope from outside",
+    "install from outside",
+    "burst",
+    "shutdown",
+    "shutdown_now",
+    "shutdown from a job",
+    "done",
+    "closer: ending the round",
+    "closer: waiting for thread exits",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Shutdown,
+    ShutdownNow,
+    DropLastHandle,
+}
+
+/// Everything one round shares.
+#[derive(Debug)]
+struct Round {
+    index: usize,
+    base_seed: u64,
+    seed: u64,
+    threads: usize,
+    end: End,
+    name: String,
+    recs: Mutex<Vec<Arc<Rec>>>,
+    next_id: AtomicU64,
+    shutdown_started: AtomicBool,
+    shutdown_now_started: AtomicBool,
+    progress: Arc<AtomicU64>,
+    failures: Mutex<Vec<String>>,
+    /// One per driver, then the closer's.
+    status: Vec<Status>,
+    starts: Vec<AtomicU32>,
+    stops: Vec<AtomicU32>,
+}
+
+impl Round {
+    fn context(&self) -> String {
+        format!(
+            "OFFLOAD_STRESS_SEED={} (round {}, round seed {:#x}, pool of {}, ends with {:?})",
+            self.base_seed, self.index, self.seed, self.threads, self.end
+        )
+    }
+
+    fn fail(&self, message: String) {
+        self.failures.lock().unwrap().push(message);
+    }
+
+    fn tick(&self) {
+        self.progress.fetch_add(1, SC);
+    }
+
+    fn set_status(&self, who: usize, op: usize, id: u64) {
+        self.status[who].op.store(op, SC);
+        self.status[who].id.store(id, SC);
+    }
+
+    fn new_rec(&self, kind: Kind, depth: u32) -> Arc<Rec> {
+        let rec = Arc::new(Rec {
+            id: self.next_id.fetch_add(1, SC),
+            kind,
+            depth,
+            runs: AtomicU32::new(0),
+            closure_drops: AtomicU32::new(0),
+            outputs: AtomicU32::new(0),
+            output_drops: AtomicU32::new(0),
+            payloads: AtomicU32::new(0),
+            payload_drops: AtomicU32::new(0),
+            fate: AtomicU8::new(HELD),
+            shutdown_seen_at_spawn: AtomicBool::new(false),
+        });
+        self.recs.lock().unwrap().push(Arc::clone(&rec));
+        rec
+    }
+
+    /// What is still pending: for the watchdog.
+    fn dump(&self) -> String {
+        let mut out = format!("{}\n", self.context());
+        for (who, status) in self.status.iter().enumerate() {
+            let name = if who < DRIVERS {
+                format!("driver {who}")
+            } else {
+                "closer".to_owned()
+            };
+            out += &format!(
+                "  {name}: {} (job #{})\n",
+                STATUS_NAMES[status.op.load(SC)],
+                status.id.load(SC)
+            );
+        }
+        out += &format!(
+            "  shutdown started: {}, shutdown_now started: {}\n  starts {:?}, stops {:?}\n",
+            self.shutdown_started.load(SC),
+            self.shutdown_now_started.load(SC),
+            self.starts.iter().map(|s| s.load(SC)).collect::<Vec<_>>(),
+            self.stops.iter().map(|s| s.load(SC)).collect::<Vec<_>>(),
+        );
+        let recs = self.recs.lock().unwrap();
+        let mut by_fate = [0usize; FATES.len()];
+        for rec in recs.iter() {
+            by_fate[usize::from(rec.fate.load(SC))] += 1;
+        }
+        out += &format!("  {} jobs by fate:", recs.len());
+        for (fate, count) in FATES.iter().zip(by_fate) {
+            out += &format!(" {fate} {count},");
+        }
+        out += "\n";
+        let lists: [(&str, RecFilter); 3] = [
+            ("started and not finished", |rec| {
+                rec.runs.load(SC) == 1 && rec.outputs.load(SC) + rec.payloads.load(SC) == 0
+            }),
+            ("being waited on", |rec| rec.fate.load(SC) == WAITING),
+            ("held and not started", |rec| {
+                rec.fate.load(SC) == HELD && rec.runs.load(SC) == 0
+            }),
+        ];
+        for (title, keep) in lists {
+            out += &format!("  jobs {title} (first 10):\n");
+            for rec in recs.iter().filter(|rec| keep(rec)).take(10) {
+                out += &format!(
+                    "    #{} {:?} depth {}: {}, runs {}\n",
+                    rec.id,
+                    rec.kind,
+                    rec.depth,
+                    FATES[usize::from(rec.fate.load(SC))],
+                    rec.runs.load(SC),
+                );
+            }
+        }
+        out
+    }
+
+    /// The end-of-round checks on every ledger entry.
+    fn check_ledger(&self) {
+        let now = self.shutdown_now_started.load(SC);
+        let recs = self.recs.lock().unwrap();
+        for rec in recs.iter() {
+            let id = rec.id;
+            let runs = rec.runs.load(SC);
+            let fate = rec.fate.load(SC);
+            let refused = rec.shutdown_seen_at_spawn.load(SC);
+            let (outputs, output_drops) = (rec.outputs.load(SC), rec.output_drops.load(SC));
+            let (payloads, payload_drops) = (rec.payloads.load(SC), rec.payload_drops.load(SC));
+            let mut problems = Vec::new();
+            if runs > 1 {
+                problems.push(format!("ran {runs} times"));
+            }
+            let closure_drops = rec.closure_drops.load(SC);
+            if closure_drops != 1 {
+                problems.push(format!("closure dropped {closure_drops} times"));
+            }
+            if outputs != output_drops {
+                problems.push(format!("{outputs} outputs, {output_drops} output drops"));
+            }
+            if payloads != payload_drops {
+                problems.push(format!(
+                    "{payloads} payloads, {payload_drops} payload drops"
+                ));
+            }
+            if runs == 1 && (outputs + payloads) != 1 {
+                problems.push(format!(
+                    "ran, but produced {outputs} outputs and {payloads} payloads"
+                ));
+            }
+            match fate {
+                HELD | WAITING => problems.push("its Task never resolved".to_owned()),
+                GOT_OK | GOT_PANIC if runs != 1 => {
+                    problems.push(format!(
+                        "resolved {} with {runs} runs",
+                        FATES[usize::from(fate)]
+                    ));
+                }
+                GOT_CANCELLED if runs != 0 || !(now || refused) => problems.push(format!(
+                    "cancelled with {runs} runs; shutdown_now {now}, refused {refused}"
+                )),
+                DETACHED if runs == 0 && !(now || refused) => problems.push(
+                    "detached and never ran, with no shutdown_now and not refused".to_owned(),
+                ),
+                _ => {}
+            }
+            if !problems.is_empty() {
+                self.fail(format!(
+                    "job #{id} ({:?}, depth {}, {}): {}",
+                    rec.kind,
+                    rec.depth,
+                    FATES[usize::from(fate)],
+                    problems.join("; ")
+                ));
+            }
+        }
+        for (i, (starts, stops)) in self.starts.iter().zip(&self.stops).enumerate() {
+            let (starts, stops) = (starts.load(SC), stops.load(SC));
+            if (starts, stops) != (1, 1) {
+                self.fail(format!(
+                    "worker {i}: on_thread_start ran {starts} times, on_thread_stop {stops}"
+                ));
+            }
+        }
+    }
+}
+
+/// Resolves `rec`'s Task result in the ledger and checks it.
+fn record(round: &Round, rec: &Rec, result: Result<Out, JoinError>) {
+    let id = rec.id;
+    let fate = match result {
+        Ok(out) => {
+            if out.rec.id != id || out.value != expected_value(id) {
+                round.fail(format!(
+                    "job #{id}: Task gave the output of job #{} ({})",
+                    out.rec.id, out.value
+                ));
+            }
+            if rec.kind.panics() {
+                round.fail(format!("job #{id} ({:?}) returned Ok", rec.kind));
+            }
+            GOT_OK
+        }
+        Err(err) if err.is_panic() => {
+            match err.into_panic().downcast::<Payload>() {
+                Ok(payload) if payload.0.id == id && rec.kind.panics() => {}
+                Ok(payload) => round.fail(format!(
+                    "job #{id} ({:?}): panicked with the payload of job #{}",
+                    rec.kind, payload.0.id
+                )),
+                Err(other) => round.fail(format!(
+                    "job #{id} ({:?}): unexpected panic: {}",
+                    rec.kind,
+                    panic_message(&*other)
+                )),
+            }
+            GOT_PANIC
+        }
+        Err(err) => {
+            if !err.is_cancelled() {
+                round.fail(format!("job #{id}: a JoinError neither panic nor cancel"));
+            }
+            GOT_CANCELLED
+        }
+    };
+    rec.fate.store(fate, SC);
+}
+
+// ---- jobs --------------------------------------------------------------
+
+/// Spawns a job of a random kind and returns its ledger entry and Task.
+fn spawn_job(round: &Arc<Round>, pool: &Pool, rng: &mut Rng, depth: u32) -> (Arc<Rec>, Task<Out>) {
+    let kind = loop {
+        let kind = match rng.below(100) {
+            0..=39 => Kind::Plain,
+            40..=51 => Kind::Panics,
+            52..=69 => Kind::Spawner,
+            70..=81 => Kind::Joiner,
+            82..=87 => Kind::JoinPanics,
+            _ => Kind::Scoper,
+        };
+        if kind != Kind::Spawner || depth < MAX_DEPTH {
+            break kind;
+        }
+    };
+    let rec = round.new_rec(kind, depth);
+    let guard = ClosureGuard(Arc::clone(&rec));
+    let job_round = Arc::clone(round);
+    let job_pool = (kind == Kind::Spawner).then(|| pool.clone());
+    let seed = rng.next();
+    let task = pool.spawn(move || {
+        let guard = guard;
+        run_job(&job_round, &guard.0, job_pool.as_ref(), seed)
+    });
+    if round.shutdown_started.load(SC) {
+        rec.shutdown_seen_at_spawn.store(true, SC);
+    }
+    (rec, task)
+}
+
+/// The body of every job.
+fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -> Out {
+    let id = rec.id;
+    if rec.runs.fetch_add(1, SC) != 0 {
+        round.fail(format!("job #{id} started twice"));
+    }
+    let on_worker = thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with(&round.name));
+    if !on_worker {
+        round.fail(format!(
+            "job #{id} ran on {:?}, not a worker of the round",
+            thread::current().name()
+        ));
+    }
+    let mut rng = Rng(seed);
+    match rec.kind {
+        Kind::Plain => {
+            std::hint::black_box(spin_work(rng.below(300) as u64));
+        }
+        Kind::Panics => {
+            rec.payloads.fetch_add(1, SC);
+            panic::panic_any(Payload(Arc::clone(rec)));
+        }
+        Kind::Joiner => {
+            let (a, (b, c)) = offload::join(|| spin_work(64), || offload::join(|| 3, || 4));
+            if (a, b, c) != (spin_work(64), 3, 4) {
+                round.fail(format!("job #{id}: join returned {:?}", (a, b, c)));
+            }
+        }
+        Kind::JoinPanics => {
+            let _ = offload::join(
+                || spin_work(32),
+                || -> u64 {
+                    rec.payloads.fetch_add(1, SC);
+                    panic::panic_any(Payload(Arc::clone(rec)))
+                },
+            );
+            round.fail(format!("job #{id}: join returned though a half panicked"));
+        }
+        Kind::Scoper => {
+            let mut parts = [0u64; 5];
+            offload::scope(|s| {
+                for (i, part) in parts.iter_mut().enumerate() {
+                    s.spawn(move |_| *part = i as u64 + 1);
+                }
+            });
+            if parts != [1, 2, 3, 4, 5] {
+                round.fail(format!("job #{id}: scope left {parts:?}"));
+            }
+        }
+        Kind::Spawner => {
+            let pool = pool.expect("a spawner job carries its pool");
+            for _ in 0..1 + rng.below(3) {
+                let (child, task) = spawn_job(round, pool, &mut rng, rec.depth + 1);
+                // Waiting on a Task of the worker's own pool: the worker runs
+                // other jobs meanwhile, so this cannot deadlock.
+                match rng.below(3) {
+                    0 => {
+                        child.fate.store(WAITING, SC);
+                        record(round, &child, task.wait());
+                    }
+                    1 => {
+                        child.fate.store(DROPPED, SC);
+                        drop(task);
+                    }
+                    _ => {
+                        child.fate.store(DETACHED, SC);
+                        task.detach();
+                    }
+                }
+            }
+        }
+    }
+    rec.outputs.fetch_add(1, SC);
+    round.tick();
+    Out {
+        rec: Arc::clone(rec),
+        value: expected_value(id),
+    }
+}
+
+// ---- drivers -----------------------------------------------------------
+
+/// A shutdown a driver performs at a given operation.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Graceful,
+    Now,
+    FromJob { now: bool },
+}
+
+/// Checks the outcome of a `join`/`scope`/`install` called from outside:
+/// it returned, or panicked because the pool had been shut down.
+fn check_outside(round: &Round, what: &str, result: std::thread::Result<bool>) {
+    match result {
+        Ok(true) => {}
+        Ok(false) => round.fail(format!("{what} from outside returned a wrong result")),
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            if !message.contains("shut down") || !round.shutdown_started.load(SC) {
+                round.fail(format!(
+                    "{what} from outside panicked: {message:?} (shutdown started: {})",
+                    round.shutdown_started.load(SC)
+                ));
+            }
+        }
+    }
+}
+
+/// One driver thread's round: random operations; returns the Tasks it
+/// still holds.
+fn drive(
+    round: &Arc<Round>,
+    pool: Pool,
+    who: usize,
+    mut rng: Rng,
+    stops: &[(usize, usize, Stop)],
+) -> Vec<(Arc<Rec>, Task<Out>)> {
+    let mut held: Vec<(Arc<Rec>, Task<Out>)> = Vec::new();
+    for op in 0..OPS {
+        round.tick();
+        for &(_, _, stop) in stops.iter().filter(|(d, o, _)| (*d, *o) == (who, op)) {
+            shut_down(round, &pool, who, stop, &held);
+        }
+        let mut choice = rng.below(100);
+        if held.is_empty() && choice < 84 {
+            choice = 0;
+        }
+        let pick = |rng: &mut Rng, held: &mut Vec<(Arc<Rec>, Task<Out>)>| {
+            let i = rng.below(held.len());
+            held.swap_remove(i)
+        };
+        match choice {
+            0..=34 if held.len() < MAX_HELD => {
+                let (rec, task) = spawn_job(round, &pool, &mut rng, 0);
+                round.set_status(who, 1, rec.id);
+                held.push((rec, task));
+            }
+            0..=49 if !held.is_empty() => {
+                let (rec, task) = pick(&mut rng, &mut held);
+                round.set_status(who, 2, rec.id);
+                rec.fate.store(WAITING, SC);
+                record(round, &rec, futures::executor::block_on(task));
+            }
+            50..=55 if !held.is_empty() => {
+                let (rec, mut task) = pick(&mut rng, &mut held);
+                round.set_status(who, 3, rec.id);
+                let waker = futures::task::noop_waker();
+                match Pin::new(&mut task).poll(&mut Context::from_waker(&waker)) {
+                    std::task::Poll::Ready(result) => {
+                        // Ready: the Task must not be polled again; keep
+                        // the result, drop the spent Task.
+                        record(round, &rec, result);
+                        drop(task);
+                    }
+                    std::task::Poll::Pending => held.push((rec, task)),
+                }
+            }
+            56..=65 if !held.is_empty() => {
+                let (rec, task) = pick(&mut rng, &mut held);
+                round.set_status(who, 4, rec.id);
+                rec.fate.store(WAITING, SC);
+                record(round, &rec, task.wait());
+            }
+            66..=75 if !held.is_empty() => {
+                let (rec, task) = pick(&mut rng, &mut held);
+                round.set_status(who, 5, rec.id);
+                rec.fate.store(DROPPED, SC);
+                drop(task);
+            }
+            76..=83 if !held.is_empty() => {
+                let (rec, task) = pick(&mut rng, &mut held);
+                round.set_status(who, 6, rec.id);
+                rec.fate.store(DETACHED, SC);
+                task.detach();
+            }
+            84..=88 => {
+                round.set_status(who, 7, 0);
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    let (a, (b, c)) = pool.join(|| spin_work(40), || offload::join(|| 5u8, || 6u8));
+                    (a, b, c) == (spin_work(40), 5, 6)
+                }));
+                check_outside(round, "join", result);
+            }
+            89..=92 => {
+                round.set_status(who, 8, 0);
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut parts = [0u8; 4];
+                    pool.scope(|s| {
+                        for (i, part) in parts.iter_mut().enumerate() {
+                            s.spawn(move |_| *part = i as u8 + 1);
+                        }
+                    });
+                    parts == [1, 2, 3, 4]
+                }));
+                check_outside(round, "scope", result);
+            }
+            93..=95 => {
+                round.set_status(who, 9, 0);
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    pool.install(|| {
+                        let (a, b) = offload::join(|| 7u8, || 8u8);
+                        let mut c = 0u8;
+                        offload::scope(|s| s.spawn(|_| c = 9));
+                        (a, b, c) == (7, 8, 9)
+                    })
+                }));
+                check_outside(round, "install", result);
+            }
+            _ => {
+                // A burst, dropped or detached at once while still queued.
+                round.set_status(who, 10, 0);
+                let detach = rng.chance(50);
+                for _ in 0..12 {
+                    let (rec, task) = spawn_job(round, &pool, &mut rng, 0);
+                    if detach {
+                        rec.fate.store(DETACHED, SC);
+                        task.detach();
+                    } else {
+                        rec.fate.store(DROPPED, SC);
+                        drop(task);
+                    }
+                }
+            }
+        }
+    }
+    round.set_status(who, 14, 0);
+    held
+}
+
+/// A driver's shutdown; after one that waits, every Task it holds must have
+/// resolved.
+fn shut_down(
+    round: &Arc<Round>,
+    pool: &Pool,
+    who: usize,
+    stop: Stop,
+    held: &[(Arc<Rec>, Task<Out>)],
+) {
+    round.shutdown_started.store(true, SC);
+    let waited = match stop {
+        Stop::Graceful => {
+            round.set_status(who, 11, 0);
+            pool.shutdown();
+            true
+        }
+        Stop::Now => {
+            round.set_status(who, 12, 0);
+            round.shutdown_now_started.store(true, SC);
+            pool.shutdown_now();
+            true
+        }
+        Stop::FromJob { now } => {
+            round.set_status(who, 13, 0);
+            if now {
+                round.shutdown_now_started.store(true, SC);
+            }
+            let p = pool.clone();
+            let task = pool.spawn(move || {
+                if now {
+                    p.shutdown_now();
+                } else {
+                    p.shutdown();
+                }
+            });
+            // Only starts the shutdown (it runs on a worker of the pool) and
+            // returns; cancelled if another shutdown came first.
+            if let Err(err) = task.wait() {
+                if !err.is_cancelled() {
+                    round.fail(format!("shutdown from a job: {err}"));
+                }
+            }
+            false
+        }
+    };
+    if waited {
+        let unfinished: Vec<u64> = held
+            .iter()
+            .filter(|(_, task)| !task.is_finished())
+            .map(|(rec, _)| rec.id)
+            .collect();
+        if !unfinished.is_empty() {
+            round.fail(format!(
+                "driver {who}: after {stop:?} returned, Tasks still unfinished: {unfinished:?}"
+            ));
+        }
+    }
+}
+
+// ---- workers' lives ----------------------------------------------------
+
+/// Set on each worker by `on_thread_start`; its drop at thread exit reports
+/// the exit.
+struct ExitGuard {
+    round: Arc<Round>,
+    index: usize,
+    exits: mpsc::Sender<usize>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if !self.round.shutdown_started.load(SC) {
+            self.round.fail(format!(
+                "worker {} exited while the pool was running",
+                self.index
+            ));
+        }
+        let _ = self.exits.send(self.index);
+    }
+}
+
+thread_local! {
+    static EXIT_GUARD: RefCell<Option<ExitGuard>> = const { RefCell::new(None) };
+}
+
+fn build_pool(round: &Arc<Round>, exits: mpsc::Sender<usize>) -> Pool {
+    let exits = Mutex::new(exits);
+    let (on_start, on_stop) = (Arc::clone(round), Arc::clone(round));
+    let name = round.name.clone();
+    Pool::builder()
+        .threads(round.threads)
+        .thread_name(move |i| format!("{name}{i}"))
+        .on_thread_start(move |i| {
+            on_start.starts[i].fetch_add(1, SC);
+            let guard = ExitGuard {
+                round: Arc::clone(&on_start),
+                index: i,
+                exits: exits.lock().unwrap().clone(),
+            };
+            EXIT_GUARD.with(|slot| *slot.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(move |i| {
+            on_stop.stops[i].fetch_add(1, SC);
+            if !on_stop.shutdown_started.load(SC) {
+                on_stop.fail(format!(
+                    "on_thread_stop({i}) ran while the pool was running"
+                ));
+            }
+        })
+        .build()
+        .expect("build the pool")
+}
+
+// ---- one round ---------------------------------------------------------
+
+/// Runs the drivers, ends the round and resolves every Task still held.
+fn run_round(round: &Arc<Round>, mut rng: Rng) {
+    let (exits_tx, exits_rx) = mpsc::channel();
+    let pool = build_pool(round, exits_tx);
+
+    // Shutdowns at random points: none in about a third of the rounds.
+    let mut stops = Vec::new();
+    for _ in 0..rng.below(3) {
+        let stop = match rng.below(4) {
+            0 => Stop::Graceful,
+            1 => Stop::Now,
+            _ => Stop::FromJob {
+                now: rng.chance(50),
+            },
+        };
+        stops.push((rng.below(DRIVERS), OPS / 3 + rng.below(OPS - OPS / 3), stop));
+    }
+    let stops = Arc::new(stops);
+
+    let barrier = Arc::new(Barrier::new(DRIVERS));
+    let drivers: Vec<_> = (0..DRIVERS)
+        .map(|who| {
+            let (round, pool, barrier, stops) = (
+                Arc::clone(round),
+                pool.clone(),
+                Arc::clone(&barrier),
+                Arc::clone(&stops),
+            );
+            let driver_rng = Rng(rng.next());
+            thread::Builder::new()
+                .name(format!("driver-{who}"))
+                .spawn(move || {
+                    barrier.wait();
+                    drive(&round, pool, who, driver_rng, &stops)
+                })
+                .expect("spawn a driver")
+        })
+        .collect();
+    let mut held = Vec::new();
+    for driver in drivers {
+        match driver.join() {
+            Ok(tasks) => held.extend(tasks),
+            Err(payload) => panic::resume_unwind(payload),
+        }
+    }
+
+    let closer = DRIVERS;
+    round.set_status(closer, 15, 0);
+    round.shutdown_started.store(true, SC);
+    match round.end {
+        End::Shutdown => pool.shutdown(),
+        End::ShutdownNow => {
+            round.shutdown_now_started.store(true, SC);
+            pool.shutdown_now();
+        }
+        // Jobs may still hold clones: the pool goes when the last one does.
+        End::DropLastHandle => drop(pool),
+    }
+    // Every worker thread ran to its end (after its last drain).
+    round.set_status(closer, 16, 0);
+    for _ in 0..round.threads {
+        exits_rx.recv().expect("a worker's exit");
+    }
+    for (rec, task) in held {
+        if !task.is_finished() {
+            round.fail(format!(
+                "job #{}: Task unfinished after every worker exited",
+                rec.id
+            ));
+        }
+        rec.fate.store(WAITING, SC);
+        record(round, &rec, task.wait());
+    }
+    round.tick();
+}
+
+// ---- the test ----------------------------------------------------------
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    let value = value.trim();
+    let parsed = match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => value.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={value:?} is not a number")))
+}
+
+/// Keeps the output readable: the panics this test causes on purpose (the
+/// payloads, and the "shut down" panics of `join`/`scope`/`install` called
+/// after a shutdown) are not printed; any other panic is.
+fn quiet_expected_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let expected = payload.is::<Payload>()
+                || panic_message(payload).contains("shut down")
+                || panic_message(payload).contains(common::EXPECTED);
+            if !expected {
+                previous(info);
+            }
+        }));
+    });
+}
+
+#[test]
+fn random_operations_lose_nothing() {
+    quiet_expected_panics();
+    let base_seed = env_u64("OFFLOAD_STRESS_SEED").unwrap_or_else(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        nanos as u64 ^ u64::from(std::process::id())
+    });
+    let budget = Duration::from_secs(env_u64("OFFLOAD_STRESS_SECS").unwrap_or(DEFAULT_SECS));
+    eprintln!(
+        "stress: OFFLOAD_STRESS_SEED={base_seed} replays this run; \
+         {} s of rounds (OFFLOAD_STRESS_SECS)",
+        budget.as_secs()
+    );
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut seeds = Rng(base_seed);
+    let started = Instant::now();
+    let mut index = 0;
+    let mut jobs = 0;
+    let mut ran = 0;
+    let mut by_fate = [0usize; FATES.len()];
+    while index < POOL_SIZES.len() || started.elapsed() < budget {
+        let seed = seeds.next();
+        let mut rng = Rng(seed);
+        let end = match rng.below(3) {
+            0 => End::Shutdown,
+            1 => End::ShutdownNow,
+            _ => End::DropLastHandle,
+        };
+        let threads = POOL_SIZES[index % POOL_SIZES.len()];
+        let round = Arc::new(Round {
+            index,
+            base_seed,
+            seed,
+            threads,
+            end,
+            name: format!("stress{index}-"),
+            recs: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            shutdown_started: AtomicBool::new(false),
+            shutdown_now_started: AtomicBool::new(false),
+            progress: Arc::clone(&progress),
+            failures: Mutex::default(),
+            status: (0..=DRIVERS).map(|_| Status::default()).collect(),
+            starts: (0..threads).map(|_| AtomicU32::new(0)).collect(),
+            stops: (0..threads).map(|_| AtomicU32::new(0)).collect(),
+        });
+
+        // The round runs on its own thread; this one is the watchdog.
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let runner = {
+            let round = Arc::clone(&round);
+            thread::Builder::new()
+                .name(format!("round-{index}"))
+                .spawn(move || {
+                    run_round(&round, rng);
+                    let _ = done_tx.send(());
+                })
+                .expect("spawn the round")
+        };
+        let mut last = progress.load(SC);
+        let mut last_change = Instant::now();
+        loop {
+            match done_rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(()) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = progress.load(SC);
+                    if now != last {
+                        last = now;
+                        last_change = Instant::now();
+                    } else if last_change.elapsed() > STALL {
+                        panic!(
+                            "stress: no progress for {} s (deadlock or lost wake-up?)\n{}",
+                            STALL.as_secs(),
+                            round.dump()
+                        );
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let payload = runner.join().expect_err("the round thread panicked");
+                    panic!(
+                        "stress: {}: a driver panicked: {}",
+                        round.context(),
+                        panic_message(&*payload)
+                    );
+                }
+            }
+        }
+        runner.join().expect("the round thread");
+        round.check_ledger();
+        let failures = round.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "stress: {}\n{} failures, first 20:\n  {}",
+            round.context(),
+            failures.len(),
+            failures
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+        for rec in round.recs.lock().unwrap().iter() {
+            jobs += 1;
+            ran += rec.runs.load(SC) as usize;
+            by_fate[usize::from(rec.fate.load(SC))] += 1;
+        }
+        index += 1;
+    }
+    let fates: Vec<String> = FATES
+        .iter()
+        .zip(by_fate)
+        .skip(2)
+        .map(|(fate, count)| format!("{fate} {count}"))
+        .collect();
+    eprintln!(
+        "stress: seed {base_seed}: {index} rounds, {jobs} jobs ({ran} ran; Tasks: {}) in {:.1} s",
+        fates.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+}
