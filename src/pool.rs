@@ -172,8 +172,10 @@ impl Pool {
 
     /// Stops accepting jobs, cancels every queued job (its Task resolves to
     /// a cancelled [`JoinError`](crate::JoinError)), and waits for the jobs
-    /// already running to finish and the threads to exit. A job that never
-    /// returns keeps this call waiting. Called from one of this pool's own
+    /// already running to finish and the threads to exit. Workers cancel
+    /// the queued jobs as they take them, so while every worker is stuck in
+    /// a job the queued Tasks stay pending; a job that never returns keeps
+    /// this call waiting. Called from one of this pool's own
     /// workers, it only starts the shutdown.
     ///
     /// Parts of a `join`, `scope` or `install` that is already running are
