@@ -306,6 +306,11 @@ where
 /// already running finishes, and its output is dropped. Use
 /// [`detach`](Task::detach) to let the job run without awaiting it.
 ///
+/// Inside a job of the same pool, use [`wait`](Task::wait), not an
+/// executor's `block_on`: `wait` keeps the worker running other jobs until
+/// the Task resolves, while a foreign `block_on` parks the worker, which
+/// deadlocks a pool whose every worker does so.
+///
 /// ```
 /// # pollster::block_on(async {
 /// let pool = offload::Pool::new();
