@@ -947,7 +947,9 @@ fn print_table(figures: &[Figures], markdown: bool) {
     }
 }
 
-/// One goal: its wording, the measured figure, and whether it is met.
+/// One goal: its wording, the measured figure, and whether it is met
+/// (`None`: this run cannot tell, e.g. the ticker's no-jobs floor is above
+/// the goal because other processes kept the loop's core busy).
 struct Goal {
     name: &'static str,
     figure: String,
@@ -1001,7 +1003,19 @@ fn goals(figures: &[Figures]) -> Vec<Goal> {
                 ms(f(Row::OffloadInherit).p99),
                 ms(f(Row::FloorNoJobs).p99)
             ),
-            met: offload.p99.map(|p| p <= Duration::from_micros(250)),
+            // Above the goal while the machine's own floor is too: the run
+            // cannot tell (another process kept the loop's core busy).
+            met: offload
+                .p99
+                .zip(f(Row::FloorNoJobs).p99)
+                .and_then(|(p, floor)| {
+                    let goal = Duration::from_micros(250);
+                    match (p <= goal, floor <= goal) {
+                        (true, _) => Some(true),
+                        (false, true) => Some(false),
+                        (false, false) => None,
+                    }
+                }),
         },
         Goal {
             name: "sparse-load CPU ≤ the best peer's",
@@ -1038,7 +1052,7 @@ fn print_goals(goals: &[Goal], markdown: bool) {
     let verdict = |met: Option<bool>| match met {
         Some(true) => "met",
         Some(false) => "MISSED",
-        None => "n/a",
+        None => "undecided",
     };
     if markdown {
         println!("| goal | measured | |");

@@ -293,6 +293,11 @@ impl Builder {
     ///   pool starves while other threads of the program keep the cores busy.
     /// - [`Inherit`](WorkerPriority::Inherit): the caller's priority.
     ///
+    /// While *other programs* keep every core busy, a lower-priority worker
+    /// waits longer for a core, and so may a `spawn` that has to wake it;
+    /// on a machine of your own the pool's jobs are what keeps the cores
+    /// busy, and the loop gains.
+    ///
     /// `cargo run --release --example compare` measures the loop's lateness
     /// with each (see BENCHMARKS.md). Each worker changes its own priority
     /// when it starts, before `on_thread_start` hooks run. Threads that a
