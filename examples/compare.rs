@@ -118,6 +118,9 @@ const TICKER_ROUNDS: usize = 10;
 const SPARSE_PERIOD: Duration = Duration::from_micros(500);
 const SPARSE_TIME: Duration = Duration::from_secs(2);
 const QUIET_TIME: Duration = Duration::from_secs(2);
+/// Rounds per row of `--priority-sweep`: more than the table's, since its
+/// rows differ less than the peers do.
+const SWEEP_ROUNDS: usize = 3 * TICKER_ROUNDS;
 /// The priorities `--priority-sweep` compares.
 const PRIORITY_SWEEP: [WorkerPriority; 6] = [
     WorkerPriority::Inherit,
@@ -1146,8 +1149,9 @@ fn write_svg(path: &std::path::Path, figures: &[Figures], subtitle: &str) -> std
         r##"<text x="10" y="38" fill="#555">{}</text>"##,
         escape(subtitle)
     );
-    // Grid: one line per power of two.
+    // Grid: one line per power of two, a label on every `step`-th.
     let axis_bottom = height - 30.0;
+    let step = if hi - lo > 8.0 { 2 } else { 1 };
     for p in (lo as i32)..=(hi as i32) {
         let ratio = 2f64.powi(p);
         let gx = x(ratio);
@@ -1162,11 +1166,13 @@ fn write_svg(path: &std::path::Path, figures: &[Figures], subtitle: &str) -> std
         } else {
             format!("1/{}×", 1u64 << -p)
         };
-        let _ = writeln!(
-            svg,
-            r##"<text x="{gx:.1}" y="{y}" text-anchor="middle" fill="#555">{label}</text>"##,
-            y = axis_bottom + 16.0
-        );
+        if p % step == 0 {
+            let _ = writeln!(
+                svg,
+                r##"<text x="{gx:.1}" y="{y}" text-anchor="middle" fill="#555">{label}</text>"##,
+                y = axis_bottom + 16.0
+            );
+        }
     }
     for (m, (name, get, show, goal)) in metrics.iter().enumerate() {
         let gy = top + m as f64 * group_h;
@@ -1201,7 +1207,8 @@ fn write_svg(path: &std::path::Path, figures: &[Figures], subtitle: &str) -> std
             let (x0, x1) = (x(1.0).min(x(ratio)), x(1.0).max(x(ratio)));
             let _ = writeln!(
                 svg,
-                r##"<rect x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"/><text x="{lx:.1}" y="{ty:.1}" font-size="11">{ratio:.2}× vs {peer}</text>"##,
+                r##"<rect x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"/><text x="{lx:.1}" y="{ty:.1}" font-size="11">{ratio} vs {peer}</text>"##,
+                ratio = show_ratio(ratio),
                 w = (x1 - x0).max(1.0),
                 h = bar_h - 3.0,
                 c = colors[i % colors.len()],
@@ -1216,6 +1223,15 @@ fn write_svg(path: &std::path::Path, figures: &[Figures], subtitle: &str) -> std
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, svg)
+}
+
+/// A ratio as `0.48×`, or `1/330×` when small.
+fn show_ratio(ratio: f64) -> String {
+    if ratio < 0.095 {
+        format!("1/{:.0}×", 1.0 / ratio)
+    } else {
+        format!("{ratio:.2}×")
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -1246,9 +1262,9 @@ fn main() -> Result<()> {
     let (iters, job_time) = calibrate();
     let jobs = (JOBS_PER_CORE * cores) as u64;
     let ideal = job_time * jobs as u32 / cores as u32;
+    let load_at_start = load_average();
     println!(
-        "machine: {cores} cores; offload and rayon: {threads} workers; load average at start: {}",
-        load_average()
+        "machine: {cores} cores; offload and rayon: {threads} workers; load average at start: {load_at_start}"
     );
     println!(
         "ticker: {jobs} jobs of {:.1} ms per round ({:.1} M hash iterations), ideal makespan {:.1} ms, {TICKER_ROUNDS} rounds per row",
@@ -1375,10 +1391,13 @@ fn main() -> Result<()> {
         figures[i].burst = (!bursts.is_empty()).then(|| median(bursts));
     }
 
-    let load = load_average();
+    // The load at the end counts this run's own burst threads (tokio's and
+    // `blocking`'s pools grow hundreds): the load at the start is the one
+    // that tells how busy the machine was.
     println!(
-        "measured in {:.0} s; load average at the end: {load}",
-        started.elapsed().as_secs_f64()
+        "measured in {:.0} s; load average at the end: {} (counts this run's own burst threads)",
+        started.elapsed().as_secs_f64(),
+        load_average()
     );
     println!();
     print_table(&figures, markdown);
@@ -1387,7 +1406,7 @@ fn main() -> Result<()> {
 
     let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/compare.svg");
     let subtitle = format!(
-        "examples/compare.rs, {cores} cores, load average {load}; bars: offload Task's figure ÷ the peer's"
+        "examples/compare.rs, {cores} cores, load average at start {load_at_start}; bars: offload Task's figure ÷ the peer's"
     );
     write_svg(&svg, &figures, &subtitle)?;
     println!();
@@ -1414,13 +1433,16 @@ fn priority_sweep(
         .collect::<Result<_, _>>()?;
     let mut floor = Vec::new();
     let mut rounds: Vec<Vec<TickerRound>> = pools.iter().map(|_| Vec::new()).collect();
-    for _ in 0..TICKER_ROUNDS {
+    for _ in 0..SWEEP_ROUNDS {
         floor.push(ticker_round::<Inline>(rt, None, jobs, iters, ideal)?);
         for (pool, rounds) in pools.iter().zip(&mut rounds) {
             rounds.push(ticker_round(rt, Some(pool), jobs, iters, ideal)?);
         }
     }
-    println!("load average at the end: {}", load_average());
+    println!(
+        "{SWEEP_ROUNDS} rounds per row; load average at the end: {}",
+        load_average()
+    );
     println!(
         "{:<20}{:>16}{:>16}{:>18}",
         "worker priority", "ticker worst ms", "ticker p99 ms", "makespan ×ideal"
