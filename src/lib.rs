@@ -44,6 +44,7 @@ mod join;
 mod latch;
 mod parker;
 mod pool;
+mod priority;
 mod queue;
 mod registry;
 mod scope;
@@ -59,6 +60,7 @@ pub mod loom_api;
 
 pub use error::JoinError;
 pub use pool::{Builder, Pool};
+pub use priority::WorkerPriority;
 pub use scope::Scope;
 pub use task::Task;
 

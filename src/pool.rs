@@ -5,6 +5,7 @@ use std::io;
 use std::sync::OnceLock;
 
 use crate::join::join_on_worker;
+use crate::priority::{self, WorkerPriority};
 use crate::queue::Worker;
 use crate::registry::{Hook, Registry};
 use crate::scope::{scope_on_worker, Scope};
@@ -231,6 +232,7 @@ impl fmt::Debug for Pool {
 ///     .threads(2)
 ///     .thread_name(|i| format!("hasher-{i}"))
 ///     .stack_size(4 << 20)
+///     .worker_priority(offload::WorkerPriority::Nice(5))
 ///     .on_thread_start(|i| eprintln!("worker {i} up"))
 ///     .build()
 ///     .expect("threads");
@@ -242,6 +244,7 @@ pub struct Builder {
     threads: Option<usize>,
     thread_name: Option<Box<dyn Fn(usize) -> String + Send + Sync>>,
     stack_size: Option<usize>,
+    worker_priority: WorkerPriority,
     on_start: Option<Hook>,
     on_stop: Option<Hook>,
 }
@@ -264,6 +267,70 @@ impl Builder {
     /// library's, 2 MiB).
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
+        self
+    }
+
+    /// The OS scheduling priority of the workers, relative to the thread
+    /// that calls [`build`](Builder::build) (default:
+    /// [`WorkerPriority::Nice(10)`](WorkerPriority::Nice)). Linux only;
+    /// elsewhere priorities belong to the whole process and this setting
+    /// has no effect.
+    ///
+    /// The point is the event loop that awaits the pool's Tasks: when every
+    /// core is busy with jobs, a wake-up of the loop (a timer, a socket)
+    /// waits until the scheduler takes a core from a worker. At the same
+    /// priority that is a time slice, milliseconds of lateness for every
+    /// request on that loop. Lower-priority workers still get every core
+    /// that nobody else wants, at full speed; only their share of a
+    /// *contended* core shrinks, so CPU-bound threads of your own program
+    /// also take precedence over the pool.
+    ///
+    /// - [`Nice(n)`](WorkerPriority::Nice) (the default, +10) gives the
+    ///   workers a smaller share of a contended core (about 1/9 at +10).
+    ///   On Linux's EEVDF scheduler a waking thread may still wait for the
+    ///   running worker's slice to end, so it helps the loop's tail latency
+    ///   less than one would hope.
+    /// - [`Idle`](WorkerPriority::Idle) (`SCHED_IDLE`): a waking thread
+    ///   preempts a worker at once. The best latency for the loop; but the
+    ///   pool starves while other threads of the program keep the cores busy.
+    /// - [`Inherit`](WorkerPriority::Inherit): the caller's priority.
+    ///
+    /// While *other programs* keep every core busy, a lower-priority worker
+    /// waits longer for a core, and so may a `spawn` that has to wake it;
+    /// on a machine of your own the pool's jobs are what keeps the cores
+    /// busy, and the loop gains.
+    ///
+    /// `cargo run --release --example compare` measures the loop's lateness
+    /// with each (see BENCHMARKS.md). Each worker changes its own priority
+    /// when it starts, before `on_thread_start` hooks run. Threads that a
+    /// job starts inherit the worker's priority. Best effort: if the OS
+    /// refuses, the worker keeps the caller's priority.
+    ///
+    /// ```
+    /// use offload::{Pool, WorkerPriority};
+    ///
+    /// // Workers at the same priority as the rest of the program:
+    /// let pool = Pool::builder().worker_priority(WorkerPriority::Inherit).build().unwrap();
+    /// assert_eq!(pool.spawn(|| 6 * 7).wait().unwrap(), 42);
+    ///
+    /// // Workers that yield to everything else (nice 19 on Linux):
+    /// let background = Pool::builder()
+    ///     .threads(1)
+    ///     .worker_priority(WorkerPriority::Nice(19))
+    ///     .build()
+    ///     .unwrap();
+    /// # #[cfg(target_os = "linux")]
+    /// let nice = background
+    ///     // SAFETY: getpriority has no preconditions; on Linux, PRIO_PROCESS
+    ///     // with `who` 0 reads the calling thread's nice value.
+    ///     .spawn(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+    ///     .wait()
+    ///     .unwrap();
+    /// # #[cfg(target_os = "linux")]
+    /// assert_eq!(nice, 19);
+    /// ```
+    pub fn worker_priority(mut self, priority: WorkerPriority) -> Self {
+        self.worker_priority = priority;
         self
     }
 
@@ -314,7 +381,11 @@ impl Builder {
                 builder = builder.stack_size(bytes);
             }
             let worker_registry = Arc::clone(&registry);
-            builder.spawn(move || WorkerThread::run(index, worker_registry, deque))?;
+            let worker_priority = self.worker_priority;
+            builder.spawn(move || {
+                priority::apply_to_current_thread(worker_priority);
+                WorkerThread::run(index, worker_registry, deque);
+            })?;
             guard.started += 1;
         }
         std::mem::forget(guard);
@@ -367,6 +438,7 @@ impl fmt::Debug for Builder {
             .field("threads", &self.threads)
             .field("thread_name", &self.thread_name.as_ref().map(|_| ".."))
             .field("stack_size", &self.stack_size)
+            .field("worker_priority", &self.worker_priority)
             .field("on_thread_start", &self.on_start.as_ref().map(|_| ".."))
             .field("on_thread_stop", &self.on_stop.as_ref().map(|_| ".."))
             .finish()
