@@ -159,7 +159,11 @@ where
             return job_b.take_result();
         }
         match worker.pop() {
-            Some(job) if job == job_b_ref => return JobResult::call(|| job_b.run_inline()),
+            Some(job) if job == job_b_ref => {
+                // Shared, but nobody took it: the request still stands.
+                worker.restore_share_request();
+                return JobResult::call(|| job_b.run_inline());
+            }
             Some(job) => worker.execute(job),
             None => {
                 worker.wait_until(|| job_b.latch.probe());

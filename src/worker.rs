@@ -277,6 +277,13 @@ impl WorkerThread {
         }
     }
 
+    /// Raises this worker's share request again (see
+    /// [`Registry::restore_share_request`]).
+    #[cold]
+    pub(crate) fn restore_share_request(&self) {
+        self.registry.restore_share_request(self.index);
+    }
+
     /// Moves every private join half to the shared deque (before waiting).
     fn share_all_private(&self) {
         // SAFETY: as in `push_private`.
