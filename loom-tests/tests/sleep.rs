@@ -255,29 +255,34 @@ fn two_submits_two_sleepers() {
     });
 }
 
-/// 2(b') As 2(b) with the full worker loop: the submitter waits until both
-/// jobs ran (a lost wake-up is a deadlock), then shuts down.
+/// Two workers run the worker loop; the submitter pushes two jobs, waits
+/// until both ran (a lost wake-up is a deadlock), then shuts down, and every
+/// worker exits.
+fn two_jobs_on_two_workers(pool: Arc<Pool>) {
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let pool = pool.clone();
+            thread::spawn(move || pool.work(i))
+        })
+        .collect();
+    pool.submit();
+    pool.submit();
+    pool.wait_ran(2);
+    pool.shutdown();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert_eq!(pool.ran.load(Ordering::Relaxed), 2);
+}
+
+/// 2(b') As 2(b) with the full worker loop (`two_jobs_on_two_workers`).
 ///
-/// Runs at preemption bound 2 (118k executions, ~8 s); at bound 3 it takes
-/// 3.5M executions (~206 s): set `OFFLOAD_LOOM_FULL=1` to run it so.
+/// Runs at preemption bound 2 (371k executions, ~80 s): set
+/// `OFFLOAD_LOOM_FULL=1` to run it at `LOOM_MAX_PREEMPTIONS`.
 #[test]
 fn two_submits_two_sleepers_then_shutdown() {
     model_bounded("two_submits_two_sleepers_then_shutdown", Some(2), || {
-        let pool = Pool::new(2);
-        let workers: Vec<_> = (0..2)
-            .map(|i| {
-                let pool = pool.clone();
-                thread::spawn(move || pool.work(i))
-            })
-            .collect();
-        pool.submit();
-        pool.submit();
-        pool.wait_ran(2);
-        pool.shutdown();
-        for worker in workers {
-            worker.join().unwrap();
-        }
-        assert_eq!(pool.ran.load(Ordering::Relaxed), 2);
+        two_jobs_on_two_workers(Pool::new(2));
     });
 }
 
@@ -356,20 +361,6 @@ fn waiting_worker_passes_wakeup_on() {
 #[test]
 fn spinner_that_finds_work_wakes_a_sleeper() {
     model_bounded("spinner_that_finds_work_wakes_a_sleeper", Some(2), || {
-        let pool = Pool::with_blocking_job0(2);
-        let workers: Vec<_> = (0..2)
-            .map(|i| {
-                let pool = pool.clone();
-                thread::spawn(move || pool.work(i))
-            })
-            .collect();
-        pool.submit();
-        pool.submit();
-        pool.wait_ran(2);
-        pool.shutdown();
-        for worker in workers {
-            worker.join().unwrap();
-        }
-        assert_eq!(pool.ran.load(Ordering::Relaxed), 2);
+        two_jobs_on_two_workers(Pool::with_blocking_job0(2));
     });
 }
