@@ -145,7 +145,7 @@ impl Registry {
         let worker = WorkerThread::current();
         let parker = match worker {
             Some(worker) => StdArc::clone(worker.parker()),
-            None => StdArc::new(Parker::new()),
+            None => crate::worker::thread_parker(),
         };
         {
             let mut exit = lock(&self.exit);

@@ -368,6 +368,28 @@ fn run_hook(hook: impl FnOnce()) {
 /// Waits outside the pool until `done()`: spins as an idle worker does (a
 /// short job's result often arrives within microseconds, sooner than a
 /// futex wake-up), then parks on `parker`, which the completion unparks.
+/// The calling thread's parker, for a thread outside every pool that must
+/// block (`Task::wait`, `install`, `join` from outside, `shutdown`): made
+/// once per thread, so blocking allocates nothing. A token left on it by a
+/// wake-up that came after an earlier wait ended only makes one later
+/// `park` return early; every caller re-checks its condition in a loop.
+pub(crate) fn thread_parker() -> StdArc<Parker> {
+    #[cfg(not(loom))]
+    {
+        std::thread_local! {
+            static PARKER: StdArc<Parker> = StdArc::new(Parker::new());
+        }
+        // During thread-local destruction, fall back to a fresh parker.
+        PARKER
+            .try_with(StdArc::clone)
+            .unwrap_or_else(|_| StdArc::new(Parker::new()))
+    }
+    // Under loom a parker holds loom primitives, which must not outlive
+    // one execution: make a fresh one each time.
+    #[cfg(loom)]
+    StdArc::new(Parker::new())
+}
+
 fn spin_then_park(parker: &Parker, done: impl Fn() -> bool) {
     for round in 0..SPIN_ROUNDS {
         if done() {
@@ -433,7 +455,7 @@ where
         }
         // On any other thread: park until done.
         None => {
-            let parker = StdArc::new(Parker::new());
+            let parker = thread_parker();
             let job = StackJob::new(run_on_worker, Latch::new(&parker));
             // SAFETY: `job` stays on this stack until its latch is set.
             registry.inject(unsafe { job.as_job_ref() });
@@ -451,7 +473,7 @@ pub(crate) fn block_on<T>(task: &mut Task<T>) -> Result<T, JoinError> {
     let worker = WorkerThread::current();
     let parker = match worker {
         Some(worker) => StdArc::clone(worker.parker()),
-        None => StdArc::new(Parker::new()),
+        None => thread_parker(),
     };
     let waker = Waker::from(StdArc::clone(&parker));
     let mut cx = Context::from_waker(&waker);
