@@ -176,8 +176,8 @@ impl Pool {
     /// already running to finish and the threads to exit. Workers cancel
     /// the queued jobs as they take them, so while every worker is stuck in
     /// a job the queued Tasks stay pending; a job that never returns keeps
-    /// this call waiting. Called from one of this pool's own
-    /// workers, it only starts the shutdown.
+    /// this call waiting. Called from one of this pool's own workers, it
+    /// only starts the shutdown.
     ///
     /// Parts of a `join`, `scope` or `install` that is already running are
     /// not cancellable: they run, so that their caller can return.

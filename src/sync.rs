@@ -86,8 +86,9 @@ mod imp {
 pub(crate) use imp::*;
 
 /// `std`'s `Arc`, in both builds: a [`std::task::Waker`] can only be made
-/// from it. The primitives inside (a [`Parker`](crate::parker::Parker)) are still the facade's, so
-/// loom checks them; only the reference count is not modelled.
+/// from it. The primitives inside (a [`Parker`](crate::parker::Parker)) are
+/// still the facade's, so loom checks them; only the reference count is not
+/// modelled.
 pub(crate) use std::sync::Arc as StdArc;
 
 /// `mutant!("name")` is `true` only in a build with

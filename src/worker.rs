@@ -89,7 +89,6 @@ pub(crate) struct WorkerThread {
     shared: Cell<usize>,
     /// Joins so far, to pick the private ones (see [`crate::join`]).
     joins: Cell<u32>,
-    parker: StdArc<Parker>,
     rng: Cell<u64>,
 }
 
@@ -109,7 +108,7 @@ impl WorkerThread {
     }
 
     pub(crate) fn parker(&self) -> &StdArc<Parker> {
-        &self.parker
+        self.registry.sleep.parker(self.index)
     }
 
     /// The body of a worker thread.
@@ -117,7 +116,6 @@ impl WorkerThread {
         let seed = 0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(index as u64 + 1) | 1;
         let worker = WorkerThread {
             index,
-            parker: StdArc::clone(registry.sleep.parker(index)),
             registry,
             deque,
             private: UnsafeCell::new(Vec::with_capacity(64)),
@@ -365,9 +363,6 @@ fn run_hook(hook: impl FnOnce()) {
     }
 }
 
-/// Waits outside the pool until `done()`: spins as an idle worker does (a
-/// short job's result often arrives within microseconds, sooner than a
-/// futex wake-up), then parks on `parker`, which the completion unparks.
 /// The calling thread's parker, for a thread outside every pool that must
 /// block (`Task::wait`, `install`, `join` from outside, `shutdown`): made
 /// once per thread, so blocking allocates nothing. A token left on it by a
@@ -390,6 +385,9 @@ pub(crate) fn thread_parker() -> StdArc<Parker> {
     StdArc::new(Parker::new())
 }
 
+/// Waits outside the pool until `done()`: spins as an idle worker does (a
+/// short job's result often arrives within microseconds, sooner than a
+/// futex wake-up), then parks on `parker`, which the completion unparks.
 fn spin_then_park(parker: &Parker, done: impl Fn() -> bool) {
     for round in 0..SPIN_ROUNDS {
         if done() {

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
-
-use common::timed;
+use common::{on_every_worker, timed};
 use offload::{Pool, WorkerPriority};
 
 /// The calling thread's nice value.
@@ -24,22 +22,6 @@ fn nice() -> i32 {
 fn policy() -> i32 {
     // SAFETY: no preconditions; pid 0 is the calling thread on Linux.
     unsafe { libc::sched_getscheduler(0) }
-}
-
-/// `read()` on each worker of `pool`, one job per worker.
-fn on_every_worker(pool: &Pool, read: fn() -> i32) -> Vec<i32> {
-    let n = pool.threads();
-    let barrier = Arc::new(Barrier::new(n));
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let barrier = Arc::clone(&barrier);
-            pool.spawn(move || {
-                barrier.wait(); // one job per worker
-                read()
-            })
-        })
-        .collect();
-    tasks.into_iter().map(|t| t.wait().unwrap()).collect()
 }
 
 #[test]

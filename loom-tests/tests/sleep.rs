@@ -180,6 +180,20 @@ impl Pool {
         self.end_idle(&mut idle);
     }
 
+    /// The worker loop, cut short: worker `index` spins and sleeps until it
+    /// takes one job, then leaves (with no shutdown to wake it, only a
+    /// submission's wake-up gets it out of a sleep).
+    fn take_one_job(&self, index: usize) {
+        let mut idle = Idle::default();
+        loop {
+            if self.take() {
+                self.end_idle(&mut idle);
+                return;
+            }
+            self.idle_step(&mut idle, index, || false);
+        }
+    }
+
     /// Waits until `n` jobs have run.
     fn wait_ran(&self, n: usize) {
         while self.ran.load(Ordering::Acquire) < n {
@@ -203,18 +217,7 @@ fn submit_races_sleep_one_worker() {
         let pool = Pool::new(1);
         let worker = {
             let pool = pool.clone();
-            thread::spawn(move || {
-                // The worker exits after its one job (no shutdown here, so
-                // only the submission's wake-up can get it out of sleep).
-                let mut idle = Idle::default();
-                loop {
-                    if pool.take() {
-                        pool.end_idle(&mut idle);
-                        return;
-                    }
-                    pool.idle_step(&mut idle, 0, || false);
-                }
-            })
+            thread::spawn(move || pool.take_one_job(0))
         };
         pool.submit();
         worker.join().unwrap();
@@ -234,15 +237,8 @@ fn two_submits_two_sleepers() {
             .map(|i| {
                 let pool = pool.clone();
                 thread::spawn(move || {
-                    let mut idle = Idle::default();
-                    loop {
-                        if pool.take() {
-                            pool.end_idle(&mut idle);
-                            pool.ran.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        pool.idle_step(&mut idle, i, || false);
-                    }
+                    pool.take_one_job(i);
+                    pool.ran.fetch_add(1, Ordering::Relaxed);
                 })
             })
             .collect();

@@ -245,10 +245,10 @@ pub fn is_terminating(pool: &Pool) -> bool {
     format!("{pool:?}").contains("terminating: true")
 }
 
-/// Runs `pool.threads()` jobs that must all be running at the same time
-/// (they meet at a barrier), and returns their distinct thread ids and
-/// names: proof that every worker is alive and serving.
-pub fn all_workers(pool: &Pool) -> (HashSet<ThreadId>, HashSet<String>) {
+/// Runs `read()` once on each worker of `pool`: `pool.threads()` jobs that
+/// must all be running at the same time (they meet at a barrier), so each
+/// runs on a worker of its own.
+pub fn on_every_worker<T: Send + 'static>(pool: &Pool, read: fn() -> T) -> Vec<T> {
     let n = pool.threads();
     let barrier = Arc::new(Barrier::new(n));
     let tasks: Vec<_> = (0..n)
@@ -256,18 +256,30 @@ pub fn all_workers(pool: &Pool) -> (HashSet<ThreadId>, HashSet<String>) {
             let barrier = Arc::clone(&barrier);
             pool.spawn(move || {
                 barrier.wait();
-                let me = thread::current();
-                (me.id(), me.name().unwrap_or("").to_owned())
+                read()
             })
         })
         .collect();
+    tasks
+        .into_iter()
+        .map(|task| task.wait().expect("a barrier job"))
+        .collect()
+}
+
+/// The distinct thread ids and names of `pool`'s workers, one job on each
+/// (see [`on_every_worker`]): proof that every worker is alive and serving.
+pub fn all_workers(pool: &Pool) -> (HashSet<ThreadId>, HashSet<String>) {
+    let workers = on_every_worker(pool, || {
+        let me = thread::current();
+        (me.id(), me.name().unwrap_or("").to_owned())
+    });
     let mut ids = HashSet::new();
     let mut names = HashSet::new();
-    for task in tasks {
-        let (id, name) = task.wait().expect("a barrier job");
+    for (id, name) in workers {
         ids.insert(id);
         names.insert(name);
     }
+    let n = pool.threads();
     assert_eq!(ids.len(), n, "{n} jobs met at a barrier on fewer threads");
     (ids, names)
 }
