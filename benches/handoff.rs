@@ -16,8 +16,9 @@
 //!   runtime (through its `Handle`, so that it works from any thread);
 //! - `blocking_unblock`: `blocking::unblock` (smol's blocking pool).
 //!
-//! offload and rayon get one thread per core; tokio's and `blocking`'s pools
-//! grow on demand (up to 512 and 500 threads).
+//! offload and rayon get one thread per core (or `OFFLOAD_BENCH_THREADS`,
+//! for a scaling table); tokio's and `blocking`'s pools grow on demand (up
+//! to 512 and 500 threads).
 //!
 //! Groups:
 //!
@@ -74,7 +75,11 @@ impl Pools {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("tokio runtime");
-        let offload = offload::Pool::builder().build().expect("offload pool");
+        let mut offload = offload::Pool::builder();
+        if let Ok(threads) = std::env::var("OFFLOAD_BENCH_THREADS") {
+            offload = offload.threads(threads.parse().expect("OFFLOAD_BENCH_THREADS: a count"));
+        }
+        let offload = offload.build().expect("offload pool");
         let rayon = rayon::ThreadPoolBuilder::new()
             .num_threads(offload.threads())
             .build()

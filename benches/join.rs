@@ -8,7 +8,8 @@
 //! Every group has four members: `sequential` (plain recursion, the
 //! baseline), `offload` (`offload::join`), `rayon` (`rayon::join`) and
 //! `chili` (`chili::Scope::join`). Each pool gets one thread per core (chili
-//! counts the calling thread as one of them). Each measures the join itself:
+//! counts the calling thread as one of them; `OFFLOAD_BENCH_THREADS=n` sets
+//! another count, for a scaling table). Each measures the join itself:
 //! the whole measurement loop runs inside the pool (`install` once around
 //! criterion's loop for offload and rayon; one chili `Scope` reused, as
 //! chili's own benchmark does), so no iteration pays a handoff from the
@@ -305,8 +306,17 @@ fn quicksort(c: &mut Criterion, pools: &Pools) {
     group.finish();
 }
 
+/// Threads per pool: `OFFLOAD_BENCH_THREADS` (for a scaling table, see
+/// BENCHMARKS.md), else one per core.
+fn threads() -> usize {
+    std::env::var("OFFLOAD_BENCH_THREADS")
+        .ok()
+        .map(|n| n.parse().expect("OFFLOAD_BENCH_THREADS: a thread count"))
+        .unwrap_or_else(num_cpus::get)
+}
+
 fn benches() {
-    let threads = num_cpus::get();
+    let threads = threads();
     let pools = Pools::new(threads);
     let mut c = Criterion::default().configure_from_args();
     fib(&mut c, &pools);

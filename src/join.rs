@@ -12,15 +12,18 @@
 //! - **Private join**: `b` goes on the worker's *private* stack, a plain
 //!   `Vec` no other thread reads; then `a()`; then `b` is popped back and
 //!   run inline. A worker makes a private join whenever its private stack
-//!   holds fewer than [`PRIVATE_DEPTH`] halves — so the largest pending
-//!   pieces of a recursion, those near its root, are always there — and
-//!   otherwise every [`PRIVATE_EVERY`]th join.
+//!   holds fewer than [`PRIVATE_DEPTH`] halves, so the largest pending
+//!   pieces of a recursion, those near its root, are always there.
 //!
 //! Only when an idle worker asked (share requests, see [`crate::worker`])
 //! does a worker move its *oldest* private half — the largest piece it has —
 //! to its shared deque, where it can be stolen: work is shared on demand, as
 //! in heartbeat scheduling, rather than on every join as in classic work
-//! stealing. After `a`, a shared `b` is no longer on the private stack: the
+//! stealing. A worker looks for a request at every private join, and at
+//! every [`SHARE_CHECK_EVERY`]th inline join (one load), so that a long
+//! recursion below a full private stack still answers one within a few
+//! dozen joins; sharing then leaves room on the private stack, and the
+//! join that saw the request is a private one. After `a`, a shared `b` is no longer on the private stack: the
 //! worker pops its shared deque, running whatever was pushed above `b`,
 //! until it pops `b` and runs it inline, or finds the deque empty (`b` was
 //! stolen) and waits for `b`'s latch, running other jobs meanwhile.
@@ -43,8 +46,9 @@ use crate::worker::WorkerThread;
 /// Below this many private halves, every join is a private join.
 pub(crate) const PRIVATE_DEPTH: usize = 3;
 
-/// Otherwise one join in this many is a private join.
-pub(crate) const PRIVATE_EVERY: u32 = 64;
+/// With a full private stack, one join in this many looks for a share
+/// request.
+pub(crate) const SHARE_CHECK_EVERY: u32 = 64;
 
 /// `join` on the worker it runs on.
 #[inline]

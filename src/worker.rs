@@ -28,10 +28,11 @@
 //!
 //! - a worker that finds no work raises the `share_requested` flag of every
 //!   other worker (a load first, so a raised flag is not written again);
-//! - a worker pushing a join half checks its own flag (one Relaxed load of a
-//!   cache line that only changes when somebody is idle); if raised, it
-//!   clears it and moves its **oldest** private half, the largest piece of
-//!   work it has, to its shared deque, waking a sleeper for it;
+//! - a worker pushing a join half, and every 64th inline join, checks its
+//!   own flag (one Relaxed load of a cache line that only changes when
+//!   somebody is idle); if raised, it clears it and moves its **oldest**
+//!   private half, the largest piece of work it has, to its shared deque,
+//!   waking a sleeper for it;
 //! - a worker that must wait (for a stolen half, a scope, a Task) first
 //!   moves all its private halves to its shared deque, so none is stranded
 //!   behind a blocked worker.
@@ -48,7 +49,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::JoinError;
 use crate::job::{JobRef, StackJob};
-use crate::join::{PRIVATE_DEPTH, PRIVATE_EVERY};
+use crate::join::{PRIVATE_DEPTH, SHARE_CHECK_EVERY};
 use crate::latch::Latch;
 use crate::parker::Parker;
 use crate::queue::{Steal, Worker};
@@ -223,14 +224,24 @@ impl WorkerThread {
         self.registry.sleep.notify_one();
     }
 
-    /// Whether the next join runs inline (see [`crate::join`]).
+    /// Whether the next join runs inline (see [`crate::join`]). Every
+    /// [`SHARE_CHECK_EVERY`]th inline join looks for a share request and,
+    /// if there is one, shares the oldest private half and makes this join
+    /// a private one instead.
     #[inline]
     pub(crate) fn next_join_is_inline(&self) -> bool {
-        let joins = self.joins.get().wrapping_add(1);
-        self.joins.set(joins);
         // SAFETY: as in `push_private`.
         let private = unsafe { (*self.private.get()).len() } - self.shared.get();
-        private >= PRIVATE_DEPTH && joins % PRIVATE_EVERY != 0
+        if private < PRIVATE_DEPTH {
+            return false;
+        }
+        let joins = self.joins.get().wrapping_add(1);
+        self.joins.set(joins);
+        if joins % SHARE_CHECK_EVERY == 0 && self.registry.share_requested(self.index) {
+            self.share_oldest_private();
+            return false;
+        }
+        true
     }
 
     /// Pushes a join half on the private stack; shares the oldest private
