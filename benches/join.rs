@@ -37,7 +37,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
-use criterion::{criterion_main, BatchSize, BenchmarkGroup, Criterion};
+use criterion::{criterion_main, BatchSize, Bencher, BenchmarkGroup, Criterion};
 
 struct Node {
     value: u64,
@@ -256,52 +256,29 @@ fn quicksort(c: &mut Criterion, pools: &Pools) {
     let input = random_u64s(1 << 20);
     let mut group = c.benchmark_group("quicksort_1m");
     configure(&mut group, true);
-    let batched = BatchSize::LargeInput;
-    let check = |v: Vec<u64>| debug_assert!(v.windows(2).all(|w| w[0] <= w[1]));
-    group.bench_function("sequential", |b| {
+    // Each iteration sorts a fresh copy of the input, made outside the clock.
+    let sort = |b: &mut Bencher<'_>, sort: &mut dyn FnMut(&mut [u64])| {
         b.iter_batched(
             || input.clone(),
             |mut v| {
-                sequential::quicksort(&mut v);
-                check(v)
+                sort(&mut v);
+                debug_assert!(v.windows(2).all(|w| w[0] <= w[1]));
             },
-            batched,
+            BatchSize::LargeInput,
         )
-    });
+    };
+    group.bench_function("sequential", |b| sort(b, &mut sequential::quicksort));
     group.bench_function("offload", |b| {
-        pools.offload.install(|| {
-            b.iter_batched(
-                || input.clone(),
-                |mut v| {
-                    with_offload::quicksort(&mut v);
-                    check(v)
-                },
-                batched,
-            )
-        })
+        pools
+            .offload
+            .install(|| sort(b, &mut with_offload::quicksort))
     });
     group.bench_function("rayon", |b| {
-        pools.rayon.install(|| {
-            b.iter_batched(
-                || input.clone(),
-                |mut v| {
-                    with_rayon::quicksort(&mut v);
-                    check(v)
-                },
-                batched,
-            )
-        })
+        pools.rayon.install(|| sort(b, &mut with_rayon::quicksort))
     });
     group.bench_function("chili", |b| {
         let mut scope = pools.chili.scope();
-        b.iter_batched(
-            || input.clone(),
-            |mut v| {
-                with_chili::quicksort(&mut scope, &mut v);
-                check(v)
-            },
-            batched,
-        )
+        sort(b, &mut |v| with_chili::quicksort(&mut scope, v))
     });
     group.finish();
 }

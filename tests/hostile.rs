@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Mutex, Once};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -70,18 +70,13 @@ static REPORTED: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
 /// A panic hook that records the `Hostile` payloads it sees and stays quiet
 /// for them and for the expected panics; others print as usual.
 fn record_hostile_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            if let Some(tag) = tag_of(payload) {
-                let name = thread::current().name().unwrap_or("").to_owned();
-                REPORTED.lock().unwrap().push((tag, name));
-            } else if !panic_message(payload).contains(EXPECTED) {
-                previous(info);
-            }
-        }));
+    common::quiet_panics_where(|payload| match tag_of(payload) {
+        Some(tag) => {
+            let name = thread::current().name().unwrap_or("").to_owned();
+            REPORTED.lock().unwrap().push((tag, name));
+            true
+        }
+        None => panic_message(payload).contains(EXPECTED),
     });
 }
 

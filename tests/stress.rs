@@ -42,7 +42,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Barrier, Mutex, Once};
+use std::sync::{Arc, Barrier, Mutex};
 use std::task::Context;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -912,18 +912,10 @@ fn env_u64(name: &str) -> Option<u64> {
 /// payloads, and the "shut down" panics of `join`/`scope`/`install` called
 /// after a shutdown) are not printed; any other panic is.
 fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let expected = payload.is::<Payload>()
-                || panic_message(payload).contains("shut down")
-                || panic_message(payload).contains(common::EXPECTED);
-            if !expected {
-                previous(info);
-            }
-        }));
+    common::quiet_panics_where(|payload| {
+        payload.is::<Payload>()
+            || panic_message(payload).contains("shut down")
+            || panic_message(payload).contains(common::EXPECTED)
     });
 }
 

@@ -4,8 +4,8 @@
 //!   if it does not finish in time, so that no test can hang CI;
 //! - [`DropCounter`] / [`Tracked`]: a value that counts its drops;
 //! - [`Gate`]: holds one worker of a pool busy until released;
-//! - [`silence_expected_panics`]: keeps the output readable when tests panic
-//!   on purpose.
+//! - [`silence_expected_panics`] / [`quiet_panics_where`]: keep the output
+//!   readable when tests panic on purpose.
 //!
 //! Synchronisation is done with channels and barriers only, never sleeps.
 
@@ -73,28 +73,32 @@ where
 /// hook installed by [`silence_expected_panics`] does not print them.
 pub const EXPECTED: &str = "expected panic";
 
-/// Installs (once per process) a panic hook that stays quiet for panics the
-/// tests raise on purpose: those whose message contains [`EXPECTED`], and
-/// those with a payload that is not a string (`panic_any` of a test type).
-/// Every other panic is reported by the previous hook as usual.
-pub fn silence_expected_panics() {
+/// Installs (once per process) a panic hook that stays quiet for the panics
+/// whose payload `quiet` accepts (it may also record what it sees); every
+/// other panic is
+/// reported by the previous hook as usual. A test binary installs one such
+/// hook: later calls do nothing.
+pub fn quiet_panics_where(
+    quiet: impl Fn(&(dyn std::any::Any + Send)) -> bool + Send + Sync + 'static,
+) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-            let expected = match message {
-                Some(message) => message.contains(EXPECTED),
-                None => true,
-            };
-            if !expected {
+            if !quiet(info.payload()) {
                 previous(info);
             }
         }));
+    });
+}
+
+/// [`quiet_panics_where`] for the panics tests raise on purpose: those whose
+/// message contains [`EXPECTED`], and those with a payload that is not a
+/// string (`panic_any` of a test type).
+pub fn silence_expected_panics() {
+    quiet_panics_where(|payload| {
+        let is_string = payload.is::<&str>() || payload.is::<String>();
+        !is_string || panic_message(payload).contains(EXPECTED)
     });
 }
 
