@@ -31,6 +31,9 @@ parker_unpark_no_lock   parker   unpark_races_park
 latch_relaxed           latch    join_latch_value
 count_latch_relaxed     latch    scope_count_latch
 exit_no_drain           pool     pool_spawn_races_exit
+injector_link_relaxed   injector injector_pushes_race_a_worker
+injector_unlock_relaxed injector injector_consumers_take_turns
+injector_stub_swapped   injector injector_empty_check_sees_every_push
 "
 
 selected=("$@")

@@ -1,7 +1,8 @@
 //! Type-erased jobs: what the queues carry.
 //!
-//! A [`JobRef`] is a data pointer and the function that knows its type. The
-//! queues move `JobRef`s between threads; exactly one thread takes a given
+//! A [`JobRef`] points at a job's [`JobHeader`]: the function that knows the
+//! job's type, and the link that queues it on the injector without an
+//! allocation. The queues move `JobRef`s between threads; exactly one thread takes a given
 //! `JobRef` out of a queue and calls [`JobRef::execute`] on it, once.
 //!
 //! Three kinds of job stand behind a `JobRef`:
@@ -16,10 +17,10 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
 
 use crate::latch::Latch;
-use crate::sync::UnsafeCell;
+use crate::sync::{AtomicPtr, UnsafeCell};
 use crate::unwind;
 
 /// How a popped job is to be executed.
@@ -32,12 +33,29 @@ pub(crate) enum Mode {
     Cancel,
 }
 
-/// A type-erased pointer to a job, executed exactly once.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct JobRef {
-    data: NonNull<()>,
-    execute_fn: unsafe fn(NonNull<()>, Mode),
+/// The start of every job (each job type is `repr(C)` with it first): the
+/// function that knows the job's type, and the injector's link.
+pub(crate) struct JobHeader {
+    execute_fn: unsafe fn(NonNull<JobHeader>, Mode),
+    /// The job queued behind this one while it is on the injector
+    /// (see [`crate::injector`]); unused elsewhere.
+    pub(crate) next: AtomicPtr<JobHeader>,
 }
+
+impl JobHeader {
+    /// A header whose job `execute_fn` runs, given a pointer to the header.
+    pub(crate) fn new(execute_fn: unsafe fn(NonNull<JobHeader>, Mode)) -> Self {
+        Self {
+            execute_fn,
+            next: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+}
+
+/// A type-erased pointer to a job, executed exactly once: a pointer to its
+/// [`JobHeader`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobRef(NonNull<JobHeader>);
 
 // SAFETY: a JobRef is created only for jobs whose captured state is `Send`
 // (every constructor requires it), and it is executed by exactly one thread.
@@ -45,26 +63,34 @@ unsafe impl Send for JobRef {}
 
 impl JobRef {
     /// # Safety
-    /// `execute_fn(data, _)` must be sound to call once, from any thread,
-    /// for as long as the `JobRef` is in a queue.
-    pub(crate) unsafe fn new(data: NonNull<()>, execute_fn: unsafe fn(NonNull<()>, Mode)) -> Self {
-        Self { data, execute_fn }
+    /// `header` is the header of a live job; calling its `execute_fn` with
+    /// it must be sound once, from any thread, for as long as the `JobRef`
+    /// is in a queue.
+    pub(crate) unsafe fn new(header: NonNull<JobHeader>) -> Self {
+        Self(header)
+    }
+
+    /// The job's header (the injector links jobs through it).
+    #[inline]
+    pub(crate) fn header(self) -> NonNull<JobHeader> {
+        self.0
     }
 
     /// Executes the job. Never unwinds: every job catches its own panics.
     #[inline]
     pub(crate) fn execute(self, mode: Mode) {
-        // SAFETY: the constructor's contract; `self` is consumed, and a JobRef
-        // leaves a queue once, so this is the one call.
-        unsafe { (self.execute_fn)(self.data, mode) }
+        // SAFETY: the constructor's contract: the header is live until the
+        // job runs; `self` is consumed, and a JobRef leaves a queue once, so
+        // this is the one call.
+        unsafe { (self.0.as_ref().execute_fn)(self.0, mode) }
     }
 }
 
-/// Two `JobRef`s are the same job if they point at the same data: a live
+/// Two `JobRef`s are the same job if they point at the same header: a live
 /// job has one address.
 impl PartialEq for JobRef {
     fn eq(&self, other: &Self) -> bool {
-        self.data == other.data
+        self.0 == other.0
     }
 }
 
@@ -99,7 +125,9 @@ impl<R> JobResult<R> {
 
 /// A job on the stack of a thread that will not return before its latch is
 /// set: the stolen half of a `join`, or the body of an `install`.
+#[repr(C)]
 pub(crate) struct StackJob<F, R> {
+    header: JobHeader,
     func: UnsafeCell<Option<F>>,
     result: UnsafeCell<JobResult<R>>,
     pub(crate) latch: Latch,
@@ -112,6 +140,7 @@ where
 {
     pub(crate) fn new(func: F, latch: Latch) -> Self {
         Self {
+            header: JobHeader::new(Self::execute),
             func: UnsafeCell::new(Some(func)),
             result: UnsafeCell::new(JobResult::None),
             latch,
@@ -122,8 +151,9 @@ where
     /// The caller must keep `self` alive (not move or drop it) until either
     /// the latch is set or the `JobRef` was taken back unexecuted.
     pub(crate) unsafe fn as_job_ref(&self) -> JobRef {
-        // SAFETY: `execute` casts back to `Self`; the caller keeps it alive.
-        unsafe { JobRef::new(NonNull::from(self).cast(), Self::execute) }
+        // SAFETY: `Self` is repr(C) with the header first, so `execute` may
+        // cast back to `Self`; the caller keeps it alive.
+        unsafe { JobRef::new(NonNull::from(self).cast()) }
     }
 
     /// Runs the job on the owner's thread after it popped its own `JobRef`
@@ -156,8 +186,8 @@ where
     /// # Safety
     /// `this` points to a live `StackJob<F, R>` whose JobRef was popped by
     /// the current thread (called through [`JobRef::execute`]).
-    unsafe fn execute(this: NonNull<()>, _mode: Mode) {
-        // SAFETY: caller's contract: `this` is a live StackJob<F, R>.
+    unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode) {
+        // SAFETY: caller's contract: `this` heads a live StackJob<F, R>.
         let this = unsafe { this.cast::<Self>().as_ref() };
         // SAFETY: we hold the JobRef, so we alone access `func` and `result`
         // until we set the latch.
@@ -172,7 +202,9 @@ where
 }
 
 /// A boxed job spawned inside a scope.
+#[repr(C)]
 pub(crate) struct HeapJob<F> {
+    header: JobHeader,
     func: F,
 }
 
@@ -186,15 +218,19 @@ where
     /// Everything `func` borrows must outlive the job's execution (the scope
     /// waits for every job it spawned before its borrows end).
     pub(crate) unsafe fn into_job_ref(func: F) -> JobRef {
-        let boxed = Box::new(HeapJob { func });
-        let data = NonNull::from(Box::leak(boxed)).cast();
-        // SAFETY: `execute` reclaims exactly this box, once.
-        unsafe { JobRef::new(data, Self::execute) }
+        let boxed = Box::new(HeapJob {
+            header: JobHeader::new(Self::execute),
+            func,
+        });
+        let header = NonNull::from(Box::leak(boxed)).cast();
+        // SAFETY: `Self` is repr(C) with the header first; `execute`
+        // reclaims exactly this box, once.
+        unsafe { JobRef::new(header) }
     }
 
     /// # Safety
     /// `this` came from `into_job_ref` and is executed once.
-    unsafe fn execute(this: NonNull<()>, _mode: Mode) {
+    unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode) {
         // SAFETY: caller's contract: we own the box leaked by into_job_ref.
         let job = unsafe { Box::from_raw(this.cast::<Self>().as_ptr()) };
         // The scope's wrapper around `func` catches panics; guard anyway so a

@@ -39,6 +39,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod error;
+mod injector;
 mod job;
 mod join;
 mod latch;

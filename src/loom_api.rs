@@ -37,6 +37,40 @@ where
     (Job(job), task)
 }
 
+/// The queue of jobs submitted from outside the pool.
+#[derive(Debug)]
+pub struct Injector(crate::injector::Injector);
+
+impl Injector {
+    /// An empty injector.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::injector::Injector::new())
+    }
+    /// Queues `job` at the back.
+    pub fn push(&self, job: Job) {
+        self.0.push(job.0);
+    }
+    /// Whether no job is queued or being pushed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Pops the oldest job, waiting for a concurrent consumer (a drain).
+    pub fn pop(&self) -> Option<Job> {
+        self.0.pop_waiting().map(Job)
+    }
+    /// Pops the oldest jobs as a worker does, a batch at most, oldest
+    /// first; empty also if another thread is consuming.
+    pub fn try_pop_batch(&self) -> Vec<Job> {
+        let deque = crate::queue::Worker::new_lifo();
+        let mut jobs: Vec<Job> = self.0.try_pop_batch(&deque).map(Job).into_iter().collect();
+        while let Some(job) = deque.pop() {
+            jobs.push(Job(job));
+        }
+        jobs
+    }
+}
+
 /// The one-token parker every blocked thread waits on.
 #[derive(Debug, Clone, Default)]
 pub struct Parker(StdArc<InnerParker>);

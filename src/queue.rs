@@ -1,18 +1,18 @@
-//! The job queues: one LIFO [`Worker`] deque per worker thread, their
-//! [`Stealer`]s, and one FIFO [`Injector`] for submissions from outside.
+//! The work-stealing deques: one LIFO [`Worker`] deque per worker thread
+//! and their [`Stealer`]s. (Submissions from outside go through the pool's
+//! own [`Injector`](crate::injector::Injector), which loom checks as it is.)
 //!
 //! Outside loom these are crossbeam-deque's types. Loom cannot see inside
 //! crossbeam-deque, so under `cfg(loom)` they are stand-ins with the same
-//! contract (linearizable push/pop/steal, FIFO injector, LIFO owner end, FIFO
-//! steal end) built from a loom `Mutex<VecDeque>`: the models then check our
+//! contract (linearizable push/pop/steal, LIFO owner end, FIFO steal end) built from a loom `Mutex<VecDeque>`: the models then check our
 //! protocols on top of a queue that is correct by construction, which is
 //! exactly what crossbeam-deque promises.
 
 #[cfg(not(loom))]
-pub(crate) use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+pub(crate) use crossbeam_deque::{Steal, Stealer, Worker};
 
 #[cfg(loom)]
-pub(crate) use self::loom_queue::{Injector, Steal, Stealer, Worker};
+pub(crate) use self::loom_queue::{Steal, Stealer, Worker};
 
 #[cfg(loom)]
 mod loom_queue {
@@ -35,9 +35,6 @@ mod loom_queue {
 
     #[derive(Debug)]
     pub(crate) struct Stealer<T>(Shared<T>);
-
-    #[derive(Debug)]
-    pub(crate) struct Injector<T>(Mutex<VecDeque<T>>);
 
     fn pop_front<T>(queue: &Mutex<VecDeque<T>>) -> Steal<T> {
         match lock(queue).pop_front() {
@@ -65,24 +62,6 @@ mod loom_queue {
     }
 
     impl<T> Stealer<T> {
-        pub(crate) fn steal(&self) -> Steal<T> {
-            pop_front(&self.0)
-        }
-        pub(crate) fn steal_batch_and_pop(&self, _dest: &Worker<T>) -> Steal<T> {
-            self.steal()
-        }
-        pub(crate) fn is_empty(&self) -> bool {
-            lock(&self.0).is_empty()
-        }
-    }
-
-    impl<T> Injector<T> {
-        pub(crate) fn new() -> Self {
-            Self(Mutex::new(VecDeque::new()))
-        }
-        pub(crate) fn push(&self, job: T) {
-            lock(&self.0).push_back(job);
-        }
         pub(crate) fn steal(&self) -> Steal<T> {
             pop_front(&self.0)
         }

@@ -28,9 +28,10 @@
 
 use std::fmt;
 
+use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
 use crate::parker::Parker;
-use crate::queue::{Injector, Steal, Stealer};
+use crate::queue::Stealer;
 use crate::sleep::Sleep;
 use crate::sync::{fence, lock, mutant, AtomicBool, AtomicUsize, Mutex, Ordering, StdArc};
 use crate::worker::WorkerThread;
@@ -51,7 +52,7 @@ struct Exit {
 pub(crate) type Hook = Box<dyn Fn(usize) + Send + Sync>;
 
 pub(crate) struct Registry {
-    injector: Injector<JobRef>,
+    injector: Injector,
     stealers: Box<[Stealer<JobRef>]>,
     pub(crate) sleep: Sleep,
     flags: AtomicUsize,
@@ -221,22 +222,17 @@ impl Registry {
         }
     }
 
-    /// Pops one job from the injector, moving a batch to `dest` if given.
-    pub(crate) fn steal_injected(
-        &self,
-        dest: Option<&crate::queue::Worker<JobRef>>,
-    ) -> Option<JobRef> {
-        loop {
-            let steal = match dest {
-                Some(dest) => self.injector.steal_batch_and_pop(dest),
-                None => self.injector.steal(),
-            };
-            match steal {
-                Steal::Success(job) => return Some(job),
-                Steal::Empty => return None,
-                Steal::Retry => crate::sync::spin_loop(),
-            }
-        }
+    /// Pops the oldest injected job and moves a batch behind it to `dest`;
+    /// `None` also when another thread is consuming the injector (the
+    /// caller looks elsewhere, and `has_injected` keeps it from sleeping).
+    pub(crate) fn steal_injected(&self, dest: &crate::queue::Worker<JobRef>) -> Option<JobRef> {
+        self.injector.try_pop_batch(dest)
+    }
+
+    /// Pops the oldest injected job, waiting for its turn if another thread
+    /// is consuming: for the drains that must not miss a job (module docs).
+    pub(crate) fn drain_injected(&self) -> Option<JobRef> {
+        self.injector.pop_waiting()
     }
 
     pub(crate) fn has_injected(&self) -> bool {
@@ -245,7 +241,7 @@ impl Registry {
 
     /// Cancels every job left on the injector (no worker will run them).
     fn cancel_injected(&self) {
-        while let Some(job) = self.steal_injected(None) {
+        while let Some(job) = self.drain_injected() {
             job.execute(Mode::Cancel);
         }
     }

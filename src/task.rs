@@ -54,7 +54,7 @@ use std::ptr::NonNull;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::JoinError;
-use crate::job::{JobRef, Mode};
+use crate::job::{JobHeader, JobRef, Mode};
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
 use crate::unwind::drop_quietly;
 
@@ -66,8 +66,12 @@ const WAKER: usize = 1 << 4;
 const JOB_REF: usize = 1 << 5;
 const TASK_REF: usize = 1 << 6;
 
-/// The type-independent part of a cell, at its start (`repr(C)`).
+/// The type-independent part of a cell, at its start (`repr(C)`, and
+/// itself starting with the [`JobHeader`], so a pointer to the cell is a
+/// pointer to both).
+#[repr(C)]
 struct Header {
+    job: JobHeader,
     state: AtomicUsize,
     waker: UnsafeCell<Option<Waker>>,
     vtable: &'static VTable,
@@ -111,6 +115,7 @@ where
     fn allocate(func: F) -> (JobRef, Task<T>) {
         let cell = Box::new(Cell {
             header: Header {
+                job: JobHeader::new(Self::execute),
                 state: AtomicUsize::new(JOB_REF | TASK_REF),
                 waker: UnsafeCell::new(None),
                 vtable: &Self::VTABLE,
@@ -118,8 +123,9 @@ where
             stage: UnsafeCell::new(Stage::<F, T>::Closure(func)),
         });
         let header = NonNull::from(Box::leak(cell)).cast::<Header>();
-        // SAFETY: `execute` is the job side's single use of its reference.
-        let job = unsafe { JobRef::new(header.cast(), Self::execute) };
+        // SAFETY: the job header starts the cell; `execute` is the job side's
+        // single use of its reference.
+        let job = unsafe { JobRef::new(header.cast()) };
         (job, Task::from_header(header))
     }
 
@@ -135,7 +141,7 @@ where
     ///
     /// # Safety
     /// Called once, through the `JobRef` of a live cell of this type.
-    unsafe fn execute(data: NonNull<()>, mode: Mode) {
+    unsafe fn execute(data: NonNull<JobHeader>, mode: Mode) {
         let header = data.cast::<Header>();
         // SAFETY: the job side's reference keeps the cell alive until `release`.
         let cell = unsafe { Self::from_header(header) };

@@ -154,9 +154,15 @@ impl WorkerThread {
         }
     }
 
-    /// Runs jobs until none is left anywhere (the last worker's exit).
+    /// Runs jobs until none is left anywhere (the last worker's exit). It
+    /// waits for its turn at the injector rather than skip it while another
+    /// thread consumes: this drain must see every linked job.
     pub(crate) fn run_until_idle(&self) {
-        while let Some(job) = self.find_work() {
+        while let Some(job) = self
+            .pop()
+            .or_else(|| self.registry.drain_injected())
+            .or_else(|| self.steal())
+        {
             self.execute(job);
         }
     }
@@ -316,7 +322,7 @@ impl WorkerThread {
 
     fn find_work(&self) -> Option<JobRef> {
         self.pop()
-            .or_else(|| self.registry.steal_injected(Some(&self.deque)))
+            .or_else(|| self.registry.steal_injected(&self.deque))
             .or_else(|| self.steal())
     }
 
