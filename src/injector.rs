@@ -73,6 +73,7 @@ struct ConsumerEnd {
     front: UnsafeCell<NonNull<JobHeader>>,
 }
 
+/// The pool's queue of jobs from outside (see the module docs).
 pub(crate) struct Injector {
     /// The newest node: producers swap themselves in here. Padded: it is
     /// written by every producer, and the consumer end by every consumer.

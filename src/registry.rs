@@ -22,6 +22,9 @@
 //! - last worker: decrement `live_workers` to zero; `fence(SeqCst)`; drain
 //!   the injector.
 //!
+//! Both drains wait for their turn at the injector rather than skip it
+//! while another thread consumes (see [`crate::injector`]).
+//!
 //! One of the two drains sees the job, so every accepted job is run or
 //! cancelled and every Task resolves. (A spawn that races with shutdown may
 //! therefore still run; one that starts after shutdown returned is cancelled.)

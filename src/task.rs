@@ -141,8 +141,9 @@ where
     ///
     /// # Safety
     /// Called once, through the `JobRef` of a live cell of this type.
-    unsafe fn execute(data: NonNull<JobHeader>, mode: Mode) {
-        let header = data.cast::<Header>();
+    unsafe fn execute(job: NonNull<JobHeader>, mode: Mode) {
+        // The job header starts the cell's header (both `repr(C)`).
+        let header = job.cast::<Header>();
         // SAFETY: the job side's reference keeps the cell alive until `release`.
         let cell = unsafe { Self::from_header(header) };
         let state = &cell.header.state;
