@@ -27,7 +27,8 @@ notify_no_fence         sleep    submit_races_sleep_one_worker
 sleep_no_recheck        sleep    submit_races_sleep_one_worker
 stop_spinning_no_recheck sleep   spinner_that_finds_work_wakes_a_sleeper
 parker_relaxed          parker   unpark_races_park
-parker_unpark_no_lock   parker   unpark_races_park
+parker_overwrites_token parker   unpark_races_park
+parker_owner_unpublished parker  unpark_races_park
 latch_relaxed           latch    join_latch_value
 count_latch_relaxed     latch    scope_count_latch
 exit_no_drain           pool     pool_spawn_races_exit

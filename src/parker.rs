@@ -2,27 +2,45 @@
 //! workers, a worker waiting for a stolen `join` half, and threads outside
 //! the pool blocked in `Task::wait`, `join` or `install`.
 
-use crate::sync::{lock, mutant, AtomicUsize, Condvar, Mutex, Ordering, StdArc};
+use std::fmt;
+
+use crate::sync::{mutant, thread, AtomicUsize, Ordering, StdArc, UnsafeCell};
 
 /// A one-token parker: `unpark` stores a token, `park` waits for it and
-/// consumes it. An `unpark` that comes before the `park` is not lost. Only
-/// one thread parks on a given parker at a time.
+/// consumes it. An `unpark` that comes before the `park` is not lost. One
+/// thread, its *owner*, parks on a given parker, always the same one.
 ///
-/// Built from an atomic state, a mutex and a condition variable (not
-/// `thread::park`) so that loom can check it. `unpark` of a parker nobody is
-/// parked on is one atomic swap: no lock, no system call.
+/// **`unpark` never blocks**: it is one atomic swap, plus the owner's
+/// `Thread::unpark` (a futex wake on Linux) if the owner is parked. An
+/// event loop that submits a job therefore cannot wait behind a worker that
+/// was preempted half-way into or out of its sleep, as it could behind a
+/// mutex the worker held.
 ///
-/// Protocol: `state` is `EMPTY`, `PARKED` (the owner is waiting, or about to
-/// wait, on the condvar) or `NOTIFIED` (a token is available). The owner
-/// moves `EMPTY → PARKED` under the mutex and waits; `unpark` swaps in
-/// `NOTIFIED` and, only if it replaced `PARKED`, takes the mutex (so the
-/// owner is inside `wait`, not between its CAS and `wait`) and notifies.
-#[derive(Debug, Default)]
+/// Protocol: `state` is `EMPTY`, `PARKED` (the owner is blocked in
+/// `thread::park`, or about to be) or `NOTIFIED` (a token is available).
+/// - The owner records its `Thread` handle in `owner` on its first `park`,
+///   before it ever sets `PARKED`; it never writes `owner` again.
+/// - `park` consumes a token if there is one; otherwise it moves `EMPTY →
+///   PARKED` and calls `thread::park` until it can move `NOTIFIED → EMPTY`
+///   (any other return of `thread::park` is spurious: another unpark of the
+///   same thread, or none at all).
+/// - `unpark` swaps in `NOTIFIED` and, only if it took `PARKED` out, unparks
+///   the owner's thread. A thread's park token is sticky, so an
+///   unpark that lands before the owner's `thread::park` still wakes it.
+///
+/// Built on `thread::park` (through the sync facade) so that loom checks the
+/// same code: loom's `park`/`unpark` model the thread's token.
 pub(crate) struct Parker {
     state: AtomicUsize,
-    lock: Mutex<()>,
-    condvar: Condvar,
+    /// The owner's thread; see the protocol for who writes and reads it.
+    owner: UnsafeCell<Option<thread::Thread>>,
 }
+
+// SAFETY: `owner` is written once, by the owner, before its first `PARKED`
+// store (Release); every other access is a read, by the owner or by an
+// unparker after its AcqRel swap took that `PARKED` out. No write races a
+// read. `state` is atomic.
+unsafe impl Sync for Parker {}
 
 const EMPTY: usize = 0;
 const PARKED: usize = 1;
@@ -32,14 +50,15 @@ impl Parker {
     pub(crate) fn new() -> Self {
         Self {
             state: AtomicUsize::new(EMPTY),
-            lock: Mutex::new(()),
-            condvar: Condvar::new(),
+            owner: UnsafeCell::new(None),
         }
     }
 
-    /// Blocks until a token is available, then consumes it.
+    /// Blocks until a token is available, then consumes it. Only the
+    /// parker's owner calls it.
     pub(crate) fn park(&self) {
-        // Acquire: pairs with the Release swap in `unpark`.
+        // Acquire: pairs with the Release of `unpark`'s swap, so the token
+        // carries what the unparker wrote before it.
         if self
             .state
             .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
@@ -47,25 +66,32 @@ impl Parker {
         {
             return;
         }
-        let mut guard = lock(&self.lock);
-        // Relaxed: the mutex orders this with `unpark`'s lock/notify.
-        match self
-            .state
-            .compare_exchange(EMPTY, PARKED, Ordering::Relaxed, Ordering::Relaxed)
-        {
+        self.record_owner();
+        // Release: publishes `owner` to the unparker that takes `PARKED` out.
+        let order = if mutant!("parker_owner_unpublished") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        let parked = if mutant!("parker_overwrites_token") {
+            self.state.store(PARKED, order);
+            Ok(EMPTY)
+        } else {
+            self.state
+                .compare_exchange(EMPTY, PARKED, order, Ordering::Relaxed)
+        };
+        match parked {
             Ok(_) => {}
             Err(NOTIFIED) => {
-                // A token came in meanwhile. Acquire: as above.
+                // A token came in meanwhile. Acquire: as above; a swap, not a
+                // store, so a second token cannot slip in unacquired.
                 self.state.swap(EMPTY, Ordering::Acquire);
                 return;
             }
             Err(_) => unreachable!("two threads parked on one parker"),
         }
         loop {
-            guard = self
-                .condvar
-                .wait(guard)
-                .unwrap_or_else(|poison| poison.into_inner());
+            thread::park();
             // Acquire: as above. A failure is a spurious wake-up.
             if self
                 .state
@@ -77,25 +103,63 @@ impl Parker {
         }
     }
 
-    /// Makes a token available, waking the parked thread if there is one.
+    /// Records the calling thread as the owner, on its first `park`.
+    fn record_owner(&self) {
+        let recorded = self.owner.with(|owner| {
+            // SAFETY: only the owner calls `park`, and only `park` writes
+            // `owner`: this read races no write.
+            unsafe { (*owner).is_some() }
+        });
+        if recorded {
+            return;
+        }
+        let current = thread::current();
+        self.owner.with_mut(|owner| {
+            // SAFETY: the first `park`, by the owner, before any `PARKED`
+            // store: no unparker reads `owner` yet (see `impl Sync`).
+            unsafe { *owner = Some(current) };
+        });
+    }
+
+    /// Makes a token available, waking the parked owner if there is one.
+    /// Never blocks.
     pub(crate) fn unpark(&self) {
-        // Release: what the caller did before unparking is visible to the
-        // thread that consumes the token.
+        // AcqRel: Release so that what the caller did before unparking is
+        // visible to the thread that consumes the token; Acquire so that,
+        // having taken `PARKED` out, we see the `owner` recorded before it.
         let order = if mutant!("parker_relaxed") {
-            Ordering::Relaxed
+            Ordering::Acquire
         } else {
-            Ordering::Release
+            Ordering::AcqRel
         };
         if self.state.swap(NOTIFIED, order) != PARKED {
             return; // nobody waits: the token is enough
         }
-        // The owner set PARKED under the mutex and releases it only inside
-        // `wait`: taking it here means the notification cannot fall between
-        // its CAS and its wait.
-        if !mutant!("parker_unpark_no_lock") {
-            drop(lock(&self.lock));
-        }
-        self.condvar.notify_one();
+        self.owner.with(|owner| {
+            // SAFETY: we took `PARKED` out, so the owner recorded itself
+            // before (Release/Acquire above) and never writes `owner` again.
+            let owner = unsafe { &*owner };
+            if let Some(owner) = owner {
+                owner.unpark();
+            }
+        });
+    }
+}
+
+impl Default for Parker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Parker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state.load(Ordering::Relaxed) {
+            EMPTY => "empty",
+            PARKED => "parked",
+            _ => "notified",
+        };
+        f.debug_struct("Parker").field("state", &state).finish()
     }
 }
 

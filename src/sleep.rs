@@ -26,12 +26,11 @@
 //! # Protocol
 //!
 //! Sleeper (worker `i`, a spinner, in [`Sleep::sleep`]):
-//! 1. decrement `num_spinning`; under the `sleepers` lock, push `i` and
-//!    increment `num_sleepers`;
+//! 1. decrement `num_spinning`; set bit `i` of `sleepers` (*listed*);
 //! 2. `fence(SeqCst)`;
 //! 3. re-check for work (the queues, termination, the condition it waits
 //!    for); if there is none, park on its [`Parker`] until unparked;
-//! 4. take itself off the list (if a notifier did not already), increment
+//! 4. clear its bit (if a notifier did not already), increment
 //!    `num_spinning` and return, a spinner.
 //!
 //! Spinner that stops (found work, or its wait is over:
@@ -42,8 +41,9 @@
 //! 1. (the push);
 //! 2. `fence(SeqCst)`;
 //! 3. load `num_spinning`; if non-zero, stop;
-//! 4. load `num_sleepers`; if non-zero, pop one index under the lock and
-//!    unpark that worker.
+//! 4. load the `sleepers` words; for a set bit, clear it with a
+//!    `fetch_and`; if that cleared it (no other notifier claimed it first),
+//!    unpark that worker, else try the next set bit.
 //!
 //! # Why no wake-up is lost
 //!
@@ -58,28 +58,44 @@
 //!   or wakes a sleeper for it — or leaves that to another spinner, by the
 //!   same argument. Spins are bounded, so the chain ends.
 //! - *The notifier reaches step 4.* If a sleeper's fence came first in S,
-//!   the notifier sees `num_sleepers` counting it and unparks a listed
-//!   worker, which becomes a spinner and looks for work. Otherwise the
-//!   sleeper's re-check, after its fence, sees the job and it does not park.
+//!   the notifier's load sees that worker's bit, unless the worker is awake
+//!   again (claimed by another notifier, or it cleared its own bit), and
+//!   then it looks for work after a later fence, as every spinner and every
+//!   worker that finishes a job does. The notifier claims a listed worker,
+//!   which becomes a spinner and looks for work. Otherwise the sleeper's
+//!   re-check, after its fence, sees the job and it does not park.
 //!
-//! A worker popped while it declines to park keeps the token; its next
-//! `park` returns at once, which costs one extra look for work and nothing
-//! else.
+//! A claim is one atomic `fetch_and`: of two notifiers racing for the same
+//! bit exactly one clears it, so two jobs wake two different workers. (No
+//! wake-up rests on the claim: a worker woken twice for two jobs runs one
+//! and, ending its spin, wakes another for the second. Loom cannot tell the
+//! difference; the claim is for latency.) A worker
+//! claimed while it declines to park keeps the token; its next `park`
+//! returns at once, which costs one extra look for work and nothing else.
 //!
-//! Invariant: `num_sleepers == sleepers.len()` whenever the lock is free; the
-//! counter only lets notifiers skip the lock when nobody sleeps.
+//! # Nothing here blocks
+//!
+//! There is no lock on either side: a notifier's work is loads, one
+//! `fetch_and` and [`Parker::unpark`], which never blocks either. A
+//! submitting event loop cannot wait behind a worker that was preempted in
+//! the middle of falling asleep or waking up (with a lock, and workers at a
+//! lower priority than the loop, that wait was measured in milliseconds).
 //!
 //! Other wakers (a [`Latch`](crate::latch::Latch) or a `Task` waker that a
 //! blocked worker waits on) unpark a worker's `Parker` directly; the woken
-//! worker removes itself from the list in step 4.
+//! worker clears its own bit in step 4.
 
 use crate::parker::Parker;
-use crate::sync::{fence, lock, mutant, AtomicUsize, Mutex, Ordering, StdArc};
+use crate::sync::{fence, mutant, AtomicUsize, Ordering, StdArc};
+
+/// Bits per word of the sleeper set.
+const BITS: usize = usize::BITS as usize;
 
 #[derive(Debug)]
 pub(crate) struct Sleep {
-    sleepers: Mutex<Vec<usize>>,
-    num_sleepers: AtomicUsize,
+    /// Bit `i % BITS` of word `i / BITS` is set while worker `i` is listed
+    /// as a sleeper.
+    sleepers: Box<[AtomicUsize]>,
     num_spinning: AtomicUsize,
     parkers: Box<[StdArc<Parker>]>,
 }
@@ -87,8 +103,9 @@ pub(crate) struct Sleep {
 impl Sleep {
     pub(crate) fn new(num_workers: usize) -> Self {
         Self {
-            sleepers: Mutex::new(Vec::with_capacity(num_workers)),
-            num_sleepers: AtomicUsize::new(0),
+            sleepers: (0..num_workers.div_ceil(BITS))
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
             num_spinning: AtomicUsize::new(0),
             parkers: (0..num_workers)
                 .map(|_| StdArc::new(Parker::new()))
@@ -121,21 +138,23 @@ impl Sleep {
         if self.num_spinning.load(Ordering::Relaxed) != 0 {
             return;
         }
-        // Relaxed: as above; a stale non-zero only costs taking the lock.
-        if self.num_sleepers.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let popped = {
-            let mut sleepers = lock(&self.sleepers);
-            let popped = sleepers.pop();
-            if popped.is_some() {
-                // Relaxed: the counter mirrors the list under the lock.
-                self.num_sleepers.fetch_sub(1, Ordering::Relaxed);
+        for (word_index, word) in self.sleepers.iter().enumerate() {
+            // Relaxed: as above.
+            let mut listed = word.load(Ordering::Relaxed);
+            while listed != 0 {
+                let bit = listed & listed.wrapping_neg();
+                // Relaxed: the claim only decides who unparks the worker;
+                // the job reaches it through the queue and the unpark's
+                // token.
+                let before = word.fetch_and(!bit, Ordering::Relaxed);
+                if before & bit != 0 {
+                    let index = word_index * BITS + bit.trailing_zeros() as usize;
+                    self.parkers[index].unpark();
+                    return;
+                }
+                // Another notifier claimed it first: try the others.
+                listed = before & !bit;
             }
-            popped
-        };
-        if let Some(index) = popped {
-            self.parkers[index].unpark();
         }
     }
 
@@ -143,14 +162,14 @@ impl Sleep {
     pub(crate) fn notify_all(&self) {
         // SeqCst fence: as in `notify_one`, for the termination flag.
         fence(Ordering::SeqCst);
-        let woken: Vec<usize> = {
-            let mut sleepers = lock(&self.sleepers);
-            // Relaxed: the counter mirrors the list under the lock.
-            self.num_sleepers.store(0, Ordering::Relaxed);
-            sleepers.drain(..).collect()
-        };
-        for index in woken {
-            self.parkers[index].unpark();
+        for (word_index, word) in self.sleepers.iter().enumerate() {
+            // Relaxed: as in `notify_one_after_fence`.
+            let mut listed = word.swap(0, Ordering::Relaxed);
+            while listed != 0 {
+                let index = word_index * BITS + listed.trailing_zeros() as usize;
+                self.parkers[index].unpark();
+                listed &= listed - 1;
+            }
         }
     }
 
@@ -181,32 +200,27 @@ impl Sleep {
     /// module docs): the caller looks for work next, and ends the spin with
     /// another `sleep` or with [`stop_spinning`](Self::stop_spinning).
     pub(crate) fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
+        let (word, bit) = self.slot(index);
         // Relaxed: ordered for notifiers by the fence below.
         self.num_spinning.fetch_sub(1, Ordering::Relaxed);
-        {
-            let mut sleepers = lock(&self.sleepers);
-            sleepers.push(index);
-            // Relaxed: ordered for notifiers by the fence below.
-            self.num_sleepers.fetch_add(1, Ordering::Relaxed);
-        }
+        // Relaxed: as above.
+        word.fetch_or(bit, Ordering::Relaxed);
         // SeqCst fence: pairs with the notifiers' fence (module docs).
         fence(Ordering::SeqCst);
         if mutant!("sleep_no_recheck") || !has_work() {
             self.parkers[index].park();
         }
-        self.unlist(index);
+        // Unlists itself unless a notifier already did. Relaxed: a notifier
+        // that still sees the bit wakes a worker that is awake, which costs
+        // one spurious look for work (module docs).
+        word.fetch_and(!bit, Ordering::Relaxed);
         if !mutant!("sleep_returns_idle") {
             self.start_spinning();
         }
     }
 
-    /// Removes `index` from the sleepers, unless a notifier already did.
-    fn unlist(&self, index: usize) {
-        let mut sleepers = lock(&self.sleepers);
-        if let Some(position) = sleepers.iter().position(|&i| i == index) {
-            sleepers.swap_remove(position);
-            // Relaxed: the counter mirrors the list under the lock.
-            self.num_sleepers.fetch_sub(1, Ordering::Relaxed);
-        }
+    /// The word of `sleepers` that holds worker `index`'s bit, and the bit.
+    fn slot(&self, index: usize) -> (&AtomicUsize, usize) {
+        (&self.sleepers[index / BITS], 1 << (index % BITS))
     }
 }
