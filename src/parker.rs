@@ -8,18 +8,25 @@ use crate::sync::{mutant, thread, AtomicUsize, Ordering, StdArc, UnsafeCell};
 
 /// A one-token parker: `unpark` stores a token, `park` waits for it and
 /// consumes it. An `unpark` that comes before the `park` is not lost. One
-/// thread, its *owner*, parks on a given parker, always the same one.
+/// thread, its *owner*, parks on a given parker, always the same one (debug
+/// builds check it): a parker is made per worker, or per thread.
 ///
-/// **`unpark` never blocks**: it is one atomic swap, plus the owner's
-/// `Thread::unpark` (a futex wake on Linux) if the owner is parked. An
+/// **`unpark` takes no lock**: it is one atomic swap, plus the owner's
+/// `Thread::unpark` if the owner is parked, which is itself a swap and a
+/// futex wake where std's thread parker is futex-like (Linux, Windows,
+/// macOS, the BSDs; std's fallback parker on other targets locks). An
 /// event loop that submits a job therefore cannot wait behind a worker that
 /// was preempted half-way into or out of its sleep, as it could behind a
 /// mutex the worker held.
 ///
 /// Protocol: `state` is `EMPTY`, `PARKED` (the owner is blocked in
 /// `thread::park`, or about to be) or `NOTIFIED` (a token is available).
-/// - The owner records its `Thread` handle in `owner` on its first `park`,
-///   before it ever sets `PARKED`; it never writes `owner` again.
+/// - The owner's `Thread` handle is in `owner`: recorded when the parker is
+///   made ([`Parker::for_current_thread`]) or on the owner's first `park`,
+///   before it ever sets `PARKED`; never written again. (Recording it on
+///   the first `park` calls `thread::current()`, which std supports in
+///   `thread_local!` destructors only since 2024, rust-lang/rust#127912;
+///   hence the per-thread parker records it when it is made.)
 /// - `park` consumes a token if there is one; otherwise it moves `EMPTY →
 ///   PARKED` and calls `thread::park` until it can move `NOTIFIED → EMPTY`
 ///   (any other return of `thread::park` is spurious: another unpark of the
@@ -47,10 +54,20 @@ const PARKED: usize = 1;
 const NOTIFIED: usize = 2;
 
 impl Parker {
+    /// A parker whose owner is the first thread that parks on it.
     pub(crate) fn new() -> Self {
         Self {
             state: AtomicUsize::new(EMPTY),
             owner: UnsafeCell::new(None),
+        }
+    }
+
+    /// A parker owned by the calling thread, recorded now.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn for_current_thread() -> Self {
+        Self {
+            state: AtomicUsize::new(EMPTY),
+            owner: UnsafeCell::new(Some(thread::current())),
         }
     }
 
@@ -108,7 +125,14 @@ impl Parker {
         let recorded = self.owner.with(|owner| {
             // SAFETY: only the owner calls `park`, and only `park` writes
             // `owner`: this read races no write.
-            unsafe { (*owner).is_some() }
+            let owner = unsafe { &*owner };
+            debug_assert!(
+                owner
+                    .as_ref()
+                    .map_or(true, |owner| owner.id() == thread::current().id()),
+                "a Parker is parked on by one thread only"
+            );
+            owner.is_some()
         });
         if recorded {
             return;

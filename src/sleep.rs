@@ -3,7 +3,9 @@
 //! A worker that found no work spins briefly (in the worker loop), then
 //! sleeps here. The protocol guarantees that **no wake-up is lost**: a job
 //! pushed at any instant is run, even if every worker is falling asleep at
-//! that instant; and that **one job wakes at most one worker**.
+//! that instant; and that **one job wakes about one worker**: exactly one
+//! from its notifier, or none, plus at most one more from a spinner that
+//! races the woken worker to it (see `stop_spinning`).
 //!
 //! # States
 //!
@@ -57,13 +59,14 @@
 //!   after that fence sees the job (or it was taken). It then takes the job
 //!   or wakes a sleeper for it — or leaves that to another spinner, by the
 //!   same argument. Spins are bounded, so the chain ends.
-//! - *The notifier reaches step 4.* If a sleeper's fence came first in S,
-//!   the notifier's load sees that worker's bit, unless the worker is awake
-//!   again (claimed by another notifier, or it cleared its own bit), and
-//!   then it looks for work after a later fence, as every spinner and every
-//!   worker that finishes a job does. The notifier claims a listed worker,
-//!   which becomes a spinner and looks for work. Otherwise the sleeper's
-//!   re-check, after its fence, sees the job and it does not park.
+//! - *The notifier reaches step 4.* Take any worker W and the fence F_W of
+//!   its `sleep` just before a park. If the notifier's fence comes first in
+//!   S, W's re-check after F_W sees the job and W does not park. If F_W
+//!   comes first, the notifier's load sees W's bit, unless another notifier
+//!   claimed it since, and that claim's unpark ends this park (the token
+//!   cannot be consumed by an earlier one). So the notifier either claims
+//!   and wakes a listed worker, which then looks for work, or finds every
+//!   worker awake or about to see the job.
 //!
 //! A claim is one atomic `fetch_and`: of two notifiers racing for the same
 //! bit exactly one clears it, so two jobs wake two different workers. (No
@@ -75,8 +78,10 @@
 //!
 //! # Nothing here blocks
 //!
-//! There is no lock on either side: a notifier's work is loads, one
-//! `fetch_and` and [`Parker::unpark`], which never blocks either. A
+//! There is no lock on either side: a notifier's work is loads, a
+//! `fetch_and` per contested bit (a lost race moves on to the next bit) and
+//! [`Parker::unpark`], which takes no lock either where std's thread parker
+//! is futex-like (Linux, Windows, macOS, the BSDs). A
 //! submitting event loop cannot wait behind a worker that was preempted in
 //! the middle of falling asleep or waking up (with a lock, and workers at a
 //! lower priority than the loop, that wait was measured in milliseconds).
@@ -94,7 +99,9 @@ const BITS: usize = usize::BITS as usize;
 #[derive(Debug)]
 pub(crate) struct Sleep {
     /// Bit `i % BITS` of word `i / BITS` is set while worker `i` is listed
-    /// as a sleeper.
+    /// as a sleeper. A notifier wakes the lowest listed index, so under a
+    /// light load the same few workers take the jobs and the others stay
+    /// asleep.
     sleepers: Box<[AtomicUsize]>,
     num_spinning: AtomicUsize,
     parkers: Box<[StdArc<Parker>]>,

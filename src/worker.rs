@@ -389,9 +389,12 @@ pub(crate) fn thread_parker() -> StdArc<Parker> {
     #[cfg(not(loom))]
     {
         std::thread_local! {
-            static PARKER: StdArc<Parker> = StdArc::new(Parker::new());
+            static PARKER: StdArc<Parker> = StdArc::new(Parker::for_current_thread());
         }
-        // During thread-local destruction, fall back to a fresh parker.
+        // During thread-local destruction, fall back to a fresh parker. Its
+        // first `park` records the thread with `thread::current()`, which
+        // std supports in `thread_local!` destructors since 2024
+        // (rust-lang/rust#127912; `tests/wait.rs` waits from one).
         PARKER
             .try_with(StdArc::clone)
             .unwrap_or_else(|_| StdArc::new(Parker::new()))

@@ -202,3 +202,48 @@ fn wait_on_a_cancelled_task() {
         assert!(pool.spawn(|| 1).wait().unwrap_err().is_cancelled());
     });
 }
+
+/// A `thread_local!` destructor that waits on a Task: by then offload's own
+/// per-thread parker may be gone (it is here: it was made after the guard,
+/// so it is destroyed first), and the wait falls back to a fresh one. The
+/// result still comes back, and nothing hangs or aborts.
+#[test]
+fn wait_from_a_thread_local_destructor() {
+    struct WaitsOnDrop {
+        pool: Pool,
+        result: mpsc::Sender<u64>,
+    }
+
+    impl Drop for WaitsOnDrop {
+        fn drop(&mut self) {
+            let value = self.pool.spawn(|| 6 * 7).wait().unwrap();
+            let _ = self.result.send(value);
+        }
+    }
+
+    thread_local! {
+        static GUARD: std::cell::RefCell<Option<WaitsOnDrop>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    timed(|| {
+        let pool = pool(2, "tls");
+        let (result, results) = mpsc::channel();
+        let pool_for_thread = pool.clone();
+        thread::spawn(move || {
+            // The guard's slot is registered first, then offload's parker
+            // (by the first wait), so the parker's destructor runs first.
+            GUARD.with(|guard| {
+                *guard.borrow_mut() = Some(WaitsOnDrop {
+                    pool: pool_for_thread.clone(),
+                    result,
+                })
+            });
+            assert_eq!(pool_for_thread.spawn(|| 1).wait().unwrap(), 1);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(results.recv().unwrap(), 42);
+        drop(pool);
+    });
+}

@@ -93,9 +93,11 @@ fn pool_shutdown_now_races_job() {
 ///
 /// Bound 1 (see loom-tests/README.md): with the injector's own spin-waits
 /// (a consumer waiting for an in-flight push, a worker retrying while
-/// another has the consumer's turn) this model did not finish at bound 2
-/// in 280 s. The injector itself is checked at bound 3 in `injector.rs`,
-/// and this model's join logic ran at bound 3 on the earlier queue.
+/// another has the consumer's turn) bound 2 reaches schedules in which the
+/// two workers spin in turn for ever, which loom explores until its branch
+/// limit (no preemption is spent on a switch away from a yielding thread).
+/// The injector itself is checked at bound 3 in `injector.rs`, and this
+/// model's join logic ran at bound 3 on the earlier queue.
 #[test]
 fn pool_join_two_workers() {
     model_bounded("pool_join_two_workers", Some(1), || {
