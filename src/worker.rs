@@ -409,6 +409,7 @@ pub(crate) fn thread_parker() -> StdArc<Parker> {
 /// short job's result often arrives within microseconds, sooner than a
 /// futex wake-up), then parks on `parker`, which the completion unparks.
 fn spin_then_park(parker: &Parker, done: impl Fn() -> bool) {
+    #[allow(clippy::reversed_empty_ranges)] // SPIN_ROUNDS is 0 under loom
     for round in 0..SPIN_ROUNDS {
         if done() {
             return;
