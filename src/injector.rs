@@ -13,8 +13,9 @@
 //! (newest). A *stub* header, owned by the injector, stands in whenever
 //! no job is queued, so the list is never empty.
 //!
-//! - **Push** (any thread): `job.next = null`; `prev = back.swap(job)`;
-//!   `prev.next = job`. The swap is the push's linearization point: from it
+//! - **Push** (any thread): `prev = back.swap(job)`; `prev.next = job`.
+//!   (`job.next` is null: a job is pushed once, and its header was made
+//!   with a null link.) The swap is the push's linearization point: from it
 //!   on, `back != stub` and [`Injector::is_empty`] is false. The job becomes
 //!   reachable from `front` once the link is written; between the two the
 //!   push is *in flight*.

@@ -2,8 +2,9 @@
 //!
 //! A [`JobRef`] points at a job's [`JobHeader`]: the function that knows the
 //! job's type, and the link that queues it on the injector without an
-//! allocation. The queues move `JobRef`s between threads; exactly one thread takes a given
-//! `JobRef` out of a queue and calls [`JobRef::execute`] on it, once.
+//! allocation. The queues move `JobRef`s between threads; exactly one thread
+//! takes a given `JobRef` out of a queue and calls [`JobRef::execute`] on it,
+//! once.
 //!
 //! Three kinds of job stand behind a `JobRef`:
 //! - the handoff cell of a spawned [`Task`](crate::Task) (`task` module): heap,

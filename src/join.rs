@@ -23,10 +23,11 @@
 //! every [`SHARE_CHECK_EVERY`]th inline join (one load), so that a long
 //! recursion below a full private stack still answers one within a few
 //! dozen joins; sharing then leaves room on the private stack, and the
-//! join that saw the request is a private one. After `a`, a shared `b` is no longer on the private stack: the
-//! worker pops its shared deque, running whatever was pushed above `b`,
-//! until it pops `b` and runs it inline, or finds the deque empty (`b` was
-//! stolen) and waits for `b`'s latch, running other jobs meanwhile.
+//! join that saw the request is a private one. After `a`, a shared `b` is
+//! no longer on the private stack: the worker pops its shared deque,
+//! running whatever was pushed above `b`, until it pops `b` and runs it
+//! inline, or finds the deque empty (`b` was stolen) and waits for `b`'s
+//! latch, running other jobs meanwhile.
 //!
 //! # Panics
 //!

@@ -4,9 +4,10 @@
 //!
 //! Outside loom these are crossbeam-deque's types. Loom cannot see inside
 //! crossbeam-deque, so under `cfg(loom)` they are stand-ins with the same
-//! contract (linearizable push/pop/steal, LIFO owner end, FIFO steal end) built from a loom `Mutex<VecDeque>`: the models then check our
-//! protocols on top of a queue that is correct by construction, which is
-//! exactly what crossbeam-deque promises.
+//! contract (linearizable push/pop/steal, LIFO owner end, FIFO steal end)
+//! built from a loom `Mutex<VecDeque>`: the models then check our protocols
+//! on top of a queue that is correct by construction, which is exactly what
+//! crossbeam-deque promises.
 
 #[cfg(not(loom))]
 pub(crate) use crossbeam_deque::{Steal, Stealer, Worker};

@@ -159,8 +159,9 @@ impl Sleep {
                     self.parkers[index].unpark();
                     return;
                 }
-                // Another notifier claimed it first: try the others.
-                listed = before & !bit;
+                // Another notifier claimed it first (`before` lacks the
+                // bit): try the others.
+                listed = before;
             }
         }
     }

@@ -28,8 +28,8 @@
 //!
 //! - a worker that finds no work raises the `share_requested` flag of every
 //!   other worker (a load first, so a raised flag is not written again);
-//! - a worker pushing a join half, and every 64th inline join, checks its
-//!   own flag (one Relaxed load of a cache line that only changes when
+//! - a worker pushing a join half, and every [`SHARE_CHECK_EVERY`]th
+//!   inline join, checks its own flag (one Relaxed load of a cache line that only changes when
 //!   somebody is idle); if raised, it clears it and moves its **oldest**
 //!   private half, the largest piece of work it has, to its shared deque,
 //!   waking a sleeper for it;

@@ -75,9 +75,8 @@ pub const EXPECTED: &str = "expected panic";
 
 /// Installs (once per process) a panic hook that stays quiet for the panics
 /// whose payload `quiet` accepts (it may also record what it sees); every
-/// other panic is
-/// reported by the previous hook as usual. A test binary installs one such
-/// hook: later calls do nothing.
+/// other panic is reported by the previous hook as usual. A test binary
+/// installs one such hook: later calls do nothing.
 pub fn quiet_panics_where(
     quiet: impl Fn(&(dyn std::any::Any + Send)) -> bool + Send + Sync + 'static,
 ) {
