@@ -26,6 +26,7 @@ waker_no_handshake      handoff  completion_races_poll_with_new_waker
 notify_no_fence         sleep    submit_races_sleep_one_worker
 sleep_no_recheck        sleep    submit_races_sleep_one_worker
 stop_spinning_no_recheck sleep   spinner_that_finds_work_wakes_a_sleeper
+batch_taken_outside_spin sleep   batch_landing_wakes_a_sleeper
 parker_relaxed          parker   unpark_races_park
 parker_overwrites_token parker   unpark_races_park
 parker_owner_unpublished parker  unpark_races_park

@@ -173,10 +173,13 @@ impl Injector {
     }
 
     /// Takes the consumer's turn, waiting while another thread has it (for
-    /// at most one batch of pops).
+    /// at most one batch of pops, unless the holder was preempted: then,
+    /// after a bounded spin, it yields so that the holder can run, as
+    /// [`wait_for_link`] does).
     fn lock(&self) {
+        let mut spins = 0u32;
         while !self.try_lock() {
-            spin_loop();
+            backoff(&mut spins);
         }
     }
 
@@ -308,14 +311,25 @@ unsafe fn wait_for_link(node: NonNull<JobHeader>) -> NonNull<JobHeader> {
         }
         // The producer is between two stores; only if it was preempted
         // there does this take long: then give it the CPU.
-        if spins < 64 {
-            spins += 1;
-            spin_loop();
-        } else {
-            thread::yield_now();
-        }
+        backoff(&mut spins);
     }
 }
+
+/// One round of waiting for another thread that is a few instructions
+/// from done: a spin hint for the first [`SPINS_BEFORE_YIELD`] rounds, then
+/// `yield_now`, so that a waiter never burns a core while the thread it
+/// waits for (preempted, perhaps at a lower priority) needs one.
+fn backoff(spins: &mut u32) {
+    if *spins < SPINS_BEFORE_YIELD {
+        *spins += 1;
+        spin_loop();
+    } else {
+        thread::yield_now();
+    }
+}
+
+/// Spin hints before a waiter on the injector starts to yield.
+const SPINS_BEFORE_YIELD: u32 = 64;
 
 impl Drop for Injector {
     fn drop(&mut self) {

@@ -27,7 +27,9 @@
 //! - [`join`], [`scope`], [`Pool::install`]: fork-join inside the pool,
 //!   borrowing from the caller's stack.
 //! - [`Pool::shutdown`], [`Pool::shutdown_now`]: graceful or cancelling
-//!   shutdown; every Task resolves either way.
+//!   shutdown; every Task resolves either way. From async code,
+//!   [`Pool::shutdown_async`] (a [`Shutdown`] future) or
+//!   [`Pool::shutdown_timeout`] do not park the loop for long.
 //!
 //! A panicking job never takes a worker down: its Task resolves to a
 //! [`JoinError`] that carries the panic payload.
@@ -39,6 +41,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod error;
+mod idle;
 mod injector;
 mod job;
 mod join;
@@ -60,7 +63,7 @@ mod worker;
 pub mod loom_api;
 
 pub use error::JoinError;
-pub use pool::{Builder, Pool};
+pub use pool::{Builder, Pool, Shutdown};
 pub use priority::WorkerPriority;
 pub use scope::Scope;
 pub use task::Task;
@@ -69,12 +72,14 @@ use join::join_on_worker;
 use scope::scope_on_worker;
 use worker::WorkerThread;
 
-/// Queues `job` on the global pool and returns its [`Task`].
+/// Queues `job` on the current pool and returns its [`Task`].
 ///
-/// The global pool is created with one worker per core on first use, or as
-/// [`Builder::build_global`] configured it. Unlike [`join`] and [`scope`],
-/// `spawn` always uses the global pool, also on a worker of another pool:
-/// use [`Pool::spawn`] for a particular pool.
+/// The current pool is the one whose worker calls `spawn` (inside a job, a
+/// [`join`] or [`scope`] closure, or [`Pool::install`]), as for [`join`]
+/// and [`scope`], and as rayon's and tokio's `spawn` do; anywhere else it is
+/// the global pool, created with one worker per core on first use, or as
+/// [`Builder::build_global`] configured it. Use [`Pool::spawn`] for a
+/// particular pool.
 ///
 /// ```
 /// # pollster::block_on(async {
@@ -87,7 +92,10 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    pool::global().spawn(job)
+    WorkerThread::with_current(|worker| match worker {
+        Some(worker) => pool::spawn_on(worker.registry(), job),
+        None => pool::global().spawn(job),
+    })
 }
 
 /// Runs `a` and `b`, potentially in parallel, and returns both results.
@@ -111,10 +119,10 @@ where
     RA: Send,
     RB: Send,
 {
-    match WorkerThread::current() {
+    WorkerThread::with_current(|worker| match worker {
         Some(worker) => join_on_worker(worker, a, b),
         None => pool::global().join(a, b),
-    }
+    })
 }
 
 /// Creates a [`Scope`] whose jobs may borrow from the caller's stack, and
@@ -139,8 +147,8 @@ where
     OP: FnOnce(&Scope<'scope>) -> R + Send,
     R: Send,
 {
-    match WorkerThread::current() {
+    WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
         None => pool::global().scope(op),
-    }
+    })
 }

@@ -3,7 +3,10 @@
 //!
 //! They expose the protocols themselves, so a model can drive the handoff
 //! cell, the sleep protocol and the latches with as few threads as the
-//! property needs, instead of through a whole pool.
+//! property needs, instead of through a whole pool. The worker loop is
+//! exposed as it ships ([`run_worker`], [`run_worker_until`]: the very
+//! functions every worker runs), over queues that the model provides
+//! ([`Queues`]).
 
 use std::sync::Arc as StdArc;
 
@@ -107,26 +110,92 @@ impl Sleep {
     pub fn notify_all(&self) {
         self.0.notify_all();
     }
-    /// The caller starts spinning (looking for work); a worker must spin
-    /// before it sleeps.
-    pub fn start_spinning(&self) {
-        self.0.start_spinning();
-    }
-    /// The caller stops spinning without sleeping: it found work, or what it
-    /// waited for. Wakes a sleeper if `has_work()` still sees a job.
-    pub fn stop_spinning(&self, has_work: impl FnOnce() -> bool) {
-        self.0.stop_spinning(has_work);
-    }
-    /// Worker `index`, spinning, sleeps unless `has_work()` (re-checked after
-    /// announcing itself) is true; returns when woken or when it declined,
-    /// a spinner again either way.
-    pub fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
-        self.0.sleep(index, has_work);
-    }
     /// Wakes worker `index` directly (as a latch or a Task waker does).
     pub fn unpark(&self, index: usize) {
         self.0.parker(index).unpark();
     }
+}
+
+/// Proof, handed to [`Queues::take_shared`], that the worker taking from a
+/// shared queue is a spinner (see `src/idle.rs`). Models cannot make one.
+#[derive(Debug)]
+pub struct Spinning<'a>(#[allow(dead_code)] &'a crate::sleep::Spinning<'a>);
+
+/// The queues of a model's workers: what the worker loop looks in.
+pub trait Queues {
+    /// What the queues hold.
+    type Job;
+    /// Pops worker `worker`'s own queue.
+    fn pop_own(&self, worker: usize) -> Option<Self::Job>;
+    /// Takes from a queue shared with other workers (possibly a batch,
+    /// whose rest goes to `worker`'s own queue); only a spinner may.
+    fn take_shared(&self, worker: usize, spinning: &Spinning<'_>) -> Option<Self::Job>;
+    /// Whether any queue `worker` looks in holds a job, its own included.
+    fn has_work(&self, worker: usize) -> bool;
+    /// Runs a job that `worker` found.
+    fn execute(&self, worker: usize, job: Self::Job);
+}
+
+/// The library's worker, over a model's queues.
+struct ModelWorker<'a, Q> {
+    sleep: &'a crate::sleep::Sleep,
+    queues: &'a Q,
+    index: usize,
+}
+
+impl<Q: Queues> crate::idle::Queues for ModelWorker<'_, Q> {
+    type Job = Q::Job;
+    fn sleep(&self) -> &crate::sleep::Sleep {
+        self.sleep
+    }
+    fn index(&self) -> usize {
+        self.index
+    }
+    fn pop_own(&self) -> Option<Q::Job> {
+        self.queues.pop_own(self.index)
+    }
+    fn take_shared(&self, spinning: &crate::sleep::Spinning<'_>) -> Option<Q::Job> {
+        self.queues.take_shared(self.index, &Spinning(spinning))
+    }
+    fn has_work(&self) -> bool {
+        self.queues.has_work(self.index)
+    }
+    fn execute(&self, job: Q::Job) {
+        self.queues.execute(self.index, job);
+    }
+}
+
+/// Runs worker `index`'s loop (the one every pool worker runs) until
+/// `terminating()` holds and it finds no job.
+pub fn run_worker<Q: Queues>(
+    sleep: &Sleep,
+    queues: &Q,
+    index: usize,
+    terminating: impl Fn() -> bool,
+) {
+    let worker = ModelWorker {
+        sleep: &sleep.0,
+        queues,
+        index,
+    };
+    crate::idle::run_until_terminated(&worker, terminating);
+}
+
+/// Runs worker `index`'s loop until `done()` holds, as a worker waiting
+/// for a join half or a Task does; whoever makes `done()` true must then
+/// [`Sleep::unpark`] this worker.
+pub fn run_worker_until<Q: Queues>(
+    sleep: &Sleep,
+    queues: &Q,
+    index: usize,
+    done: impl Fn() -> bool,
+) {
+    let worker = ModelWorker {
+        sleep: &sleep.0,
+        queues,
+        index,
+    };
+    crate::idle::run_until(&worker, done);
 }
 
 /// A set-once latch whose waiter parks on a [`Parker`].

@@ -129,7 +129,7 @@ impl Parker {
             debug_assert!(
                 owner
                     .as_ref()
-                    .map_or(true, |owner| owner.id() == thread::current().id()),
+                    .is_none_or(|owner| owner.id() == thread::current().id()),
                 "a Parker is parked on by one thread only"
             );
             owner.is_some()

@@ -1,8 +1,12 @@
 //! [`Pool`], its [`Builder`], and the global pool.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use crate::join::join_on_worker;
 use crate::priority::{self, WorkerPriority};
@@ -37,7 +41,11 @@ use crate::worker::{in_worker, WorkerThread};
 ///   jobs (their Tasks resolve to a cancelled [`JoinError`](crate::JoinError))
 ///   and waits for the running ones;
 /// - dropping the last handle never blocks: queued jobs still run, and the
-///   threads exit when there are none left.
+///   threads exit when there are none left;
+/// - from async code, whose thread must not park:
+///   [`shutdown_async`](Pool::shutdown_async) and
+///   [`shutdown_now_async`](Pool::shutdown_now_async) return a [`Shutdown`]
+///   future; [`shutdown_timeout`](Pool::shutdown_timeout) bounds the wait.
 ///
 /// A spawn after shutdown returns a Task that is already cancelled.
 pub struct Pool {
@@ -91,9 +99,7 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (job, task) = new_task(job);
-        self.registry.submit(job);
-        task
+        spawn_on(&self.registry, job)
     }
 
     /// Runs `a` and `b`, potentially in parallel on this pool, and returns
@@ -186,10 +192,76 @@ impl Pool {
         self.wait_for_workers();
     }
 
+    /// [`shutdown`](Pool::shutdown), waiting at most `timeout` for the
+    /// threads to exit; returns `true` if every one exited in time. The
+    /// shutdown goes on after a timeout: the queued jobs still run, and the
+    /// threads exit when they are done (call again, or await
+    /// [`shutdown_async`](Pool::shutdown_async), to wait more). Called from
+    /// one of this pool's own workers, it only starts the shutdown and
+    /// returns `false`. The calling thread parks, even on a worker of
+    /// another pool.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// let task = pool.spawn(|| 6 * 7);
+    /// assert!(pool.shutdown_timeout(Duration::from_secs(10)));
+    /// assert_eq!(task.wait().unwrap(), 42);
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        self.registry.terminate(false);
+        if self.on_own_worker() {
+            return false;
+        }
+        // A timeout too large for an `Instant` waits for ever.
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.registry.wait_until_exited_or(deadline),
+            None => {
+                self.registry.wait_until_exited();
+                true
+            }
+        }
+    }
+
+    /// Starts [`shutdown`](Pool::shutdown) now and returns a future that
+    /// resolves once every thread has exited: for an async caller, whose
+    /// thread must not park. Queued jobs run first. Dropping the future
+    /// does not stop the shutdown, only the waiting.
+    ///
+    /// ```
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// let task = pool.spawn(|| 6 * 7);
+    /// pool.shutdown_async().await;
+    /// assert_eq!(task.await.unwrap(), 42);
+    /// # });
+    /// ```
+    pub fn shutdown_async(&self) -> Shutdown {
+        self.registry.terminate(false);
+        Shutdown {
+            registry: Arc::clone(&self.registry),
+        }
+    }
+
+    /// Starts [`shutdown_now`](Pool::shutdown_now) and returns a future
+    /// that resolves once every thread has exited (see
+    /// [`shutdown_async`](Pool::shutdown_async)).
+    pub fn shutdown_now_async(&self) -> Shutdown {
+        self.registry.terminate(true);
+        Shutdown {
+            registry: Arc::clone(&self.registry),
+        }
+    }
+
+    fn on_own_worker(&self) -> bool {
+        WorkerThread::with_current(|worker| {
+            worker.is_some_and(|worker| worker.registry().is(&self.registry))
+        })
+    }
+
     fn wait_for_workers(&self) {
-        let on_own_worker =
-            WorkerThread::current().is_some_and(|worker| worker.registry().is(&self.registry));
-        if !on_own_worker {
+        if !self.on_own_worker() {
             self.registry.wait_until_exited();
         }
     }
@@ -221,6 +293,33 @@ impl fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("threads", &self.threads())
             .field("terminating", &self.registry.is_terminating())
+            .finish()
+    }
+}
+
+/// A pool's shutdown, as a future: resolves once every worker thread has
+/// exited. Made by [`Pool::shutdown_async`] and
+/// [`Pool::shutdown_now_async`], which start the shutdown themselves, so
+/// dropping this future only stops the waiting. Any executor can await it;
+/// awaiting it on one of the pool's own workers never resolves, since that
+/// worker cannot exit while it waits.
+#[must_use = "the shutdown has started; await this to wait until the threads exited"]
+pub struct Shutdown {
+    registry: Arc<Registry>,
+}
+
+impl Future for Shutdown {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.registry.poll_exited(cx)
+    }
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("registry", &self.registry)
             .finish()
     }
 }
@@ -272,33 +371,35 @@ impl Builder {
 
     /// The OS scheduling priority of the workers, relative to the thread
     /// that calls [`build`](Builder::build) (default:
-    /// [`WorkerPriority::Nice(10)`](WorkerPriority::Nice)). Linux only;
+    /// [`WorkerPriority::Inherit`], the same priority). Linux only;
     /// elsewhere priorities belong to the whole process and this setting
     /// has no effect.
     ///
-    /// The point is the event loop that awaits the pool's Tasks: when every
-    /// core is busy with jobs, a wake-up of the loop (a timer, a socket)
-    /// waits until the scheduler takes a core from a worker. At the same
-    /// priority that is a time slice, milliseconds of lateness for every
-    /// request on that loop. Lower-priority workers still get every core
-    /// that nobody else wants, at full speed; only their share of a
-    /// *contended* core shrinks, so CPU-bound threads of your own program
-    /// also take precedence over the pool.
+    /// A lower priority is an opt-in for one situation: the pool's jobs keep
+    /// every core busy and an event loop in the same program must stay
+    /// responsive. Then a wake-up of the loop (a timer, a socket) waits until
+    /// the scheduler takes a core from a worker; at the same priority that
+    /// can be a time slice, milliseconds of lateness for every request on
+    /// that loop. Lower-priority workers still get every core that nobody
+    /// else wants, at full speed; only their share of a *contended* core
+    /// shrinks.
     ///
-    /// - [`Nice(n)`](WorkerPriority::Nice) (the default, +10) gives the
-    ///   workers a smaller share of a contended core (about 1/9 at +10).
-    ///   On Linux's EEVDF scheduler a waking thread may still wait for the
-    ///   running worker's slice to end, so it helps the loop's tail latency
-    ///   less than one would hope.
+    /// - [`Inherit`](WorkerPriority::Inherit) (the default): the caller's
+    ///   priority. The pool never runs slower than the rest of the program.
+    /// - [`Nice(n)`](WorkerPriority::Nice) gives the workers a smaller share
+    ///   of a contended core (about 1/9 at +10). On Linux's EEVDF scheduler
+    ///   a waking thread may still wait for the running worker's slice to
+    ///   end, so it helps the loop's tail latency less than one would hope:
+    ///   BENCHMARKS.md's sweeps show no clear gain on a quiet machine.
     /// - [`Idle`](WorkerPriority::Idle) (`SCHED_IDLE`): a waking thread
     ///   preempts a worker at once. The best latency for the loop; but the
     ///   pool starves while other threads of the program keep the cores busy.
-    /// - [`Inherit`](WorkerPriority::Inherit): the caller's priority.
     ///
-    /// While *other programs* keep every core busy, a lower-priority worker
-    /// waits longer for a core, and so may a `spawn` that has to wake it;
-    /// on a machine of your own the pool's jobs are what keeps the cores
-    /// busy, and the loop gains.
+    /// The price of either opt-in is a priority inversion waiting to happen:
+    /// with two busy threads at the caller's priority in the same process,
+    /// 16 short jobs took 0.86 s at `Nice(10)` (27.5 s at `Idle`) instead of
+    /// 0.16 s; an event loop awaiting them waits as long. Threads that a job
+    /// starts inherit the worker's priority for life.
     ///
     /// `cargo run --release --example compare` measures the loop's lateness
     /// with each (see BENCHMARKS.md). Each worker changes its own priority
@@ -443,6 +544,17 @@ impl fmt::Debug for Builder {
             .field("on_thread_stop", &self.on_stop.as_ref().map(|_| ".."))
             .finish()
     }
+}
+
+/// [`Pool::spawn`] on `registry`.
+pub(crate) fn spawn_on<F, T>(registry: &Registry, job: F) -> Task<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (job, task) = new_task(job);
+    registry.submit(job);
+    task
 }
 
 static GLOBAL: OnceLock<Pool> = OnceLock::new();

@@ -23,12 +23,14 @@
 /// ```
 /// use offload::WorkerPriority;
 ///
+/// // Opt in where the pool saturates every core and an event loop's tail
+/// // latency matters more than the pool's share of a contended core:
 /// let latency_first = offload::Pool::builder()
 ///     .worker_priority(WorkerPriority::Idle)
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(latency_first.spawn(|| 6 * 7).wait().unwrap(), 42);
-/// assert_eq!(WorkerPriority::default(), WorkerPriority::Nice(10));
+/// assert_eq!(WorkerPriority::default(), WorkerPriority::Inherit);
 /// ```
 ///
 /// [`Builder::worker_priority`]: crate::Builder::worker_priority
@@ -54,9 +56,10 @@ pub enum WorkerPriority {
 }
 
 impl Default for WorkerPriority {
-    /// `Nice(10)`.
+    /// `Inherit`: a pool never runs slower than the rest of the program
+    /// unless asked to (see [`Builder::worker_priority`](crate::Builder::worker_priority)).
     fn default() -> Self {
-        WorkerPriority::Nice(10)
+        WorkerPriority::Inherit
     }
 }
 

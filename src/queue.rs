@@ -4,10 +4,16 @@
 //!
 //! Outside loom these are crossbeam-deque's types. Loom cannot see inside
 //! crossbeam-deque, so under `cfg(loom)` they are stand-ins with the same
-//! contract (linearizable push/pop/steal, LIFO owner end, FIFO steal end)
-//! built from a loom `Mutex<VecDeque>`: the models then check our protocols
-//! on top of a queue that is correct by construction, which is exactly what
-//! crossbeam-deque promises.
+//! contract (linearizable push/pop/steal, LIFO owner end, FIFO steal end),
+//! built from a loom `Mutex<VecDeque>`, and, where it matters to our
+//! protocols, no stronger than crossbeam's:
+//! - `is_empty` reads an atomic length with a Relaxed load and takes no
+//!   lock (crossbeam's reads its indices with a Relaxed and a SeqCst load),
+//!   so a lock cannot order a push before a sleeper's re-check: only the
+//!   sleep protocol's fences do;
+//! - `steal_batch_and_pop` takes half of the victim's jobs (rounded up, as
+//!   crossbeam) and moves them to the thief's deque in a second step, so the
+//!   window in which a stolen batch is in no deque exists here too.
 
 #[cfg(not(loom))]
 pub(crate) use crossbeam_deque::{Steal, Stealer, Worker};
@@ -17,7 +23,7 @@ pub(crate) use self::loom_queue::{Steal, Stealer, Worker};
 
 #[cfg(loom)]
 mod loom_queue {
-    use crate::sync::{lock, Arc, Mutex};
+    use crate::sync::{lock, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
     use std::collections::VecDeque;
 
     /// The outcome of a steal; `Retry` never happens with a mutex.
@@ -29,33 +35,50 @@ mod loom_queue {
         Retry,
     }
 
-    type Shared<T> = Arc<Mutex<VecDeque<T>>>;
-
     #[derive(Debug)]
-    pub(crate) struct Worker<T>(Shared<T>);
+    struct Deque<T> {
+        jobs: Mutex<VecDeque<T>>,
+        /// `jobs.len()`, written under the lock, read without it.
+        len: AtomicUsize,
+    }
 
-    #[derive(Debug)]
-    pub(crate) struct Stealer<T>(Shared<T>);
+    impl<T> Deque<T> {
+        fn with<R>(&self, f: impl FnOnce(&mut MutexGuard<'_, VecDeque<T>>) -> R) -> R {
+            let mut jobs = lock(&self.jobs);
+            let result = f(&mut jobs);
+            // Relaxed: as weak as crossbeam's index stores; readers rely on
+            // the sleep protocol's fences, not on this store.
+            self.len.store(jobs.len(), Ordering::Relaxed);
+            result
+        }
 
-    fn pop_front<T>(queue: &Mutex<VecDeque<T>>) -> Steal<T> {
-        match lock(queue).pop_front() {
-            Some(job) => Steal::Success(job),
-            None => Steal::Empty,
+        fn is_empty(&self) -> bool {
+            // Relaxed: see the module docs.
+            self.len.load(Ordering::Relaxed) == 0
         }
     }
 
+    #[derive(Debug)]
+    pub(crate) struct Worker<T>(Arc<Deque<T>>);
+
+    #[derive(Debug)]
+    pub(crate) struct Stealer<T>(Arc<Deque<T>>);
+
     impl<T> Worker<T> {
         pub(crate) fn new_lifo() -> Self {
-            Self(Arc::new(Mutex::new(VecDeque::new())))
+            Self(Arc::new(Deque {
+                jobs: Mutex::new(VecDeque::new()),
+                len: AtomicUsize::new(0),
+            }))
         }
         pub(crate) fn push(&self, job: T) {
-            lock(&self.0).push_back(job);
+            self.0.with(|jobs| jobs.push_back(job));
         }
         pub(crate) fn pop(&self) -> Option<T> {
-            lock(&self.0).pop_back()
+            self.0.with(|jobs| jobs.pop_back())
         }
         pub(crate) fn is_empty(&self) -> bool {
-            lock(&self.0).is_empty()
+            self.0.is_empty()
         }
         pub(crate) fn stealer(&self) -> Stealer<T> {
             Stealer(self.0.clone())
@@ -63,14 +86,22 @@ mod loom_queue {
     }
 
     impl<T> Stealer<T> {
-        pub(crate) fn steal(&self) -> Steal<T> {
-            pop_front(&self.0)
-        }
-        pub(crate) fn steal_batch_and_pop(&self, _dest: &Worker<T>) -> Steal<T> {
-            self.steal()
+        pub(crate) fn steal_batch_and_pop(&self, dest: &Worker<T>) -> Steal<T> {
+            let mut batch = self.0.with(|jobs| {
+                let take = jobs.len().div_ceil(2);
+                jobs.drain(..take).collect::<VecDeque<T>>()
+            });
+            let Some(first) = batch.pop_front() else {
+                return Steal::Empty;
+            };
+            // The rest lands in `dest` only now (see the module docs).
+            if !batch.is_empty() {
+                dest.0.with(|jobs| jobs.extend(batch));
+            }
+            Steal::Success(first)
         }
         pub(crate) fn is_empty(&self) -> bool {
-            lock(&self.0).is_empty()
+            self.0.is_empty()
         }
     }
 }

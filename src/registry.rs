@@ -30,13 +30,16 @@
 //! therefore still run; one that starts after shutdown returned is cancelled.)
 
 use std::fmt;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
-use crate::parker::Parker;
 use crate::queue::Stealer;
-use crate::sleep::Sleep;
-use crate::sync::{fence, lock, mutant, AtomicBool, AtomicUsize, Mutex, Ordering, StdArc};
+use crate::sleep::{Sleep, Spinning};
+use crate::sync::{
+    fence, lock, mutant, park_timeout, thread, AtomicBool, AtomicUsize, Mutex, Ordering, StdArc,
+};
 use crate::worker::WorkerThread;
 use crossbeam_utils::CachePadded;
 
@@ -48,7 +51,18 @@ const CANCEL_QUEUED: usize = 1 << 1;
 #[derive(Debug, Default)]
 struct Exit {
     done: bool,
-    waiters: Vec<StdArc<Parker>>,
+    /// Woken once `done` is set: the parkers of threads in `shutdown`
+    /// (as wakers) and the tasks awaiting a [`Shutdown`](crate::Shutdown).
+    waiters: Vec<Waker>,
+}
+
+/// Wakes a thread blocked in [`park_timeout`] (`shutdown_timeout`).
+struct ThreadWaker(thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: StdArc<Self>) {
+        self.0.unpark();
+    }
 }
 
 /// A hook run on each worker thread with its index.
@@ -146,27 +160,66 @@ impl Registry {
     /// that worker runs its own pool's jobs meanwhile (one of them may be
     /// what this pool's last running job waits for).
     pub(crate) fn wait_until_exited(&self) {
-        let worker = WorkerThread::current();
-        let parker = match worker {
-            Some(worker) => StdArc::clone(worker.parker()),
-            None => crate::worker::thread_parker(),
-        };
-        {
-            let mut exit = lock(&self.exit);
-            if exit.done {
+        WorkerThread::with_current(|worker| {
+            let parker = match worker {
+                Some(worker) => StdArc::clone(worker.parker()),
+                None => crate::worker::thread_parker(),
+            };
+            if self.exited_or_register(&Waker::from(StdArc::clone(&parker))) {
                 return;
             }
-            exit.waiters.push(StdArc::clone(&parker));
-        }
-        let exited = || lock(&self.exit).done;
-        match worker {
-            Some(worker) => worker.wait_until(exited),
-            None => {
-                while !exited() {
-                    parker.park();
+            let exited = || lock(&self.exit).done;
+            match worker {
+                Some(worker) => worker.wait_until(exited),
+                None => {
+                    while !exited() {
+                        parker.park();
+                    }
                 }
             }
+        });
+    }
+
+    /// Blocks until every worker has exited or `deadline` passed; returns
+    /// whether they all exited. Parks the calling thread, also on a worker
+    /// of another pool (which runs none of its jobs meanwhile).
+    pub(crate) fn wait_until_exited_or(&self, deadline: Instant) -> bool {
+        let waker = Waker::from(StdArc::new(ThreadWaker(thread::current())));
+        if self.exited_or_register(&waker) {
+            return true;
         }
+        loop {
+            if lock(&self.exit).done {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            park_timeout(deadline - now);
+        }
+    }
+
+    /// Ready once every worker has exited; else registers `cx`'s waker.
+    pub(crate) fn poll_exited(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.exited_or_register(cx.waker()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether every worker has exited; if not, `waker` is woken when they
+    /// have (registered once, however often this is called with it).
+    fn exited_or_register(&self, waker: &Waker) -> bool {
+        let mut exit = lock(&self.exit);
+        if exit.done {
+            return true;
+        }
+        if !exit.waiters.iter().any(|w| w.will_wake(waker)) {
+            exit.waiters.push(waker.clone());
+        }
+        false
     }
 
     /// Records that `count` workers are gone (exited, or never started). The
@@ -190,24 +243,34 @@ impl Registry {
             std::mem::take(&mut exit.waiters)
         };
         for waiter in waiters {
-            waiter.unpark();
+            waiter.wake();
         }
     }
 
     // ---- submission -----------------------------------------------------
 
-    /// Queues `job` (a Task's cell): on the current worker's deque if it is
-    /// one of ours, else on the injector. After termination the job is
-    /// cancelled instead.
+    /// Queues `job` (a Task's cell) as [`push`](Self::push) does; after
+    /// termination the job is cancelled instead.
     pub(crate) fn submit(&self, job: JobRef) {
         if self.is_terminating() {
             job.execute(Mode::Cancel);
             return;
         }
-        match WorkerThread::current() {
+        self.push(job);
+    }
+
+    /// The one routing of a new job: on the current worker's deque if it is
+    /// one of ours, else on the injector; either way a sleeper is woken for
+    /// it. Also during termination: the workers run what is queued before
+    /// they exit, and if every one has exited, `inject` cancels it. For a
+    /// job that must run whatever happens (a scope's: its scope waits for
+    /// it on one of our workers, which therefore has not exited), call this
+    /// directly.
+    pub(crate) fn push(&self, job: JobRef) {
+        WorkerThread::with_current(|current| match current {
             Some(worker) if worker.registry().is(self) => worker.push(job),
             _ => self.inject(job),
-        }
+        });
     }
 
     /// Pushes `job` on the injector and wakes a worker for it; if every
@@ -228,7 +291,13 @@ impl Registry {
     /// Pops the oldest injected job and moves a batch behind it to `dest`;
     /// `None` also when another thread is consuming the injector (the
     /// caller looks elsewhere, and `has_injected` keeps it from sleeping).
-    pub(crate) fn steal_injected(&self, dest: &crate::queue::Worker<JobRef>) -> Option<JobRef> {
+    /// Only a spinner may: the batch is invisible to other workers until it
+    /// lands in `dest` (see [`crate::idle`]).
+    pub(crate) fn steal_injected(
+        &self,
+        dest: &crate::queue::Worker<JobRef>,
+        _spinning: &Spinning<'_>,
+    ) -> Option<JobRef> {
         self.injector.try_pop_batch(dest)
     }
 

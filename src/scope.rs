@@ -70,10 +70,9 @@ impl<'scope> Scope<'scope> {
         // SAFETY: `body` borrows only data outliving 'scope, and the scope
         // does not return before `body` ran (see above).
         let job_ref = unsafe { HeapJob::into_job_ref(body) };
-        match WorkerThread::current() {
-            Some(worker) if worker.registry().is(&self.registry) => worker.push(job_ref),
-            _ => self.registry.inject(job_ref),
-        }
+        // Not `submit`: a scope's job is never cancelled, even by a
+        // shutdown, since the scope waits for it.
+        self.registry.push(job_ref);
     }
 
     fn record_panic(&self, payload: Box<dyn Any + Send>) {

@@ -5,29 +5,38 @@
 //! pushed at any instant is run, even if every worker is falling asleep at
 //! that instant; and that **one job wakes about one worker**: exactly one
 //! from its notifier, or none, plus at most one more from a spinner that
-//! races the woken worker to it (see `stop_spinning`).
+//! races the woken worker to it (see [`Spinning::stop`]).
 //!
 //! # States
 //!
-//! An idle worker is first a *spinner* for a few rounds
-//! ([`Sleep::start_spinning`]), looking for work, then a *sleeper*
-//! ([`Sleep::sleep`]). `sleep` always returns with the worker a spinner
-//! again, whether it was woken or declined to park: it looks for work next,
-//! and ends its spin either in another `sleep` or, when it found work or
-//! stops waiting, in [`Sleep::stop_spinning`]. A worker that runs a job is
-//! neither.
+//! An idle worker is first a *spinner* for a few rounds, looking for work,
+//! then a *sleeper*. A spin is a value, [`Spinning`], made by
+//! [`Sleep::start_spinning`]; its only ends are [`Spinning::sleep`], which
+//! returns a spinner again, whether the worker was woken or declined to
+//! park (it looks for work next), and [`Spinning::stop`], when it found work
+//! or stops waiting. A worker that runs a job is neither. (The worker loop
+//! that drives these states is [`crate::idle`].)
 //!
 //! While any worker spins, a notifier wakes nobody: a spinner will find the
 //! job, and waking a sleeper would cost the submitting thread a system call
 //! for nothing. The price is an obligation on every spinner: **each spin
 //! ends with a decrement of `num_spinning`, a `fence(SeqCst)` and a look at
 //! the queues**, and a spinner that then sees a job it leaves behind wakes a
-//! sleeper for it (`stop_spinning`) or takes it (`sleep`'s re-check
-//! declines to park, and the worker spins on).
+//! sleeper for it (`stop`) or takes it (`sleep`'s re-check declines to
+//! park, and the worker spins on). `Spinning` has no other way out, so the
+//! compiler holds every spin to it.
+//!
+//! **Only a spinner takes work from a shared queue** (the injector, another
+//! worker's deque). Such a take can move a batch: the jobs leave the shared
+//! queue at once and land in the taker's own deque a moment later, and in
+//! between no other worker's re-check can see them. The taker's closing
+//! `stop` (fence, then a look that includes its own deque) sees them, and
+//! wakes a sleeper for them. A worker that is not spinning only pops its
+//! own deque, which hides nothing from anyone.
 //!
 //! # Protocol
 //!
-//! Sleeper (worker `i`, a spinner, in [`Sleep::sleep`]):
+//! Sleeper (worker `i`, a spinner, in [`Spinning::sleep`]):
 //! 1. decrement `num_spinning`; set bit `i` of `sleepers` (*listed*);
 //! 2. `fence(SeqCst)`;
 //! 3. re-check for work (the queues, termination, the condition it waits
@@ -35,9 +44,9 @@
 //! 4. clear its bit (if a notifier did not already), increment
 //!    `num_spinning` and return, a spinner.
 //!
-//! Spinner that stops (found work, or its wait is over:
-//! [`Sleep::stop_spinning`]): decrement `num_spinning`; `fence(SeqCst)`; if
-//! a queue still holds a job, notify as below (after the fence).
+//! Spinner that stops (found work, or its wait is over: [`Spinning::stop`]):
+//! decrement `num_spinning`; `fence(SeqCst)`; if a queue still holds a job,
+//! notify as below (after the fence).
 //!
 //! Notifier (after pushing a job, in [`Sleep::notify_one`]):
 //! 1. (the push);
@@ -56,9 +65,14 @@
 //! - *The notifier stops at step 3.* It read a non-zero `num_spinning`, so
 //!   some spin had begun and its closing decrement was not yet visible: that
 //!   spinner's closing fence comes after the notifier's in S, and its look
-//!   after that fence sees the job (or it was taken). It then takes the job
-//!   or wakes a sleeper for it — or leaves that to another spinner, by the
-//!   same argument. Spins are bounded, so the chain ends.
+//!   after that fence sees the job, or the job was taken. Taken by whom? A
+//!   worker that is not spinning pops only its own deque, where the job is
+//!   visible and about to run. Any other take was a spinner's, possibly of
+//!   a batch; the rest of that batch lands in the taker's deque before its
+//!   closing fence, so its look after that fence sees the rest (it was
+//!   taken in turn, or is still there). Either way the spinner then takes
+//!   the job or wakes a sleeper for it — or leaves that to another spinner,
+//!   by the same argument. Spins are bounded, so the chain ends.
 //! - *The notifier reaches step 4.* Take any worker W and the fence F_W of
 //!   its `sleep` just before a park. If the notifier's fence comes first in
 //!   S, W's re-check after F_W sees the job and W does not park. If F_W
@@ -89,6 +103,8 @@
 //! Other wakers (a [`Latch`](crate::latch::Latch) or a `Task` waker that a
 //! blocked worker waits on) unpark a worker's `Parker` directly; the woken
 //! worker clears its own bit in step 4.
+
+use std::fmt;
 
 use crate::parker::Parker;
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, StdArc};
@@ -181,18 +197,20 @@ impl Sleep {
         }
     }
 
-    /// Counts the calling worker as a spinner (it found no work and looks
-    /// again for a while).
-    pub(crate) fn start_spinning(&self) {
+    /// Counts the calling worker as a spinner (it found no work in its own
+    /// deque and looks elsewhere for a while). The returned token is the
+    /// spin: its only ends are [`Spinning::sleep`], which hands back a new
+    /// one, and [`Spinning::stop`], which closes the spin with the fence and
+    /// the re-check that the notifiers count on.
+    pub(crate) fn start_spinning(&self) -> Spinning<'_> {
         // Relaxed: a notifier that misses the increment just wakes a
         // sleeper; one that sees it relies on the fence that ends the spin.
         self.num_spinning.fetch_add(1, Ordering::Relaxed);
+        Spinning { sleep: self }
     }
 
-    /// Ends the calling worker's spin without sleeping. If `has_work()`
-    /// still sees a job (one whose notifier may have counted on us), wakes
-    /// a sleeper for it.
-    pub(crate) fn stop_spinning(&self, has_work: impl FnOnce() -> bool) {
+    /// Ends a spin without sleeping (see [`Spinning::stop`]).
+    fn stop_spinning(&self, has_work: impl FnOnce() -> bool) {
         // Relaxed: ordered for notifiers by the fence below.
         self.num_spinning.fetch_sub(1, Ordering::Relaxed);
         // SeqCst fence: pairs with the notifiers' fence (module docs).
@@ -202,12 +220,8 @@ impl Sleep {
         }
     }
 
-    /// Puts worker `index`, a spinner, to sleep unless `has_work` finds
-    /// something to do after the worker announced itself. Returns when woken
-    /// or when it declined to park, in both cases a spinner again (see
-    /// module docs): the caller looks for work next, and ends the spin with
-    /// another `sleep` or with [`stop_spinning`](Self::stop_spinning).
-    pub(crate) fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
+    /// Puts worker `index`, a spinner, to sleep (see [`Spinning::sleep`]).
+    fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
         let (word, bit) = self.slot(index);
         // Relaxed: ordered for notifiers by the fence below.
         self.num_spinning.fetch_sub(1, Ordering::Relaxed);
@@ -222,13 +236,76 @@ impl Sleep {
         // that still sees the bit wakes a worker that is awake, which costs
         // one spurious look for work (module docs).
         word.fetch_and(!bit, Ordering::Relaxed);
-        if !mutant!("sleep_returns_idle") {
-            self.start_spinning();
-        }
     }
 
     /// The word of `sleepers` that holds worker `index`'s bit, and the bit.
     fn slot(&self, index: usize) -> (&AtomicUsize, usize) {
         (&self.sleepers[index / BITS], 1 << (index % BITS))
+    }
+}
+
+/// A worker's spin: proof that it is counted in `num_spinning`, made by
+/// [`Sleep::start_spinning`].
+///
+/// Whoever holds one is a spinner, and notifiers skip their wake-up while
+/// it spins; so every spin must end with a decrement, a `fence(SeqCst)` and
+/// a look at the queues. The type enforces it: the only ends of a spin are
+/// [`sleep`](Self::sleep) and [`stop`](Self::stop), and code that takes
+/// work where a batch can be in flight (a worker's batch from the injector
+/// or another deque, invisible to every other worker until it lands in the
+/// taker's deque) must hold a `Spinning` to do so: the spin's closing
+/// re-check then sees the landed batch and wakes a sleeper for it (see
+/// [`crate::idle`]).
+#[must_use = "a spin must end with `sleep` or `stop`"]
+pub(crate) struct Spinning<'a> {
+    sleep: &'a Sleep,
+}
+
+impl<'a> Spinning<'a> {
+    /// Sleeps as worker `index` unless `has_work()` finds something to do
+    /// after the worker announced itself (the protocol's steps 1–4).
+    /// Returns when woken or when it declined to park, a spinner again
+    /// either way: the caller looks for work next, and ends that spin with
+    /// another `sleep` or with [`stop`](Self::stop).
+    pub(crate) fn sleep(self, index: usize, has_work: impl FnOnce() -> bool) -> Spinning<'a> {
+        let sleep = self.sleep;
+        // The decrement is `Sleep::sleep`'s first step, not this token's drop.
+        std::mem::forget(self);
+        sleep.sleep(index, has_work);
+        sleep.start_spinning()
+    }
+
+    /// Ends the spin without sleeping: the worker found work, or what it
+    /// waited for. If `has_work()` still sees a job after the fence (one
+    /// whose notifier counted on this spinner, or a batch this worker just
+    /// landed in its own deque), wakes a sleeper for it.
+    pub(crate) fn stop(self, has_work: impl FnOnce() -> bool) {
+        let sleep = self.sleep;
+        std::mem::forget(self);
+        sleep.stop_spinning(has_work);
+    }
+}
+
+#[cfg(offload_mutant = "batch_taken_outside_spin")]
+impl<'a> Spinning<'a> {
+    /// A token that nobody counted: only the mutant that takes a batch
+    /// outside a spin makes one (see `crate::idle`).
+    pub(crate) fn unaccounted(sleep: &'a Sleep) -> Self {
+        Spinning { sleep }
+    }
+}
+
+impl Drop for Spinning<'_> {
+    /// Only reached if a spinner unwinds (a bug in the worker loop, since
+    /// no user code runs while spinning): ends the spin as `stop` does,
+    /// assuming there is work, so that nobody is left counting on it.
+    fn drop(&mut self) {
+        self.sleep.stop_spinning(|| true);
+    }
+}
+
+impl fmt::Debug for Spinning<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spinning").finish_non_exhaustive()
     }
 }

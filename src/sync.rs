@@ -8,7 +8,10 @@
 //! Rules for the rest of the crate:
 //! - no `std::sync::atomic`, `std::cell::UnsafeCell`, `std::sync::Mutex` or
 //!   `std::thread` outside this module (the crossbeam queues are wrapped in
-//!   [`crate::queue`] for the same reason);
+//!   [`crate::queue`] for the same reason), with one exception: a worker's
+//!   private join stack in [`crate::worker`] is a `std::cell::UnsafeCell`
+//!   that only its owner thread ever touches, so there is nothing for loom
+//!   to check;
 //! - every spin loop calls [`spin_loop`] so loom can schedule other threads;
 //! - total-order arguments use [`fence`]`(SeqCst)`, never SeqCst accesses,
 //!   because loom models SeqCst accesses as AcqRel.
@@ -51,6 +54,12 @@ mod imp {
         }
     }
 
+    /// Blocks the calling thread for at most `timeout`, or until its
+    /// `Thread::unpark`; may return spuriously.
+    pub(crate) fn park_timeout(timeout: std::time::Duration) {
+        std::thread::park_timeout(timeout);
+    }
+
     /// Declares a thread-local; loom needs its own macro to reset them per
     /// execution.
     macro_rules! facade_thread_local {
@@ -70,6 +79,12 @@ mod imp {
     /// thread it is waiting for.
     #[inline]
     pub(crate) fn spin_loop() {
+        loom::thread::yield_now();
+    }
+
+    /// loom has no timed park: return at once, as a spurious wake-up that
+    /// every caller must handle anyway.
+    pub(crate) fn park_timeout(_timeout: std::time::Duration) {
         loom::thread::yield_now();
     }
 

@@ -1,17 +1,16 @@
-//! The worker loop: find work, run it, spin a little, sleep.
+//! A worker thread: its deques, its place in the pool, and the ways code
+//! running on it waits.
 //!
-//! Each worker owns a LIFO deque. It looks for work in this order:
+//! Each worker owns a LIFO deque. It looks for work in this order (the loop
+//! itself is [`crate::idle`], which this module's [`WorkerThread`] drives
+//! through [`Queues`]):
 //! 1. its own deque (the most recently pushed job: hot in cache);
 //! 2. the injector (submissions from outside, first come first served),
 //!    moving a batch to its deque;
 //! 3. the other workers' deques, starting at a random victim, stealing a
 //!    batch.
 //!
-//! With nothing found it retries for a bounded number of rounds with growing
-//! pauses (a few tens of microseconds in all), then sleeps (see
-//! [`crate::sleep`]). A worker that waits for something (a `join` half, an
-//! `install` on another pool, a Task it `wait`s on) runs the same loop until
-//! its condition holds, so waiting never blocks a worker that has work.
+//! Steps 2 and 3 are taken only as a spinner (see [`crate::sleep`]).
 //!
 //! A thread-local pointer tells pool code whether it runs on a worker, and
 //! of which pool: spawns from a worker go to its own deque, and `join` /
@@ -48,34 +47,20 @@ use std::ptr;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::JoinError;
+use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::job::{JobRef, StackJob};
 use crate::join::{PRIVATE_DEPTH, SHARE_CHECK_EVERY};
 use crate::latch::Latch;
 use crate::parker::Parker;
 use crate::queue::{Steal, Worker};
 use crate::registry::Registry;
+use crate::sleep::{Sleep, Spinning};
 use crate::sync::{self, Arc, StdArc};
 use crate::task::Task;
 use crate::unwind::drop_quietly;
 
-/// Idle rounds before sleeping (see [`pause`]): about 10–20 µs on an idle
-/// machine. Under loom spinning only multiplies interleavings.
-const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 16 };
-
-/// Rounds that pause with spin hints; later rounds yield the CPU instead.
-const SPIN_HINT_ROUNDS: u32 = 7;
-
 sync::thread_local! {
     static CURRENT: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
-}
-
-/// Where a worker is between finding no work and falling asleep.
-#[derive(Debug, Default)]
-struct IdleState {
-    /// Rounds spun so far.
-    rounds: u32,
-    /// Whether this worker is counted in the sleep state's spinners.
-    spinning: bool,
 }
 
 /// The state of one worker thread, on that thread's stack.
@@ -94,14 +79,17 @@ pub(crate) struct WorkerThread {
 }
 
 impl WorkerThread {
-    /// The worker running on this thread, if any.
+    /// Runs `f` with the worker running on this thread, if any. The
+    /// reference lives only for the call: it cannot outlive the worker.
     #[inline]
-    pub(crate) fn current<'a>() -> Option<&'a WorkerThread> {
+    pub(crate) fn with_current<R>(f: impl FnOnce(Option<&WorkerThread>) -> R) -> R {
         let ptr = CURRENT.with(Cell::get);
-        // SAFETY: CURRENT is set only while `WorkerThread::run` is on this
-        // thread's stack (it clears it before returning), and the reference
-        // cannot leave the thread (WorkerThread is !Sync via Cell).
-        unsafe { ptr.as_ref() }
+        // SAFETY: CURRENT is non-null only while `WorkerThread::run` is on
+        // this thread's stack (`CurrentGuard` clears it when `run` ends,
+        // unwinding included), so the worker outlives this call, during
+        // which `run` cannot return; the borrow cannot escape `f`, nor the
+        // thread (WorkerThread is !Sync via Cell).
+        f(unsafe { ptr.as_ref() })
     }
 
     pub(crate) fn registry(&self) -> &Arc<Registry> {
@@ -125,97 +113,44 @@ impl WorkerThread {
             rng: Cell::new(seed),
         };
         CURRENT.with(|current| current.set(&worker));
+        let _current = CurrentGuard;
         if let Some(hook) = &worker.registry.on_start {
             run_hook(|| hook(index));
         }
-        worker.main_loop();
+        idle::run_until_terminated(&worker, || worker.registry.is_terminating());
         if let Some(hook) = &worker.registry.on_stop {
             run_hook(|| hook(index));
         }
         worker.registry.workers_exited(1, Some(&worker));
-        CURRENT.with(|current| current.set(ptr::null()));
-    }
-
-    fn main_loop(&self) {
-        let mut idle = IdleState::default();
-        loop {
-            // Read the flag before looking for work, so that a job pushed
-            // before termination is found before we give up.
-            let terminating = self.registry.is_terminating();
-            if let Some(job) = self.find_work() {
-                self.end_idle(&mut idle);
-                self.execute(job);
-            } else if terminating {
-                self.end_idle(&mut idle);
-                return;
-            } else {
-                self.idle_step(&mut idle, || self.registry.is_terminating());
-            }
-        }
     }
 
     /// Runs jobs until none is left anywhere (the last worker's exit). It
     /// waits for its turn at the injector rather than skip it while another
     /// thread consumes: this drain must see every linked job.
     pub(crate) fn run_until_idle(&self) {
+        let steal = || {
+            // No other worker is left to wake, so the spin that a steal
+            // requires ends without a re-check.
+            let spinning = self.registry.sleep.start_spinning();
+            let job = self.steal(&spinning);
+            spinning.stop(|| false);
+            job
+        };
         while let Some(job) = self
             .pop()
             .or_else(|| self.registry.drain_injected())
-            .or_else(|| self.steal())
+            .or_else(steal)
         {
             self.execute(job);
         }
     }
 
-    /// Runs other jobs until `done()` holds, sleeping when there are none.
-    /// Whoever makes `done()` true must then unpark this worker's parker.
+    /// Runs other jobs until `done()` holds, sleeping when there are none
+    /// (see [`idle::run_until`]). Whoever makes `done()` true must then
+    /// unpark this worker's parker.
     pub(crate) fn wait_until(&self, done: impl Fn() -> bool) {
         self.share_all_private();
-        let mut idle = IdleState::default();
-        while !done() {
-            if let Some(job) = self.find_work() {
-                self.end_idle(&mut idle);
-                self.execute(job);
-            } else {
-                self.idle_step(&mut idle, &done);
-            }
-        }
-        // A notifier may have counted on this worker (woken it, or skipped
-        // a wake-up because it spun) for a job it now leaves behind: ending
-        // the spin hands that job on (see `Sleep::stop_spinning`).
-        self.end_idle(&mut idle);
-    }
-
-    /// One step of idleness: a round of spinning or, once the spin is over,
-    /// a sleep until woken (unless the queues or `wake()` show something
-    /// after the worker announced itself). Either way the worker is still a
-    /// spinner afterwards, until [`end_idle`](Self::end_idle).
-    fn idle_step(&self, idle: &mut IdleState, wake: impl Fn() -> bool) {
-        if !idle.spinning {
-            idle.spinning = true;
-            self.registry.sleep.start_spinning();
-        }
-        self.registry.request_share(self.index);
-        #[allow(clippy::absurd_extreme_comparisons)] // SPIN_ROUNDS is 0 under loom
-        if idle.rounds < SPIN_ROUNDS {
-            pause(idle.rounds);
-            idle.rounds += 1;
-        } else {
-            idle.rounds = 0;
-            self.registry
-                .sleep
-                .sleep(self.index, || wake() || self.has_work());
-        }
-    }
-
-    /// Leaves idleness: found work, or the awaited condition holds.
-    #[inline]
-    fn end_idle(&self, idle: &mut IdleState) {
-        idle.rounds = 0;
-        if idle.spinning {
-            idle.spinning = false;
-            self.registry.sleep.stop_spinning(|| self.has_work());
-        }
+        idle::run_until(self, done);
     }
 
     #[inline]
@@ -320,14 +255,10 @@ impl WorkerThread {
         self.deque.pop()
     }
 
-    fn find_work(&self) -> Option<JobRef> {
-        self.pop()
-            .or_else(|| self.registry.steal_injected(&self.deque))
-            .or_else(|| self.steal())
-    }
-
-    /// Steals a batch from another worker, starting at a random victim.
-    fn steal(&self) -> Option<JobRef> {
+    /// Steals a batch from another worker, starting at a random victim; the
+    /// rest of the batch lands in this worker's deque, so only a spinner
+    /// may (see [`crate::idle`]).
+    fn steal(&self, _spinning: &Spinning<'_>) -> Option<JobRef> {
         let stealers = self.registry.stealers();
         let n = stealers.len();
         if n <= 1 {
@@ -353,13 +284,6 @@ impl WorkerThread {
         }
     }
 
-    /// Whether any queue this worker looks in has a job (sleep re-check).
-    fn has_work(&self) -> bool {
-        !self.deque.is_empty()
-            || self.registry.has_injected()
-            || self.registry.stealers().iter().any(|s| !s.is_empty())
-    }
-
     /// xorshift64: a cheap victim picker; quality hardly matters.
     fn next_random(&self) -> usize {
         let mut x = self.rng.get();
@@ -368,6 +292,61 @@ impl WorkerThread {
         x ^= x << 17;
         self.rng.set(x);
         x as usize
+    }
+}
+
+impl Queues for WorkerThread {
+    type Job = JobRef;
+
+    fn sleep(&self) -> &Sleep {
+        &self.registry.sleep
+    }
+
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    #[inline]
+    fn pop_own(&self) -> Option<JobRef> {
+        self.pop()
+    }
+
+    fn take_shared(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
+        self.registry
+            .steal_injected(&self.deque, spinning)
+            .or_else(|| self.steal(spinning))
+    }
+
+    fn has_work(&self) -> bool {
+        !self.deque.is_empty()
+            || self.registry.has_injected()
+            || self.registry.stealers().iter().any(|s| !s.is_empty())
+    }
+
+    #[inline]
+    fn execute(&self, job: JobRef) {
+        WorkerThread::execute(self, job);
+    }
+
+    fn on_idle(&self) {
+        self.registry.request_share(self.index);
+    }
+}
+
+/// Clears the thread's current worker when [`WorkerThread::run`] ends,
+/// however it ends. Ending by unwinding is a bug in offload (jobs and hooks
+/// run under `catch_unwind`), after which the pool's counts cannot be
+/// trusted and `shutdown` could wait for ever: so it aborts the process, as
+/// rayon does. (Not under loom, where a model's failure unwinds from here.)
+struct CurrentGuard;
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.set(ptr::null()));
+        if !cfg!(loom) && std::thread::panicking() {
+            eprintln!("offload: a worker's loop panicked, which is a bug in offload; aborting");
+            std::process::abort();
+        }
     }
 }
 
@@ -421,20 +400,6 @@ fn spin_then_park(parker: &Parker, done: impl Fn() -> bool) {
     }
 }
 
-/// The pause of idle round `round`: `2^round` spin hints for the first
-/// [`SPIN_HINT_ROUNDS`] rounds (127 hints in all), then a `yield_now` per
-/// round, so that a spinning thread on an oversubscribed machine lets the
-/// thread it waits for run.
-fn pause(round: u32) {
-    if round < SPIN_HINT_ROUNDS {
-        for _ in 0..1u32 << round {
-            sync::spin_loop();
-        }
-    } else {
-        sync::thread::yield_now();
-    }
-}
-
 /// Runs `op` on a worker of `registry` and returns its result, blocking the
 /// caller (or, on a worker of another pool, running that pool's jobs) until
 /// it is done. Panics in `op` are re-raised here.
@@ -443,45 +408,48 @@ where
     OP: FnOnce(&WorkerThread) -> R + Send,
     R: Send,
 {
-    let current = WorkerThread::current();
-    if let Some(worker) = current {
-        if worker.registry().is(registry) {
-            return op(worker);
+    WorkerThread::with_current(|current| {
+        if let Some(worker) = current {
+            if worker.registry().is(registry) {
+                return op(worker);
+            }
         }
-    }
-    assert!(
-        !registry.is_terminating(),
-        "offload: the pool has been shut down"
-    );
-    // If the pool shuts down before a worker takes the job, the submitter
-    // itself cancels it (see `Registry::inject`) and this panics on its
-    // thread, which re-raises the panic to the caller below.
-    let target = Arc::clone(registry);
-    let run_on_worker = move || {
-        let worker = WorkerThread::current()
-            .filter(|worker| worker.registry().is(&target))
-            .expect("offload: the pool was shut down before this operation could run");
-        op(worker)
-    };
-    match current {
-        // On a worker of another pool: keep that worker busy while we wait.
-        Some(worker) => {
-            let job = StackJob::new(run_on_worker, Latch::new(worker.parker()));
-            // SAFETY: `job` stays on this stack until its latch is set.
-            registry.inject(unsafe { job.as_job_ref() });
-            worker.wait_until(|| job.latch.probe());
-            job.into_result()
+        assert!(
+            !registry.is_terminating(),
+            "offload: the pool has been shut down"
+        );
+        // If the pool shuts down before a worker takes the job, the
+        // submitter itself cancels it (see `Registry::inject`) and this
+        // panics on its thread, which re-raises the panic to the caller.
+        let target = Arc::clone(registry);
+        let run_on_worker = move || {
+            WorkerThread::with_current(|worker| {
+                let worker = worker
+                    .filter(|worker| worker.registry().is(&target))
+                    .expect("offload: the pool was shut down before this operation could run");
+                op(worker)
+            })
+        };
+        match current {
+            // On a worker of another pool: keep that worker busy while we wait.
+            Some(worker) => {
+                let job = StackJob::new(run_on_worker, Latch::new(worker.parker()));
+                // SAFETY: `job` stays on this stack until its latch is set.
+                registry.inject(unsafe { job.as_job_ref() });
+                worker.wait_until(|| job.latch.probe());
+                job.into_result()
+            }
+            // On any other thread: park until done.
+            None => {
+                let parker = thread_parker();
+                let job = StackJob::new(run_on_worker, Latch::new(&parker));
+                // SAFETY: `job` stays on this stack until its latch is set.
+                registry.inject(unsafe { job.as_job_ref() });
+                spin_then_park(&parker, || job.latch.probe());
+                job.into_result()
+            }
         }
-        // On any other thread: park until done.
-        None => {
-            let parker = thread_parker();
-            let job = StackJob::new(run_on_worker, Latch::new(&parker));
-            // SAFETY: `job` stays on this stack until its latch is set.
-            registry.inject(unsafe { job.as_job_ref() });
-            spin_then_park(&parker, || job.latch.probe());
-            job.into_result()
-        }
-    }
+    })
 }
 
 /// Blocks until `task` resolves (see [`Task::wait`]).
@@ -489,20 +457,21 @@ pub(crate) fn block_on<T>(task: &mut Task<T>) -> Result<T, JoinError> {
     if let Some(output) = task.try_take() {
         return output;
     }
-    let worker = WorkerThread::current();
-    let parker = match worker {
-        Some(worker) => StdArc::clone(worker.parker()),
-        None => thread_parker(),
-    };
-    let waker = Waker::from(StdArc::clone(&parker));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = Pin::new(&mut *task).poll(&mut cx) {
-            return output;
+    WorkerThread::with_current(|worker| {
+        let parker = match worker {
+            Some(worker) => StdArc::clone(worker.parker()),
+            None => thread_parker(),
+        };
+        let waker = Waker::from(StdArc::clone(&parker));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(output) = Pin::new(&mut *task).poll(&mut cx) {
+                return output;
+            }
+            match worker {
+                Some(worker) => worker.wait_until(|| task.is_finished()),
+                None => spin_then_park(&parker, || task.is_finished()),
+            }
         }
-        match worker {
-            Some(worker) => worker.wait_until(|| task.is_finished()),
-            None => spin_then_park(&parker, || task.is_finished()),
-        }
-    }
+    })
 }

@@ -1,7 +1,7 @@
 //! `Builder::worker_priority`: the workers' nice value is the building
-//! thread's plus the increment (default +10), or their policy `SCHED_IDLE`;
-//! every worker's, and only theirs. Linux only: elsewhere the setting has no
-//! effect.
+//! thread's (the default, `Inherit`) or that plus an increment, or their
+//! policy `SCHED_IDLE`; every worker's, and only theirs. Linux only:
+//! elsewhere the setting has no effect.
 
 #![cfg(target_os = "linux")]
 
@@ -25,11 +25,18 @@ fn policy() -> i32 {
 }
 
 #[test]
-fn default_workers_are_ten_nice_levels_below_the_builder() {
+fn default_workers_inherit_the_builders_priority() {
     timed(|| {
         let caller = nice();
         let pool = Pool::builder().threads(3).build().unwrap();
-        assert_eq!(on_every_worker(&pool, nice), [(caller + 10).min(19); 3]);
+        assert_eq!(on_every_worker(&pool, nice), [caller; 3]);
+        assert_eq!(on_every_worker(&pool, policy), [policy(); 3]);
+        let ten = Pool::builder()
+            .threads(3)
+            .worker_priority(WorkerPriority::Nice(10))
+            .build()
+            .unwrap();
+        assert_eq!(on_every_worker(&ten, nice), [(caller + 10).min(19); 3]);
         assert_eq!(nice(), caller, "the building thread keeps its priority");
     });
 }

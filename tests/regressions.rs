@@ -92,3 +92,36 @@ fn panic_while_building_stops_the_workers_already_started() {
         }
     });
 }
+
+/// Issue 13: a worker back from a job took a batch of injected jobs into
+/// its own deque without counting as a spinner; a worker falling asleep
+/// while the batch was in no queue (between the injector and the taker's
+/// deque) missed it, and nobody woke it. J2 then waited behind J1 on the
+/// taker while the other worker slept: here J1 waits for J2 through a std
+/// channel, so the pair would hang until the timeout.
+///
+/// The race needs the second worker's last look to fall in a window of a
+/// few instructions, so no round is sure to hit it; the loom model
+/// `batch_landing_wakes_a_sleeper` (loom-tests/tests/sleep.rs) checks it
+/// exhaustively. Here a short job S keeps one worker busy at a varying
+/// moment while the other goes idle, round after round; with the fix, no
+/// round can time out.
+#[test]
+fn a_batch_taken_after_a_job_is_handed_to_a_sleeper() {
+    common::timed(|| {
+        let pool = Pool::builder().threads(2).build().unwrap();
+        for round in 0..500u32 {
+            let short = pool.spawn(move || common::spin_work(u64::from(round % 8) * 200));
+            let (tx, rx) = mpsc::channel::<()>();
+            let j1 = pool.spawn(move || rx.recv_timeout(Duration::from_secs(10)).is_ok());
+            let j2 = pool.spawn(move || tx.send(()).unwrap());
+            assert!(
+                j1.wait().unwrap(),
+                "round {round}: J2 stayed behind J1 while the other worker slept"
+            );
+            j2.wait().unwrap();
+            short.wait().unwrap();
+        }
+        pool.shutdown();
+    });
+}

@@ -9,6 +9,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use common::{is_terminating, pool, spin_until, timed, Counter, DropCounter, Gate};
 use offload::Pool;
@@ -478,5 +479,107 @@ fn shutdown_from_another_pools_worker_keeps_that_worker_serving() {
             .wait()
             .unwrap();
         assert_eq!(outcome, 6);
+    });
+}
+
+#[test]
+fn shutdown_timeout_reports_a_worker_still_busy_then_one_done() {
+    timed(|| {
+        let pool = pool(1, "timeout");
+        let gate = Gate::hold(&pool);
+        let queued = pool.spawn(|| 7);
+        // The gate holds the only worker: it cannot exit in time.
+        assert!(!pool.shutdown_timeout(Duration::ZERO));
+        assert!(!pool.shutdown_timeout(Duration::from_millis(20)));
+        assert!(is_terminating(&pool));
+        // The shutdown goes on: the queued job still runs once released.
+        gate.release();
+        assert!(pool.shutdown_timeout(Duration::MAX), "waits for ever");
+        assert_eq!(queued.wait().unwrap(), 7);
+        assert!(pool.shutdown_timeout(Duration::ZERO), "already exited");
+    });
+}
+
+#[test]
+fn shutdown_timeout_on_its_own_worker_only_starts_it() {
+    timed(|| {
+        let pool = pool(1, "timeout-own");
+        let p = pool.clone();
+        let on_worker = pool
+            .spawn(move || p.shutdown_timeout(Duration::from_secs(60)))
+            .wait()
+            .unwrap();
+        assert!(!on_worker, "a worker cannot wait for itself");
+        pool.shutdown();
+    });
+}
+
+#[test]
+fn shutdown_async_resolves_on_every_executor_without_parking_it() {
+    timed(|| {
+        // A current-thread tokio loop keeps serving while the pool drains:
+        // the ticker task makes progress while the shutdown is pending.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let pool = pool(1, "async-tokio");
+            let gate = Gate::hold(&pool);
+            let queued = pool.spawn(|| 5);
+            let shutdown = pool.shutdown_async();
+            let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    loop {
+                        ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            // Release the gate only once the loop has shown it runs.
+            while ticks.load(std::sync::atomic::Ordering::Relaxed) < 10 {
+                tokio::task::yield_now().await;
+            }
+            let open = gate.open();
+            shutdown.await;
+            ticker.abort();
+            assert_eq!(queued.await.unwrap(), 5);
+            assert!(open.await.is_ok());
+        });
+        // smol and a futures executor; shutdown_now cancels what is queued.
+        smol::block_on(async {
+            let pool = pool(2, "async-smol");
+            pool.spawn(|| 1).await.unwrap();
+            pool.shutdown_async().await;
+            pool.shutdown_async().await; // again: already exited
+        });
+        futures::executor::block_on(async {
+            let pool = pool(1, "async-futures");
+            let gate = Gate::hold(&pool);
+            let queued = pool.spawn(|| 1);
+            let shutdown = pool.shutdown_now_async();
+            let open = gate.open();
+            shutdown.await;
+            assert!(queued.await.unwrap_err().is_cancelled());
+            assert!(open.await.is_ok());
+        });
+    });
+}
+
+#[test]
+fn dropping_a_shutdown_future_does_not_stop_the_shutdown() {
+    timed(|| {
+        let pool = pool(1, "async-drop");
+        let queued = {
+            let gate = Gate::hold(&pool);
+            let queued = pool.spawn(|| 3);
+            drop(pool.shutdown_async());
+            assert!(is_terminating(&pool));
+            gate.release();
+            queued
+        };
+        assert_eq!(queued.wait().unwrap(), 3);
+        pool.shutdown();
     });
 }

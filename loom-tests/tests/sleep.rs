@@ -1,20 +1,24 @@
-//! Models of the sleep / wake-up protocol of idle workers (src/sleep.rs),
-//! driven through `offload::loom_api::Sleep`.
+//! Models of the worker loop and the sleep / wake-up protocol of idle
+//! workers (src/idle.rs, src/sleep.rs), driven through
+//! `offload::loom_api::{run_worker, run_worker_until}`: the very loop every
+//! pool worker runs, with its spin token and the library's `Sleep`.
 //!
-//! The "queue" here is a loom atomic counter of pending jobs, not the
-//! library's queue: the loom stand-in for crossbeam-deque is a `Mutex`,
-//! whose lock/unlock would order a push before a later re-check on its own
-//! and hide a missing fence. An atomic (Release push, Acquire re-check)
-//! leaves the store-buffering race that the SeqCst fences must close, as
-//! with crossbeam's lock-free deques.
+//! Only the queues are the model's own (`Queues` below): the numbers of
+//! pending jobs on the injector and on each worker's deque, packed in one
+//! loom atomic word, not the library's queues. The injector is checked on
+//! its own in `injector.rs`, and crossbeam's deques cannot be seen by loom;
+//! a word read with plain Acquire loads leaves the store-buffering race that
+//! the SeqCst fences must close, as crossbeam's lock-free deques do. A take
+//! from the injector moves a batch of up to two jobs: they leave the
+//! injector's count in one step and the rest lands in the taker's own count
+//! in a second one, so the window in which a batch is in no queue (issue 13)
+//! exists here as in the library. A lost wake-up leaves a worker (and the
+//! thread that waits for it) parked for ever, which loom reports as a
+//! deadlock.
 //!
-//! Each worker runs the worker loop's logic (src/worker.rs `main_loop`,
-//! `idle_step`, `end_idle`): read the stop flag, look for work, exit if
-//! stopping and there is none; else go idle: first as a spinner
-//! (`start_spinning`) for one more look, then
-//! `sleep(i, || has_work() || stopping())`, from which it returns a spinner;
-//! a spinner that finds work, or stops waiting, calls `stop_spinning`. A lost wake-up leaves a worker (and the thread that waits
-//! for it) parked for ever, which loom reports as a deadlock.
+//! Bookkeeping that no protocol reads across threads (which job is job 0,
+//! how many jobs each worker ran) uses std atomics, which loom does not
+//! schedule around: they would only multiply the executions.
 
 #![cfg(loom)]
 
@@ -24,34 +28,39 @@ use common::{model, model_bounded};
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use offload::loom_api::{Parker, Sleep};
+use offload::loom_api::{run_worker, run_worker_until, Parker, Queues, Sleep, Spinning};
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 
-/// Spin rounds before sleeping: the library has 16; none is enough here,
-/// since a worker returns from `sleep` a spinner and looks for work then, so
-/// every path (spin, sleep, find work while spinning, stop spinning) is
-/// still taken, in far fewer executions.
-const SPIN_ROUNDS: usize = 0;
+/// Most jobs one take from the injector moves (the library's batch under
+/// loom is two as well).
+const BATCH: usize = 2;
 
-/// A worker's idleness, as src/worker.rs `IdleState`.
-#[derive(Default)]
-struct Idle {
-    rounds: usize,
-    spinning: bool,
+/// The fields of the queue word: the injector's count, then each worker's.
+const INJECTOR: u32 = 0;
+const FIELD_BITS: u32 = 8;
+const FIELD: usize = (1 << FIELD_BITS) - 1;
+
+/// The shift of worker `worker`'s field.
+fn own(worker: usize) -> u32 {
+    FIELD_BITS * (worker as u32 + 1)
 }
 
 struct Pool {
     sleep: Sleep,
-    /// Pending jobs (the queue).
-    queued: AtomicUsize,
+    /// Pending jobs: the injector's and each worker deque's counts, one
+    /// field each (see the module docs).
+    queues: AtomicUsize,
     /// Jobs run so far.
     ran: AtomicUsize,
+    /// Jobs run by each worker (bookkeeping, see the module docs).
+    ran_by: [StdAtomicUsize; 2],
     stop: AtomicBool,
     /// What a waiting worker waits for (a join latch, say).
     latch: AtomicBool,
     /// Unparked after each job run (the submitter waits on it).
     done: Parker,
-    /// Jobs started so far: the id of the next job taken.
-    started: AtomicUsize,
+    /// Jobs started so far: the id of the next job taken (bookkeeping).
+    started: StdAtomicUsize,
     /// Whether job 0 blocks until job 1 ran (see
     /// `spinner_that_finds_work_wakes_a_sleeper`).
     job0_waits_for_job1: bool,
@@ -60,15 +69,66 @@ struct Pool {
 }
 
 impl Pool {
+    /// Takes up to `most` jobs from the field at `shift`; how many it took.
+    fn take(&self, shift: u32, most: usize) -> usize {
+        // Acquire: the jobs' contents were published with their push.
+        match self
+            .queues
+            .fetch_update(Ordering::Acquire, Ordering::Acquire, |word| {
+                let n = (word >> shift) & FIELD;
+                (n > 0).then(|| word - (n.min(most) << shift))
+            }) {
+            Ok(word) => ((word >> shift) & FIELD).min(most),
+            Err(_) => 0,
+        }
+    }
+}
+
+impl Queues for Pool {
+    type Job = ();
+
+    fn pop_own(&self, worker: usize) -> Option<()> {
+        (self.take(own(worker), 1) > 0).then_some(())
+    }
+
+    fn take_shared(&self, worker: usize, _spinning: &Spinning<'_>) -> Option<()> {
+        // A batch from the injector: it leaves the injector here...
+        let taken = self.take(INJECTOR, BATCH);
+        if taken > 1 {
+            // ...and its rest lands in this worker's deque only now.
+            // Release: publishes the jobs to thieves.
+            self.queues
+                .fetch_add((taken - 1) << own(worker), Ordering::Release);
+        }
+        if taken > 0 {
+            return Some(());
+        }
+        // A steal from the other worker's deque.
+        (self.take(own(1 - worker), 1) > 0).then_some(())
+    }
+
+    fn has_work(&self, _worker: usize) -> bool {
+        self.queues.load(Ordering::Acquire) != 0
+    }
+
+    fn execute(&self, worker: usize, _job: ()) {
+        self.run_job();
+        self.ran_by[worker].fetch_add(1, StdOrdering::Relaxed);
+    }
+}
+
+impl Pool {
     fn new(workers: usize) -> Arc<Self> {
+        assert!(workers <= 2, "the model's pool has at most two workers");
         Arc::new(Pool {
             sleep: Sleep::new(workers),
-            queued: AtomicUsize::new(0),
+            queues: AtomicUsize::new(0),
             ran: AtomicUsize::new(0),
+            ran_by: [StdAtomicUsize::new(0), StdAtomicUsize::new(0)],
             stop: AtomicBool::new(false),
             latch: AtomicBool::new(false),
             done: Parker::new(),
-            started: AtomicUsize::new(0),
+            started: StdAtomicUsize::new(0),
             job0_waits_for_job1: false,
             job0: Parker::new(),
         })
@@ -80,32 +140,21 @@ impl Pool {
         pool
     }
 
-    /// Pushes a job and wakes a sleeper, as `Registry::inject` does.
+    /// Pushes a job on the injector and wakes a sleeper, as
+    /// `Registry::inject` does.
     fn submit(&self) {
         // Release: the job's contents are published with the push.
-        self.queued.fetch_add(1, Ordering::Release);
+        self.queues.fetch_add(1 << INJECTOR, Ordering::Release);
         self.sleep.notify_one();
-    }
-
-    fn has_work(&self) -> bool {
-        self.queued.load(Ordering::Acquire) > 0
     }
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Pops a job if there is one.
-    fn take(&self) -> bool {
-        self.queued
-            .fetch_update(Ordering::Acquire, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
-    }
-
     /// Runs the job just taken.
     fn run_job(&self) {
-        // Relaxed: only numbers the jobs; the queue orders their contents.
-        let id = self.started.fetch_add(1, Ordering::Relaxed);
+        let id = self.started.fetch_add(1, StdOrdering::Relaxed);
         if id == 0 && self.job0_waits_for_job1 {
             while self.ran.load(Ordering::Acquire) < 1 {
                 self.job0.park();
@@ -118,80 +167,29 @@ impl Pool {
         }
     }
 
-    /// One step of idleness (src/worker.rs `idle_step`): a spin round, or
-    /// once the spin is over, a sleep (from which the worker returns a
-    /// spinner).
-    fn idle_step(&self, idle: &mut Idle, index: usize, wake: impl Fn() -> bool) {
-        if !idle.spinning {
-            idle.spinning = true;
-            self.sleep.start_spinning();
-        }
-        #[allow(clippy::absurd_extreme_comparisons)]
-        if idle.rounds < SPIN_ROUNDS {
-            idle.rounds += 1;
-        } else {
-            idle.rounds = 0;
-            self.sleep.sleep(index, || wake() || self.has_work());
-        }
-    }
-
-    /// Leaves idleness (src/worker.rs `end_idle`).
-    fn end_idle(&self, idle: &mut Idle) {
-        idle.rounds = 0;
-        if idle.spinning {
-            idle.spinning = false;
-            self.sleep.stop_spinning(|| self.has_work());
-        }
-    }
-
-    /// The worker loop (src/worker.rs `main_loop`).
+    /// The worker loop (`main_loop`): worker `index` runs jobs until the
+    /// pool shuts down.
     fn work(&self, index: usize) {
-        let mut idle = Idle::default();
-        loop {
-            let stopping = self.stopping();
-            if self.take() {
-                self.end_idle(&mut idle);
-                self.run_job();
-            } else if stopping {
-                self.end_idle(&mut idle);
-                return;
-            } else {
-                self.idle_step(&mut idle, index, || self.stopping());
-            }
-        }
+        run_worker(&self.sleep, self, index, || self.stopping());
     }
 
-    /// A worker blocked on `latch` (src/worker.rs `wait_until`): it runs
-    /// jobs until the latch is set, spinning and sleeping when there are
-    /// none. Leaving, it ends its spin: if a notifier counted on it for a job
-    /// (woke it, or skipped a wake-up because it spun), `stop_spinning`
-    /// hands that job on.
+    /// A worker blocked on `latch` (`wait_until`): it runs jobs until the
+    /// latch is set, spinning and sleeping when there are none. Leaving, it
+    /// ends its spin: if a notifier counted on it for a job (woke it, or
+    /// skipped a wake-up because it spun), the spin's end hands that job on.
     fn wait_until_latch(&self, index: usize) {
-        let done = || self.latch.load(Ordering::Acquire);
-        let mut idle = Idle::default();
-        while !done() {
-            if self.take() {
-                self.end_idle(&mut idle);
-                self.run_job();
-            } else {
-                self.idle_step(&mut idle, index, done);
-            }
-        }
-        self.end_idle(&mut idle);
+        run_worker_until(&self.sleep, self, index, || {
+            self.latch.load(Ordering::Acquire)
+        });
     }
 
     /// The worker loop, cut short: worker `index` spins and sleeps until it
-    /// takes one job, then leaves (with no shutdown to wake it, only a
+    /// has run one job, then leaves (with no shutdown to wake it, only a
     /// submission's wake-up gets it out of a sleep).
     fn take_one_job(&self, index: usize) {
-        let mut idle = Idle::default();
-        loop {
-            if self.take() {
-                self.end_idle(&mut idle);
-                return;
-            }
-            self.idle_step(&mut idle, index, || false);
-        }
+        run_worker_until(&self.sleep, self, index, || {
+            self.ran_by[index].load(StdOrdering::Relaxed) > 0
+        });
     }
 
     /// Waits until `n` jobs have run.
@@ -205,6 +203,10 @@ impl Pool {
     fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         self.sleep.notify_all();
+    }
+
+    fn queued(&self) -> usize {
+        self.queues.load(Ordering::Relaxed)
     }
 }
 
@@ -221,7 +223,7 @@ fn submit_races_sleep_one_worker() {
         };
         pool.submit();
         worker.join().unwrap();
-        assert_eq!(pool.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(pool.queued(), 0);
     });
 }
 
@@ -231,15 +233,12 @@ fn submit_races_sleep_one_worker() {
 /// out of its sleep; a lost one is a deadlock).
 #[test]
 fn two_submits_two_sleepers() {
-    model("two_submits_two_sleepers", || {
+    model_bounded("two_submits_two_sleepers", Some(2), || {
         let pool = Pool::new(2);
         let workers: Vec<_> = (0..2)
             .map(|i| {
                 let pool = pool.clone();
-                thread::spawn(move || {
-                    pool.take_one_job(i);
-                    pool.ran.fetch_add(1, Ordering::Relaxed);
-                })
+                thread::spawn(move || pool.take_one_job(i))
             })
             .collect();
         pool.submit();
@@ -273,11 +272,13 @@ fn two_jobs_on_two_workers(pool: Arc<Pool>) {
 
 /// 2(b') As 2(b) with the full worker loop (`two_jobs_on_two_workers`).
 ///
-/// Runs at preemption bound 2 (371k executions, ~80 s): set
-/// `OFFLOAD_LOOM_FULL=1` to run it at `LOOM_MAX_PREEMPTIONS`.
+/// Bound 1 (100k executions, 21 s): the real loop's extra looks (its own
+/// deque, then the shared queues, each a loom scheduling point) put bound 2
+/// past five minutes. 2b checks the same two-sleeper race at bound 2; set
+/// `OFFLOAD_LOOM_FULL=1` to run this one at `LOOM_MAX_PREEMPTIONS`.
 #[test]
 fn two_submits_two_sleepers_then_shutdown() {
-    model_bounded("two_submits_two_sleepers_then_shutdown", Some(2), || {
+    model_bounded("two_submits_two_sleepers_then_shutdown", Some(1), || {
         two_jobs_on_two_workers(Pool::new(2));
     });
 }
@@ -327,7 +328,7 @@ fn submit_then_shutdown_runs_job() {
 /// before shutting down, so a swallowed wake-up is a deadlock).
 #[test]
 fn waiting_worker_passes_wakeup_on() {
-    model("waiting_worker_passes_wakeup_on", || {
+    model_bounded("waiting_worker_passes_wakeup_on", Some(2), || {
         let pool = Pool::new(2);
         let waiting = {
             let pool = pool.clone();
@@ -356,7 +357,36 @@ fn waiting_worker_passes_wakeup_on() {
 /// and does not hand job 1 on, W1 sleeps for ever: a deadlock.
 #[test]
 fn spinner_that_finds_work_wakes_a_sleeper() {
-    model_bounded("spinner_that_finds_work_wakes_a_sleeper", Some(2), || {
+    model_bounded("spinner_that_finds_work_wakes_a_sleeper", Some(1), || {
         two_jobs_on_two_workers(Pool::with_blocking_job0(2));
+    });
+}
+
+/// 2(g) A batch taken by a worker that was not spinning (the gap of issue
+/// 13): both jobs are queued before the workers start, so worker 0's first
+/// look may take both from the injector in one batch, and worker 1 may look
+/// (and fall asleep) while the second job is in no queue. Job 0 blocks its
+/// worker until job 1 has run, so unless worker 0's spin, which ends after
+/// the batch landed in its deque, sees job 1 and wakes worker 1 for it, the
+/// pool deadlocks. Mutant `batch_taken_outside_spin` takes the batch
+/// without a spin, as the loop did before.
+#[test]
+fn batch_landing_wakes_a_sleeper() {
+    model_bounded("batch_landing_wakes_a_sleeper", Some(2), || {
+        let pool = Pool::with_blocking_job0(2);
+        pool.submit();
+        pool.submit();
+        let workers: Vec<_> = (0..2)
+            .map(|i| {
+                let pool = pool.clone();
+                thread::spawn(move || pool.work(i))
+            })
+            .collect();
+        pool.wait_ran(2);
+        pool.shutdown();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(pool.ran.load(Ordering::Relaxed), 2);
     });
 }

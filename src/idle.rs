@@ -1,0 +1,190 @@
+//! The worker loop: find work, run it, spin a little, sleep.
+//!
+//! This is the loop every worker runs, written once over the [`Queues`] it
+//! looks in: [`WorkerThread`](crate::worker::WorkerThread) implements them
+//! with its crossbeam deque and the pool's injector, and the loom models in
+//! `loom-tests/` implement them with queues whose emptiness checks are as
+//! weak as crossbeam's, so the models run this very loop, spin token and
+//! sleep protocol, not a copy.
+//!
+//! # Looking for work
+//!
+//! 1. Pop the worker's own deque. No token needed: the job goes from a
+//!    queue every other worker can see straight to being run.
+//! 2. Otherwise start a spin ([`Sleep::start_spinning`]) and, holding it,
+//!    take from the shared queues ([`Queues::take_shared`]: the injector,
+//!    then the other workers' deques). A take may move a batch that nobody
+//!    else can see until it lands in this worker's deque; the spin's closing
+//!    [`Spinning::stop`] looks again after its fence and wakes a sleeper for
+//!    what it landed (see [`crate::sleep`]). That is why `take_shared`
+//!    requires a `&Spinning`: a worker back from a job that took a batch
+//!    without spinning would owe nobody a re-check, and a worker falling
+//!    asleep in that window would sleep while the batch waits behind one
+//!    job.
+//! 3. With nothing found, spin for [`SPIN_ROUNDS`] rounds with growing
+//!    pauses (a few tens of microseconds in all), then sleep until woken;
+//!    [`Spinning::sleep`] returns a spinner, which looks again.
+//!
+//! A worker that waits for something (a `join` half, an `install` on
+//! another pool, a Task it `wait`s on) runs the same loop until its
+//! condition holds ([`run_until`]), so waiting never idles a worker while
+//! there is work it could run.
+
+use crate::sleep::{Sleep, Spinning};
+use crate::sync;
+
+/// Idle rounds before sleeping (see [`pause`]): about 10–20 µs on an idle
+/// machine. Under loom spinning only multiplies interleavings, and a worker
+/// returns from `sleep` a spinner that looks again anyway.
+pub(crate) const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 16 };
+
+/// Rounds that pause with spin hints; later rounds yield the CPU instead.
+const SPIN_HINT_ROUNDS: u32 = 7;
+
+/// Where a worker looks for work, and how it runs what it finds.
+pub(crate) trait Queues {
+    /// What the queues hold.
+    type Job;
+    /// The pool's sleep state.
+    fn sleep(&self) -> &Sleep;
+    /// This worker's index in the sleep state.
+    fn index(&self) -> usize;
+    /// Pops this worker's own deque.
+    fn pop_own(&self) -> Option<Self::Job>;
+    /// Takes a job from a queue shared with other workers, moving a batch
+    /// behind it to this worker's own deque. Only a spinner may (see the
+    /// module docs).
+    fn take_shared(&self, spinning: &Spinning<'_>) -> Option<Self::Job>;
+    /// Whether any queue this worker looks in holds a job (the re-check
+    /// after the sleep protocol's fences; it must include its own deque).
+    fn has_work(&self) -> bool;
+    /// Runs a job found by this loop.
+    fn execute(&self, job: Self::Job);
+    /// Called once per idle step, before the spin round or the sleep.
+    fn on_idle(&self) {}
+}
+
+/// A worker's idleness between two jobs.
+struct Idle<'a> {
+    /// Rounds spun so far.
+    rounds: u32,
+    /// The current spin, if the worker is a spinner.
+    spinning: Option<Spinning<'a>>,
+}
+
+impl<'a> Idle<'a> {
+    fn new() -> Self {
+        Idle {
+            rounds: 0,
+            spinning: None,
+        }
+    }
+
+    /// Looks for a job: its own deque first, then, as a spinner, the shared
+    /// queues.
+    fn find_work<Q: Queues>(&mut self, queues: &'a Q) -> Option<Q::Job> {
+        if let Some(job) = queues.pop_own() {
+            return Some(job);
+        }
+        #[cfg(offload_mutant = "batch_taken_outside_spin")]
+        if self.spinning.is_none() {
+            // Broken variant: a worker back from a job takes a batch while
+            // nobody counts it as a spinner, so no closing re-check hands
+            // the rest of the batch on (the gap that issue 13 found).
+            let unaccounted = Spinning::unaccounted(queues.sleep());
+            let job = queues.take_shared(&unaccounted);
+            std::mem::forget(unaccounted);
+            return job;
+        }
+        let spinning = self
+            .spinning
+            .get_or_insert_with(|| queues.sleep().start_spinning());
+        queues.take_shared(spinning)
+    }
+
+    /// One step of idleness: a round of spinning or, once the spin is over,
+    /// a sleep until woken (unless the queues or `wake()` show something
+    /// after the worker announced itself). Either way the worker is still a
+    /// spinner afterwards, until [`end`](Self::end).
+    fn step<Q: Queues>(&mut self, queues: &'a Q, wake: impl Fn() -> bool) {
+        let spinning = self
+            .spinning
+            .take()
+            .unwrap_or_else(|| queues.sleep().start_spinning());
+        queues.on_idle();
+        #[allow(clippy::absurd_extreme_comparisons)] // SPIN_ROUNDS is 0 under loom
+        let spinning = if self.rounds < SPIN_ROUNDS {
+            pause(self.rounds);
+            self.rounds += 1;
+            spinning
+        } else {
+            self.rounds = 0;
+            spinning.sleep(queues.index(), || wake() || queues.has_work())
+        };
+        self.spinning = Some(spinning);
+    }
+
+    /// Leaves idleness: found work, or the awaited condition holds. Ends
+    /// the spin, handing on any job still queued (see [`Spinning::stop`]).
+    #[inline]
+    fn end<Q: Queues>(&mut self, queues: &Q) {
+        self.rounds = 0;
+        if let Some(spinning) = self.spinning.take() {
+            spinning.stop(|| queues.has_work());
+        }
+    }
+}
+
+/// Runs jobs until `terminating()` holds and no job is left to find.
+pub(crate) fn run_until_terminated<Q: Queues>(queues: &Q, terminating: impl Fn() -> bool) {
+    let mut idle = Idle::new();
+    loop {
+        // Read the flag before looking for work, so that a job pushed
+        // before termination is found before we give up.
+        let stop = terminating();
+        match idle.find_work(queues) {
+            Some(job) => {
+                idle.end(queues);
+                queues.execute(job);
+            }
+            None if stop => {
+                idle.end(queues);
+                return;
+            }
+            None => idle.step(queues, &terminating),
+        }
+    }
+}
+
+/// Runs other jobs until `done()` holds, sleeping when there are none.
+/// Whoever makes `done()` true must then unpark this worker's parker.
+pub(crate) fn run_until<Q: Queues>(queues: &Q, done: impl Fn() -> bool) {
+    let mut idle = Idle::new();
+    while !done() {
+        match idle.find_work(queues) {
+            Some(job) => {
+                idle.end(queues);
+                queues.execute(job);
+            }
+            None => idle.step(queues, &done),
+        }
+    }
+    // A notifier may have counted on this worker (woken it, or skipped a
+    // wake-up because it spun) for a job it now leaves behind: ending the
+    // spin hands that job on.
+    idle.end(queues);
+}
+
+/// The pause of idle round `round`: `2^round` spin hints for the first
+/// [`SPIN_HINT_ROUNDS`] rounds (127 hints in all), then a `yield_now` per
+/// round, so that a spinning thread on an oversubscribed machine lets the
+/// thread it waits for run.
+pub(crate) fn pause(round: u32) {
+    if round < SPIN_HINT_ROUNDS {
+        for _ in 0..1u32 << round {
+            sync::spin_loop();
+        }
+    } else {
+        sync::thread::yield_now();
+    }
+}
