@@ -352,7 +352,7 @@ impl Row {
 
     fn label(self) -> &'static str {
         match self {
-            Row::Offload => "offload Task (nice +10)",
+            Row::Offload => "offload Task (default: Inherit)",
             Row::OffloadNice => "offload Task, priority Nice(10)",
             Row::OffloadIdle => "offload Task, priority Idle",
             Row::OffloadOneshot => "offload + oneshot",
