@@ -33,8 +33,8 @@
 use crate::sleep::{Sleep, Spinning};
 use crate::sync;
 
-/// Idle rounds before sleeping (see [`pause`]): about 10–20 µs on an idle
-/// machine. Under loom spinning only multiplies interleavings, and a worker
+/// Idle rounds before sleeping (see [`pause`]): a few tens of microseconds
+/// on an idle machine. Under loom spinning only multiplies interleavings, and a worker
 /// returns from `sleep` a spinner that looks again anyway.
 pub(crate) const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 16 };
 

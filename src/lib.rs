@@ -79,7 +79,9 @@ use worker::WorkerThread;
 /// and [`scope`], and as rayon's and tokio's `spawn` do; anywhere else it is
 /// the global pool, created with one worker per core on first use, or as
 /// [`Builder::build_global`] configured it. Use [`Pool::spawn`] for a
-/// particular pool.
+/// particular pool. On a worker of a pool that is shutting down (inside
+/// one of its last jobs, or an `on_thread_stop` hook), the Task is
+/// therefore cancelled at once, as any spawn after shutdown is.
 ///
 /// ```
 /// # pollster::block_on(async {

@@ -199,7 +199,9 @@ impl Pool {
     /// [`shutdown_async`](Pool::shutdown_async), to wait more). Called from
     /// one of this pool's own workers, it only starts the shutdown and
     /// returns `false`. The calling thread parks, even on a worker of
-    /// another pool.
+    /// another pool (which shares its private `join` halves first, but runs
+    /// no job while it waits); with a timeout too large for an `Instant`
+    /// it waits as [`shutdown`](Pool::shutdown) does.
     ///
     /// ```
     /// use std::time::Duration;
@@ -385,7 +387,7 @@ impl Builder {
     /// shrinks.
     ///
     /// - [`Inherit`](WorkerPriority::Inherit) (the default): the caller's
-    ///   priority. The pool never runs slower than the rest of the program.
+    ///   priority. The pool never runs below the thread that built it.
     /// - [`Nice(n)`](WorkerPriority::Nice) gives the workers a smaller share
     ///   of a contended core (about 1/9 at +10). On Linux's EEVDF scheduler
     ///   a waking thread may still wait for the running worker's slice to

@@ -56,8 +56,8 @@ pub enum WorkerPriority {
 }
 
 impl Default for WorkerPriority {
-    /// `Inherit`: a pool never runs slower than the rest of the program
-    /// unless asked to (see [`Builder::worker_priority`](crate::Builder::worker_priority)).
+    /// `Inherit`: a pool never runs below the priority of the thread that
+    /// built it unless asked to (see [`Builder::worker_priority`](crate::Builder::worker_priority)).
     fn default() -> Self {
         WorkerPriority::Inherit
     }

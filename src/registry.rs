@@ -30,6 +30,7 @@
 //! therefore still run; one that starts after shutdown returned is cancelled.)
 
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -40,6 +41,7 @@ use crate::sleep::{Sleep, Spinning};
 use crate::sync::{
     fence, lock, mutant, park_timeout, thread, AtomicBool, AtomicUsize, Mutex, Ordering, StdArc,
 };
+use crate::unwind::drop_quietly;
 use crate::worker::WorkerThread;
 use crossbeam_utils::CachePadded;
 
@@ -182,8 +184,14 @@ impl Registry {
 
     /// Blocks until every worker has exited or `deadline` passed; returns
     /// whether they all exited. Parks the calling thread, also on a worker
-    /// of another pool (which runs none of its jobs meanwhile).
+    /// of another pool, which runs none of its jobs meanwhile (it shares its
+    /// private join halves first, so that other workers can).
     pub(crate) fn wait_until_exited_or(&self, deadline: Instant) -> bool {
+        WorkerThread::with_current(|worker| {
+            if let Some(worker) = worker {
+                worker.share_all_private();
+            }
+        });
         let waker = Waker::from(StdArc::new(ThreadWaker(thread::current())));
         if self.exited_or_register(&waker) {
             return true;
@@ -194,6 +202,9 @@ impl Registry {
             }
             let now = Instant::now();
             if now >= deadline {
+                // Unregister, so that repeated timed waits do not pile up
+                // wakers until the pool exits.
+                lock(&self.exit).waiters.retain(|w| !w.will_wake(&waker));
                 return false;
             }
             park_timeout(deadline - now);
@@ -242,8 +253,12 @@ impl Registry {
             exit.done = true;
             std::mem::take(&mut exit.waiters)
         };
+        // A waker from an executor is user code: neither its `wake` nor its
+        // drop may unwind out of a worker.
         for waiter in waiters {
-            waiter.wake();
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| waiter.wake())) {
+                drop_quietly(payload);
+            }
         }
     }
 
@@ -262,10 +277,11 @@ impl Registry {
     /// The one routing of a new job: on the current worker's deque if it is
     /// one of ours, else on the injector; either way a sleeper is woken for
     /// it. Also during termination: the workers run what is queued before
-    /// they exit, and if every one has exited, `inject` cancels it. For a
-    /// job that must run whatever happens (a scope's: its scope waits for
-    /// it on one of our workers, which therefore has not exited), call this
-    /// directly.
+    /// they exit, and if every one has exited, `inject` executes it in
+    /// cancel mode, which resolves a Task's job as cancelled and runs any
+    /// other job in place. A scope's job, which must run whatever happens
+    /// (its scope waits for it), comes here directly, skipping `submit`'s
+    /// termination check.
     pub(crate) fn push(&self, job: JobRef) {
         WorkerThread::with_current(|current| match current {
             Some(worker) if worker.registry().is(self) => worker.push(job),

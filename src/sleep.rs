@@ -27,7 +27,9 @@
 //! compiler holds every spin to it.
 //!
 //! **Only a spinner takes work from a shared queue** (the injector, another
-//! worker's deque). Such a take can move a batch: the jobs leave the shared
+//! worker's deque) while other workers may sleep; the drains after every
+//! other worker has exited (the last worker's, a late submitter's) are the
+//! only exceptions, with nobody left to wake. Such a take can move a batch: the jobs leave the shared
 //! queue at once and land in the taker's own deque a moment later, and in
 //! between no other worker's re-check can see them. The taker's closing
 //! `stop` (fence, then a look that includes its own deque) sees them, and
@@ -250,7 +252,8 @@ impl Sleep {
 /// Whoever holds one is a spinner, and notifiers skip their wake-up while
 /// it spins; so every spin must end with a decrement, a `fence(SeqCst)` and
 /// a look at the queues. The type enforces it: the only ends of a spin are
-/// [`sleep`](Self::sleep) and [`stop`](Self::stop), and code that takes
+/// [`sleep`](Self::sleep) and [`stop`](Self::stop) (and, only if the loop
+/// unwinds, a drop that ends it as `stop` would), and code that takes
 /// work where a batch can be in flight (a worker's batch from the injector
 /// or another deque, invisible to every other worker until it lands in the
 /// taker's deque) must hold a `Spinning` to do so: the spin's closing

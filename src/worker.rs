@@ -235,7 +235,7 @@ impl WorkerThread {
     }
 
     /// Moves every private join half to the shared deque (before waiting).
-    fn share_all_private(&self) {
+    pub(crate) fn share_all_private(&self) {
         // SAFETY: as in `push_private`.
         let private = unsafe { &*self.private.get() };
         let first = self.shared.get();

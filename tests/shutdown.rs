@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
@@ -581,5 +582,33 @@ fn dropping_a_shutdown_future_does_not_stop_the_shutdown() {
         };
         assert_eq!(queued.wait().unwrap(), 3);
         pool.shutdown();
+    });
+}
+
+/// A waker whose `wake` panics (user code from an executor).
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("{}: a Shutdown waker", common::EXPECTED);
+    }
+}
+
+#[test]
+fn a_panicking_shutdown_waker_does_not_take_the_worker_down() {
+    common::silence_expected_panics();
+    timed(|| {
+        let pool = pool(1, "async-panic");
+        let gate = Gate::hold(&pool);
+        let mut shutdown = pool.shutdown_async();
+        let waker = std::task::Waker::from(Arc::new(PanickingWaker));
+        let mut cx = std::task::Context::from_waker(&waker);
+        // Registered while the gate holds the only worker.
+        assert!(std::pin::Pin::new(&mut shutdown).poll(&mut cx).is_pending());
+        gate.release();
+        // The last worker wakes the panicking waker as it exits; the panic
+        // is contained, so the exit completes and `shutdown` returns.
+        pool.shutdown();
+        assert!(std::pin::Pin::new(&mut shutdown).poll(&mut cx).is_ready());
     });
 }
