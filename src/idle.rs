@@ -34,8 +34,8 @@ use crate::sleep::{Sleep, Spinning};
 use crate::sync;
 
 /// Idle rounds before sleeping (see [`pause`]): a few tens of microseconds
-/// on an idle machine. Under loom spinning only multiplies interleavings, and a worker
-/// returns from `sleep` a spinner that looks again anyway.
+/// on an idle machine. Under loom spinning only multiplies interleavings,
+/// and a worker returns from `sleep` a spinner that looks again anyway.
 pub(crate) const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 16 };
 
 /// Rounds that pause with spin hints; later rounds yield the CPU instead.

@@ -57,7 +57,8 @@ pub enum WorkerPriority {
 
 impl Default for WorkerPriority {
     /// `Inherit`: a pool never runs below the priority of the thread that
-    /// built it unless asked to (see [`Builder::worker_priority`](crate::Builder::worker_priority)).
+    /// built it unless asked to (see
+    /// [`Builder::worker_priority`](crate::Builder::worker_priority)).
     fn default() -> Self {
         WorkerPriority::Inherit
     }

@@ -29,12 +29,13 @@
 //! **Only a spinner takes work from a shared queue** (the injector, another
 //! worker's deque) while other workers may sleep; the drains after every
 //! other worker has exited (the last worker's, a late submitter's) are the
-//! only exceptions, with nobody left to wake. Such a take can move a batch: the jobs leave the shared
-//! queue at once and land in the taker's own deque a moment later, and in
-//! between no other worker's re-check can see them. The taker's closing
-//! `stop` (fence, then a look that includes its own deque) sees them, and
-//! wakes a sleeper for them. A worker that is not spinning only pops its
-//! own deque, which hides nothing from anyone.
+//! only exceptions, with nobody left to wake. Such a take can move a
+//! batch: the jobs leave the shared queue at once and land in the taker's
+//! own deque a moment later, and in between no other worker's re-check
+//! can see them. The taker's closing `stop` (fence, then a look that
+//! includes its own deque) sees them, and wakes a sleeper for them. A
+//! worker that is not spinning only pops its own deque, which hides nothing
+//! from anyone.
 //!
 //! # Protocol
 //!

@@ -108,6 +108,8 @@ impl Queues for Pool {
     }
 
     fn has_work(&self, _worker: usize) -> bool {
+        // Acquire: as a take; the sleep protocol's fences, not this load,
+        // decide whether a push before them is seen.
         self.queues.load(Ordering::Acquire) != 0
     }
 
@@ -167,8 +169,8 @@ impl Pool {
         }
     }
 
-    /// The worker loop (`main_loop`): worker `index` runs jobs until the
-    /// pool shuts down.
+    /// The worker loop (`run_until_terminated`): worker `index` runs jobs
+    /// until the pool shuts down.
     fn work(&self, index: usize) {
         run_worker(&self.sleep, self, index, || self.stopping());
     }
@@ -206,6 +208,7 @@ impl Pool {
     }
 
     fn queued(&self) -> usize {
+        // Relaxed: read after joining every worker, which orders it.
         self.queues.load(Ordering::Relaxed)
     }
 }
