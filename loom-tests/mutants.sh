@@ -36,6 +36,13 @@ exit_no_drain           pool     pool_spawn_races_exit
 injector_link_relaxed   injector injector_pushes_race_a_worker
 injector_unlock_relaxed injector injector_consumers_take_turns
 injector_stub_swapped   injector injector_empty_check_sees_every_push
+slots_release_skips_line flow    slot_release_wakes_a_reserve_waiter
+slots_waiting_stored    flow     slot_release_wakes_a_reserve_waiter
+slot_leaked             flow     try_acquire_races_start_and_cancel
+cancel_takes_running    flow     cancel_races_job_start
+job_scope_not_entered   flow     cancel_races_job_start
+parker_timeout_stores   flow     timed_park_races_unpark
+stepped_out_keeps_grant flow     a_waiter_steps_out_while_its_worker_runs_a_job
 "
 
 selected=("$@")

@@ -30,6 +30,8 @@
 //! condition holds ([`run_until`]), so waiting never idles a worker while
 //! there is work it could run.
 
+use std::time::Instant;
+
 use crate::sleep::{Sleep, Spinning};
 use crate::sync;
 
@@ -106,7 +108,12 @@ impl<'a> Idle<'a> {
     /// a sleep until woken (unless the queues or `wake()` show something
     /// after the worker announced itself). Either way the worker is still a
     /// spinner afterwards, until [`end`](Self::end).
-    fn step<Q: Queues>(&mut self, queues: &'a Q, wake: impl Fn() -> bool) {
+    fn step<Q: Queues>(
+        &mut self,
+        queues: &'a Q,
+        wake: impl Fn() -> bool,
+        deadline: Option<Instant>,
+    ) {
         let spinning = self
             .spinning
             .take()
@@ -119,7 +126,7 @@ impl<'a> Idle<'a> {
             spinning
         } else {
             self.rounds = 0;
-            spinning.sleep(queues.index(), || wake() || queues.has_work())
+            spinning.sleep(queues.index(), || wake() || queues.has_work(), deadline)
         };
         self.spinning = Some(spinning);
     }
@@ -151,7 +158,7 @@ pub(crate) fn run_until_terminated<Q: Queues>(queues: &Q, terminating: impl Fn()
                 idle.end(queues);
                 return;
             }
-            None => idle.step(queues, &terminating),
+            None => idle.step(queues, &terminating, None),
         }
     }
 }
@@ -159,20 +166,35 @@ pub(crate) fn run_until_terminated<Q: Queues>(queues: &Q, terminating: impl Fn()
 /// Runs other jobs until `done()` holds, sleeping when there are none.
 /// Whoever makes `done()` true must then unpark this worker's parker.
 pub(crate) fn run_until<Q: Queues>(queues: &Q, done: impl Fn() -> bool) {
+    run_until_deadline(queues, done, None);
+}
+
+/// [`run_until`], giving up once `deadline` has passed (checked between
+/// jobs: a long job it runs meanwhile delays the return). Returns whether
+/// `done()` held.
+pub(crate) fn run_until_deadline<Q: Queues>(
+    queues: &Q,
+    done: impl Fn() -> bool,
+    deadline: Option<Instant>,
+) -> bool {
+    let past = || deadline.is_some_and(|deadline| Instant::now() >= deadline);
     let mut idle = Idle::new();
-    while !done() {
+    let mut finished = done();
+    while !finished && !past() {
         match idle.find_work(queues) {
             Some(job) => {
                 idle.end(queues);
                 queues.execute(job);
             }
-            None => idle.step(queues, &done),
+            None => idle.step(queues, &done, deadline),
         }
+        finished = done();
     }
     // A notifier may have counted on this worker (woken it, or skipped a
     // wake-up because it spun) for a job it now leaves behind: ending the
     // spin hands that job on.
     idle.end(queues);
+    finished
 }
 
 /// The pause of idle round `round`: `2^round` spin hints for the first

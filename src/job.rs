@@ -14,12 +14,16 @@
 //! - a [`HeapJob`]: a job spawned inside a `scope`.
 //!
 //! Only the first honours [`Mode::Cancel`]: the other two are parts of a
-//! computation that a caller is blocked on, so they always run.
+//! computation that a caller is blocked on, so they always run. They carry
+//! the cancellation scope of the thread that made them and run in it, so
+//! that [`is_cancelled`](crate::is_cancelled) inside them answers for the
+//! job that waits for them (see [`crate::flow::cancel`]).
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
+use crate::flow::cancel::{self, CancelScope};
 use crate::latch::Latch;
 use crate::sync::{AtomicPtr, UnsafeCell};
 use crate::unwind;
@@ -132,6 +136,8 @@ pub(crate) struct StackJob<F, R> {
     func: UnsafeCell<Option<F>>,
     result: UnsafeCell<JobResult<R>>,
     pub(crate) latch: Latch,
+    /// The maker's cancellation scope, entered wherever the job runs.
+    cancel: CancelScope,
 }
 
 impl<F, R> StackJob<F, R>
@@ -145,6 +151,7 @@ where
             func: UnsafeCell::new(Some(func)),
             result: UnsafeCell::new(JobResult::None),
             latch,
+            cancel: cancel::current(),
         }
     }
 
@@ -193,7 +200,11 @@ where
         // SAFETY: we hold the JobRef, so we alone access `func` and `result`
         // until we set the latch.
         let func = this.func.with_mut(|func| unsafe { (*func).take() });
+        // SAFETY: the maker waits for this job's latch, so the scope it
+        // captured is still valid; the guard ends before the latch is set.
+        let scope = unsafe { cancel::enter_captured(this.cancel) };
         let result = JobResult::call(func.expect("stack job executed twice"));
+        drop(scope);
         // SAFETY: as above; the latch is not set yet.
         this.result.with_mut(|slot| unsafe { *slot = result });
         // SAFETY: the latch is live now; after this call the owner may free
@@ -207,6 +218,8 @@ where
 pub(crate) struct HeapJob<F> {
     header: JobHeader,
     func: F,
+    /// The spawner's cancellation scope, entered wherever the job runs.
+    cancel: CancelScope,
 }
 
 impl<F> HeapJob<F>
@@ -222,6 +235,7 @@ where
         let boxed = Box::new(HeapJob {
             header: JobHeader::new(Self::execute),
             func,
+            cancel: cancel::current(),
         });
         let header = NonNull::from(Box::leak(boxed)).cast();
         // SAFETY: `Self` is repr(C) with the header first; `execute`
@@ -234,6 +248,12 @@ where
     unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode) {
         // SAFETY: caller's contract: we own the box leaked by into_job_ref.
         let job = unsafe { Box::from_raw(this.cast::<Self>().as_ptr()) };
+        // SAFETY: the `scope` call that spawned this job waits for it, and
+        // the job whose scope was captured waits for that call. The job
+        // signals its scope as the last step of `func`; the pointers stay
+        // in the guard a moment longer, but nothing reads them: the guard's
+        // drop only puts the previous scope back.
+        let _scope = unsafe { cancel::enter_captured(job.cancel) };
         // The scope's wrapper around `func` catches panics; guard anyway so a
         // worker never unwinds out of a job.
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(job.func)) {

@@ -23,7 +23,15 @@
 //! ```
 //!
 //! - [`Pool::spawn`] / [`spawn`]: queue a job, get a [`Task`] (cancel it by
-//!   dropping it, [`detach`](Task::detach) it, [`wait`](Task::wait) on it).
+//!   dropping it or with [`cancel`](Task::cancel), [`detach`](Task::detach)
+//!   it, [`wait`](Task::wait) on it, with a
+//!   [timeout](Task::wait_timeout) if need be). A running job sees its
+//!   cancellation through [`is_cancelled`].
+//! - Backpressure: [`Builder::max_queued`] bounds the queue;
+//!   [`Pool::try_spawn`] refuses a job when it is full ([`TrySpawnError`]),
+//!   [`Pool::reserve`] waits for room (a [`Permit`]). For Python's
+//!   `Executor.map(..., buffersize=n)`, see [`Pool::spawn`]'s example with
+//!   `futures::StreamExt::buffered`.
 //! - [`join`], [`scope`], [`Pool::install`]: fork-join inside the pool,
 //!   borrowing from the caller's stack.
 //! - [`Pool::shutdown`], [`Pool::shutdown_now`]: graceful or cancelling
@@ -41,6 +49,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod error;
+mod flow;
 mod idle;
 mod injector;
 mod job;
@@ -63,6 +72,8 @@ mod worker;
 pub mod loom_api;
 
 pub use error::JoinError;
+pub use flow::cancel::is_cancelled;
+pub use flow::{Permit, Reserve, ShutdownError, TrySpawnError};
 pub use pool::{Builder, Pool, Shutdown};
 pub use priority::WorkerPriority;
 pub use scope::Scope;

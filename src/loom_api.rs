@@ -8,6 +8,7 @@
 //! functions every worker runs), over queues that the model provides
 //! ([`Queues`]).
 
+use std::future::Future as _;
 use std::sync::Arc as StdArc;
 
 use crate::job::{JobRef, Mode};
@@ -36,7 +37,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = crate::task::new_task(func);
+    let (job, task) = crate::task::new_task(func, None);
     (Job(job), task)
 }
 
@@ -91,6 +92,93 @@ impl Parker {
     pub fn unpark(&self) {
         self.0.unpark();
     }
+    /// A timed park whose deadline has already passed: it consumes a token
+    /// that is there, or gives up. Returns whether it consumed one.
+    pub fn park_timed_out(&self) -> bool {
+        self.0.park_deadline(std::time::Instant::now())
+    }
+}
+
+/// The queue slots of a bounded pool.
+#[derive(Debug, Clone)]
+pub struct Slots(crate::sync::Arc<crate::flow::slots::Slots>);
+
+/// One slot, held; dropping it gives it back.
+#[derive(Debug)]
+pub struct Slot(crate::flow::slots::Slot);
+
+impl Slots {
+    /// `max` free slots.
+    pub fn new(max: usize) -> Self {
+        Self(crate::sync::Arc::new(crate::flow::slots::Slots::new(max)))
+    }
+    /// A free slot, if there is one and nobody waits (`try_spawn`).
+    pub fn try_acquire(&self) -> Option<Slot> {
+        crate::flow::slots::Slot::try_acquire(&self.0).map(Slot)
+    }
+    /// A slot, past the bound if need be (plain `spawn`).
+    pub fn forced(&self) -> Slot {
+        Slot(crate::flow::slots::Slot::forced(&self.0))
+    }
+    /// Slots held now.
+    pub fn held(&self) -> usize {
+        self.0.held()
+    }
+    /// Waits for a slot in the FIFO line (`reserve`); `Err` once closed.
+    pub fn acquire(&self) -> impl std::future::Future<Output = Result<Slot, ()>> + Unpin {
+        let mut acquire = crate::flow::slots::Acquire::new(self.0.clone());
+        std::future::poll_fn(move |cx| {
+            std::pin::Pin::new(&mut acquire)
+                .poll(cx)
+                .map(|result| result.map(Slot).map_err(drop))
+        })
+    }
+    /// A waiting `Reserve`'s slot future, with the steps a blocking wait
+    /// on a worker takes around each job it runs.
+    pub fn acquire_stepping(&self) -> Acquire {
+        Acquire(crate::flow::slots::Acquire::new(self.0.clone()))
+    }
+    /// Shuts the line (pool shutdown).
+    pub fn close(&self) {
+        self.0.close();
+    }
+}
+
+/// A waiter for a slot (`Pool::reserve`'s inner future).
+#[derive(Debug)]
+pub struct Acquire(crate::flow::slots::Acquire);
+
+impl Acquire {
+    /// Leaves the line, keeping its place (the worker runs another job).
+    pub fn step_out(&self) {
+        self.0.step_out();
+    }
+    /// Comes back to its place.
+    pub fn step_in(&self) {
+        self.0.step_in();
+    }
+}
+
+impl std::future::Future for Acquire {
+    type Output = Result<Slot, ()>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|result| result.map(Slot).map_err(drop))
+    }
+}
+
+/// A handoff cell whose job holds `slot` until it starts or is cancelled.
+pub fn task_with_slot<F, T>(func: F, slot: Slot) -> (Job, Task<T>)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (job, task) = crate::task::new_task(func, Some(slot.0));
+    (Job(job), task)
 }
 
 /// The sleep protocol of idle workers.

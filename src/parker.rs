@@ -120,6 +120,59 @@ impl Parker {
         }
     }
 
+    /// [`park`](Self::park), giving up at `deadline`: returns whether it
+    /// consumed a token. On giving up the owner takes `PARKED` back out
+    /// with a swap, so a racing `unpark` either sees `PARKED` gone and only
+    /// leaves its token for the next `park`, or came first and its token is
+    /// consumed here.
+    pub(crate) fn park_deadline(&self, deadline: std::time::Instant) -> bool {
+        // Acquire: as in `park`.
+        if self
+            .state
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return true;
+        }
+        self.record_owner();
+        // Release: as in `park`.
+        match self
+            .state
+            .compare_exchange(EMPTY, PARKED, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => {}
+            Err(NOTIFIED) => {
+                // Acquire: as in `park`.
+                self.state.swap(EMPTY, Ordering::Acquire);
+                return true;
+            }
+            Err(_) => unreachable!("two threads parked on one parker"),
+        }
+        loop {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                // Acquire: if a token came, what its unparker wrote is ours.
+                let taken = if mutant!("parker_timeout_stores") {
+                    self.state.store(EMPTY, Ordering::Relaxed);
+                    PARKED
+                } else {
+                    self.state.swap(EMPTY, Ordering::Acquire)
+                };
+                return taken == NOTIFIED;
+            }
+            crate::sync::park_timeout(deadline - now);
+            // Acquire: as above. A failure is a spurious wake-up or the
+            // timeout, which the next turn tells apart.
+            if self
+                .state
+                .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+
     /// Records the calling thread as the owner, on its first `park`.
     fn record_owner(&self) {
         let recorded = self.owner.with(|owner| {

@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::flow::slots::Slot;
+use crate::flow::{Reserve, TrySpawnError};
 use crate::join::join_on_worker;
 use crate::priority::{self, WorkerPriority};
 use crate::queue::Worker;
@@ -82,11 +84,48 @@ impl Pool {
         self.registry.num_threads()
     }
 
+    /// The bound on jobs waiting to start set by
+    /// [`Builder::max_queued`], or `None` for an unbounded pool.
+    #[must_use]
+    pub fn max_queued(&self) -> Option<usize> {
+        self.registry.slots().map(|slots| slots.max())
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// Queues `job` at once and returns its [`Task`].
     ///
     /// From outside the pool the job goes to a shared FIFO queue; from one of
     /// this pool's workers, to that worker's own deque. Spawning never waits
     /// for a lock that is held while jobs run.
+    ///
+    /// `spawn` never refuses a job and never waits, even on a bounded pool
+    /// whose queue is full ([`Builder::max_queued`]): the job is queued and
+    /// counted, and [`try_spawn`](Pool::try_spawn) and
+    /// [`reserve`](Pool::reserve) admit nothing until the queue is back
+    /// under its bound. Use those two where the submitter must feel the
+    /// pressure.
+    ///
+    /// Python's `Executor.map(f, items, buffersize=n)` is
+    /// [`buffered`](https://docs.rs/futures/latest/futures/stream/trait.StreamExt.html#method.buffered)
+    /// over Tasks: at most `n` jobs in flight, results in order
+    /// (`buffer_unordered` yields them as they finish, as `as_completed`):
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::new();
+    /// let squares: Vec<u64> = futures::stream::iter(0..100u64)
+    ///     .map(|i| pool.spawn(move || i * i))
+    ///     .buffered(8) // spawns lazily: 8 Tasks in flight at most
+    ///     .map(|result| result.expect("no job panics"))
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(squares[99], 9801);
+    /// # });
+    /// ```
     ///
     /// ```
     /// let pool = offload::Pool::new();
@@ -100,6 +139,89 @@ impl Pool {
         T: Send + 'static,
     {
         spawn_on(&self.registry, job)
+    }
+
+    /// Queues `job` if the pool's queue has room, or gives it back at once.
+    ///
+    /// On a bounded pool ([`Builder::max_queued`]) the job is refused when
+    /// `max_queued` jobs are waiting to start, or when [`reserve`](Pool::reserve)
+    /// waiters are in line for the next free slot (they came first). An
+    /// unbounded pool refuses only after shutdown. A refusal never blocks
+    /// and allocates nothing: the error hands the closure back
+    /// ([`TrySpawnError::into_inner`]), to run elsewhere, retry, or answer
+    /// "busy" (an HTTP 503).
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).max_queued(1).build().unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let running = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap(); // the worker is busy; the queue is empty
+    /// let queued = pool.try_spawn(|| 1).expect("one slot");
+    /// let refused = pool.try_spawn(|| 2).unwrap_err();
+    /// assert!(refused.is_full());
+    /// release.send(()).unwrap();
+    /// assert_eq!(queued.wait().unwrap(), 1);
+    /// # running.wait().unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`TrySpawnError`]: [`is_full`](TrySpawnError::is_full) or
+    /// [`is_shutdown`](TrySpawnError::is_shutdown), with the job inside.
+    pub fn try_spawn<F, T>(&self, job: F) -> Result<Task<T>, TrySpawnError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.registry.is_terminating() {
+            return Err(TrySpawnError::shutdown(job));
+        }
+        let slot = match self.registry.slots() {
+            None => None,
+            Some(slots) => match Slot::try_acquire(slots) {
+                Some(slot) => Some(slot),
+                None => return Err(TrySpawnError::full(job)),
+            },
+        };
+        Ok(spawn_with_slot(&self.registry, job, slot))
+    }
+
+    /// Waits for a free slot in the pool's queue and reserves it: a future
+    /// that any executor can await, holding no thread while it waits, which
+    /// resolves to a [`Permit`](crate::Permit) to spawn one job with.
+    /// Waiters are served first come, first served; a slot frees when a
+    /// queued job starts or is cancelled, or a permit is dropped unused.
+    /// On an unbounded pool it resolves at once.
+    ///
+    /// This is backpressure: a producer that awaits `reserve` before each
+    /// job (an accept loop, a reader of a big file) slows down to the pool's
+    /// pace instead of queueing without bound. Synchronous producers call
+    /// [`Reserve::wait`].
+    ///
+    /// ```
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::builder().threads(2).max_queued(4).build().unwrap();
+    /// let mut tasks = Vec::new();
+    /// for i in 0..32u64 {
+    ///     let permit = pool.reserve().await.expect("the pool runs");
+    ///     tasks.push(permit.spawn(move || i * 2));
+    /// }
+    /// let mut sum = 0;
+    /// for task in tasks {
+    ///     sum += task.await.unwrap();
+    /// }
+    /// assert_eq!(sum, 992);
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// The future resolves to [`ShutdownError`](crate::ShutdownError) once
+    /// the pool is shut down, also while it waits.
+    pub fn reserve(&self) -> Reserve {
+        Reserve::new(self.clone())
     }
 
     /// Runs `a` and `b`, potentially in parallel on this pool, and returns
@@ -295,6 +417,7 @@ impl fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("threads", &self.threads())
             .field("terminating", &self.registry.is_terminating())
+            .field("max_queued", &self.max_queued())
             .finish()
     }
 }
@@ -343,6 +466,7 @@ impl fmt::Debug for Shutdown {
 #[derive(Default)]
 pub struct Builder {
     threads: Option<usize>,
+    max_queued: Option<usize>,
     thread_name: Option<Box<dyn Fn(usize) -> String + Send + Sync>>,
     stack_size: Option<usize>,
     worker_priority: WorkerPriority,
@@ -355,6 +479,27 @@ impl Builder {
     /// an [`InvalidInput`](io::ErrorKind::InvalidInput) error at `build`.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// Bounds the jobs waiting to start (queued, not yet running) that
+    /// [`Pool::try_spawn`] and [`Pool::reserve`] admit (default: unbounded).
+    /// Zero is an [`InvalidInput`](io::ErrorKind::InvalidInput) error at
+    /// `build`.
+    ///
+    /// The bound is on waiting jobs, not on running ones: a pool of `t`
+    /// threads bounded at `n` holds at most `t` running jobs and `n` queued
+    /// ones admitted by those two. A job counts from its submission until
+    /// it starts or is cancelled; an unused [`Permit`](crate::Permit)
+    /// counts too. Plain [`Pool::spawn`] is never refused: its jobs are
+    /// queued past the bound and counted, so they delay the next admission.
+    ///
+    /// How to choose `n`: a job admitted behind `n` others waits about
+    /// `n / t` job durations before it starts, so `n = t × (the queue wait
+    /// you accept) / (a job's duration)`; for 2 ms jobs, 8 threads and a
+    /// 10 ms budget, 40.
+    pub fn max_queued(mut self, max: usize) -> Self {
+        self.max_queued = Some(max);
         self
     }
 
@@ -463,9 +608,20 @@ impl Builder {
                 "offload: a pool needs at least one thread",
             ));
         }
+        if self.max_queued == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offload: max_queued must be at least 1 (a pool must admit a job)",
+            ));
+        }
         let deques: Vec<Worker<_>> = (0..threads).map(|_| Worker::new_lifo()).collect();
         let stealers = deques.iter().map(Worker::stealer).collect();
-        let registry = Arc::new(Registry::new(stealers, self.on_start, self.on_stop));
+        let registry = Arc::new(Registry::new(
+            stealers,
+            self.on_start,
+            self.on_stop,
+            self.max_queued,
+        ));
 
         // An error, or a panic (`thread_name` is user code, and std panics
         // on a name with a NUL byte), stops the threads already started.
@@ -539,6 +695,7 @@ impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("threads", &self.threads)
+            .field("max_queued", &self.max_queued)
             .field("thread_name", &self.thread_name.as_ref().map(|_| ".."))
             .field("stack_size", &self.stack_size)
             .field("worker_priority", &self.worker_priority)
@@ -554,7 +711,17 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = new_task(job);
+    let slot = registry.slots().map(Slot::forced);
+    spawn_with_slot(registry, job, slot)
+}
+
+/// Queues `job` on `registry`, holding `slot` until it starts.
+pub(crate) fn spawn_with_slot<F, T>(registry: &Registry, job: F, slot: Option<Slot>) -> Task<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (job, task) = new_task(job, slot);
     registry.submit(job);
     task
 }

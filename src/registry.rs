@@ -34,12 +34,14 @@ use std::panic::{self, AssertUnwindSafe};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use crate::flow::slots::Slots;
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
 use crate::queue::Stealer;
 use crate::sleep::{Sleep, Spinning};
 use crate::sync::{
-    fence, lock, mutant, park_timeout, thread, AtomicBool, AtomicUsize, Mutex, Ordering, StdArc,
+    fence, lock, mutant, park_timeout, thread, Arc, AtomicBool, AtomicUsize, Mutex, Ordering,
+    StdArc,
 };
 use crate::unwind::drop_quietly;
 use crate::worker::WorkerThread;
@@ -84,6 +86,8 @@ pub(crate) struct Registry {
     share_requested: Box<[CachePadded<AtomicBool>]>,
     /// Live [`Pool`](crate::Pool) handles; the last one to go terminates.
     handles: AtomicUsize,
+    /// The queue slots of a bounded pool (`Builder::max_queued`).
+    slots: Option<Arc<Slots>>,
     pub(crate) on_start: Option<Hook>,
     pub(crate) on_stop: Option<Hook>,
 }
@@ -93,6 +97,7 @@ impl Registry {
         stealers: Box<[Stealer<JobRef>]>,
         on_start: Option<Hook>,
         on_stop: Option<Hook>,
+        max_queued: Option<usize>,
     ) -> Self {
         let num_threads = stealers.len();
         Self {
@@ -106,6 +111,7 @@ impl Registry {
                 .map(|_| CachePadded::new(AtomicBool::new(false)))
                 .collect(),
             handles: AtomicUsize::new(0),
+            slots: max_queued.map(|max| Arc::new(Slots::new(max))),
             on_start,
             on_stop,
         }
@@ -133,6 +139,20 @@ impl Registry {
         self.flags.load(Ordering::Acquire) & TERMINATING != 0
     }
 
+    /// Whether `shutdown_now` asked the running jobs to stop (see
+    /// [`crate::is_cancelled`]).
+    #[inline]
+    pub(crate) fn cancel_requested(&self) -> bool {
+        // Relaxed: a request, which publishes nothing; the job reads it again.
+        self.flags.load(Ordering::Relaxed) & CANCEL_QUEUED != 0
+    }
+
+    /// The queue slots, if the pool is bounded.
+    #[inline]
+    pub(crate) fn slots(&self) -> Option<&Arc<Slots>> {
+        self.slots.as_ref()
+    }
+
     /// The mode in which a worker executes the jobs it pops now.
     pub(crate) fn execution_mode(&self) -> Mode {
         // Relaxed: cancelling a job a little early or late is equally valid;
@@ -153,6 +173,10 @@ impl Registry {
         };
         // Release: see `is_terminating`.
         self.flags.fetch_or(bits, Ordering::Release);
+        // Waiters for a queue slot resolve: no slot will be worth having.
+        if let Some(slots) = &self.slots {
+            slots.close();
+        }
         // Wake every sleeper (its fence pairs with theirs): it will see the
         // flag and exit, or run what is left first.
         self.sleep.notify_all();
@@ -391,6 +415,7 @@ impl fmt::Debug for Registry {
             // Relaxed: a snapshot for display only.
             .field("live_workers", &self.live_workers.load(Ordering::Relaxed))
             .field("terminating", &self.is_terminating())
+            .field("slots", &self.slots)
             .finish_non_exhaustive()
     }
 }

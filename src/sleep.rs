@@ -108,6 +108,7 @@
 //! worker clears its own bit in step 4.
 
 use std::fmt;
+use std::time::Instant;
 
 use crate::parker::Parker;
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, StdArc};
@@ -223,8 +224,9 @@ impl Sleep {
         }
     }
 
-    /// Puts worker `index`, a spinner, to sleep (see [`Spinning::sleep`]).
-    fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool) {
+    /// Puts worker `index`, a spinner, to sleep (see [`Spinning::sleep`]),
+    /// until `deadline` at the latest.
+    fn sleep(&self, index: usize, has_work: impl FnOnce() -> bool, deadline: Option<Instant>) {
         let (word, bit) = self.slot(index);
         // Relaxed: ordered for notifiers by the fence below.
         self.num_spinning.fetch_sub(1, Ordering::Relaxed);
@@ -233,7 +235,16 @@ impl Sleep {
         // SeqCst fence: pairs with the notifiers' fence (module docs).
         fence(Ordering::SeqCst);
         if mutant!("sleep_no_recheck") || !has_work() {
-            self.parkers[index].park();
+            match deadline {
+                None => self.parkers[index].park(),
+                // A timed-out sleep is one more spurious wake-up: the worker
+                // unlists itself below and looks for work, as a woken one
+                // does, and a token that a notifier left meanwhile makes one
+                // later `park` return early.
+                Some(deadline) => {
+                    self.parkers[index].park_deadline(deadline);
+                }
+            }
         }
         // Unlists itself unless a notifier already did. Relaxed: a notifier
         // that still sees the bit wakes a worker that is awake, which costs
@@ -270,12 +281,19 @@ impl<'a> Spinning<'a> {
     /// after the worker announced itself (the protocol's steps 1–4).
     /// Returns when woken or when it declined to park, a spinner again
     /// either way: the caller looks for work next, and ends that spin with
-    /// another `sleep` or with [`stop`](Self::stop).
-    pub(crate) fn sleep(self, index: usize, has_work: impl FnOnce() -> bool) -> Spinning<'a> {
+    /// another `sleep` or with [`stop`](Self::stop). With a `deadline` (a
+    /// timed wait on a worker: `Task::wait_timeout`), it returns by then at
+    /// the latest, as if woken.
+    pub(crate) fn sleep(
+        self,
+        index: usize,
+        has_work: impl FnOnce() -> bool,
+        deadline: Option<Instant>,
+    ) -> Spinning<'a> {
         let sleep = self.sleep;
         // The decrement is `Sleep::sleep`'s first step, not this token's drop.
         std::mem::forget(self);
-        sleep.sleep(index, has_work);
+        sleep.sleep(index, has_work, deadline);
         sleep.start_spinning()
     }
 

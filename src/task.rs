@@ -14,7 +14,8 @@
 //! |-------------|-----------|------------------------------------------------------------|
 //! | `RUNNING`   | job side  | the job side claimed the closure (to run or to cancel it)  |
 //! | `COMPLETE`  | job side  | the output is in the stage                                 |
-//! | `CANCELLED` | task side | the Task was dropped: the closure must not run             |
+//! | `CANCELLED` | task side | the Task was cancelled or dropped: the closure must not    |
+//! |             |           | start, and a running job sees the request                  |
 //! | `TASK_GONE` | task side | the Task was dropped or detached: the job side owns output |
 //! | `WAKER`     | task side | the waker slot holds a waker the job side may read         |
 //! | `JOB_REF`   | creation  | the job side's reference (cleared when it is done)         |
@@ -22,11 +23,21 @@
 //!
 //! # Who may touch what
 //!
-//! - **Closure.** Exactly one side takes it, decided by the order of two
-//!   read-modify-writes on `state`: the job side's claim (a CAS that sets
-//!   `RUNNING` only while `CANCELLED` is clear) and the task side's cancel
-//!   (a `fetch_or` of `CANCELLED`, which takes the closure only if `RUNNING`
-//!   was clear). Both read a closure written before the cell was shared.
+//! - **Closure and slot.** Exactly one side takes the closure, decided by
+//!   the order of two read-modify-writes on `state`: the job side's claim
+//!   (a CAS that sets `RUNNING` only while `CANCELLED` is clear) and the
+//!   task side's cancel (a `fetch_or` of `CANCELLED`, which takes the
+//!   closure only if neither `RUNNING` nor `CANCELLED` was set). Both read
+//!   a closure written before the cell was shared. The queue slot of a
+//!   bounded pool (`slot`, in the header) goes with the closure: whoever
+//!   takes one takes the other and frees the slot, so a job holds its slot
+//!   until it starts or is cancelled, and never longer.
+//! - **Cancellation of a running job.** The `CANCELLED` bit stays set; the
+//!   running job reads it through [`crate::is_cancelled`] (a Relaxed load:
+//!   a request, which publishes nothing). A cancel that takes the closure
+//!   resolves the Task itself: it writes the cancelled output and sets
+//!   `COMPLETE`, and the job side, which then sees `CANCELLED` at its
+//!   claim, touches neither the stage nor the waker.
 //! - **Output.** The job side writes it, then sets `COMPLETE` (Release). From
 //!   then on it belongs to the task side, unless `TASK_GONE` was already set
 //!   in the value that RMW returned: then the job side takes it back and
@@ -54,6 +65,8 @@ use std::ptr::NonNull;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::JoinError;
+use crate::flow::cancel;
+use crate::flow::slots::Slot;
 use crate::job::{JobHeader, JobRef, Mode};
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
 use crate::unwind::drop_quietly;
@@ -74,6 +87,9 @@ struct Header {
     job: JobHeader,
     state: AtomicUsize,
     waker: UnsafeCell<Option<Waker>>,
+    /// The queue slot of a bounded pool, held until the job starts or is
+    /// cancelled; it goes with the closure (module docs).
+    slot: UnsafeCell<Option<Slot>>,
     vtable: &'static VTable,
 }
 
@@ -84,6 +100,8 @@ struct VTable {
     take_output: unsafe fn(NonNull<Header>, *mut ()),
     /// Drops what the stage holds (closure or output) in place.
     drop_stage: unsafe fn(NonNull<Header>),
+    /// Drops the closure and puts a cancelled output in its place.
+    cancel_stage: unsafe fn(NonNull<Header>),
     /// Frees the cell.
     dealloc: unsafe fn(NonNull<Header>),
 }
@@ -108,16 +126,19 @@ where
     const VTABLE: VTable = VTable {
         take_output: Self::take_output,
         drop_stage: Self::drop_stage,
+        cancel_stage: Self::cancel_stage,
         dealloc: Self::dealloc,
     };
 
-    /// Allocates a cell for `func`: the job to queue, and its Task.
-    fn allocate(func: F) -> (JobRef, Task<T>) {
+    /// Allocates a cell for `func`, holding `slot`: the job to queue, and
+    /// its Task.
+    fn allocate(func: F, slot: Option<Slot>) -> (JobRef, Task<T>) {
         let cell = Box::new(Cell {
             header: Header {
                 job: JobHeader::new(Self::execute),
                 state: AtomicUsize::new(JOB_REF | TASK_REF),
                 waker: UnsafeCell::new(None),
+                slot: UnsafeCell::new(slot),
                 vtable: &Self::VTABLE,
             },
             stage: UnsafeCell::new(Stage::<F, T>::Closure(func)),
@@ -178,8 +199,17 @@ where
         let Stage::Closure(func) = stage else {
             unreachable!("closure claimed twice")
         };
+        // The job leaves the queue: its slot is free for the next one.
+        // SAFETY: the slot goes with the closure, which we claimed.
+        drop(unsafe { cell.header.take_slot() });
         let output = match mode {
-            Mode::Run => panic::catch_unwind(AssertUnwindSafe(func)).map_err(JoinError::panic),
+            Mode::Run => {
+                // SAFETY: `state` lives until our `release` below, after
+                // the guard has put the previous scope back.
+                let _scope = (!mutant!("job_scope_not_entered"))
+                    .then(|| unsafe { cancel::enter_task(state) });
+                panic::catch_unwind(AssertUnwindSafe(func)).map_err(JoinError::panic)
+            }
             Mode::Cancel => {
                 drop_quietly(func);
                 Err(JoinError::cancelled())
@@ -259,12 +289,44 @@ where
     }
 
     /// # Safety
+    /// The caller took the closure by cancelling (it owns the stage), and
+    /// the job side will not touch the stage.
+    unsafe fn cancel_stage(header: NonNull<Header>) {
+        // SAFETY: the caller's contract: live cell, stage owned by the caller.
+        let cell = unsafe { Self::from_header(header) };
+        // SAFETY: as above.
+        let stage = cell.stage.with_mut(|stage| unsafe {
+            mem::replace(&mut *stage, Stage::Output(Err(JoinError::cancelled())))
+        });
+        drop_quietly(stage);
+    }
+
+    /// # Safety
     /// Both references are released; nobody else can reach the cell.
     unsafe fn dealloc(header: NonNull<Header>) {
         // SAFETY: allocated by `allocate` as a Box<Self>, now unreachable.
         let cell = unsafe { Box::from_raw(header.cast::<Self>().as_ptr()) };
         drop_quietly(cell);
     }
+}
+
+impl Header {
+    /// Takes the queue slot out of the cell.
+    ///
+    /// # Safety
+    /// The caller took the closure (the slot goes with it, module docs).
+    unsafe fn take_slot(&self) -> Option<Slot> {
+        // SAFETY: the caller's contract: nobody else touches the slot.
+        self.slot.with_mut(|slot| unsafe { (*slot).take() })
+    }
+}
+
+/// Whether the Task whose cell has this `state` asked its job to stop (see
+/// [`crate::flow::cancel`]).
+#[inline]
+pub(crate) fn cancel_requested(state: &AtomicUsize) -> bool {
+    // Relaxed: a request, which publishes nothing; the job reads it again.
+    state.load(Ordering::Relaxed) & CANCELLED != 0
 }
 
 /// Clears `bit` (one side's reference); the side that clears the last one
@@ -292,13 +354,14 @@ unsafe fn release(header: NonNull<Header>, bit: usize) {
     }
 }
 
-/// Creates the cell for `func` and returns the job to queue and its Task.
-pub(crate) fn new_task<F, T>(func: F) -> (JobRef, Task<T>)
+/// Creates the cell for `func`, holding `slot` if the pool is bounded, and
+/// returns the job to queue and its Task.
+pub(crate) fn new_task<F, T>(func: F, slot: Option<Slot>) -> (JobRef, Task<T>)
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Cell::allocate(func)
+    Cell::allocate(func, slot)
 }
 
 /// A handle to a job submitted to a [`Pool`](crate::Pool): a future of the
@@ -308,9 +371,12 @@ where
 /// if it panicked or was cancelled. Await it from any executor (polling never
 /// blocks), or call [`wait`](Task::wait) from synchronous code.
 ///
-/// **Dropping a Task cancels its job** if the job has not started yet: the
-/// job will never run, and its closure is dropped at once. A job that is
-/// already running finishes, and its output is dropped. Use
+/// **Dropping a Task cancels its job**: if the job has not started yet, it
+/// will never run, and its closure is dropped at once; if it is running,
+/// [`is_cancelled`](crate::is_cancelled) tells it so, and a job that looks
+/// can stop early (cancellation is cooperative: one that does not look
+/// finishes, and its output is dropped). [`cancel`](Task::cancel) does the
+/// same and keeps the Task, to learn how the job ended. Use
 /// [`detach`](Task::detach) to let the job run without awaiting it.
 ///
 /// Inside a job of the same pool, use [`wait`](Task::wait), not an
@@ -334,7 +400,10 @@ pub struct Task<T> {
 // SAFETY: the Task hands a `T` produced on another thread to this one, which
 // needs `T: Send`; it holds no other thread-bound data.
 unsafe impl<T: Send> Send for Task<T> {}
-// SAFETY: `&Task` allows only `is_finished` (an atomic load).
+// SAFETY: `&Task` allows `is_finished` (an atomic load) and `cancel`, whose
+// effects on the cell are decided by RMWs on `state` (module docs): of two
+// racing cancels one takes the closure, and no `&mut` method can run
+// meanwhile.
 unsafe impl<T: Send> Sync for Task<T> {}
 
 impl<T> Unpin for Task<T> {}
@@ -381,6 +450,93 @@ impl<T> Task<T> {
         unsafe { this.relinquish(TASK_GONE) };
     }
 
+    /// Asks the job to stop and keeps the Task, to learn how the job ended.
+    ///
+    /// - Not started yet: the job will never run; its closure is dropped
+    ///   now, its queue slot freed, and the Task resolves at once to a
+    ///   cancelled [`JoinError`].
+    /// - Running: [`is_cancelled`](crate::is_cancelled) returns `true` in
+    ///   the job from now on. A job that looks and returns early resolves
+    ///   the Task to what it returned; one that does not look runs to the
+    ///   end.
+    /// - Finished: nothing changes.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let blocker = pool.spawn(move || gate.recv().unwrap());
+    /// let queued = pool.spawn(|| "never runs");
+    /// queued.cancel();
+    /// assert!(queued.wait().unwrap_err().is_cancelled());
+    /// release.send(()).unwrap();
+    /// blocker.wait().unwrap();
+    /// ```
+    pub fn cancel(&self) {
+        let header = self.header();
+        // Relaxed: ownership of the closure is decided by the RMW order on
+        // `state` alone (module docs), and the job side reads the request
+        // without synchronising on it.
+        let prev = header.state.fetch_or(CANCELLED, Ordering::Relaxed);
+        if prev & (RUNNING | CANCELLED) != 0 && !mutant!("cancel_takes_running") {
+            // Running or finished (the job sees the bit), or cancelled
+            // before: nothing of the cell is ours to touch.
+            return;
+        }
+        // We took the closure and its slot.
+        // SAFETY: the job side saw or will see CANCELLED before claiming,
+        // so it touches neither the stage nor the slot.
+        unsafe {
+            (header.vtable.cancel_stage)(self.header);
+            drop(header.take_slot());
+        }
+        // Release: publishes the output to whoever reads it after seeing
+        // COMPLETE with Acquire (this Task, maybe moved to another thread).
+        let prev = header.state.fetch_or(COMPLETE, Ordering::Release);
+        if prev & WAKER != 0 {
+            header.waker.with(|waker| {
+                // SAFETY: only the task side writes the slot, through
+                // `&mut self`, which cannot run while we hold `&self`; the
+                // job side never claimed, so it never reads it.
+                if let Some(waker) = unsafe { &*waker } {
+                    if let Err(payload) =
+                        panic::catch_unwind(AssertUnwindSafe(|| waker.wake_by_ref()))
+                    {
+                        drop_quietly(payload);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Waits, as [`wait`](Task::wait) does, for at most `timeout`: Python's
+    /// `future.result(timeout=...)`. Returns `None` if the job has not
+    /// finished in time; the Task is then unchanged, to await or wait on
+    /// again, or to drop (which cancels the job, see
+    /// [`is_cancelled`](crate::is_cancelled)). Once it has returned
+    /// `Some`, the result is taken: awaiting or waiting on the Task again
+    /// panics, as polling a finished future may.
+    ///
+    /// A zero `timeout` only looks; one too large for an [`Instant`](std::time::Instant)
+    /// waits as `wait` does. Async callers use their executor's timeout
+    /// around `.await` instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let mut task = pool.spawn(move || gate.recv().map(|()| 42).unwrap());
+    /// assert!(task.wait_timeout(Duration::from_millis(10)).is_none());
+    /// release.send(()).unwrap();
+    /// assert_eq!(task.wait().unwrap(), 42); // still usable
+    /// ```
+    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<Result<T, JoinError>> {
+        if let Some(output) = self.try_take() {
+            return Some(output);
+        }
+        crate::worker::block_on_future(self, |task| task.is_finished(), Some(timeout))
+    }
+
     /// Blocks the calling thread until the job has finished and returns its
     /// result: Python's `Future.result()`.
     ///
@@ -399,7 +555,11 @@ impl<T> Task<T> {
     /// assert_eq!(sum.wait().unwrap(), 10);
     /// ```
     pub fn wait(mut self) -> Result<T, JoinError> {
-        crate::worker::block_on(&mut self)
+        if let Some(output) = self.try_take() {
+            return output;
+        }
+        crate::worker::block_on_future(&mut self, |task| task.is_finished(), None)
+            .expect("an untimed wait resolves")
     }
 
     /// Gives up the task side's interest: `bits` is `TASK_GONE` (detach) or
@@ -416,11 +576,18 @@ impl<T> Task<T> {
         // publishing: the job side only reads TASK_GONE/CANCELLED themselves.
         let prev = self.header().state.fetch_or(bits, Ordering::Acquire);
         let cancelled_before_start = bits & CANCELLED != 0
-            && (prev & RUNNING == 0 || mutant!("cancel_ignores_running") && prev & COMPLETE == 0);
-        if cancelled_before_start || prev & COMPLETE != 0 {
-            // SAFETY: we own the stage: the closure (the job side saw or will
-            // see CANCELLED before claiming it) or the output (COMPLETE was
-            // set before TASK_GONE, so the job side handed it to us).
+            && (prev & (RUNNING | CANCELLED) == 0
+                || mutant!("cancel_ignores_running") && prev & COMPLETE == 0);
+        if cancelled_before_start {
+            // SAFETY: we took the closure (the job side saw or will see
+            // CANCELLED before claiming it), and the slot with it.
+            unsafe {
+                (vtable.drop_stage)(header);
+                drop(self.header().take_slot());
+            }
+        } else if prev & COMPLETE != 0 {
+            // SAFETY: we own the output: COMPLETE was set before TASK_GONE,
+            // by the job side (which handed it to us) or by `cancel`.
             unsafe { (vtable.drop_stage)(header) };
         }
         // SAFETY: the task side's reference, released once (caller's contract).

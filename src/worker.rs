@@ -45,8 +45,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::ptr;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use crate::error::JoinError;
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::job::{JobRef, StackJob};
 use crate::join::{PRIVATE_DEPTH, SHARE_CHECK_EVERY};
@@ -56,7 +56,6 @@ use crate::queue::{Steal, Worker};
 use crate::registry::Registry;
 use crate::sleep::{Sleep, Spinning};
 use crate::sync::{self, Arc, StdArc};
-use crate::task::Task;
 use crate::unwind::drop_quietly;
 
 sync::thread_local! {
@@ -114,6 +113,8 @@ impl WorkerThread {
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
+        // SAFETY: `worker` holds the registry alive until after this guard.
+        let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
         if let Some(hook) = &worker.registry.on_start {
             run_hook(|| hook(index));
         }
@@ -151,6 +152,27 @@ impl WorkerThread {
     pub(crate) fn wait_until(&self, done: impl Fn() -> bool) {
         self.share_all_private();
         idle::run_until(self, done);
+    }
+
+    /// [`wait_until`](Self::wait_until), giving up at `deadline` (returns
+    /// whether `done()` held), and calling `step_out()` before each job it
+    /// runs meanwhile and `step_in()` after
+    /// (a `Reserve::wait` leaves the line while the worker cannot collect
+    /// a slot: see `Acquire::step_out`).
+    pub(crate) fn wait_until_deadline_stepping_out(
+        &self,
+        done: impl Fn() -> bool,
+        deadline: Option<Instant>,
+        step_out: impl Fn(),
+        step_in: impl Fn(),
+    ) -> bool {
+        self.share_all_private();
+        let queues = SteppingOut {
+            worker: self,
+            step_out,
+            step_in,
+        };
+        idle::run_until_deadline(&queues, done, deadline)
     }
 
     #[inline]
@@ -333,6 +355,48 @@ impl Queues for WorkerThread {
     }
 }
 
+/// A worker's queues, with calls around each job it runs (see
+/// [`WorkerThread::wait_until_deadline_stepping_out`]).
+struct SteppingOut<'a, O, I> {
+    worker: &'a WorkerThread,
+    step_out: O,
+    step_in: I,
+}
+
+impl<O: Fn(), I: Fn()> Queues for SteppingOut<'_, O, I> {
+    type Job = JobRef;
+
+    fn sleep(&self) -> &Sleep {
+        self.worker.sleep()
+    }
+
+    fn index(&self) -> usize {
+        self.worker.index
+    }
+
+    fn pop_own(&self) -> Option<JobRef> {
+        self.worker.pop()
+    }
+
+    fn take_shared(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
+        self.worker.take_shared(spinning)
+    }
+
+    fn has_work(&self) -> bool {
+        self.worker.has_work()
+    }
+
+    fn execute(&self, job: JobRef) {
+        (self.step_out)();
+        self.worker.execute(job);
+        (self.step_in)();
+    }
+
+    fn on_idle(&self) {
+        self.worker.on_idle();
+    }
+}
+
 /// Clears the thread's current worker when [`WorkerThread::run`] ends,
 /// however it ends. Ending by unwinding is a bug in offload (jobs and hooks
 /// run under `catch_unwind`), after which the pool's counts cannot be
@@ -384,10 +448,11 @@ pub(crate) fn thread_parker() -> StdArc<Parker> {
     StdArc::new(Parker::new())
 }
 
-/// Waits outside the pool until `done()`: spins as an idle worker does (a
-/// short job's result often arrives within microseconds, sooner than a
-/// futex wake-up), then parks on `parker`, which the completion unparks.
-fn spin_then_park(parker: &Parker, done: impl Fn() -> bool) {
+/// Waits outside the pool until `done()` or `deadline`: spins as an idle
+/// worker does (a short job's result often arrives within microseconds,
+/// sooner than a futex wake-up), then parks on `parker`, which the
+/// completion unparks.
+fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline: Option<Instant>) {
     #[allow(clippy::reversed_empty_ranges)] // SPIN_ROUNDS is 0 under loom
     for round in 0..SPIN_ROUNDS {
         if done() {
@@ -396,7 +461,13 @@ fn spin_then_park(parker: &Parker, done: impl Fn() -> bool) {
         pause(round);
     }
     while !done() {
-        parker.park();
+        match deadline {
+            None => parker.park(),
+            Some(deadline) if Instant::now() >= deadline => return,
+            Some(deadline) => {
+                parker.park_deadline(deadline);
+            }
+        }
     }
 }
 
@@ -445,18 +516,45 @@ where
                 let job = StackJob::new(run_on_worker, Latch::new(&parker));
                 // SAFETY: `job` stays on this stack until its latch is set.
                 registry.inject(unsafe { job.as_job_ref() });
-                spin_then_park(&parker, || job.latch.probe());
+                spin_then_park(&parker, || job.latch.probe(), None);
                 job.into_result()
             }
         }
     })
 }
 
-/// Blocks until `task` resolves (see [`Task::wait`]).
-pub(crate) fn block_on<T>(task: &mut Task<T>) -> Result<T, JoinError> {
-    if let Some(output) = task.try_take() {
-        return output;
-    }
+/// Blocks until `future` resolves, or `timeout` has passed (`None` then):
+/// `Task::wait` and `wait_timeout`, `Reserve::wait`. `is_ready` says
+/// whether a poll would resolve now, without a waker; whoever makes it true
+/// wakes the waker that the last poll registered (this thread's parker).
+/// On a worker, runs other jobs meanwhile; a timeout too large for an
+/// `Instant` waits without one.
+pub(crate) fn block_on_future<F>(
+    future: F,
+    is_ready: impl Fn(&F) -> bool,
+    timeout: Option<Duration>,
+) -> Option<F::Output>
+where
+    F: Future + Unpin,
+{
+    block_on_future_stepping_out(future, is_ready, timeout, |_| {}, |_| {})
+}
+
+/// [`block_on_future`], calling `step_out` before each job a waiting
+/// worker runs and `step_in` after (see
+/// [`WorkerThread::wait_until_deadline_stepping_out`]).
+pub(crate) fn block_on_future_stepping_out<F>(
+    mut future: F,
+    is_ready: impl Fn(&F) -> bool,
+    timeout: Option<Duration>,
+    step_out: impl Fn(&F),
+    step_in: impl Fn(&F),
+) -> Option<F::Output>
+where
+    F: Future + Unpin,
+{
+    let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+    let past = || deadline.is_some_and(|deadline| Instant::now() >= deadline);
     WorkerThread::with_current(|worker| {
         let parker = match worker {
             Some(worker) => StdArc::clone(worker.parker()),
@@ -465,12 +563,22 @@ pub(crate) fn block_on<T>(task: &mut Task<T>) -> Result<T, JoinError> {
         let waker = Waker::from(StdArc::clone(&parker));
         let mut cx = Context::from_waker(&waker);
         loop {
-            if let Poll::Ready(output) = Pin::new(&mut *task).poll(&mut cx) {
-                return output;
+            if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
+                return Some(output);
+            }
+            if past() {
+                return None;
             }
             match worker {
-                Some(worker) => worker.wait_until(|| task.is_finished()),
-                None => spin_then_park(&parker, || task.is_finished()),
+                Some(worker) => {
+                    worker.wait_until_deadline_stepping_out(
+                        || is_ready(&future),
+                        deadline,
+                        || step_out(&future),
+                        || step_in(&future),
+                    );
+                }
+                None => spin_then_park(&parker, || is_ready(&future), deadline),
             }
         }
     })

@@ -1,27 +1,45 @@
 //! Randomised stress: under faults and load nothing is lost.
 //!
-//! Each round builds a pool of 1, 2 or 4 threads (in turn) and lets 8 driver
-//! threads issue a random mix of: spawn, `.await` (`futures::executor::
-//! block_on`), a single poll, `Task::wait`, drop of a Task (cancel),
-//! `detach`, bursts of spawns dropped or detached at once, `join` / `scope`
-//! / `install` from outside the pool, and `shutdown` / `shutdown_now` (from
-//! a driver or from inside a job) at random points. The jobs are plain,
-//! panicking, `join`ing (one kind with a panicking half), `scope`d, or spawn
-//! further jobs of their own pool and then wait on, drop or detach them. The
-//! round ends with `shutdown`, `shutdown_now` or the drop of the last
-//! handle.
+//! Each round builds a pool of 1, 2 or 4 threads (in turn), bounded
+//! (`max_queued` 1, 4 or 16) in three rounds of four, and lets 8 driver
+//! threads issue a random mix of: spawn, `try_spawn`, `reserve` (resolved by
+//! `Reserve::wait`, `futures::executor::block_on` or `Reserve::wait_timeout`;
+//! the permit used, or dropped unused, sometimes on another thread),
+//! `.await` (`futures::executor::block_on`), a single poll, `Task::wait`,
+//! `Task::wait_timeout` (zero or short), `Task::cancel` (the Task kept),
+//! drop of a Task (cancel), `detach`, bursts of spawns dropped or detached
+//! at once, `join` / `scope` / `install` from outside the pool, and
+//! `shutdown` / `shutdown_now` (from a driver or from inside a job) at
+//! random points. The jobs are plain (some long, polling `is_cancelled` to
+//! stop early), panicking, `join`ing (one kind with a panicking half),
+//! `scope`d, or spawn further jobs of their own pool (by `spawn` or
+//! `try_spawn`) and then wait on (with or without a timeout, maybe after a
+//! `cancel`), drop or detach them. The round ends with `shutdown`,
+//! `shutdown_now` or the drop of the last handle.
 //!
 //! A ledger entry per job then checks that:
 //! - every job ran at most once, on one of the round's workers;
-//! - a job ran unless its Task was dropped, the pool was shut down now, or
-//!   the spawn was refused (a shutdown had started when it returned);
+//! - a job ran unless its Task was dropped or cancelled, the pool was shut
+//!   down now, or the spawn was refused (a shutdown had started when it
+//!   returned); a `try_spawn` refused as full happened on a bounded pool,
+//!   one refused as shut down (and a `reserve` that failed) after a
+//!   shutdown started, and the refused job never ran;
+//! - a job (or a `join` half or `scope` job it started) saw
+//!   `is_cancelled()` only if its Task was cancelled or dropped, or the
+//!   pool was shut down now;
 //! - every closure, output and panic payload was dropped exactly once;
 //! - every Task resolved (`Ok`, or a `JoinError` that is a panic of the
 //!   right job or a cancellation), and every Task still held is finished as
 //!   soon as `shutdown`/`shutdown_now` returns;
 //! - the pool's thread count never dropped while it ran: no
 //!   `on_thread_stop` and no worker thread exit before a shutdown started,
-//!   and exactly one start, one stop and one thread exit per worker.
+//!   and exactly one start, one stop and one thread exit per worker;
+//! - on a bounded pool, no queue slot leaked or was given back twice: in a
+//!   round without a shutdown before its end, once every job has finished
+//!   and every worker is held by a gate job, exactly `max_queued`
+//!   `try_spawn`s are admitted and the next is refused as full; after a
+//!   round's `shutdown` / `shutdown_now`, the count the pool's `Debug`
+//!   output shows (through a `Reserve`'s) is zero.
 //!
 //! A watchdog (the test's own thread) fails the test with a dump of what is
 //! still pending if nothing progresses for 20 s.
@@ -31,8 +49,9 @@
 //! choices (the thread interleavings still vary); `OFFLOAD_STRESS_SECS=<n>`
 //! runs rounds for `n` seconds instead of the default 25.
 //!
-//! Synchronisation is by barriers, channels and joins only; the only timed
-//! waits are the watchdog's.
+//! Synchronisation is by barriers, channels, condition variables and joins
+//! only; the only timed waits are the watchdog's and the `wait_timeout`s
+//! under test.
 
 mod common;
 
@@ -42,12 +61,12 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::task::Context;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{panic_message, spin_work};
+use common::{panic_message, spin_work, Gate};
 use offload::{JoinError, Pool, Task};
 
 /// Threads issuing operations in each round.
@@ -64,6 +83,16 @@ const OPS: usize = 250;
 const MAX_HELD: usize = 24;
 /// Jobs spawned by jobs spawned by a driver's job, at most.
 const MAX_DEPTH: u32 = 2;
+/// The `max_queued` of the bounded rounds.
+const BOUNDS: [usize; 3] = [1, 4, 16];
+/// The share of a driver's operations that are flow control (`try_spawn`,
+/// `reserve`, `cancel`, `wait_timeout`), in percent.
+const FLOW_PERCENT: usize = 25;
+/// Whether jobs also reserve slots of their own pool (`Reserve::wait` on a
+/// worker, possibly nested on one worker: the wait above takes over a slot
+/// granted to the one it buries; `tests/flow.rs`,
+/// `reserve_waits_nested_on_a_worker_do_not_deadlock`).
+const RESERVE_IN_JOBS: bool = true;
 
 const SC: Ordering = Ordering::SeqCst;
 
@@ -117,7 +146,9 @@ const GOT_PANIC: u8 = 3;
 const GOT_CANCELLED: u8 = 4;
 const DROPPED: u8 = 5;
 const DETACHED: u8 = 6;
-const FATES: [&str; 7] = [
+/// `try_spawn` refused it; its closure came back and was dropped unrun.
+const REFUSED: u8 = 7;
+const FATES: [&str; 8] = [
     "held",
     "being waited on",
     "Ok",
@@ -125,6 +156,7 @@ const FATES: [&str; 7] = [
     "cancelled",
     "dropped",
     "detached",
+    "refused",
 ];
 
 /// One job's ledger entry.
@@ -142,6 +174,22 @@ struct Rec {
     fate: AtomicU8,
     /// A shutdown had started when the spawn returned: it may be refused.
     shutdown_seen_at_spawn: AtomicBool,
+    /// `Task::cancel` was called (before the call).
+    cancel_requested: AtomicBool,
+    /// The job (or a part it started) saw `offload::is_cancelled()`.
+    saw_cancel: AtomicBool,
+}
+
+impl Rec {
+    /// Records what `offload::is_cancelled` says now, on the job's behalf;
+    /// returns it.
+    fn look_for_cancel(&self) -> bool {
+        let cancelled = offload::is_cancelled();
+        if cancelled {
+            self.saw_cancel.store(true, SC);
+        }
+        cancelled
+    }
 }
 
 /// Picks ledger entries for the watchdog's dump.
@@ -169,11 +217,19 @@ impl Drop for Payload {
 }
 
 /// Captured by every job's closure; counts the closure's drop.
-struct ClosureGuard(Arc<Rec>);
+struct ClosureGuard {
+    rec: Arc<Rec>,
+    round: Arc<Round>,
+}
 
 impl Drop for ClosureGuard {
     fn drop(&mut self) {
-        self.0.closure_drops.fetch_add(1, SC);
+        self.rec.closure_drops.fetch_add(1, SC);
+        let mut live = self.round.live_closures.lock().unwrap();
+        *live -= 1;
+        if *live == 0 {
+            self.round.no_live_closures.notify_all();
+        }
     }
 }
 
@@ -188,7 +244,7 @@ struct Status {
     id: AtomicU64,
 }
 
-const STATUS_NAMES: [&str; 17] = [
+const STATUS_NAMES: [&str; 23] = [
     "starting",
     "spawn",
     "await",
@@ -206,6 +262,12 @@ const STATUS_NAMES: [&str; 17] = [
     "done",
     "closer: ending the round",
     "closer: waiting for thread exits",
+    "try_spawn",
+    "reserve",
+    "cancel",
+    "wait_timeout",
+    "closer: waiting for every job to finish",
+    "closer: checking the slots",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,9 +284,16 @@ struct Round {
     base_seed: u64,
     seed: u64,
     threads: usize,
+    /// `Builder::max_queued`, or `None` for an unbounded pool.
+    max_queued: Option<usize>,
     end: End,
     name: String,
     recs: Mutex<Vec<Arc<Rec>>>,
+    /// Job closures not dropped yet (queued, running, or not yet submitted).
+    live_closures: Mutex<usize>,
+    no_live_closures: Condvar,
+    /// `check_slots_free` ran.
+    slots_checked: AtomicBool,
     next_id: AtomicU64,
     shutdown_started: AtomicBool,
     shutdown_now_started: AtomicBool,
@@ -239,8 +308,9 @@ struct Round {
 impl Round {
     fn context(&self) -> String {
         format!(
-            "OFFLOAD_STRESS_SEED={} (round {}, round seed {:#x}, pool of {}, ends with {:?})",
-            self.base_seed, self.index, self.seed, self.threads, self.end
+            "OFFLOAD_STRESS_SEED={} (round {}, round seed {:#x}, pool of {}, max_queued {:?}, \
+             ends with {:?})",
+            self.base_seed, self.index, self.seed, self.threads, self.max_queued, self.end
         )
     }
 
@@ -270,8 +340,11 @@ impl Round {
             payload_drops: AtomicU32::new(0),
             fate: AtomicU8::new(HELD),
             shutdown_seen_at_spawn: AtomicBool::new(false),
+            cancel_requested: AtomicBool::new(false),
+            saw_cancel: AtomicBool::new(false),
         });
         self.recs.lock().unwrap().push(Arc::clone(&rec));
+        *self.live_closures.lock().unwrap() += 1;
         rec
     }
 
@@ -341,6 +414,7 @@ impl Round {
             let runs = rec.runs.load(SC);
             let fate = rec.fate.load(SC);
             let refused = rec.shutdown_seen_at_spawn.load(SC);
+            let cancel = rec.cancel_requested.load(SC);
             let (outputs, output_drops) = (rec.outputs.load(SC), rec.output_drops.load(SC));
             let (payloads, payload_drops) = (rec.payloads.load(SC), rec.payload_drops.load(SC));
             let mut problems = Vec::new();
@@ -364,19 +438,33 @@ impl Round {
                     "ran, but produced {outputs} outputs and {payloads} payloads"
                 ));
             }
+            if rec.saw_cancel.load(SC) && !(cancel || fate == DROPPED || now) {
+                problems.push(
+                    "saw is_cancelled(), but its Task was neither cancelled nor dropped, \
+                     and no shutdown_now"
+                        .to_owned(),
+                );
+            }
             match fate {
                 HELD | WAITING => problems.push("its Task never resolved".to_owned()),
+                REFUSED if runs != 0 || outputs != 0 => {
+                    problems.push(format!("refused by try_spawn, but ran {runs} times"));
+                }
                 GOT_OK | GOT_PANIC if runs != 1 => {
                     problems.push(format!(
                         "resolved {} with {runs} runs",
                         FATES[usize::from(fate)]
                     ));
                 }
-                GOT_CANCELLED if runs != 0 || !(now || refused) => problems.push(format!(
-                    "cancelled with {runs} runs; shutdown_now {now}, refused {refused}"
-                )),
-                DETACHED if runs == 0 && !(now || refused) => problems.push(
-                    "detached and never ran, with no shutdown_now and not refused".to_owned(),
+                GOT_CANCELLED if runs != 0 || !(now || refused || cancel) => {
+                    problems.push(format!(
+                        "cancelled with {runs} runs; shutdown_now {now}, refused {refused}, \
+                         cancel() {cancel}"
+                    ));
+                }
+                DETACHED if runs == 0 && !(now || refused || cancel) => problems.push(
+                    "detached and never ran, with no shutdown_now, not refused, not cancelled"
+                        .to_owned(),
                 ),
                 _ => {}
             }
@@ -444,8 +532,13 @@ fn record(round: &Round, rec: &Rec, result: Result<Out, JoinError>) {
 
 // ---- jobs --------------------------------------------------------------
 
-/// Spawns a job of a random kind and returns its ledger entry and Task.
-fn spawn_job(round: &Arc<Round>, pool: &Pool, rng: &mut Rng, depth: u32) -> (Arc<Rec>, Task<Out>) {
+/// A job of a random kind, not submitted yet: its ledger entry and closure.
+fn new_job(
+    round: &Arc<Round>,
+    pool: &Pool,
+    rng: &mut Rng,
+    depth: u32,
+) -> (Arc<Rec>, impl FnOnce() -> Out + Send + 'static) {
     let kind = loop {
         let kind = match rng.below(100) {
             0..=39 => Kind::Plain,
@@ -460,18 +553,107 @@ fn spawn_job(round: &Arc<Round>, pool: &Pool, rng: &mut Rng, depth: u32) -> (Arc
         }
     };
     let rec = round.new_rec(kind, depth);
-    let guard = ClosureGuard(Arc::clone(&rec));
-    let job_round = Arc::clone(round);
+    let guard = ClosureGuard {
+        rec: Arc::clone(&rec),
+        round: Arc::clone(round),
+    };
     let job_pool = (kind == Kind::Spawner).then(|| pool.clone());
     let seed = rng.next();
-    let task = pool.spawn(move || {
+    let job = move || {
         let guard = guard;
-        run_job(&job_round, &guard.0, job_pool.as_ref(), seed)
-    });
+        run_job(&guard.round, &guard.rec, job_pool.as_ref(), seed)
+    };
+    (rec, job)
+}
+
+/// Notes whether a shutdown had started when `task`'s submission returned.
+fn submitted(round: &Round, rec: Arc<Rec>, task: Task<Out>) -> (Arc<Rec>, Task<Out>) {
     if round.shutdown_started.load(SC) {
         rec.shutdown_seen_at_spawn.store(true, SC);
     }
     (rec, task)
+}
+
+/// Spawns a job of a random kind and returns its ledger entry and Task.
+fn spawn_job(round: &Arc<Round>, pool: &Pool, rng: &mut Rng, depth: u32) -> (Arc<Rec>, Task<Out>) {
+    let (rec, job) = new_job(round, pool, rng, depth);
+    let task = pool.spawn(job);
+    submitted(round, rec, task)
+}
+
+/// `try_spawn`s a job of a random kind; `None` if it was refused (then its
+/// closure, handed back, is dropped unrun).
+fn try_spawn_job(
+    round: &Arc<Round>,
+    pool: &Pool,
+    rng: &mut Rng,
+    depth: u32,
+) -> Option<(Arc<Rec>, Task<Out>)> {
+    let (rec, job) = new_job(round, pool, rng, depth);
+    match pool.try_spawn(job) {
+        Ok(task) => Some(submitted(round, rec, task)),
+        Err(err) => {
+            if err.is_full() && round.max_queued.is_none() {
+                round.fail(format!("job #{}: an unbounded pool was full", rec.id));
+            }
+            if err.is_shutdown() && !round.shutdown_started.load(SC) {
+                round.fail(format!(
+                    "job #{}: try_spawn refused as shut down before any shutdown",
+                    rec.id
+                ));
+            }
+            rec.fate.store(REFUSED, SC);
+            drop(err.into_inner());
+            None
+        }
+    }
+}
+
+/// Reserves a slot (blocking, on an executor, or with a timeout) and uses
+/// it for a job of a random kind, or drops it unused; the job's entry and
+/// Task if one was spawned. `on_worker`: called from a job, which must not
+/// park its worker in an executor's `block_on`.
+fn reserve_job(
+    round: &Arc<Round>,
+    pool: &Pool,
+    rng: &mut Rng,
+    depth: u32,
+    on_worker: bool,
+) -> Option<(Arc<Rec>, Task<Out>)> {
+    let outcome = match rng.below(3) {
+        0 => Some(pool.reserve().wait()),
+        1 if !on_worker => Some(futures::executor::block_on(pool.reserve())),
+        1 => Some(pool.reserve().wait()),
+        _ => {
+            let timeout = Duration::from_micros(rng.below(500) as u64);
+            pool.reserve().wait_timeout(timeout)
+        }
+    };
+    match outcome {
+        None => None,
+        Some(Err(err)) => {
+            if !round.shutdown_started.load(SC) {
+                round.fail(format!("reserve failed before any shutdown: {err}"));
+            }
+            None
+        }
+        Some(Ok(permit)) if rng.chance(10) => {
+            // Unused: its slot is freed where it is dropped.
+            if on_worker || rng.chance(50) {
+                drop(permit);
+            } else {
+                thread::spawn(move || drop(permit))
+                    .join()
+                    .expect("drop a permit on another thread");
+            }
+            None
+        }
+        Some(Ok(permit)) => {
+            let (rec, job) = new_job(round, pool, rng, depth);
+            let task = permit.spawn(job);
+            Some(submitted(round, rec, task))
+        }
+    }
 }
 
 /// The body of every job.
@@ -490,7 +672,17 @@ fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -
         ));
     }
     let mut rng = Rng(seed);
+    rec.look_for_cancel();
     match rec.kind {
+        Kind::Plain if rng.chance(10) => {
+            // A long one, which stops early once cancelled.
+            for _ in 0..8 {
+                if rec.look_for_cancel() {
+                    break;
+                }
+                std::hint::black_box(spin_work(2_000));
+            }
+        }
         Kind::Plain => {
             std::hint::black_box(spin_work(rng.below(300) as u64));
         }
@@ -499,7 +691,24 @@ fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -
             panic::panic_any(Payload(Arc::clone(rec)));
         }
         Kind::Joiner => {
-            let (a, (b, c)) = offload::join(|| spin_work(64), || offload::join(|| 3, || 4));
+            let (a, (b, c)) = offload::join(
+                || {
+                    rec.look_for_cancel();
+                    spin_work(64)
+                },
+                || {
+                    offload::join(
+                        || {
+                            rec.look_for_cancel();
+                            3
+                        },
+                        || {
+                            rec.look_for_cancel();
+                            4
+                        },
+                    )
+                },
+            );
             if (a, b, c) != (spin_work(64), 3, 4) {
                 round.fail(format!("job #{id}: join returned {:?}", (a, b, c)));
             }
@@ -518,7 +727,10 @@ fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -
             let mut parts = [0u64; 5];
             offload::scope(|s| {
                 for (i, part) in parts.iter_mut().enumerate() {
-                    s.spawn(move |_| *part = i as u64 + 1);
+                    s.spawn(move |_| {
+                        rec.look_for_cancel();
+                        *part = i as u64 + 1;
+                    });
                 }
             });
             if parts != [1, 2, 3, 4, 5] {
@@ -528,10 +740,18 @@ fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -
         Kind::Spawner => {
             let pool = pool.expect("a spawner job carries its pool");
             for _ in 0..1 + rng.below(3) {
-                let (child, task) = spawn_job(round, pool, &mut rng, rec.depth + 1);
+                let depth = rec.depth + 1;
+                let child = match rng.below(if RESERVE_IN_JOBS { 4 } else { 3 }) {
+                    0 | 1 => Some(spawn_job(round, pool, &mut rng, depth)),
+                    2 => try_spawn_job(round, pool, &mut rng, depth),
+                    _ => reserve_job(round, pool, &mut rng, depth, true),
+                };
+                let Some((child, mut task)) = child else {
+                    continue;
+                };
                 // Waiting on a Task of the worker's own pool: the worker runs
                 // other jobs meanwhile, so this cannot deadlock.
-                match rng.below(3) {
+                match rng.below(4) {
                     0 => {
                         child.fate.store(WAITING, SC);
                         record(round, &child, task.wait());
@@ -540,14 +760,27 @@ fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -
                         child.fate.store(DROPPED, SC);
                         drop(task);
                     }
-                    _ => {
+                    2 => {
                         child.fate.store(DETACHED, SC);
                         task.detach();
+                    }
+                    _ => {
+                        if rng.chance(30) {
+                            child.cancel_requested.store(true, SC);
+                            task.cancel();
+                        }
+                        child.fate.store(WAITING, SC);
+                        let timeout = Duration::from_micros(rng.below(200) as u64);
+                        match task.wait_timeout(timeout) {
+                            Some(result) => record(round, &child, result),
+                            None => record(round, &child, task.wait()),
+                        }
                     }
                 }
             }
         }
     }
+    rec.look_for_cancel();
     rec.outputs.fetch_add(1, SC);
     round.tick();
     Out {
@@ -584,6 +817,61 @@ fn check_outside(round: &Round, what: &str, result: std::thread::Result<bool>) {
     }
 }
 
+/// Takes one of `held` at random.
+fn pick(rng: &mut Rng, held: &mut Vec<(Arc<Rec>, Task<Out>)>) -> (Arc<Rec>, Task<Out>) {
+    let i = rng.below(held.len());
+    held.swap_remove(i)
+}
+
+/// A flow-control operation of a driver: `try_spawn`, `reserve`, `cancel`
+/// or `wait_timeout`. Returns `false` if the one drawn does not apply now
+/// (no Task held, or too many).
+fn flow_op(
+    round: &Arc<Round>,
+    pool: &Pool,
+    who: usize,
+    rng: &mut Rng,
+    held: &mut Vec<(Arc<Rec>, Task<Out>)>,
+) -> bool {
+    match rng.below(4) {
+        0 if held.len() < MAX_HELD => {
+            round.set_status(who, 17, 0);
+            held.extend(try_spawn_job(round, pool, rng, 0));
+        }
+        1 if held.len() < MAX_HELD => {
+            round.set_status(who, 18, 0);
+            held.extend(reserve_job(round, pool, rng, 0, false));
+        }
+        2 if !held.is_empty() => {
+            // Cancelled, and kept: resolved later like any other.
+            let (rec, task) = pick(rng, held);
+            round.set_status(who, 19, rec.id);
+            rec.cancel_requested.store(true, SC);
+            task.cancel();
+            held.push((rec, task));
+        }
+        3 if !held.is_empty() => {
+            let (rec, mut task) = pick(rng, held);
+            round.set_status(who, 20, rec.id);
+            let timeout = match rng.below(3) {
+                0 => Duration::ZERO,
+                1 => Duration::from_micros(50),
+                _ => Duration::from_millis(1),
+            };
+            rec.fate.store(WAITING, SC);
+            match task.wait_timeout(timeout) {
+                Some(result) => record(round, &rec, result),
+                None => {
+                    rec.fate.store(HELD, SC);
+                    held.push((rec, task));
+                }
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
 /// One driver thread's round: random operations; returns the Tasks it
 /// still holds.
 fn drive(
@@ -599,14 +887,13 @@ fn drive(
         for &(_, _, stop) in stops.iter().filter(|(d, o, _)| (*d, *o) == (who, op)) {
             shut_down(round, &pool, who, stop, &held);
         }
+        if rng.chance(FLOW_PERCENT) && flow_op(round, &pool, who, &mut rng, &mut held) {
+            continue;
+        }
         let mut choice = rng.below(100);
         if held.is_empty() && choice < 84 {
             choice = 0;
         }
-        let pick = |rng: &mut Rng, held: &mut Vec<(Arc<Rec>, Task<Out>)>| {
-            let i = rng.below(held.len());
-            held.swap_remove(i)
-        };
         match choice {
             0..=34 if held.len() < MAX_HELD => {
                 let (rec, task) = spawn_job(round, &pool, &mut rng, 0);
@@ -794,8 +1081,11 @@ fn build_pool(round: &Arc<Round>, exits: mpsc::Sender<usize>) -> Pool {
     let exits = Mutex::new(exits);
     let (on_start, on_stop) = (Arc::clone(round), Arc::clone(round));
     let name = round.name.clone();
-    Pool::builder()
-        .threads(round.threads)
+    let mut builder = Pool::builder().threads(round.threads);
+    if let Some(max) = round.max_queued {
+        builder = builder.max_queued(max);
+    }
+    builder
         .thread_name(move |i| format!("{name}{i}"))
         .on_thread_start(move |i| {
             on_start.starts[i].fetch_add(1, SC);
@@ -867,17 +1157,27 @@ fn run_round(round: &Arc<Round>, mut rng: Rng) {
     }
 
     let closer = DRIVERS;
+    if stops.is_empty() && round.max_queued.is_some() {
+        check_slots_free(round, &pool);
+    }
     round.set_status(closer, 15, 0);
     round.shutdown_started.store(true, SC);
-    match round.end {
-        End::Shutdown => pool.shutdown(),
+    let pool = match round.end {
+        End::Shutdown => {
+            pool.shutdown();
+            Some(pool)
+        }
         End::ShutdownNow => {
             round.shutdown_now_started.store(true, SC);
             pool.shutdown_now();
+            Some(pool)
         }
         // Jobs may still hold clones: the pool goes when the last one does.
-        End::DropLastHandle => drop(pool),
-    }
+        End::DropLastHandle => {
+            drop(pool);
+            None
+        }
+    };
     // Every worker thread ran to its end (after its last drain).
     round.set_status(closer, 16, 0);
     for _ in 0..round.threads {
@@ -893,6 +1193,78 @@ fn run_round(round: &Arc<Round>, mut rng: Rng) {
         rec.fate.store(WAITING, SC);
         record(round, &rec, task.wait());
     }
+    // Every queued job has started or been cancelled, every permit and
+    // reservation is gone: no slot is taken.
+    if let Some(pool) = pool.filter(|_| round.max_queued.is_some()) {
+        let slots = format!("{:?}", pool.reserve());
+        if !slots.contains("held: 0,") {
+            round.fail(format!(
+                "slots still taken after every worker exited: {slots}"
+            ));
+        }
+    }
+    round.tick();
+}
+
+/// On a bounded pool still running: once every job of the round has
+/// finished or been cancelled, and every worker is held by a gate job,
+/// exactly `max_queued` `try_spawn`s are admitted and the next is refused
+/// as full: no slot leaked, none was given back twice.
+fn check_slots_free(round: &Arc<Round>, pool: &Pool) {
+    let closer = DRIVERS;
+    let max = round.max_queued.expect("a bounded pool");
+    round.set_status(closer, 21, 0);
+    {
+        let mut live = round.live_closures.lock().unwrap();
+        while *live != 0 {
+            // The watchdog reports a job that never ends.
+            live = round
+                .no_live_closures
+                .wait_timeout(live, Duration::from_millis(250))
+                .unwrap()
+                .0;
+        }
+    }
+    round.set_status(closer, 22, 0);
+    let gates: Vec<Gate> = (0..round.threads).map(|_| Gate::hold(pool)).collect();
+    let mut admitted = Vec::new();
+    for i in 0..max {
+        match pool.try_spawn(move || i) {
+            Ok(task) => admitted.push(task),
+            Err(err) => {
+                round.fail(format!(
+                    "idle pool, workers gated: try_spawn {} of {max} refused ({err}): \
+                     a slot leaked; {:?}",
+                    i + 1,
+                    pool.reserve()
+                ));
+                break;
+            }
+        }
+    }
+    if admitted.len() == max {
+        match pool.try_spawn(move || max) {
+            Ok(_) => round.fail(format!(
+                "idle pool, workers gated: try_spawn {} of {max} admitted: \
+                 a slot was given back twice; {:?}",
+                max + 1,
+                pool.reserve()
+            )),
+            Err(err) if !err.is_full() => {
+                round.fail(format!("the slot check's try_spawn refused: {err}"));
+            }
+            Err(_) => {}
+        }
+    }
+    for gate in gates {
+        gate.release();
+    }
+    for (i, task) in admitted.into_iter().enumerate() {
+        if task.wait().ok() != Some(i) {
+            round.fail(format!("the slot check's job {i} went wrong"));
+        }
+    }
+    round.slots_checked.store(true, SC);
     round.tick();
 }
 
@@ -941,6 +1313,8 @@ fn random_operations_lose_nothing() {
     let mut index = 0;
     let mut jobs = 0;
     let mut ran = 0;
+    let mut saw_cancel = 0;
+    let mut slot_checks = 0;
     let mut by_fate = [0usize; FATES.len()];
     while index < POOL_SIZES.len() || started.elapsed() < budget {
         let seed = seeds.next();
@@ -951,14 +1325,22 @@ fn random_operations_lose_nothing() {
             _ => End::DropLastHandle,
         };
         let threads = POOL_SIZES[index % POOL_SIZES.len()];
+        let max_queued = match rng.below(4) {
+            0 => None,
+            bound => Some(BOUNDS[bound - 1]),
+        };
         let round = Arc::new(Round {
             index,
             base_seed,
             seed,
             threads,
+            max_queued,
             end,
             name: format!("stress{index}-"),
             recs: Mutex::default(),
+            live_closures: Mutex::new(0),
+            no_live_closures: Condvar::new(),
+            slots_checked: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             shutdown_started: AtomicBool::new(false),
             shutdown_now_started: AtomicBool::new(false),
@@ -1027,8 +1409,10 @@ fn random_operations_lose_nothing() {
         for rec in round.recs.lock().unwrap().iter() {
             jobs += 1;
             ran += rec.runs.load(SC) as usize;
+            saw_cancel += usize::from(rec.saw_cancel.load(SC));
             by_fate[usize::from(rec.fate.load(SC))] += 1;
         }
+        slot_checks += usize::from(round.slots_checked.load(SC));
         index += 1;
     }
     let fates: Vec<String> = FATES
@@ -1038,7 +1422,8 @@ fn random_operations_lose_nothing() {
         .map(|(fate, count)| format!("{fate} {count}"))
         .collect();
     eprintln!(
-        "stress: seed {base_seed}: {index} rounds, {jobs} jobs ({ran} ran; Tasks: {}) in {:.1} s",
+        "stress: seed {base_seed}: {index} rounds ({slot_checks} with the slot check), \
+         {jobs} jobs ({ran} ran, {saw_cancel} saw is_cancelled; Tasks: {}) in {:.1} s",
         fates.join(", "),
         started.elapsed().as_secs_f64()
     );

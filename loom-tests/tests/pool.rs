@@ -147,3 +147,28 @@ fn pool_install_across_two_pools() {
         b.shutdown();
     });
 }
+
+/// 5(g) A bounded pool end to end: `try_spawn` takes the only slot, and a
+/// `reserve` waiter (parked in `Reserve::wait`) is handed it when the
+/// worker starts that job: the slot comes back through the cell's claim on
+/// a worker, and the waiter's waker reaches the parked thread (a lost
+/// wake-up is a loom deadlock). The permit, dropped unused, frees the slot
+/// for a last `try_spawn`.
+///
+/// Bound 1 (the slot protocol itself is modelled at bound 3 in `flow.rs`):
+/// at bound 2 it takes millions of executions.
+#[test]
+fn pool_reserve_waits_for_a_job_start() {
+    model_bounded("pool_reserve_waits_for_a_job_start", Some(1), || {
+        let pool = Pool::builder().threads(1).max_queued(1).build().unwrap();
+        let first = pool
+            .try_spawn(|| checked("first", || 1))
+            .expect("one free slot");
+        let permit = pool.reserve().wait().expect("the pool runs");
+        drop(permit);
+        let last = pool.try_spawn(|| 2).expect("the permit's slot came back");
+        pool.shutdown();
+        assert_eq!(first.wait().unwrap(), 1);
+        assert_eq!(last.wait().unwrap(), 2);
+    });
+}

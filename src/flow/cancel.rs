@@ -1,0 +1,170 @@
+//! Cooperative cancellation: what [`is_cancelled`](crate::is_cancelled)
+//! reads.
+//!
+//! Each thread has a current [`CancelScope`]: the cancellation source of the
+//! job it runs now. It names two flags, either of which may be absent:
+//! - the `state` word of the running Task's cell, whose `CANCELLED` bit the
+//!   Task sets when it is cancelled or dropped ([`crate::task`]);
+//! - the pool, whose `shutdown_now` flag counts as a cancellation of every
+//!   job it runs.
+//!
+//! A worker enters its pool's scope when it starts. A Task's job enters
+//! the scope of its own cell for as long as it runs. The parts of a
+//! computation that a job starts and waits for (the stolen half of a
+//! `join`, a `scope`'s jobs, an `install` body on another pool) capture the
+//! scope of the thread that made them and enter it wherever they run, so
+//! a job's cancellation reaches everything it waits for. A new Task spawned
+//! inside a job does not inherit it: it has its own.
+//!
+//! # Why the pointers are valid
+//!
+//! A scope names a cell and a registry that are alive while the scope is
+//! current: the running job's cell is kept alive by the job side's reference
+//! until the job returns, and so is every part that the job waits for
+//! (which holds a copy of the scope); the registry is kept alive by the
+//! worker that runs the job. Each scope is entered with a guard that puts
+//! the previous one back, so a worker that runs other jobs while it waits
+//! returns to its own scope afterwards.
+
+use std::cell::Cell;
+use std::ptr;
+
+use crate::registry::Registry;
+use crate::sync::AtomicUsize;
+
+/// The cancellation source of the code running on a thread (module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CancelScope {
+    /// The running Task's `state` word, or null.
+    task: *const AtomicUsize,
+    /// The pool the job belongs to, or null.
+    pool: *const Registry,
+}
+
+impl CancelScope {
+    const NONE: CancelScope = CancelScope {
+        task: ptr::null(),
+        pool: ptr::null(),
+    };
+
+    /// Whether this scope's Task or pool asked its jobs to stop.
+    fn is_cancelled(self) -> bool {
+        // SAFETY: a non-null pointer of the current scope points at a live
+        // cell (module docs: the job side's reference keeps it alive while
+        // the scope is current).
+        let task = unsafe { self.task.as_ref() };
+        // SAFETY: as above, the worker running the job keeps it alive.
+        let pool = unsafe { self.pool.as_ref() };
+        task.is_some_and(crate::task::cancel_requested)
+            || pool.is_some_and(Registry::cancel_requested)
+    }
+}
+
+crate::sync::thread_local! {
+    static CURRENT: Cell<CancelScope> = const { Cell::new(CancelScope::NONE) };
+}
+
+/// Puts the previous scope back when dropped.
+#[must_use]
+pub(crate) struct Entered(CancelScope);
+
+impl Drop for Entered {
+    #[inline]
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.set(self.0));
+    }
+}
+
+#[inline]
+fn enter(scope: CancelScope) -> Entered {
+    Entered(CURRENT.with(|current| current.replace(scope)))
+}
+
+/// The current thread's scope, to be carried by a part of the running job
+/// (a stolen `join` half, a `scope` job, an `install` body).
+#[inline]
+pub(crate) fn current() -> CancelScope {
+    CURRENT.with(Cell::get)
+}
+
+/// Enters `pool`'s scope: a worker, for as long as its loop runs.
+///
+/// # Safety
+/// `pool` outlives the returned guard.
+pub(crate) unsafe fn enter_pool(pool: &Registry) -> Entered {
+    enter(CancelScope {
+        task: ptr::null(),
+        pool,
+    })
+}
+
+/// Enters the scope of the Task whose cell's `state` is `task`, in the
+/// current pool, while its job runs.
+///
+/// # Safety
+/// `task` outlives the returned guard.
+#[inline]
+pub(crate) unsafe fn enter_task(task: &AtomicUsize) -> Entered {
+    enter(CancelScope {
+        task,
+        pool: current().pool,
+    })
+}
+
+/// Enters `captured`, the scope of the job that made the part now running;
+/// without a pool of its own (it was made outside any pool: an `install`
+/// from an outside thread), it takes the current thread's.
+///
+/// # Safety
+/// `captured` was current on its creator's thread, and the job that made
+/// it waits for this part, so its pointers are still valid (module docs).
+#[inline]
+pub(crate) unsafe fn enter_captured(captured: CancelScope) -> Entered {
+    let pool = if captured.pool.is_null() {
+        current().pool
+    } else {
+        captured.pool
+    };
+    enter(CancelScope {
+        task: captured.task,
+        pool,
+    })
+}
+
+/// Whether the job running on this thread has been asked to stop: its
+/// Task was cancelled ([`Task::cancel`](crate::Task::cancel)) or dropped,
+/// or its pool was shut down with
+/// [`shutdown_now`](crate::Pool::shutdown_now). Inside the `join` halves,
+/// `scope` jobs and `install` bodies that a job starts, the job's answer;
+/// `false` off a worker and in a detached job whose pool runs on.
+///
+/// Cancellation is cooperative: nothing stops a running job but the job.
+/// A long job polls this now and then (one thread-local read and one or two
+/// loads, a few nanoseconds) and returns early; its Task then resolves to
+/// whatever it returned. A job that never looks runs to the end, as before.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pool = offload::Pool::builder().threads(1).build().unwrap();
+/// let (started_tx, started) = std::sync::mpsc::channel();
+/// let mut task = pool.spawn(move || {
+///     started_tx.send(()).unwrap();
+///     for chunk in 0..u64::MAX {
+///         if offload::is_cancelled() {
+///             return Err(chunk); // stop early: the Task resolves to this
+///         }
+///         std::hint::black_box(chunk); // a slice of the real work
+///     }
+///     Ok(())
+/// });
+/// started.recv().unwrap();
+/// task.cancel(); // the job sees it at its next look
+/// let outcome = task.wait_timeout(Duration::from_secs(10)).expect("it stopped");
+/// assert!(outcome.unwrap().is_err());
+/// ```
+#[must_use]
+#[inline]
+pub fn is_cancelled() -> bool {
+    current().is_cancelled()
+}

@@ -1,0 +1,262 @@
+//! The public face of a bounded queue: [`TrySpawnError`], [`Reserve`],
+//! [`Permit`] and [`ShutdownError`].
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::flow::slots::{Acquire, Slot};
+use crate::pool::{spawn_with_slot, Pool};
+use crate::task::Task;
+
+/// Why [`Pool::try_spawn`] refused a job; it carries the job back, unrun.
+///
+/// ```
+/// let pool = offload::Pool::builder().threads(1).build().unwrap();
+/// pool.shutdown();
+/// let err = pool.try_spawn(|| 6 * 7).unwrap_err();
+/// assert!(err.is_shutdown());
+/// assert_eq!(err.to_string(), "offload: the pool has been shut down");
+/// let job = err.into_inner(); // the closure, never run
+/// assert_eq!(job(), 42);
+/// ```
+pub struct TrySpawnError<F> {
+    job: F,
+    full: bool,
+}
+
+impl<F> TrySpawnError<F> {
+    pub(crate) fn full(job: F) -> Self {
+        Self { job, full: true }
+    }
+
+    pub(crate) fn shutdown(job: F) -> Self {
+        Self { job, full: false }
+    }
+
+    /// The pool's queue held [`max_queued`](crate::Builder::max_queued) jobs
+    /// waiting to start (or a [`reserve`](Pool::reserve) waiter was first in
+    /// line for the next free slot).
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The pool was shut down.
+    #[must_use]
+    pub fn is_shutdown(&self) -> bool {
+        !self.full
+    }
+
+    /// The job that was refused, never run.
+    pub fn into_inner(self) -> F {
+        self.job
+    }
+}
+
+impl<F> fmt::Debug for TrySpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrySpawnError")
+            .field("reason", &if self.full { "full" } else { "shutdown" })
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for TrySpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.full {
+            "offload: the pool's queue is full"
+        } else {
+            "offload: the pool has been shut down"
+        })
+    }
+}
+
+impl<F> Error for TrySpawnError<F> {}
+
+/// [`Pool::reserve`] found the pool shut down (before or while waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownError(());
+
+impl ShutdownError {
+    pub(crate) fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("offload: the pool has been shut down")
+    }
+}
+
+impl Error for ShutdownError {}
+
+/// A queue slot of a pool, reserved by [`Pool::reserve`]: spawn one job
+/// with it ([`Permit::spawn`]), or drop it to free the slot.
+///
+/// A permit holds a handle to its pool, so it may be sent to any thread and
+/// kept for as long as needed; while it exists the slot counts as taken.
+///
+/// ```
+/// # pollster::block_on(async {
+/// let pool = offload::Pool::builder().threads(2).max_queued(64).build().unwrap();
+/// let permit = pool.reserve().await.expect("the pool runs");
+/// let task = permit.spawn(|| 6 * 7);
+/// assert_eq!(task.await.unwrap(), 42);
+/// # });
+/// ```
+#[must_use = "dropping a Permit frees its slot unused"]
+pub struct Permit {
+    pool: Pool,
+    /// `None` for an unbounded pool.
+    slot: Option<Slot>,
+}
+
+impl Permit {
+    /// Queues `job` in the reserved slot and returns its [`Task`], as
+    /// [`Pool::spawn`] does. If the pool has been shut down meanwhile, the
+    /// Task is already cancelled (and the slot freed).
+    pub fn spawn<F, T>(self, job: F) -> Task<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_with_slot(self.pool.registry(), job, self.slot)
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("pool", &self.pool)
+            .field("bounded", &self.slot.is_some())
+            .finish()
+    }
+}
+
+/// The future of [`Pool::reserve`]: resolves to a [`Permit`] once a queue
+/// slot is free for it, first come first served, or to a [`ShutdownError`]
+/// once the pool is shut down. It holds no thread while it waits; dropping
+/// it leaves the line.
+#[must_use = "a Reserve does nothing unless awaited"]
+pub struct Reserve {
+    pool: Pool,
+    /// `None` for an unbounded pool, and once resolved.
+    acquire: Option<Acquire>,
+    done: bool,
+}
+
+impl Reserve {
+    pub(crate) fn new(pool: Pool) -> Self {
+        let acquire = pool
+            .registry()
+            .slots()
+            .map(|slots| Acquire::new(slots.clone()));
+        Self {
+            pool,
+            acquire,
+            done: false,
+        }
+    }
+
+    /// Blocks the calling thread until the reservation resolves: the form
+    /// for synchronous producers (a thread reading a file, an accept loop
+    /// on a plain socket). On a worker of any offload pool, the worker runs
+    /// other jobs while it waits, as [`Task::wait`] does; jobs starting is
+    /// what frees slots. While the worker runs one of those jobs, this wait
+    /// steps out of the line (keeping its place; a slot freed meanwhile goes
+    /// to the next waiter), since it could not take a slot until that job
+    /// returns: so a job that waits for a slot too, or for a Task whose job
+    /// does, cannot deadlock the pool on its own queue. (Awaiting the
+    /// future with a foreign `block_on` inside a job has no such help: use
+    /// `wait`.)
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).max_queued(8).build().unwrap();
+    /// let tasks: Vec<_> = (0..100u64)
+    ///     .map(|i| pool.reserve().wait().unwrap().spawn(move || i * i))
+    ///     .collect();
+    /// let sum: u64 = tasks.into_iter().map(|t| t.wait().unwrap()).sum();
+    /// assert_eq!(sum, 328_350);
+    /// ```
+    pub fn wait(self) -> Result<Permit, ShutdownError> {
+        self.block(None).expect("an untimed wait resolves")
+    }
+
+    /// [`wait`](Self::wait), giving up after `timeout`: `None` then, and
+    /// the reservation is dropped (the line left).
+    pub fn wait_timeout(self, timeout: Duration) -> Option<Result<Permit, ShutdownError>> {
+        self.block(Some(timeout))
+    }
+
+    fn block(self, timeout: Option<Duration>) -> Option<Result<Permit, ShutdownError>> {
+        // On a worker, the wait leaves the line while the worker runs
+        // another job (see `Acquire::step_out`).
+        let step_out = |reserve: &Reserve| {
+            if let Some(acquire) = &reserve.acquire {
+                acquire.step_out();
+            }
+        };
+        let step_in = |reserve: &Reserve| {
+            if let Some(acquire) = &reserve.acquire {
+                acquire.step_in();
+            }
+        };
+        crate::worker::block_on_future_stepping_out(
+            self,
+            |reserve| reserve.is_ready(),
+            timeout,
+            step_out,
+            step_in,
+        )
+    }
+
+    /// Whether a poll would resolve now.
+    fn is_ready(&self) -> bool {
+        self.done
+            || self.pool.registry().is_terminating()
+            || self.acquire.as_ref().is_none_or(Acquire::is_ready)
+    }
+}
+
+impl Future for Reserve {
+    type Output = Result<Permit, ShutdownError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(!this.done, "offload: Reserve polled after it resolved");
+        let result = if this.pool.registry().is_terminating() {
+            // Dropping the acquire leaves the line (or frees a granted slot).
+            this.acquire = None;
+            Err(ShutdownError::new())
+        } else {
+            match this.acquire.as_mut() {
+                None => Ok(None),
+                Some(acquire) => match Pin::new(acquire).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => result.map(Some).map_err(|_| ShutdownError::new()),
+                },
+            }
+        };
+        this.done = true;
+        this.acquire = None;
+        Poll::Ready(result.map(|slot| Permit {
+            pool: this.pool.clone(),
+            slot,
+        }))
+    }
+}
+
+impl fmt::Debug for Reserve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reserve")
+            .field("pool", &self.pool)
+            .field("acquire", &self.acquire)
+            .field("done", &self.done)
+            .finish()
+    }
+}
