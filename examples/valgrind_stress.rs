@@ -11,7 +11,10 @@
 //! waited, cancelled (dropped while queued), dropped-while-running and
 //! detached Tasks with heap outputs; panicking jobs (a heap payload, and
 //! one whose `Drop` panics); jobs that spawn and wait on jobs of their own
-//! pool; `join`, `scope` and `install`; then `shutdown`, `shutdown_now` or
+//! pool; `join`, `scope` and `install`; on bounded pools (every other
+//! round) `try_spawn` refusals, `reserve` permits used and dropped, a
+//! reservation dropped while it waits; `cancel` of a queued and of a
+//! running job, and `wait_timeout`; then `shutdown`, `shutdown_now` or
 //! the drop of the last handle with jobs still queued behind a held worker,
 //! and a spawn after the shutdown. It waits for every worker thread to end
 //! before the next round, so that nothing the pool owns is still alive at
@@ -71,15 +74,17 @@ fn round(index: usize) {
     let threads = 1 + index % 4;
     let (end_tx, end_rx) = mpsc::channel();
     let end_tx = Mutex::new(end_tx);
-    let pool = Pool::builder()
+    let mut builder = Pool::builder()
         .threads(threads)
         .thread_name(move |i| format!("vg{index}-{i}"))
         .on_thread_start(move |_| {
             let end = ThreadEnd(end_tx.lock().unwrap().clone());
             THREAD_END.with(|slot| *slot.borrow_mut() = Some(end));
-        })
-        .build()
-        .expect("build the pool");
+        });
+    if index % 2 == 1 {
+        builder = builder.max_queued(8);
+    }
+    let pool = builder.build().expect("build the pool");
 
     // Awaited, waited, dropped (most while queued), detached.
     let tasks: Vec<Task<Vec<u64>>> = (0..200).map(|i| pool.spawn(heap_job(i))).collect();
@@ -143,6 +148,50 @@ fn round(index: usize) {
         pool.join(|| -> u8 { panic!("a join half panics") }, || vec![0u8; 10])
     }));
     assert!(caught.is_err());
+
+    // Flow control: refusals hand the closure back; permits used and
+    // dropped; a reservation dropped while it may wait; cancel and
+    // wait_timeout.
+    let mut admitted = Vec::new();
+    for i in 0..64 {
+        match pool.try_spawn(heap_job(i)) {
+            Ok(task) => admitted.push(task),
+            Err(refused) => {
+                assert!(refused.is_full());
+                drop(refused.into_inner());
+            }
+        }
+    }
+    let _ = futures::FutureExt::now_or_never(pool.reserve());
+    for task in admitted {
+        assert!(task.wait().is_ok());
+    }
+    for i in 0..16 {
+        let permit = pool.reserve().wait().expect("the pool runs");
+        if i % 4 == 0 {
+            drop(permit);
+        } else {
+            assert!(permit.spawn(heap_job(i)).wait().is_ok());
+        }
+    }
+    let cancelled = pool.spawn(heap_job(3));
+    cancelled.cancel();
+    let _ = cancelled.wait();
+    let mut timed = pool.spawn(heap_job(5));
+    if timed.wait_timeout(std::time::Duration::ZERO).is_none() {
+        assert!(timed.wait().is_ok());
+    }
+    let (running_tx, running_rx) = mpsc::channel();
+    let stoppable = pool.spawn(move || {
+        running_tx.send(()).unwrap();
+        while !offload::is_cancelled() {
+            std::thread::yield_now();
+        }
+        vec![1u8; 16]
+    });
+    running_rx.recv().unwrap();
+    stoppable.cancel();
+    assert_eq!(stoppable.wait().unwrap().len(), 16);
 
     // Shut down with one worker held and jobs queued behind it; one Task
     // is dropped while its job runs.

@@ -494,10 +494,13 @@ impl Builder {
     /// counts too. Plain [`Pool::spawn`] is never refused: its jobs are
     /// queued past the bound and counted, so they delay the next admission.
     ///
-    /// How to choose `n`: a job admitted behind `n` others waits about
-    /// `n / t` job durations before it starts, so `n = t × (the queue wait
-    /// you accept) / (a job's duration)`; for 2 ms jobs, 8 threads and a
-    /// 10 ms budget, 40.
+    /// How to choose `n`: at a full queue a job waits about `n / t` job
+    /// durations before it starts (the typical wait), and the last one
+    /// admitted up to one duration more, plus whatever preempts the
+    /// workers. So for a tail bound `w` on the queue wait of jobs of
+    /// duration `d`, take `n ≈ t × (w / d − 1)`: for 2 ms jobs on 8
+    /// threads and a 10 ms bound, 32; for a bound of two job durations,
+    /// `n = t`. (`examples/overload.rs` measures it.)
     pub fn max_queued(mut self, max: usize) -> Self {
         self.max_queued = Some(max);
         self
