@@ -192,7 +192,9 @@ impl Pool {
     /// Waits for a free slot in the pool's queue and reserves it: a future
     /// that any executor can await, holding no thread while it waits, which
     /// resolves to a [`Permit`](crate::Permit) to spawn one job with.
-    /// Waiters are served first come, first served; a slot frees when a
+    /// Waiters are served first come, first served (a blocking
+    /// [`Reserve::wait`] inside a job steps out of the line while its
+    /// worker runs another job, and keeps its place); a slot frees when a
     /// queued job starts or is cancelled, or a permit is dropped unused.
     /// On an unbounded pool it resolves at once.
     ///

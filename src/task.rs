@@ -421,8 +421,9 @@ impl<T> Task<T> {
         unsafe { self.header.as_ref() }
     }
 
-    /// Whether the job has finished (run, panicked or been cancelled by a
-    /// shutdown): awaiting the Task now returns at once.
+    /// Whether the job has finished (run, panicked, or been cancelled by
+    /// [`cancel`](Task::cancel) before it started or by a shutdown):
+    /// awaiting the Task now returns at once.
     ///
     /// ```
     /// let pool = offload::Pool::builder().threads(1).build().unwrap();
@@ -489,9 +490,10 @@ impl<T> Task<T> {
             (header.vtable.cancel_stage)(self.header);
             drop(header.take_slot());
         }
-        // Release: publishes the output to whoever reads it after seeing
-        // COMPLETE with Acquire (this Task, maybe moved to another thread).
-        let prev = header.state.fetch_or(COMPLETE, Ordering::Release);
+        // Relaxed: only the task side reads the output, through `&mut self`
+        // (or `drop`) on this thread or after the Task moved, which
+        // synchronises; the job side never reads it after our claim.
+        let prev = header.state.fetch_or(COMPLETE, Ordering::Relaxed);
         if prev & WAKER != 0 {
             header.waker.with(|waker| {
                 // SAFETY: only the task side writes the slot, through
@@ -517,8 +519,10 @@ impl<T> Task<T> {
     /// panics, as polling a finished future may.
     ///
     /// A zero `timeout` only looks; one too large for an [`Instant`](std::time::Instant)
-    /// waits as `wait` does. Async callers use their executor's timeout
-    /// around `.await` instead.
+    /// waits as `wait` does. On a worker, which runs other jobs while it
+    /// waits, the deadline is checked between those jobs: a long one it
+    /// picked up delays the return by up to its own length. Async callers
+    /// use their executor's timeout around `.await` instead.
     ///
     /// ```
     /// use std::time::Duration;
@@ -596,7 +600,7 @@ impl<T> Task<T> {
 
     /// Registers `waker` to be woken on completion. Returns `true` if the job
     /// completed meanwhile (the output can be taken).
-    fn register_waker(&self, waker: &Waker) -> bool {
+    fn register_waker(&mut self, waker: &Waker) -> bool {
         let header = self.header();
         // Acquire: if COMPLETE is set, the output is read next.
         let state = header.state.load(Ordering::Acquire);

@@ -1,8 +1,10 @@
 //! Heap allocations a submission costs the submitting thread: `spawn`
 //! allocates the Task's cell and nothing else (the injector links jobs
 //! through their headers), and `wait` from outside the pool allocates
-//! nothing (it parks on the thread's cached parker). Counted per thread by a counting global allocator, so the
-//! workers' own allocations do not blur the figure.
+//! nothing (it parks on the thread's cached parker); a `try_spawn` that a
+//! full queue refuses allocates nothing at all. Counted per thread by a
+//! counting global allocator, so the workers' own allocations do not blur
+//! the figure.
 
 mod common;
 
@@ -73,5 +75,44 @@ fn a_burst_from_outside_allocates_only_the_task_cells() {
         }
         let made = allocations() - before;
         assert_eq!(made, BURST, "allocations for {BURST} spawns");
+    });
+}
+
+#[test]
+fn try_spawn_allocates_the_cell_when_admitted_and_nothing_when_refused() {
+    timed(|| {
+        let pool = offload::Pool::builder()
+            .threads(1)
+            .max_queued(1)
+            .build()
+            .unwrap();
+        // Hold the one worker, so that the queue fills and stays full.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let holder = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            gate.recv().unwrap();
+        });
+        started.recv().unwrap();
+
+        let before = allocations();
+        let admitted = pool.try_spawn(|| 7).expect("one free slot");
+        assert_eq!(allocations() - before, 1, "an admitted try_spawn: the cell");
+
+        const REFUSALS: usize = 10_000;
+        let before = allocations();
+        for i in 0..REFUSALS {
+            let refused = pool.try_spawn(move || i).expect_err("the queue is full");
+            assert!(refused.is_full());
+        }
+        assert_eq!(
+            allocations() - before,
+            0,
+            "allocations for {REFUSALS} refusals"
+        );
+
+        release.send(()).unwrap();
+        holder.wait().unwrap();
+        assert_eq!(admitted.wait().unwrap(), 7);
     });
 }

@@ -39,12 +39,18 @@ pub(crate) struct CancelScope {
     task: *const AtomicUsize,
     /// The pool the job belongs to, or null.
     pool: *const Registry,
+    /// The pool of the worker running on this thread, or null: a Task's
+    /// job belongs to it, whatever scope the worker was in when it picked
+    /// the job up (a part of another pool's job, waiting). Never read
+    /// through; only copied into `pool`.
+    worker_pool: *const Registry,
 }
 
 impl CancelScope {
     const NONE: CancelScope = CancelScope {
         task: ptr::null(),
         pool: ptr::null(),
+        worker_pool: ptr::null(),
     };
 
     /// Whether this scope's Task or pool asked its jobs to stop.
@@ -95,39 +101,44 @@ pub(crate) unsafe fn enter_pool(pool: &Registry) -> Entered {
     enter(CancelScope {
         task: ptr::null(),
         pool,
+        worker_pool: pool,
     })
 }
 
 /// Enters the scope of the Task whose cell's `state` is `task`, in the
-/// current pool, while its job runs.
+/// pool of the worker running it, while its job runs.
 ///
 /// # Safety
 /// `task` outlives the returned guard.
 #[inline]
 pub(crate) unsafe fn enter_task(task: &AtomicUsize) -> Entered {
+    let worker_pool = current().worker_pool;
     enter(CancelScope {
         task,
-        pool: current().pool,
+        pool: worker_pool,
+        worker_pool,
     })
 }
 
 /// Enters `captured`, the scope of the job that made the part now running;
 /// without a pool of its own (it was made outside any pool: an `install`
-/// from an outside thread), it takes the current thread's.
+/// from an outside thread), it takes the running worker's.
 ///
 /// # Safety
 /// `captured` was current on its creator's thread, and the job that made
 /// it waits for this part, so its pointers are still valid (module docs).
 #[inline]
 pub(crate) unsafe fn enter_captured(captured: CancelScope) -> Entered {
+    let worker_pool = current().worker_pool;
     let pool = if captured.pool.is_null() {
-        current().pool
+        worker_pool
     } else {
         captured.pool
     };
     enter(CancelScope {
         task: captured.task,
         pool,
+        worker_pool,
     })
 }
 

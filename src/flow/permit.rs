@@ -169,8 +169,8 @@ impl Reserve {
     /// other jobs while it waits, as [`Task::wait`] does; jobs starting is
     /// what frees slots. While the worker runs one of those jobs, this wait
     /// steps out of the line (keeping its place; a slot freed meanwhile goes
-    /// to the next waiter), since it could not take a slot until that job
-    /// returns: so a job that waits for a slot too, or for a Task whose job
+    /// to the next waiter, and a `try_spawn` may take it), since it could
+    /// not take a slot until that job returns: so a job that waits for a slot too, or for a Task whose job
     /// does, cannot deadlock the pool on its own queue. (Awaiting the
     /// future with a foreign `block_on` inside a job has no such help: use
     /// `wait`.)
@@ -188,7 +188,9 @@ impl Reserve {
     }
 
     /// [`wait`](Self::wait), giving up after `timeout`: `None` then, and
-    /// the reservation is dropped (the line left).
+    /// the reservation is dropped (the line left). On a worker the deadline
+    /// is checked between the jobs it runs meanwhile, as for
+    /// [`Task::wait_timeout`].
     pub fn wait_timeout(self, timeout: Duration) -> Option<Result<Permit, ShutdownError>> {
         self.block(Some(timeout))
     }

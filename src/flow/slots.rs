@@ -39,13 +39,19 @@
 //! release sees `WAITING` and takes the lock; the waiter joined the line
 //! in the same critical section as its CAS, so the release finds it).
 //!
+//! No waker is cloned, woken or dropped under the lock: those run an
+//! executor's code, which may panic or drop a future that owns a `Slot`
+//! of this pool (whose release takes the lock again). Wakers are cloned
+//! before the lock is taken, and those it removes are woken or dropped
+//! after it is released.
+//!
 //! Every ordering on `state` is `Relaxed`: a slot is a number that guards
 //! no data (the job reaches a worker through the queue, a permit through
 //! its future), the single modification order of the word is what keeps
 //! `held <= max` for the takers that check, and the hand-over is ordered by
 //! the lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
@@ -71,19 +77,13 @@ struct Waiters {
     /// The pool shut down: no more waiting.
     closed: bool,
     next_ticket: u64,
-    /// Waiting, oldest ticket first.
-    line: BTreeMap<u64, Waiter>,
+    /// Waiting, oldest ticket first, with the waker to wake on a grant.
+    line: BTreeMap<u64, Waker>,
     /// Handed a slot that they have not collected yet.
-    granted: BTreeMap<u64, Waiter>,
+    granted: BTreeSet<u64>,
     /// Out of line for a while, keeping their ticket: blocking waits on a
     /// worker while it runs another job (see [`Acquire::step_out`]).
-    stepped_out: BTreeMap<u64, Waiter>,
-}
-
-/// A place in line (or a granted slot not yet collected).
-#[derive(Debug)]
-struct Waiter {
-    waker: Waker,
+    stepped_out: BTreeSet<u64>,
 }
 
 /// The pool was shut down while (or before) waiting for a slot.
@@ -173,12 +173,11 @@ impl Slots {
         let mut state = self.state.load(Ordering::Relaxed);
         let woken = loop {
             if state & WAITING != 0 && state >> 1 <= self.max {
-                let (ticket, waiter) = waiters
+                let (ticket, waker) = waiters
                     .line
                     .pop_first()
                     .expect("offload: WAITING set with nobody in line");
-                let waker = waiter.waker.clone();
-                waiters.granted.insert(ticket, waiter);
+                waiters.granted.insert(ticket);
                 if waiters.line.is_empty() {
                     // Relaxed: under the lock (module docs).
                     self.state.fetch_and(!WAITING, Ordering::Relaxed);
@@ -202,49 +201,53 @@ impl Slots {
     }
 
     /// Takes a slot for the waiter holding `ticket` (`None` before its
-    /// first poll), or lines it up to be woken when one is granted.
-    fn poll_acquire(&self, ticket: &mut Option<u64>, waker: &Waker) -> Poll<Result<(), Closed>> {
+    /// first poll), or lines it up to be woken through `waker` when one is
+    /// granted. Returns the waker it does not keep, for the caller to drop
+    /// after the lock (module docs).
+    fn poll_acquire(
+        &self,
+        ticket: &mut Option<u64>,
+        waker: Waker,
+    ) -> (Poll<Result<(), Closed>>, Option<Waker>) {
         let mut waiters = lock(&self.waiters);
         if let Some(mine) = *ticket {
-            if waiters.granted.remove(&mine).is_some() {
+            if waiters.granted.remove(&mine) {
                 *ticket = None;
                 if waiters.closed {
                     drop(waiters);
                     self.release();
-                    return Poll::Ready(Err(Closed));
+                    return (Poll::Ready(Err(Closed)), Some(waker));
                 }
-                return Poll::Ready(Ok(()));
+                return (Poll::Ready(Ok(())), Some(waker));
             }
             if waiters.closed {
                 *ticket = None;
-                return Poll::Ready(Err(Closed));
+                return (Poll::Ready(Err(Closed)), Some(waker));
             }
-            if let Some(waiter) = waiters.line.get_mut(&mine) {
-                if !waiter.waker.will_wake(waker) {
-                    waiter.waker = waker.clone();
-                }
-            }
-            return Poll::Pending;
+            let unused = match waiters.line.get_mut(&mine) {
+                Some(kept) if !kept.will_wake(&waker) => Some(std::mem::replace(kept, waker)),
+                _ => Some(waker),
+            };
+            return (Poll::Pending, unused);
         }
         if waiters.closed {
-            return Poll::Ready(Err(Closed));
+            return (Poll::Ready(Err(Closed)), Some(waker));
         }
         let mine = waiters.next_ticket;
         waiters.next_ticket += 1;
-        let waiter = Waiter {
-            waker: waker.clone(),
-        };
-        if self.line_up(&mut waiters, mine, waiter).is_some() {
-            return Poll::Ready(Ok(()));
+        match self.line_up(&mut waiters, mine, waker) {
+            Err(unused) => (Poll::Ready(Ok(())), Some(unused)),
+            Ok(()) => {
+                *ticket = Some(mine);
+                (Poll::Pending, None)
+            }
         }
-        *ticket = Some(mine);
-        Poll::Pending
     }
 
-    /// Takes a free slot for waiter `ticket` if nobody is in line, else
-    /// puts it in line (at its ticket's place: an old ticket goes back
-    /// ahead of younger ones). If it took a slot, hands the waiter back.
-    fn line_up(&self, waiters: &mut Waiters, ticket: u64, waiter: Waiter) -> Option<Waiter> {
+    /// Takes a free slot for waiter `ticket` if nobody is in line (`Err`,
+    /// handing the waker back), else puts it in line at its ticket's
+    /// place: an old ticket goes back ahead of younger ones.
+    fn line_up(&self, waiters: &mut Waiters, ticket: u64, waker: Waker) -> Result<(), Waker> {
         // Relaxed: see the module docs.
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
@@ -255,7 +258,7 @@ impl Slots {
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Some(waiter),
+                    Ok(_) => return Err(waker),
                     Err(actual) => state = actual,
                 }
                 continue;
@@ -281,8 +284,19 @@ impl Slots {
                 Err(actual) => state = actual,
             }
         }
-        waiters.line.insert(ticket, waiter);
-        None
+        waiters.line.insert(ticket, waker);
+        Ok(())
+    }
+
+    /// Removes `ticket` from the line, clearing `WAITING` if it was the
+    /// last; returns its waker, for the caller to drop after the lock.
+    fn leave_line(&self, waiters: &mut Waiters, ticket: u64) -> Option<Waker> {
+        let waker = waiters.line.remove(&ticket)?;
+        if waiters.line.is_empty() {
+            // Relaxed: under the lock (module docs).
+            self.state.fetch_and(!WAITING, Ordering::Relaxed);
+        }
+        Some(waker)
     }
 
     /// The waiter holding `ticket` leaves the line for a while, keeping
@@ -290,14 +304,12 @@ impl Slots {
     /// line (or back to the count). See [`Acquire::step_out`].
     fn step_out(&self, ticket: u64) {
         let mut waiters = lock(&self.waiters);
-        if let Some(waiter) = waiters.line.remove(&ticket) {
-            if waiters.line.is_empty() {
-                // Relaxed: under the lock (module docs).
-                self.state.fetch_and(!WAITING, Ordering::Relaxed);
-            }
-            waiters.stepped_out.insert(ticket, waiter);
-        } else if let Some(waiter) = waiters.granted.remove(&ticket) {
-            waiters.stepped_out.insert(ticket, waiter);
+        if let Some(waker) = self.leave_line(&mut waiters, ticket) {
+            waiters.stepped_out.insert(ticket);
+            drop(waiters);
+            drop_quietly(waker);
+        } else if waiters.granted.remove(&ticket) {
+            waiters.stepped_out.insert(ticket);
             drop(waiters);
             if !mutant!("stepped_out_keeps_grant") {
                 self.release();
@@ -306,30 +318,33 @@ impl Slots {
     }
 
     /// The waiter holding `ticket` comes back to its old place in line,
-    /// ahead of everyone who came after it, or takes a free slot at once.
-    fn step_in(&self, ticket: u64) {
+    /// ahead of everyone who came after it, to be woken through `waker`;
+    /// or takes a free slot at once.
+    fn step_in(&self, ticket: u64, waker: Waker) {
         let mut waiters = lock(&self.waiters);
-        if waiters.closed {
-            waiters.stepped_out.remove(&ticket);
-            return;
-        }
-        if let Some(waiter) = waiters.stepped_out.remove(&ticket) {
-            if let Some(waiter) = self.line_up(&mut waiters, ticket, waiter) {
-                waiters.granted.insert(ticket, waiter);
+        let unused = if !waiters.stepped_out.remove(&ticket) || waiters.closed {
+            Some(waker)
+        } else {
+            match self.line_up(&mut waiters, ticket, waker) {
+                Ok(()) => None,
+                Err(unused) => {
+                    waiters.granted.insert(ticket);
+                    Some(unused)
+                }
             }
-        }
+        };
+        drop(waiters);
+        drop_quietly(unused);
     }
 
     /// The waiter holding `ticket` gives up: leaves the line, or hands on
     /// the slot it was granted but never collected.
     fn cancel_wait(&self, ticket: u64) {
         let mut waiters = lock(&self.waiters);
-        if waiters.line.remove(&ticket).is_some() {
-            if waiters.line.is_empty() {
-                // Relaxed: under the lock (module docs).
-                self.state.fetch_and(!WAITING, Ordering::Relaxed);
-            }
-        } else if waiters.granted.remove(&ticket).is_some() {
+        if let Some(waker) = self.leave_line(&mut waiters, ticket) {
+            drop(waiters);
+            drop_quietly(waker);
+        } else if waiters.granted.remove(&ticket) {
             drop(waiters);
             self.release();
         } else {
@@ -347,8 +362,8 @@ impl Slots {
             self.state.fetch_and(!WAITING, Ordering::Relaxed);
             std::mem::take(&mut waiters.line)
         };
-        for (_, waiter) in line {
-            wake_quietly(waiter.waker);
+        for (_, waker) in line {
+            wake_quietly(waker);
         }
     }
 }
@@ -408,6 +423,8 @@ impl fmt::Debug for Slot {
 pub(crate) struct Acquire {
     slots: Arc<Slots>,
     ticket: Option<u64>,
+    /// The waker of the last poll, for [`step_in`](Self::step_in).
+    waker: Option<Waker>,
 }
 
 impl Acquire {
@@ -415,6 +432,7 @@ impl Acquire {
         Self {
             slots,
             ticket: None,
+            waker: None,
         }
     }
 
@@ -435,8 +453,8 @@ impl Acquire {
 
     /// Comes back to the place [`step_out`](Self::step_out) left.
     pub(crate) fn step_in(&self) {
-        if let Some(ticket) = self.ticket {
-            self.slots.step_in(ticket);
+        if let (Some(ticket), Some(waker)) = (self.ticket, &self.waker) {
+            self.slots.step_in(ticket, waker.clone());
         }
     }
 
@@ -445,7 +463,7 @@ impl Acquire {
     pub(crate) fn is_ready(&self) -> bool {
         let waiters = lock(&self.slots.waiters);
         match self.ticket {
-            Some(ticket) => waiters.closed || waiters.granted.contains_key(&ticket),
+            Some(ticket) => waiters.closed || waiters.granted.contains(&ticket),
             None => true,
         }
     }
@@ -456,9 +474,14 @@ impl Future for Acquire {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        this.slots
-            .poll_acquire(&mut this.ticket, cx.waker())
-            .map(|result| result.map(|()| Slot(Arc::clone(&this.slots))))
+        // Clones outside the slots' lock (module docs).
+        let waker = cx.waker().clone();
+        if !this.waker.as_ref().is_some_and(|w| w.will_wake(&waker)) {
+            drop_quietly(this.waker.replace(waker.clone()));
+        }
+        let (poll, unused) = this.slots.poll_acquire(&mut this.ticket, waker);
+        drop_quietly(unused);
+        poll.map(|result| result.map(|()| Slot(Arc::clone(&this.slots))))
     }
 }
 
