@@ -43,6 +43,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::args::Args;
+use support::machine;
+
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
 
 /// The goals of issue 15: a dropped Task seen within this (median) ...
@@ -105,28 +111,14 @@ fn parse_args() -> Result<Config> {
         refusals: 100_000,
         batches: 11,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--help" || arg == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let (name, value) = match arg.split_once('=') {
-            Some((name, value)) => (name.to_string(), value.to_string()),
-            None => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
-                (arg, value)
-            }
-        };
-        let bad = |e: &dyn std::fmt::Display| format!("{name} {value}: {e}\n{USAGE}");
-        match name.as_str() {
-            "--trials" => config.trials = value.parse().map_err(|e| bad(&e))?,
-            "--calls" => config.calls = value.parse().map_err(|e| bad(&e))?,
-            "--refusals" => config.refusals = value.parse().map_err(|e| bad(&e))?,
-            "--batches" => config.batches = value.parse().map_err(|e| bad(&e))?,
-            _ => return Err(format!("unknown flag {name}\n{USAGE}").into()),
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag()? {
+        match flag.name.as_str() {
+            "--trials" => config.trials = flag.parse()?,
+            "--calls" => config.calls = flag.parse()?,
+            "--refusals" => config.refusals = flag.parse()?,
+            "--batches" => config.batches = flag.parse()?,
+            _ => return Err(flag.unknown().into()),
         }
     }
     if config.trials == 0 || config.calls == 0 || config.refusals == 0 || config.batches == 0 {
@@ -323,12 +315,6 @@ fn refusal_cost(refusals: u64, batches: usize) -> Result<Refusals> {
 
 // ---- report -----------------------------------------------------------------------------
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "n/a".into())
-}
-
 /// Nanoseconds, in the unit that suits them.
 fn fmt_ns(ns: u64) -> String {
     if ns < 10_000 {
@@ -342,11 +328,11 @@ fn fmt_ns(ns: u64) -> String {
 
 fn main() -> Result<()> {
     let config = parse_args()?;
-    let cores = std::thread::available_parallelism()?.get();
+    let cores = machine::cores()?;
     println!("flow-control micro figures (examples/cancel_latency.rs)");
     println!(
         "machine: {cores} cores; load average at start: {}",
-        load_average()
+        machine::load_average()
     );
     println!();
 
@@ -437,6 +423,6 @@ fn main() -> Result<()> {
         checked - empty
     );
     println!();
-    println!("load average at the end: {}", load_average());
+    println!("load average at the end: {}", machine::load_average());
     Ok(())
 }

@@ -93,6 +93,14 @@ use futures::task::AtomicWaker;
 use futures_channel::oneshot;
 use offload::WorkerPriority;
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::machine::load_average;
+use support::stats::worst_and_p99;
+use support::svg::escape;
+use support::work::hash_job;
+
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
 
 // ---- what is measured, and how much -------------------------------------
@@ -594,17 +602,6 @@ fn injector_floor() -> Duration {
 
 // ---- the ticker -----------------------------------------------------------
 
-/// One unit of CPU work: `iters` rounds of a multiply-rotate hash.
-fn spin_work(seed: u64, iters: u64) -> u64 {
-    let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
-    for i in 0..iters {
-        h = (h ^ black_box(i))
-            .wrapping_mul(0x0100_0000_01b3)
-            .rotate_left(17);
-    }
-    h
-}
-
 /// CPU time of the calling thread (wall-clock time where there is no
 /// such clock): calibration must not count time the thread was preempted.
 fn thread_time() -> Duration {
@@ -628,7 +625,7 @@ fn thread_time() -> Duration {
 fn calibrate() -> (u64, Duration) {
     let time = |iters| {
         let start = thread_time();
-        black_box(spin_work(black_box(0), iters));
+        black_box(hash_job(black_box(0), iters));
         thread_time() - start
     };
     let mut iters: u64 = 1 << 16;
@@ -649,51 +646,12 @@ fn calibrate() -> (u64, Duration) {
 /// late as they are.
 #[cfg(target_os = "linux")]
 async fn ticker(stop: Arc<AtomicBool>) -> std::io::Result<Vec<Duration>> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use tokio::io::unix::AsyncFd;
-    use tokio::io::Interest;
+    use support::clock::{arm, monotonic_ns, timerfd};
 
-    fn monotonic_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-    let timespec = |ns: u64| libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    };
-
-    // SAFETY: plain system call; the result is checked below.
-    let raw = unsafe {
-        libc::timerfd_create(
-            libc::CLOCK_MONOTONIC,
-            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-        )
-    };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a new descriptor that nothing else owns; the OwnedFd
-    // keeps it open, and returns it from `as_raw_fd`, as long as the AsyncFd
-    // that owns the OwnedFd lives.
-    let fd =
-        unsafe { AsyncFd::register_with_interest(OwnedFd::from_raw_fd(raw), Interest::READABLE)? };
+    let fd = timerfd()?;
     let period = TICK.as_nanos() as u64;
     let start = monotonic_ns();
-    let spec = libc::itimerspec {
-        it_interval: timespec(period),
-        it_value: timespec(start + period),
-    };
-    // SAFETY: `raw` is our timerfd (owned by `fd`), `spec` a valid itimerspec.
-    let set =
-        unsafe { libc::timerfd_settime(raw, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) };
-    if set != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    arm(&fd, start + period, period)?;
 
     let mut lateness = Vec::with_capacity(1024);
     let mut ticks = 0u64;
@@ -764,7 +722,7 @@ fn ticker_round<P: Peer>(
         match peer {
             Some(peer) => {
                 let pending: Vec<_> = (0..jobs)
-                    .map(|seed| peer.submit(move || spin_work(seed, iters)))
+                    .map(|seed| peer.submit(move || hash_job(seed, iters)))
                     .collect();
                 for job in pending {
                     checksum ^= job.await;
@@ -784,16 +742,7 @@ fn ticker_round<P: Peer>(
 
 /// Worst and 99th-percentile lateness, and the median makespan.
 fn ticker_summary(rounds: &[TickerRound]) -> (Duration, Duration, Duration) {
-    let mut lateness: Vec<Duration> = rounds
-        .iter()
-        .flat_map(|r| r.lateness.iter().copied())
-        .collect();
-    lateness.sort();
-    let worst = lateness.last().copied().unwrap_or_default();
-    let p99 = lateness
-        .get((lateness.len() * 99).div_ceil(100).saturating_sub(1))
-        .copied()
-        .unwrap_or_default();
+    let (worst, p99) = worst_and_p99(rounds.iter().flat_map(|r| r.lateness.iter().copied()));
     let makespan = median(rounds.iter().map(|r| r.makespan).collect());
     (worst, p99, makespan)
 }
@@ -1235,19 +1184,7 @@ fn show_ratio(ratio: f64) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 // ---- main ----------------------------------------------------------------------
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "n/a".into())
-}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -121,9 +121,13 @@ mod generator;
 mod report;
 #[path = "load/server.rs"]
 mod server;
+#[path = "support/mod.rs"]
+mod support;
 
 use generator::{Client, Outcome, Plan};
 use report::Row;
+use support::args::Args;
+use support::machine;
 
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
 
@@ -205,7 +209,7 @@ fn parse_args() -> Result<Config> {
         rate: None,
         loads: LOADS.to_vec(),
         modes: MODES.iter().map(|m| m.to_string()).collect(),
-        threads: std::thread::available_parallelism()?.get(),
+        threads: machine::cores()?,
         work_ms: 10,
         ping_per_work: 4.0,
         secs: 4.0,
@@ -221,49 +225,34 @@ fn parse_args() -> Result<Config> {
         markdown: false,
         generator_nice: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
+    let mut args = Args::new(USAGE);
+    while let Some(arg) = args.next_arg() {
         match arg.as_str() {
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
             "--matrix" => c.matrix = true,
             "--priority-compare" => c.priority_compare = true,
             "--markdown" => c.markdown = true,
             _ => {
-                let (name, value) = match arg.split_once('=') {
-                    Some((name, value)) => (name.to_string(), value.to_string()),
-                    None => {
-                        let value = args
-                            .next()
-                            .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
-                        (arg, value)
-                    }
-                };
-                let bad = |e: &dyn std::fmt::Display| format!("{name} {value}: {e}\n{USAGE}");
-                match name.as_str() {
-                    "--addr" => c.addr = Some(value.parse().map_err(|e| bad(&e))?),
-                    "--load" => c.load = Some(value.parse().map_err(|e| bad(&e))?),
-                    "--rate" => c.rate = Some(value.parse().map_err(|e| bad(&e))?),
-                    "--loads" => c.loads = list(&value).map_err(|e| bad(&e))?,
-                    "--modes" => c.modes = list(&value).map_err(|e| bad(&e))?,
-                    "--threads" => c.threads = value.parse().map_err(|e| bad(&e))?,
-                    "--work-ms" => c.work_ms = value.parse().map_err(|e| bad(&e))?,
-                    "--ping-per-work" => c.ping_per_work = value.parse().map_err(|e| bad(&e))?,
-                    "--secs" => c.secs = value.parse().map_err(|e| bad(&e))?,
-                    "--warmup" => c.warmup = value.parse().map_err(|e| bad(&e))?,
-                    "--timeout" => c.timeout = value.parse().map_err(|e| bad(&e))?,
-                    "--max-conns" => c.max_conns = value.parse().map_err(|e| bad(&e))?,
-                    "--runtime" => c.runtime = value,
-                    "--max-queued" => c.max_queued = Some(value.parse().map_err(|e| bad(&e))?),
-                    "--server" => c.server = Some(value.into()),
-                    "--server-arg" => c.server_args.push(value),
-                    "--svg" => c.svg = Some(value.into()),
-                    "--generator-nice" => {
-                        c.generator_nice = Some(value.parse().map_err(|e| bad(&e))?);
-                    }
-                    _ => return Err(format!("unknown flag {name}\n{USAGE}").into()),
+                let flag = args.flag(arg)?;
+                match flag.name.as_str() {
+                    "--addr" => c.addr = Some(flag.parse()?),
+                    "--load" => c.load = Some(flag.parse()?),
+                    "--rate" => c.rate = Some(flag.parse()?),
+                    "--loads" => c.loads = flag.parse_with(list)?,
+                    "--modes" => c.modes = flag.parse_with(list)?,
+                    "--threads" => c.threads = flag.parse()?,
+                    "--work-ms" => c.work_ms = flag.parse()?,
+                    "--ping-per-work" => c.ping_per_work = flag.parse()?,
+                    "--secs" => c.secs = flag.parse()?,
+                    "--warmup" => c.warmup = flag.parse()?,
+                    "--timeout" => c.timeout = flag.parse()?,
+                    "--max-conns" => c.max_conns = flag.parse()?,
+                    "--runtime" => c.runtime = flag.value,
+                    "--max-queued" => c.max_queued = Some(flag.parse()?),
+                    "--server" => c.server = Some(flag.value.into()),
+                    "--server-arg" => c.server_args.push(flag.value),
+                    "--svg" => c.svg = Some(flag.value.into()),
+                    "--generator-nice" => c.generator_nice = Some(flag.parse()?),
+                    _ => return Err(flag.unknown().into()),
                 }
             }
         }
@@ -321,16 +310,6 @@ impl Config {
 }
 
 // ---- the machine -----------------------------------------------------------------
-
-/// The 1-minute load average.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
 
 /// Lets this thread's timers fire to the microsecond (Linux's default slack
 /// is 50 µs), and lets the generator and the servers it starts hold as
@@ -461,12 +440,12 @@ fn single(config: &Config) -> Result<()> {
         config.work_ms,
         plan.ping_rate(),
         config.secs,
-        std::thread::available_parallelism()?.get()
+        machine::cores()?
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let load_before = load_average();
+    let load_before = machine::load_average_1m();
     let (outcome, _, generator_cpu) = measure(&rt, config, &plan, addr, None)?;
     let row = Row {
         label: "server".into(),
@@ -475,7 +454,7 @@ fn single(config: &Config) -> Result<()> {
         failure: None,
         mem_start: None,
         mem_end: None,
-        load_avg: (load_before, load_average()),
+        load_avg: (load_before, machine::load_average_1m()),
         server_cpu: None,
         generator_cpu,
     };
@@ -563,7 +542,7 @@ fn matrix_row(
         failure: None,
         mem_start: None,
         mem_end: None,
-        load_avg: (load_average(), None),
+        load_avg: (machine::load_average_1m(), None),
         server_cpu: None,
         generator_cpu: None,
     };
@@ -571,7 +550,7 @@ fn matrix_row(
         Ok(server) => server,
         Err(e) => {
             row.failure = Some(e.to_string());
-            row.load_avg.1 = load_average();
+            row.load_avg.1 = machine::load_average_1m();
             return row;
         }
     };
@@ -595,7 +574,7 @@ fn matrix_row(
         row.failure
             .get_or_insert(format!("stopping the server: {e}"));
     }
-    row.load_avg.1 = load_average();
+    row.load_avg.1 = machine::load_average_1m();
     row
 }
 
@@ -607,13 +586,13 @@ fn matrix(config: &Config) -> Result<()> {
     if !binary.is_file() {
         return Err(server::missing(&binary).into());
     }
-    let cores = std::thread::available_parallelism()?.get();
+    let cores = machine::cores()?;
     let variants = variants(config);
     let runtime = match config.runtime.as_str() {
         "multi" => "multi-thread",
         _ => "current-thread",
     };
-    let load_at_start = load_average();
+    let load_at_start = machine::load_average_1m();
     let la = |x: Option<f64>| x.map_or("n/a".into(), |x| format!("{x:.2}"));
     println!(
         "server: {} on a {runtime} runtime, pool of {} threads; /work = {} ms of CPU, capacity {:.0} /work/s; {} /ping per /work",
@@ -644,7 +623,7 @@ fn matrix(config: &Config) -> Result<()> {
             std::thread::sleep(BETWEEN_ROWS);
         }
     }
-    let load_at_end = load_average();
+    let load_at_end = machine::load_average_1m();
     println!("load average at the end: {}", la(load_at_end));
     println!();
     report::print_main(&rows, config.markdown);

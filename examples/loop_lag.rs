@@ -44,6 +44,12 @@ use std::time::{Duration, Instant};
 
 use tokio::time::MissedTickBehavior;
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::stats::worst_and_p99;
+use support::work::hash_job;
+
 /// The ticker's period.
 const TICK: Duration = Duration::from_millis(1);
 /// How long one job should take on one core, roughly.
@@ -54,18 +60,6 @@ const JOBS_PER_CORE: usize = 4;
 const ROUNDS: usize = 15;
 
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
-
-/// One unit of CPU work: `iters` rounds of a multiply-rotate hash.
-fn hash_job(seed: u64, iters: u64) -> u64 {
-    let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
-    for i in 0..iters {
-        // `black_box` keeps the loop from being vectorised or folded away.
-        h = (h ^ black_box(i))
-            .wrapping_mul(0x0100_0000_01b3)
-            .rotate_left(17);
-    }
-    h
-}
 
 /// The iteration count that makes one job take about [`TARGET_JOB_TIME`],
 /// and the measured single-threaded time of one such job (median of 5).
@@ -232,14 +226,7 @@ fn ms(d: Duration) -> String {
 
 /// Prints one table row from all rounds of one mode.
 fn print_row(mode: Mode, rounds: &[Round], ideal: Duration) {
-    let mut lateness: Vec<Duration> = rounds
-        .iter()
-        .flat_map(|r| r.lateness.iter().copied())
-        .collect();
-    lateness.sort();
-    let worst = lateness.last().copied().unwrap_or_default();
-    let p99_index = (lateness.len() * 99).div_ceil(100).saturating_sub(1);
-    let p99 = lateness.get(p99_index).copied().unwrap_or_default();
+    let (worst, p99) = worst_and_p99(rounds.iter().flat_map(|r| r.lateness.iter().copied()));
 
     let (makespan, ratio) = match mode {
         Mode::Idle => ("-".to_string(), "-".to_string()),

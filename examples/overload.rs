@@ -95,6 +95,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::args::Args;
+use support::machine;
+use support::work::{self, hash_job};
+
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
 
 /// How often the resident set size is sampled.
@@ -132,34 +139,20 @@ fn parse_args() -> Result<Config> {
         secs: 5.0,
         load: 2.0,
         job_ms: 2.0,
-        threads: thread::available_parallelism()?.get(),
+        threads: machine::cores()?,
         wait_budget: 1.0,
         payload_kb: 4,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--help" || arg == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let (name, value) = match arg.split_once('=') {
-            Some((name, value)) => (name.to_string(), value.to_string()),
-            None => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
-                (arg, value)
-            }
-        };
-        let bad = |e: &dyn std::fmt::Display| format!("{name} {value}: {e}\n{USAGE}");
-        match name.as_str() {
-            "--secs" => config.secs = value.parse().map_err(|e| bad(&e))?,
-            "--load" => config.load = value.parse().map_err(|e| bad(&e))?,
-            "--job-ms" => config.job_ms = value.parse().map_err(|e| bad(&e))?,
-            "--threads" => config.threads = value.parse().map_err(|e| bad(&e))?,
-            "--wait-budget" => config.wait_budget = value.parse().map_err(|e| bad(&e))?,
-            "--payload-kb" => config.payload_kb = value.parse().map_err(|e| bad(&e))?,
-            _ => return Err(format!("unknown flag {name}\n{USAGE}").into()),
+    let mut args = Args::new(USAGE);
+    while let Some(flag) = args.next_flag()? {
+        match flag.name.as_str() {
+            "--secs" => config.secs = flag.parse()?,
+            "--load" => config.load = flag.parse()?,
+            "--job-ms" => config.job_ms = flag.parse()?,
+            "--threads" => config.threads = flag.parse()?,
+            "--wait-budget" => config.wait_budget = flag.parse()?,
+            "--payload-kb" => config.payload_kb = flag.parse()?,
+            _ => return Err(flag.unknown().into()),
         }
     }
     let positive = |x: f64| x.is_finite() && x > 0.0;
@@ -175,46 +168,6 @@ fn parse_args() -> Result<Config> {
 }
 
 // ---- the work -----------------------------------------------------------------
-
-/// One unit of CPU work: `iters` rounds of a multiply-rotate hash.
-fn hash_job(seed: u64, iters: u64) -> u64 {
-    let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
-    for i in 0..iters {
-        // `black_box` keeps the loop from being vectorised or folded away.
-        h = (h ^ black_box(i))
-            .wrapping_mul(0x0100_0000_01b3)
-            .rotate_left(17);
-    }
-    h
-}
-
-/// The iteration count that makes one job take about `target`, and the
-/// measured single-threaded time of one such job (median of 21).
-///
-/// Calibrated with runs of the job's own size, by their median: runs much
-/// longer than a scheduler time slice would be preempted on a busy machine
-/// and make the jobs too short.
-fn calibrate(target: Duration) -> (u64, Duration) {
-    let time = |iters| {
-        let start = Instant::now();
-        black_box(hash_job(black_box(0), iters));
-        start.elapsed()
-    };
-    let median_of = |runs: usize, iters: u64| {
-        let mut samples: Vec<Duration> = (0..runs).map(|_| time(iters)).collect();
-        samples.sort();
-        samples[runs / 2]
-    };
-    let mut iters: u64 = 1 << 10;
-    while time(iters) < target / 4 {
-        iters *= 2;
-    }
-    for _ in 0..3 {
-        let scale = target.as_secs_f64() / median_of(11, iters).as_secs_f64().max(1e-9);
-        iters = ((iters as f64 * scale) as u64).max(1);
-    }
-    (iters, median_of(21, iters))
-}
 
 /// The job of one request: its queue wait (timed from `submitted`, inside
 /// the job), its own run time, and a hash (of its body too, so the body
@@ -534,12 +487,6 @@ async fn run(strategy: Strategy, plan: &Plan) -> Result<Outcome> {
 
 // ---- report -------------------------------------------------------------------
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "n/a".into())
-}
-
 /// A latency in µs, in the unit that suits it.
 fn fmt_us(us: u64) -> String {
     if us < 1_000 {
@@ -574,10 +521,12 @@ fn quantile(h: &Histogram<u64>, q: f64) -> String {
 
 fn main() -> Result<()> {
     let config = parse_args()?;
-    let cores = thread::available_parallelism()?.get();
-    let load_at_start = load_average();
-    let target = Duration::from_secs_f64(config.job_ms / 1e3);
-    let (iters, job_time) = calibrate(target);
+    let cores = machine::cores()?;
+    let load_at_start = machine::load_average();
+    // The iteration count of a job of about `--job-ms`, and the measured
+    // single-threaded time of one such job (median of 21).
+    let iters = work::calibrate(Duration::from_secs_f64(config.job_ms / 1e3));
+    let job_time = work::median_job_time(21, iters);
     let capacity = config.threads as f64 / job_time.as_secs_f64();
     let rate = config.load * capacity;
     let window = Duration::from_secs_f64(config.secs);
@@ -776,7 +725,7 @@ fn main() -> Result<()> {
     println!(
         "measured in {:.1} s; load average at the end: {} (checksum {:x})",
         started.elapsed().as_secs_f64(),
-        load_average(),
+        machine::load_average(),
         black_box(checksum) & 0xffff
     );
     Ok(())

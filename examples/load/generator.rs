@@ -16,6 +16,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+#[cfg(target_os = "linux")]
+use crate::support::clock;
+
 /// The largest latency the histograms hold, in µs (10 minutes).
 const MAX_US: u64 = 600_000_000;
 /// How far ahead of the first intended send time the schedule starts, so
@@ -39,13 +42,7 @@ fn micros(ns: u64) -> u64 {
 /// `CLOCK_MONOTONIC` in ns: the clock the timerfd pacer sleeps on.
 #[cfg(target_os = "linux")]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock::monotonic_ns()
 }
 
 /// Nanoseconds since the first call (elsewhere than Linux).
@@ -69,60 +66,25 @@ struct Pacer {
 #[cfg(target_os = "linux")]
 impl Pacer {
     fn new() -> std::io::Result<Self> {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        // SAFETY: plain system call; the result is checked below.
-        let raw = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new descriptor that nothing else owns; the
-        // OwnedFd keeps it open, and returns it from `as_raw_fd`, as long as
-        // the AsyncFd that owns the OwnedFd lives.
-        let fd = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(
-                OwnedFd::from_raw_fd(raw),
-                tokio::io::Interest::READABLE,
-            )?
-        };
-        Ok(Self { fd })
+        Ok(Self {
+            fd: clock::timerfd()?,
+        })
     }
 
     async fn sleep_until(&self, deadline_ns: u64) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
+        let raw = self.fd.get_ref().as_raw_fd();
         loop {
             if now_ns() >= deadline_ns {
                 return Ok(());
             }
-            let spec = libc::itimerspec {
-                it_interval: libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                },
-                it_value: libc::timespec {
-                    tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-                    tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
-                },
-            };
-            let raw = self.fd.get_ref().as_raw_fd();
-            // SAFETY: `raw` is our timerfd (owned by `self.fd`), `spec` a
-            // valid itimerspec.
-            let set = unsafe {
-                libc::timerfd_settime(raw, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut())
-            };
-            if set != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            clock::arm(&self.fd, deadline_ns, 0)?;
             let mut guard = self.fd.readable().await?;
             let mut expirations = 0u64;
             // SAFETY: reads 8 bytes into `expirations` from our timerfd.
             // Its result does not matter: expired and read, or not expired
             // yet (EAGAIN), no expiration is pending afterwards, and the
-            // next `settime` arms a new edge; the loop checks the clock.
+            // next `arm` sets a new edge; the loop checks the clock.
             unsafe { libc::read(raw, (&mut expirations as *mut u64).cast(), 8) };
             guard.clear_ready();
         }

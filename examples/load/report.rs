@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 
 use super::generator::Outcome;
 use super::server::Memory;
+use crate::support::svg::escape;
 
 /// One row of the report: one server (mode, priority) at one load.
 pub struct Row {
@@ -466,10 +467,4 @@ fn bar_label(ms: f64) -> String {
 fn trim(x: f64) -> String {
     let s = format!("{x:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

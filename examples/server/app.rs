@@ -42,10 +42,9 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::hint::black_box;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -58,6 +57,13 @@ use offload::WorkerPriority;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
+
+// Relative to this file's directory, so that it resolves the same from
+// `main.rs` and from `tests/server.rs`.
+#[path = "../support/mod.rs"]
+mod support;
+
+use support::work;
 
 /// Where `/work` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,43 +245,12 @@ impl fmt::Debug for Config {
 
 // ---- the work -----------------------------------------------------------------
 
-/// `n` rounds of a multiply-rotate hash from state `h`, counting from
-/// `from` (the same loop as `examples/overload.rs`).
-fn hash_rounds(mut h: u64, from: u64, n: u64) -> u64 {
-    for i in from..from + n {
-        // `black_box` keeps the loop from being vectorised or folded away.
-        h = (h ^ black_box(i))
-            .wrapping_mul(0x0100_0000_01b3)
-            .rotate_left(17);
-    }
-    h
-}
-
 /// The hash loop's iterations per millisecond on this machine: the median
 /// of several runs of about 1 ms each (short runs, so that a preemption
 /// spoils one sample and not the estimate), refined three times, on the
 /// calling thread.
 pub fn calibrate() -> u64 {
-    let target = Duration::from_millis(1);
-    let time = |iters: u64| {
-        let start = Instant::now();
-        black_box(hash_rounds(black_box(0), 0, iters));
-        start.elapsed()
-    };
-    let median_of = |runs: usize, iters: u64| {
-        let mut samples: Vec<Duration> = (0..runs).map(|_| time(iters)).collect();
-        samples.sort();
-        samples[runs / 2]
-    };
-    let mut iters: u64 = 1 << 10;
-    while time(iters) < target / 4 {
-        iters *= 2;
-    }
-    for _ in 0..3 {
-        let scale = target.as_secs_f64() / median_of(11, iters).as_secs_f64().max(1e-9);
-        iters = ((iters as f64 * scale) as u64).max(1);
-    }
-    iters
+    work::calibrate(Duration::from_millis(1))
 }
 
 /// The job of one `/work` request.
@@ -298,7 +273,7 @@ impl Job {
     /// The hash, or `None` if the job was cancelled.
     fn run(self) -> Option<u64> {
         self.emit(JobEvent::Started);
-        let mut h = self.seed ^ 0xcbf2_9ce4_8422_2325;
+        let mut h = self.seed ^ work::HASH_BASIS;
         let mut done = 0;
         while done < self.iters {
             // Outside an offload worker this is always false.
@@ -307,7 +282,7 @@ impl Job {
                 return None;
             }
             let n = self.chunk.min(self.iters - done);
-            h = hash_rounds(h, done, n);
+            h = work::hash_rounds(h, done, n);
             done += n;
         }
         self.emit(JobEvent::Finished);
