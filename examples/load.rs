@@ -128,6 +128,7 @@ use generator::{Client, Outcome, Plan};
 use report::Row;
 use support::args::Args;
 use support::machine;
+use support::work;
 
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
 
@@ -534,6 +535,7 @@ fn matrix_row(
     binary: &std::path::Path,
     variant: &Variant,
     load: f64,
+    extra_args: &[String],
 ) -> Row {
     let mut row = Row {
         label: variant.label(),
@@ -546,7 +548,9 @@ fn matrix_row(
         server_cpu: None,
         generator_cpu: None,
     };
-    let mut server = match server::Server::start(binary, &variant.server_args(config)) {
+    let mut args = variant.server_args(config);
+    args.extend(extra_args.iter().cloned());
+    let mut server = match server::Server::start(binary, &args) {
         Ok(server) => server,
         Err(e) => {
             row.failure = Some(e.to_string());
@@ -611,13 +615,19 @@ fn matrix(config: &Config) -> Result<()> {
     if let Some(nice) = config.generator_nice {
         println!("the generator's thread measures at nice {nice}; the servers start at this process's priority");
     }
+    // One size of work for every server: each server's own calibration
+    // varies by a few per cent from run to run, as much as the throughput
+    // differences the matrix measures.
+    let iters_per_ms = work::calibrate(Duration::from_millis(1));
+    let same_work = ["--iters-per-ms".to_string(), iters_per_ms.to_string()];
+    println!("1 ms of work = {iters_per_ms} iterations of the hash loop, calibrated once here and given to every server");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
     for &load in &config.loads {
         for variant in &variants {
-            let row = matrix_row(&rt, config, &binary, variant, load);
+            let row = matrix_row(&rt, config, &binary, variant, load, &same_work);
             eprintln!("{}", progress(&row));
             rows.push(row);
             std::thread::sleep(BETWEEN_ROWS);

@@ -62,8 +62,10 @@ use crate::queue::Worker;
 use crate::sync::{mutant, spin_loop, thread, AtomicBool, AtomicPtr, Ordering, UnsafeCell};
 
 /// Most jobs a worker moves from the injector to its deque at once (as
-/// crossbeam's `Injector::steal_batch_and_pop`), the one it runs included.
-const MAX_BATCH: usize = if cfg!(loom) { 2 } else { 32 };
+/// crossbeam's `Injector::steal_batch_and_pop`), the one it runs included;
+/// a worker asks for fewer when its jobs are long (see
+/// `WorkerThread::injector_batch`).
+pub(crate) const MAX_BATCH: usize = if cfg!(loom) { 2 } else { 32 };
 
 /// The consumer's side: the turn flag and the position it guards.
 struct ConsumerEnd {
@@ -124,10 +126,11 @@ impl Injector {
         self.back.load(Ordering::Relaxed) == self.stub.as_ptr()
     }
 
-    /// Pops the oldest job and moves up to `MAX_BATCH - 1` more to `dest`,
-    /// keeping their order; `None` if the queue is empty or another thread
-    /// is consuming.
-    pub(crate) fn try_pop_batch(&self, dest: &Worker<JobRef>) -> Option<JobRef> {
+    /// Pops the oldest job and moves up to `limit - 1` more (at most
+    /// `MAX_BATCH - 1`) to `dest`, keeping their order; `None` if the queue
+    /// is empty or another thread is consuming.
+    pub(crate) fn try_pop_batch(&self, dest: &Worker<JobRef>, limit: usize) -> Option<JobRef> {
+        let limit = limit.clamp(1, MAX_BATCH);
         if self.is_empty() {
             return None;
         }
@@ -139,7 +142,7 @@ impl Injector {
         }
         let mut batch = [None::<JobRef>; MAX_BATCH];
         let mut taken = 0;
-        while taken < MAX_BATCH {
+        while taken < limit {
             // SAFETY: we hold `consuming`.
             match unsafe { self.pop_locked() } {
                 Some(job) => batch[taken] = Some(job),

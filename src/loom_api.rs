@@ -67,7 +67,12 @@ impl Injector {
     /// first; empty also if another thread is consuming.
     pub fn try_pop_batch(&self) -> Vec<Job> {
         let deque = crate::queue::Worker::new_lifo();
-        let mut jobs: Vec<Job> = self.0.try_pop_batch(&deque).map(Job).into_iter().collect();
+        let mut jobs: Vec<Job> = self
+            .0
+            .try_pop_batch(&deque, crate::injector::MAX_BATCH)
+            .map(Job)
+            .into_iter()
+            .collect();
         while let Some(job) = deque.pop() {
             jobs.push(Job(job));
         }

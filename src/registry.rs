@@ -336,9 +336,10 @@ impl Registry {
     pub(crate) fn steal_injected(
         &self,
         dest: &crate::queue::Worker<JobRef>,
+        limit: usize,
         _spinning: &Spinning<'_>,
     ) -> Option<JobRef> {
-        self.injector.try_pop_batch(dest)
+        self.injector.try_pop_batch(dest, limit)
     }
 
     /// Pops the oldest injected job, waiting for its turn if another thread

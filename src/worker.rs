@@ -48,6 +48,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
+use crate::injector::MAX_BATCH;
 use crate::job::{JobRef, StackJob};
 use crate::join::{PRIVATE_DEPTH, SHARE_CHECK_EVERY};
 use crate::latch::Latch;
@@ -75,7 +76,21 @@ pub(crate) struct WorkerThread {
     /// Joins so far, to pick the private ones (see [`crate::join`]).
     joins: Cell<u32>,
     rng: Cell<u64>,
+    /// Jobs this worker has executed, and when it last took a batch from
+    /// the injector with how many it had executed then: the pace that
+    /// sizes its next batch ([`WorkerThread::injector_batch`]).
+    jobs_run: Cell<u64>,
+    last_batch: Cell<Option<(Instant, u64)>>,
 }
+
+/// The work, in time, that a worker takes from the injector at once. A
+/// batch of short jobs saves trips to the shared queue (a burst of tiny
+/// jobs runs at a fraction of the cost); a batch of long ones would sit in
+/// one worker's deque, in front of nobody but behind its own job, while
+/// newer jobs pass them through other workers. Bounding a batch by its
+/// work bounds that unfairness to about this much delay per job: a few
+/// wake-ups' worth, invisible next to a long job.
+const BATCH_WORK: Duration = Duration::from_micros(100);
 
 impl WorkerThread {
     /// Runs `f` with the worker running on this thread, if any. The
@@ -110,6 +125,8 @@ impl WorkerThread {
             shared: Cell::new(0),
             joins: Cell::new(0),
             rng: Cell::new(seed),
+            jobs_run: Cell::new(0),
+            last_batch: Cell::new(None),
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
@@ -177,7 +194,44 @@ impl WorkerThread {
 
     #[inline]
     pub(crate) fn execute(&self, job: JobRef) {
+        self.jobs_run.set(self.jobs_run.get().wrapping_add(1));
         job.execute(self.registry.execution_mode());
+    }
+
+    /// How many jobs to take from the injector now: about [`BATCH_WORK`]
+    /// of them, at the pace of the jobs run since the last batch (their
+    /// count over the time since). That time includes any idleness, so
+    /// after a pause the first take is small and the next one is sized by
+    /// the jobs in between. Not adapted under loom, whose executions must
+    /// not depend on the clock.
+    fn injector_batch(&self, now: Instant) -> usize {
+        if cfg!(loom) {
+            return MAX_BATCH;
+        }
+        let Some((then, jobs_then)) = self.last_batch.get() else {
+            return MAX_BATCH;
+        };
+        let jobs = self.jobs_run.get().wrapping_sub(jobs_then).max(1);
+        let per_job = now.saturating_duration_since(then).as_nanos() / u128::from(jobs);
+        let batch = BATCH_WORK.as_nanos() / per_job.max(1);
+        usize::try_from(batch)
+            .unwrap_or(MAX_BATCH)
+            .clamp(1, MAX_BATCH)
+    }
+
+    /// Takes the oldest injected job and a batch sized by
+    /// [`injector_batch`](Self::injector_batch). Only a spinner may (see
+    /// [`crate::idle`]).
+    fn take_injected(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
+        if !self.registry.has_injected() {
+            return None;
+        }
+        let now = Instant::now();
+        let job = self
+            .registry
+            .steal_injected(&self.deque, self.injector_batch(now), spinning)?;
+        self.last_batch.set(Some((now, self.jobs_run.get())));
+        Some(job)
     }
 
     /// Pushes `job` on this worker's deque and wakes a sleeper to steal it.
@@ -334,8 +388,7 @@ impl Queues for WorkerThread {
     }
 
     fn take_shared(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
-        self.registry
-            .steal_injected(&self.deque, spinning)
+        self.take_injected(spinning)
             .or_else(|| self.steal(spinning))
     }
 

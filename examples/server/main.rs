@@ -35,6 +35,10 @@
 //!   at most about two job times).
 //! - `--drain-ms N`: on shutdown, how long requests in flight may finish
 //!   before their connections are dropped (default 1000).
+//! - `--iters-per-ms N`: the size of 1 ms of work, instead of calibrating
+//!   it at start-up (the matrix in `examples/load.rs` calibrates once and
+//!   gives every server the same size: calibrations vary by a few per cent
+//!   from run to run, which is as much as the differences it measures).
 //!
 //! Once it is ready, the server prints exactly one line to stdout,
 //! `listening on IP:PORT` (the address it bound, so a parent process can
@@ -81,10 +85,10 @@ const USAGE: &str = "\
 usage: server [--mode inline|spawn-blocking|rayon|offload|offload-shed]
               [--addr IP:PORT] [--runtime current|multi]
               [--priority inherit|nice|idle] [--threads N] [--max-queued N]
-              [--drain-ms N]";
+              [--drain-ms N] [--iters-per-ms N]";
 
 /// The flags that take a value.
-const FLAGS: [&str; 7] = [
+const FLAGS: [&str; 8] = [
     "--mode",
     "--addr",
     "--runtime",
@@ -92,6 +96,7 @@ const FLAGS: [&str; 7] = [
     "--threads",
     "--max-queued",
     "--drain-ms",
+    "--iters-per-ms",
 ];
 
 /// The command line.
@@ -103,6 +108,7 @@ struct Args {
     threads: Option<usize>,
     max_queued: Option<usize>,
     drain: Duration,
+    iters_per_ms: Option<u64>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -114,6 +120,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         threads: None,
         max_queued: None,
         drain: Duration::from_secs(1),
+        iters_per_ms: None,
     };
     fn count(flag: &str, value: &str) -> Result<usize, String> {
         match value.parse::<usize>() {
@@ -164,6 +171,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .map_err(|_| format!("--drain-ms wants an integer, not {value:?}"))?;
                 parsed.drain = Duration::from_millis(ms);
             }
+            "--iters-per-ms" => {
+                parsed.iters_per_ms = Some(count("--iters-per-ms", &value)? as u64);
+            }
             _ => return Err(format!("unknown flag {flag:?}")),
         }
     }
@@ -196,7 +206,8 @@ fn shutdown_signal() -> io::Result<impl std::future::Future<Output = ()>> {
 
 fn run(args: Args) -> io::Result<()> {
     let calibration = Instant::now();
-    let iters_per_ms = app::calibrate();
+    let given = args.iters_per_ms.is_some();
+    let iters_per_ms = args.iters_per_ms.unwrap_or_else(app::calibrate);
     let mut config = Config::new(args.mode, iters_per_ms);
     if let Some(threads) = args.threads {
         config.threads = threads;
@@ -206,7 +217,7 @@ fn run(args: Args) -> io::Result<()> {
     config.drain = args.drain;
     eprintln!(
         "server: mode {} on a {} runtime; {} pool threads, max_queued {}, priority {:?}; \
-         1 ms of work = {iters_per_ms} iterations (calibrated in {:.0?})",
+         1 ms of work = {iters_per_ms} iterations ({})",
         config.mode,
         args.runtime,
         match config.mode {
@@ -219,7 +230,11 @@ fn run(args: Args) -> io::Result<()> {
             _ => "-".to_owned(),
         },
         config.priority,
-        calibration.elapsed(),
+        if given {
+            "given".to_owned()
+        } else {
+            format!("calibrated in {:.0?}", calibration.elapsed())
+        },
     );
 
     let runtime = args.runtime.build()?;
