@@ -8,7 +8,6 @@
 //! functions every worker runs), over queues that the model provides
 //! ([`Queues`]).
 
-use std::future::Future as _;
 use std::sync::Arc as StdArc;
 
 use crate::job::{JobRef, Mode};
@@ -130,17 +129,9 @@ impl Slots {
         self.0.held()
     }
     /// Waits for a slot in the FIFO line (`reserve`); `Err` once closed.
-    pub fn acquire(&self) -> impl std::future::Future<Output = Result<Slot, ()>> + Unpin {
-        let mut acquire = crate::flow::slots::Acquire::new(self.0.clone());
-        std::future::poll_fn(move |cx| {
-            std::pin::Pin::new(&mut acquire)
-                .poll(cx)
-                .map(|result| result.map(Slot).map_err(drop))
-        })
-    }
-    /// A waiting `Reserve`'s slot future, with the steps a blocking wait
-    /// on a worker takes around each job it runs.
-    pub fn acquire_stepping(&self) -> Acquire {
+    /// Its `step_out`/`step_in` are what a blocking wait on a worker does
+    /// around each job it runs.
+    pub fn acquire(&self) -> Acquire {
         Acquire(crate::flow::slots::Acquire::new(self.0.clone()))
     }
     /// Shuts the line (pool shutdown).

@@ -188,7 +188,7 @@ fn a_waiter_steps_out_while_its_worker_runs_a_job() {
         let slots = Slots::new(1);
         let held = slots.try_acquire().expect("a free slot");
         let wakers = TrackedWaker::new();
-        let mut outer = slots.acquire_stepping();
+        let mut outer = slots.acquire();
         assert!(poll_once(&mut outer, &wakers.waker()).is_pending());
 
         let releaser = thread::spawn(move || drop(held));
