@@ -14,10 +14,14 @@
 //! pool; `join`, `scope` and `install`; on bounded pools (every other
 //! round) `try_spawn` refusals, `reserve` permits used and dropped, a
 //! reservation dropped while it waits; `cancel` of a queued and of a
-//! running job, and `wait_timeout`; then `shutdown`, `shutdown_now` or
+//! running job, and `wait_timeout`; `spawn_blocking` jobs on spare
+//! threads (past a cap of 2, queued) and a job that lends its worker's
+//! place to a stand-in in `blocking`, the spares retiring at once in every
+//! other round; then `shutdown`, `shutdown_now` or
 //! the drop of the last handle with jobs still queued behind a held worker,
-//! and a spawn after the shutdown. It waits for every worker thread to end
-//! before the next round, so that nothing the pool owns is still alive at
+//! and a spawn after the shutdown. It waits for every worker thread (and
+//! every spare thread that ran one of its jobs) to end before the next
+//! round, so that nothing the pool owns is still alive at
 //! exit: memcheck must report no error and no byte definitely or
 //! indirectly lost. It avoids the global pool, whose threads live for ever.
 //!
@@ -27,8 +31,10 @@
 
 use std::cell::RefCell;
 use std::panic;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use offload::{Pool, Task};
 
@@ -73,6 +79,7 @@ fn heap_job(i: usize) -> impl FnOnce() -> Vec<u64> + Send + 'static {
 fn round(index: usize) {
     let threads = 1 + index % 4;
     let (end_tx, end_rx) = mpsc::channel();
+    let (spare_end_tx, spare_end_rx) = mpsc::channel();
     let end_tx = Mutex::new(end_tx);
     let mut builder = Pool::builder()
         .threads(threads)
@@ -84,7 +91,18 @@ fn round(index: usize) {
     if index % 2 == 1 {
         builder = builder.max_queued(8);
     }
-    let pool = builder.build().expect("build the pool");
+    let keep_alive = Duration::from_millis(if index % 2 == 0 { 0 } else { 100 });
+    let pool = builder
+        .max_blocking_threads(2)
+        .blocking_keep_alive(keep_alive)
+        .build()
+        .expect("build the pool");
+    // Spare threads run no `on_thread_start` hook: their jobs register
+    // their thread's end, once per thread.
+    let spares_end = SpareEnds {
+        tx: Arc::new(Mutex::new(spare_end_tx)),
+        count: Arc::new(AtomicUsize::new(0)),
+    };
 
     // Awaited, waited, dropped (most while queued), detached.
     let tasks: Vec<Task<Vec<u64>>> = (0..200).map(|i| pool.spawn(heap_job(i))).collect();
@@ -193,6 +211,55 @@ fn round(index: usize) {
     stoppable.cancel();
     assert_eq!(stoppable.wait().unwrap().len(), 16);
 
+    // Blocking work on the spare threads: a job that lends its place to a
+    // stand-in in `blocking` while others wait behind it (first, while
+    // both spares are free); `spawn_blocking` jobs past the cap of 2
+    // (queued), awaited, dropped and detached. Spares retire between
+    // rounds (keep-alive 0 in every other round) or at shutdown.
+    let (lent_tx, lent_rx) = mpsc::channel::<()>();
+    let (queued_tx, queued_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel();
+    let spares_end_in_job = spares_end.clone();
+    let lender = pool.spawn(move || {
+        started_tx.send(()).unwrap();
+        let _ = queued_rx.recv();
+        offload::blocking(move || lent_rx.recv().map(|()| vec![3u8; 8]))
+    });
+    started_rx.recv().unwrap();
+    let behind: Vec<_> = (0..threads)
+        .map(|i| {
+            let spares_end = spares_end_in_job.clone();
+            let job = heap_job(i);
+            pool.spawn(move || {
+                note_thread_end(&spares_end);
+                job()
+            })
+        })
+        .collect();
+    drop(queued_tx);
+    for task in behind {
+        assert!(task.wait().is_ok());
+    }
+    drop(lent_tx);
+    assert!(lender.wait().unwrap().is_err());
+    let blocking: Vec<_> = (0..12)
+        .map(|i| {
+            let job = heap_job(i);
+            let spares_end = spares_end.clone();
+            pool.spawn_blocking(move || {
+                note_thread_end(&spares_end);
+                job()
+            })
+        })
+        .collect();
+    for (i, task) in blocking.into_iter().enumerate() {
+        match i % 3 {
+            0 => assert_eq!(task.wait().unwrap().len(), 1 + i % 7),
+            1 => drop(task),
+            _ => task.detach(),
+        }
+    }
+
     // Shut down with one worker held and jobs queued behind it; one Task
     // is dropped while its job runs.
     let (started_tx, started_rx) = mpsc::channel();
@@ -240,6 +307,7 @@ fn round(index: usize) {
             for _ in 0..threads {
                 end_rx.recv().expect("a worker thread ended");
             }
+            spares_end.wait_all(&spare_end_rx);
             return;
         }
     }
@@ -249,6 +317,36 @@ fn round(index: usize) {
     for _ in 0..threads {
         end_rx.recv().expect("a worker thread ended");
     }
+    spares_end.wait_all(&spare_end_rx);
+}
+
+/// Registers the ends of the spare threads that ran a job of ours.
+#[derive(Clone)]
+struct SpareEnds {
+    tx: Arc<Mutex<mpsc::Sender<()>>>,
+    /// Spare threads registered.
+    count: Arc<AtomicUsize>,
+}
+
+impl SpareEnds {
+    /// Waits until every registered spare thread has ended.
+    fn wait_all(&self, rx: &mpsc::Receiver<()>) {
+        for _ in 0..self.count.load(Ordering::SeqCst) {
+            rx.recv().expect("a spare thread ended");
+        }
+    }
+}
+
+/// On a thread with no end reporter yet (a spare thread: workers have
+/// theirs from `on_thread_start`), registers its end with `ends`.
+fn note_thread_end(ends: &SpareEnds) {
+    THREAD_END.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            ends.count.fetch_add(1, Ordering::SeqCst);
+            *slot = Some(ThreadEnd(ends.tx.lock().unwrap().clone()));
+        }
+    });
 }
 
 fn main() {

@@ -30,6 +30,7 @@ batch_taken_outside_spin sleep   batch_landing_wakes_a_sleeper
 parker_relaxed          parker   unpark_races_park
 parker_overwrites_token parker   unpark_races_park
 parker_owner_unpublished parker  unpark_races_park
+parker_wakes_before_reading_owner parker rebind_after_a_wake
 latch_relaxed           latch    join_latch_value
 count_latch_relaxed     latch    scope_count_latch
 exit_no_drain           pool     pool_spawn_races_exit
@@ -43,6 +44,7 @@ cancel_takes_running    flow     cancel_races_job_start
 job_scope_not_entered   flow     cancel_races_job_start
 parker_timeout_stores   flow     timed_park_races_unpark
 stepped_out_keeps_grant flow     a_waiter_steps_out_while_its_worker_runs_a_job
+baton_wanted_not_raised blocking baton_lend_and_come_back
 "
 
 selected=("$@")

@@ -64,6 +64,22 @@ pub(crate) trait Queues {
     fn execute(&self, job: Self::Job);
     /// Called once per idle step, before the spin round or the sleep.
     fn on_idle(&self) {}
+    /// Whether a thread waits for this worker's place (a hint, read between
+    /// jobs and in the sleep re-check; see [`crate::blocking::baton`]).
+    fn place_wanted(&self) -> bool {
+        false
+    }
+    /// Passes the place to the thread waiting for it, between jobs. Returns
+    /// `true` if this thread has left the place for good (a stand-in);
+    /// otherwise it holds the place again when this returns.
+    fn pass_place(&self) -> bool {
+        false
+    }
+    /// Whether this thread may leave the loop at termination: no other
+    /// thread is away from the place (see [`crate::blocking::baton`]).
+    fn may_leave(&self) -> bool {
+        true
+    }
 }
 
 /// A worker's idleness between two jobs.
@@ -143,9 +159,21 @@ impl<'a> Idle<'a> {
 }
 
 /// Runs jobs until `terminating()` holds and no job is left to find.
+/// Between two jobs it passes the worker's place to a thread that waits
+/// for it (see [`crate::blocking`]); a stand-in leaves the loop then.
 pub(crate) fn run_until_terminated<Q: Queues>(queues: &Q, terminating: impl Fn() -> bool) {
     let mut idle = Idle::new();
+    // At termination the place's home thread also waits for every thread
+    // away from its place, which comes back through `place_wanted`.
+    let leave = || terminating() && queues.may_leave();
     loop {
+        if queues.place_wanted() {
+            idle.end(queues);
+            if queues.pass_place() {
+                return;
+            }
+            continue;
+        }
         // Read the flag before looking for work, so that a job pushed
         // before termination is found before we give up.
         let stop = terminating();
@@ -154,17 +182,19 @@ pub(crate) fn run_until_terminated<Q: Queues>(queues: &Q, terminating: impl Fn()
                 idle.end(queues);
                 queues.execute(job);
             }
-            None if stop => {
+            None if stop && queues.may_leave() => {
                 idle.end(queues);
                 return;
             }
-            None => idle.step(queues, &terminating, None),
+            None => idle.step(queues, || leave() || queues.place_wanted(), None),
         }
     }
 }
 
 /// Runs other jobs until `done()` holds, sleeping when there are none.
 /// Whoever makes `done()` true must then unpark this worker's parker.
+/// Between two jobs it may pass the place to a thread that waits for it,
+/// and wait to get it back (see [`crate::blocking`]).
 pub(crate) fn run_until<Q: Queues>(queues: &Q, done: impl Fn() -> bool) {
     run_until_deadline(queues, done, None);
 }
@@ -181,12 +211,19 @@ pub(crate) fn run_until_deadline<Q: Queues>(
     let mut idle = Idle::new();
     let mut finished = done();
     while !finished && !past() {
-        match idle.find_work(queues) {
-            Some(job) => {
-                idle.end(queues);
-                queues.execute(job);
+        if queues.place_wanted() {
+            // Only a thread with frames on the place waits here, so it
+            // holds the place again when `pass_place` returns.
+            idle.end(queues);
+            queues.pass_place();
+        } else {
+            match idle.find_work(queues) {
+                Some(job) => {
+                    idle.end(queues);
+                    queues.execute(job);
+                }
+                None => idle.step(queues, || done() || queues.place_wanted(), deadline),
             }
-            None => idle.step(queues, &done, deadline),
         }
         finished = done();
     }

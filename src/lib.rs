@@ -48,6 +48,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod blocking;
 mod error;
 mod flow;
 mod idle;
@@ -71,6 +72,7 @@ mod worker;
 #[doc(hidden)]
 pub mod loom_api;
 
+pub use blocking::blocking;
 pub use error::JoinError;
 pub use flow::cancel::is_cancelled;
 pub use flow::{Permit, Reserve, ShutdownError, TrySpawnError};
@@ -107,7 +109,41 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => pool::spawn_on(worker.registry(), job),
-        None => pool::global().spawn(job),
+        None => blocking::with_away(|away| match away {
+            Some(registry) => pool::spawn_on(registry, job),
+            None => pool::global().spawn(job),
+        }),
+    })
+}
+
+/// Runs `job`, a blocking call, on a spare thread of the current pool and
+/// returns its [`Task`]: Python's `asyncio.to_thread(f)`.
+///
+/// The current pool is the one [`spawn`] would use. See
+/// [`Pool::spawn_blocking`]: the job never runs on one of the pool's
+/// workers, so it never holds up their CPU jobs.
+///
+/// ```
+/// # pollster::block_on(async {
+/// let text = offload::spawn_blocking(|| {
+///     std::fs::read_to_string("Cargo.toml") // a blocking read
+/// })
+/// .await
+/// .expect("the job panicked");
+/// assert!(text.unwrap().contains("[package]"));
+/// # });
+/// ```
+pub fn spawn_blocking<F, T>(job: F) -> Task<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    WorkerThread::with_current(|worker| match worker {
+        Some(worker) => pool::spawn_blocking_on(worker.registry(), job),
+        None => blocking::with_away(|away| match away {
+            Some(registry) => pool::spawn_blocking_on(registry, job),
+            None => pool::global().spawn_blocking(job),
+        }),
     })
 }
 
@@ -134,7 +170,10 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => join_on_worker(worker, a, b),
-        None => pool::global().join(a, b),
+        None => blocking::with_away(|away| match away {
+            Some(registry) => worker::in_worker(registry, |worker| join_on_worker(worker, a, b)),
+            None => pool::global().join(a, b),
+        }),
     })
 }
 
@@ -162,6 +201,9 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
-        None => pool::global().scope(op),
+        None => blocking::with_away(|away| match away {
+            Some(registry) => worker::in_worker(registry, |worker| scope_on_worker(worker, op)),
+            None => pool::global().scope(op),
+        }),
     })
 }

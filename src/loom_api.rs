@@ -96,10 +96,57 @@ impl Parker {
     pub fn unpark(&self) {
         self.0.unpark();
     }
+    /// Makes the calling thread the owner (a worker's place passing to
+    /// another thread); the previous owner must not be parked on it.
+    pub fn rebind(&self) {
+        self.0.rebind();
+    }
     /// A timed park whose deadline has already passed: it consumes a token
     /// that is there, or gives up. Returns whether it consumed one.
     pub fn park_timed_out(&self) -> bool {
         self.0.park_deadline(std::time::Instant::now())
+    }
+}
+
+/// Who holds a worker's place, and who waits for it back.
+#[derive(Debug, Clone)]
+pub struct Baton(crate::sync::Arc<crate::blocking::baton::Baton>);
+
+impl Baton {
+    /// A place held by its home thread, nobody away.
+    pub fn new() -> Self {
+        Self(crate::sync::Arc::new(crate::blocking::baton::Baton::new()))
+    }
+    /// Whether a thread waits for the place (the holder's hint).
+    pub fn is_wanted(&self) -> bool {
+        self.0.is_wanted()
+    }
+    /// The holder lends the place (see `Baton::lend`).
+    pub fn lend(&self, start_stand_in: impl FnOnce() -> bool) -> bool {
+        self.0.lend(start_stand_in)
+    }
+    /// The holder passes the place to the first in line, between jobs.
+    pub fn pass(&self, keep_frames: bool) -> bool {
+        self.0.pass(keep_frames)
+    }
+    /// A stand-in leaves the place.
+    pub fn leave(&self) {
+        self.0.leave();
+    }
+    /// A thread away waits until it holds the place again; `holder` is the
+    /// place's parker, `own` this thread's.
+    pub fn come_back(&self, holder: &Parker, own: &Parker) {
+        self.0.come_back(&holder.0, StdArc::clone(&own.0));
+    }
+    /// Whether no thread but the holder has frames on the place.
+    pub fn nobody_away(&self) -> bool {
+        self.0.nobody_away()
+    }
+}
+
+impl Default for Baton {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -20,19 +20,28 @@ use crate::sync::{mutant, thread, AtomicUsize, Ordering, StdArc, UnsafeCell};
 /// mutex the worker held.
 ///
 /// Protocol: `state` is `EMPTY`, `PARKED` (the owner is blocked in
-/// `thread::park`, or about to be) or `NOTIFIED` (a token is available).
+/// `thread::park`, or about to be), `WAKING` (an unparker took `PARKED` out
+/// and is reading `owner`) or `NOTIFIED` (a token is available).
 /// - The owner's `Thread` handle is in `owner`: recorded when the parker is
-///   made ([`Parker::for_current_thread`]) or on the owner's first `park`,
-///   before it ever sets `PARKED`; never written again. (Recording it on
-///   the first `park` calls `thread::current()`, which std supports in
-///   `thread_local!` destructors only since 2024, rust-lang/rust#127912;
-///   hence the per-thread parker records it when it is made.)
+///   made ([`Parker::for_current_thread`]), on the owner's first `park`, or
+///   by [`rebind`](Parker::rebind) when a worker's place passes to another
+///   thread (see [`crate::blocking`]); always by the owner, before it sets
+///   `PARKED`. (Recording it on the first `park` calls `thread::current()`,
+///   which std supports in `thread_local!` destructors only since 2024,
+///   rust-lang/rust#127912; hence the per-thread parker records it when it
+///   is made.)
 /// - `park` consumes a token if there is one; otherwise it moves `EMPTY →
 ///   PARKED` and calls `thread::park` until it can move `NOTIFIED → EMPTY`
 ///   (any other return of `thread::park` is spurious: another unpark of the
-///   same thread, or none at all).
-/// - `unpark` swaps in `NOTIFIED` and, only if it took `PARKED` out, unparks
-///   the owner's thread. A thread's park token is sticky, so an
+///   same thread, a `WAKING` unparker not done yet, or none at all).
+/// - `unpark` moves `EMPTY` or `NOTIFIED` to `NOTIFIED` and returns. If it
+///   finds `PARKED` it moves it to `WAKING`, clones `owner`, swaps in
+///   `NOTIFIED` and only then unparks the clone: the owner cannot leave
+///   `park` before `NOTIFIED`, so nobody rebinds `owner` while an unparker
+///   reads it. An unpark that finds `WAKING` writes `WAKING` back: a
+///   read-modify-write, which the waking unparker's swap continues, so the
+///   owner's acquiring exchange of `NOTIFIED` still carries that unparker's
+///   writes (a release sequence). A thread's park token is sticky, so an
 ///   unpark that lands before the owner's `thread::park` still wakes it.
 ///
 /// Built on `thread::park` (through the sync facade) so that loom checks the
@@ -43,15 +52,19 @@ pub(crate) struct Parker {
     owner: UnsafeCell<Option<thread::Thread>>,
 }
 
-// SAFETY: `owner` is written once, by the owner, before its first `PARKED`
-// store (Release); every other access is a read, by the owner or by an
-// unparker after its AcqRel swap took that `PARKED` out. No write races a
-// read. `state` is atomic.
+// SAFETY: `owner` is written only by the owner while it is not parked
+// (`state` is `EMPTY` or `NOTIFIED`: on its first `park`, or in `rebind`),
+// before its next `PARKED` store (Release). Every other access is a read: by
+// the owner, or by an unparker while `state` is `WAKING`, which only that
+// unparker's `PARKED → WAKING` exchange (Acquire) begins and only its swap
+// to `NOTIFIED` ends, and during which the owner is still parked. No write
+// races a read. `state` is atomic.
 unsafe impl Sync for Parker {}
 
 const EMPTY: usize = 0;
 const PARKED: usize = 1;
 const NOTIFIED: usize = 2;
+const WAKING: usize = 3;
 
 impl Parker {
     /// A parker whose owner is the first thread that parks on it.
@@ -107,9 +120,17 @@ impl Parker {
             }
             Err(_) => unreachable!("two threads parked on one parker"),
         }
+        self.wait_for_token();
+    }
+
+    /// The owner, `PARKED` or past it: parks until it can move `NOTIFIED →
+    /// EMPTY`. It looks before each `thread::park`, as it would after a
+    /// spurious wake-up (which loom does not produce: looking first lets
+    /// the models see an owner leave as soon as `NOTIFIED` is there).
+    fn wait_for_token(&self) {
         loop {
-            thread::park();
-            // Acquire: as above. A failure is a spurious wake-up.
+            // Acquire: as in `park`. A failure is a spurious wake-up, or an
+            // unparker still `WAKING` this thread (its unpark follows).
             if self
                 .state
                 .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
@@ -117,7 +138,27 @@ impl Parker {
             {
                 return;
             }
+            thread::park();
         }
+    }
+
+    /// Makes the calling thread the owner, in place of the thread that
+    /// parked on this parker until now: a worker's place, whose parker the
+    /// pool's sleepers and latches unpark, passes from one thread to
+    /// another (see [`crate::blocking`]). The caller must make sure that
+    /// the previous owner does not park on it any more (it handed the
+    /// place over, which happens before this call) and is not parked on it
+    /// now; a token it left stays, and costs the new owner one early
+    /// return from `park`.
+    pub(crate) fn rebind(&self) {
+        let current = thread::current();
+        self.owner.with_mut(|owner| {
+            // SAFETY: the previous owner is not parked (the caller's
+            // contract), so `state` is not `PARKED` or `WAKING` and no
+            // unparker reads `owner` (see `impl Sync`); this thread, the
+            // owner now, writes it before its first `PARKED` store.
+            unsafe { *owner = Some(current) };
+        });
     }
 
     /// [`park`](Self::park), giving up at `deadline`: returns whether it
@@ -154,11 +195,27 @@ impl Parker {
                 // Acquire: if a token came, what its unparker wrote is ours.
                 let taken = if mutant!("parker_timeout_stores") {
                     self.state.store(EMPTY, Ordering::Relaxed);
-                    PARKED
+                    Ok(PARKED)
                 } else {
-                    self.state.swap(EMPTY, Ordering::Acquire)
+                    self.state
+                        .compare_exchange(PARKED, EMPTY, Ordering::Acquire, Ordering::Acquire)
                 };
-                return taken == NOTIFIED;
+                match taken {
+                    Ok(_) => return false,
+                    Err(NOTIFIED) => {
+                        // Acquire: as in `park`.
+                        self.state.swap(EMPTY, Ordering::Acquire);
+                        return true;
+                    }
+                    // An unparker is reading `owner`: it is about to leave
+                    // a token and unpark this thread, so wait for that
+                    // rather than leave (which could let `owner` be
+                    // rebound under its read).
+                    Err(_) => {
+                        self.wait_for_token();
+                        return true;
+                    }
+                }
             }
             crate::sync::park_timeout(deadline - now);
             // Acquire: as above. A failure is a spurious wake-up or the
@@ -201,25 +258,56 @@ impl Parker {
     /// Makes a token available, waking the parked owner if there is one.
     /// Never blocks.
     pub(crate) fn unpark(&self) {
-        // AcqRel: Release so that what the caller did before unparking is
-        // visible to the thread that consumes the token; Acquire so that,
-        // having taken `PARKED` out, we see the `owner` recorded before it.
-        let order = if mutant!("parker_relaxed") {
-            Ordering::Acquire
-        } else {
-            Ordering::AcqRel
-        };
-        if self.state.swap(NOTIFIED, order) != PARKED {
-            return; // nobody waits: the token is enough
-        }
-        self.owner.with(|owner| {
-            // SAFETY: we took `PARKED` out, so the owner recorded itself
-            // before (Release/Acquire above) and never writes `owner` again.
-            let owner = unsafe { &*owner };
-            if let Some(owner) = owner {
-                owner.unpark();
+        // Relaxed: only a guess for the exchange below, which checks it.
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            // Release, on every path: what the caller did before unparking
+            // is visible to the thread that consumes the token (see the
+            // protocol on `WAKING`). Acquire too when taking `PARKED` out,
+            // to see the `owner` recorded before it.
+            let (next, order) = match state {
+                PARKED => (WAKING, Ordering::AcqRel),
+                WAKING => (WAKING, Ordering::Release),
+                _ => (NOTIFIED, Ordering::Release),
+            };
+            let order = if mutant!("parker_relaxed") {
+                Ordering::Acquire
+            } else {
+                order
+            };
+            match self
+                .state
+                .compare_exchange_weak(state, next, order, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(actual) => state = actual,
             }
+        }
+        if state != PARKED {
+            return; // nobody waits, or somebody is waking it: the token is enough
+        }
+        // Release: as above; a swap, so that a `WAKING` written meanwhile by
+        // another unparker is part of this release sequence.
+        let notify = || self.state.swap(NOTIFIED, Ordering::Release);
+        if mutant!("parker_wakes_before_reading_owner") {
+            // Broken variant: the owner may leave `park` and rebind while
+            // the read below is under way. (The yield is a preemption
+            // point: loom schedules only at its own operations.)
+            notify();
+            crate::sync::spin_loop();
+        }
+        let owner = self.owner.with(|owner| {
+            // SAFETY: we moved `PARKED` to `WAKING`, so the owner recorded
+            // itself before (Release/Acquire above) and cannot rebind until
+            // our `NOTIFIED` below (see `impl Sync`).
+            unsafe { (*owner).clone() }
         });
+        if !mutant!("parker_wakes_before_reading_owner") {
+            notify();
+        }
+        if let Some(owner) = owner {
+            owner.unpark();
+        }
     }
 }
 
@@ -234,6 +322,7 @@ impl fmt::Debug for Parker {
         let state = match self.state.load(Ordering::Relaxed) {
             EMPTY => "empty",
             PARKED => "parked",
+            WAKING => "waking",
             _ => "notified",
         };
         f.debug_struct("Parker").field("state", &state).finish()

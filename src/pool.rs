@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::blocking::spares::{NameFn, SpareConfig};
 use crate::flow::slots::Slot;
 use crate::flow::{Reserve, TrySpawnError};
 use crate::join::join_on_worker;
@@ -139,6 +140,71 @@ impl Pool {
         T: Send + 'static,
     {
         spawn_on(&self.registry, job)
+    }
+
+    /// Runs `job`, a blocking call (a sync HTTP client, a sync database
+    /// driver, `std::fs`, a `sleep`), on one of the pool's spare threads,
+    /// and returns its [`Task`]: Python's `asyncio.to_thread(f)`.
+    ///
+    /// The job never runs on one of the `threads` workers, so it never
+    /// holds up their CPU jobs, however long it blocks. It runs on an idle
+    /// spare thread, or a new one while fewer than
+    /// [`Builder::max_blocking_threads`] exist; past that, it waits in a
+    /// FIFO queue for the first spare to be free. Spare threads exit after
+    /// [`Builder::blocking_keep_alive`] idle.
+    ///
+    /// The Task is the same as [`spawn`](Pool::spawn)'s: await it or
+    /// [`wait`](Task::wait) on it; dropping it before the job starts cancels
+    /// the job; a panic resolves it to a [`JoinError`](crate::JoinError);
+    /// after `shutdown` the job is cancelled. `shutdown` waits for the
+    /// running blocking jobs too, and `shutdown_now` cancels the queued
+    /// ones ([`is_cancelled`](crate::is_cancelled) tells the running ones).
+    /// The pool's [`max_queued`](Builder::max_queued) bound does not count
+    /// blocking jobs.
+    ///
+    /// If no spare thread can be started (the OS refuses a thread), the
+    /// job waits for a spare that exists, or, if there is none, runs on the
+    /// workers; the first such failure is reported on stderr.
+    ///
+    /// Inside the job, [`spawn`](crate::spawn) and `spawn_blocking` queue
+    /// on this pool; [`join`](crate::join) and [`scope`](crate::scope) run
+    /// on its workers while the job's thread waits, as [`Pool::join`] from
+    /// any thread outside the pool does (and, like it, panic once the pool
+    /// is shutting down).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// // 16 sync "HTTP calls" of 50 ms each, at once, while both workers
+    /// // stay free for CPU jobs.
+    /// let calls: Vec<_> = (0..16u64)
+    ///     .map(|i| pool.spawn_blocking(move || {
+    ///         std::thread::sleep(Duration::from_millis(50));
+    ///         i
+    ///     }))
+    ///     .collect();
+    /// let cpu = pool.spawn(|| (1..=20u64).product::<u64>());
+    /// assert_eq!(cpu.await.unwrap(), 2_432_902_008_176_640_000);
+    /// let mut sum = 0;
+    /// for call in calls {
+    ///     sum += call.await.unwrap();
+    /// }
+    /// assert_eq!(sum, 120);
+    /// # });
+    /// ```
+    pub fn spawn_blocking<F, T>(&self, job: F) -> Task<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_blocking_on(&self.registry, job)
+    }
+
+    /// [`Builder::max_blocking_threads`]: the most spare threads at once.
+    #[must_use]
+    pub fn max_blocking_threads(&self) -> usize {
+        self.registry.spares().max()
     }
 
     /// Queues `job` if the pool's queue has room, or gives it back at once.
@@ -380,10 +446,13 @@ impl Pool {
         }
     }
 
+    /// Whether the caller runs on one of this pool's threads: a worker, a
+    /// thread away from a worker's place, or a spare running a blocking
+    /// job. Such a thread cannot wait for the pool's threads to exit.
     fn on_own_worker(&self) -> bool {
         WorkerThread::with_current(|worker| {
             worker.is_some_and(|worker| worker.registry().is(&self.registry))
-        })
+        }) || crate::blocking::with_away(|away| away.is_some_and(|away| away.is(&self.registry)))
     }
 
     fn wait_for_workers(&self) {
@@ -469,7 +538,9 @@ impl fmt::Debug for Shutdown {
 pub struct Builder {
     threads: Option<usize>,
     max_queued: Option<usize>,
-    thread_name: Option<Box<dyn Fn(usize) -> String + Send + Sync>>,
+    max_blocking_threads: Option<usize>,
+    blocking_keep_alive: Option<Duration>,
+    thread_name: Option<NameFn>,
     stack_size: Option<usize>,
     worker_priority: WorkerPriority,
     on_start: Option<Hook>,
@@ -508,7 +579,33 @@ impl Builder {
         self
     }
 
-    /// Names worker `i` `name(i)` (default: `offload-{i}`).
+    /// The most spare threads at once, beyond the `threads` workers
+    /// (default: 512, as tokio's blocking pool). Zero is an
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) error at `build`.
+    ///
+    /// Spare threads run [`Pool::spawn_blocking`] jobs and stand in for
+    /// workers blocked in [`blocking`](crate::blocking). They are started
+    /// when needed and exit after [`blocking_keep_alive`](Builder::blocking_keep_alive)
+    /// idle. Past the cap, `spawn_blocking` jobs wait in a FIFO queue for a
+    /// spare thread, and `blocking` inside a job runs without a stand-in
+    /// (the worker blocks, as it would without `blocking`). CPU jobs never
+    /// wait for blocking ones: those never run on the workers.
+    pub fn max_blocking_threads(mut self, max: usize) -> Self {
+        self.max_blocking_threads = Some(max);
+        self
+    }
+
+    /// How long an idle spare thread waits for work before it exits
+    /// (default: 10 s, as tokio's blocking pool).
+    pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.blocking_keep_alive = Some(keep_alive);
+        self
+    }
+
+    /// Names worker `i` `name(i)` (default: `offload-{i}`). Spare threads
+    /// (see [`max_blocking_threads`](Builder::max_blocking_threads)) take
+    /// the indices from `threads` on, one more for each one started
+    /// (default: `offload-blocking-{k}`).
     pub fn thread_name(mut self, name: impl Fn(usize) -> String + Send + Sync + 'static) -> Self {
         self.thread_name = Some(Box::new(name));
         self
@@ -619,13 +716,31 @@ impl Builder {
                 "offload: max_queued must be at least 1 (a pool must admit a job)",
             ));
         }
+        if self.max_blocking_threads == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offload: max_blocking_threads must be at least 1",
+            ));
+        }
         let deques: Vec<Worker<_>> = (0..threads).map(|_| Worker::new_lifo()).collect();
         let stealers = deques.iter().map(Worker::stealer).collect();
+        let spares = SpareConfig {
+            max: self
+                .max_blocking_threads
+                .unwrap_or(DEFAULT_MAX_BLOCKING_THREADS),
+            keep_alive: self
+                .blocking_keep_alive
+                .unwrap_or(DEFAULT_BLOCKING_KEEP_ALIVE),
+            name: self.thread_name,
+            stack_size: self.stack_size,
+            priority: self.worker_priority,
+        };
         let registry = Arc::new(Registry::new(
             stealers,
             self.on_start,
             self.on_stop,
             self.max_queued,
+            spares,
         ));
 
         // An error, or a panic (`thread_name` is user code, and std panics
@@ -636,10 +751,7 @@ impl Builder {
             started: 0,
         };
         for (index, deque) in deques.into_iter().enumerate() {
-            let name = match &self.thread_name {
-                Some(name) => name(index),
-                None => format!("offload-{index}"),
-            };
+            let name = registry.spares().thread_name(index);
             let mut builder = thread::Builder::new().name(name);
             if let Some(bytes) = self.stack_size {
                 builder = builder.stack_size(bytes);
@@ -701,6 +813,8 @@ impl fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("threads", &self.threads)
             .field("max_queued", &self.max_queued)
+            .field("max_blocking_threads", &self.max_blocking_threads)
+            .field("blocking_keep_alive", &self.blocking_keep_alive)
             .field("thread_name", &self.thread_name.as_ref().map(|_| ".."))
             .field("stack_size", &self.stack_size)
             .field("worker_priority", &self.worker_priority)
@@ -730,6 +844,23 @@ where
     registry.submit(job);
     task
 }
+
+/// [`Pool::spawn_blocking`] on `registry`.
+pub(crate) fn spawn_blocking_on<F, T>(registry: &Arc<Registry>, job: F) -> Task<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (job, task) = new_task(job, None);
+    registry.spares().submit(registry, job);
+    task
+}
+
+/// [`Builder::max_blocking_threads`]'s default: tokio's.
+const DEFAULT_MAX_BLOCKING_THREADS: usize = 512;
+
+/// [`Builder::blocking_keep_alive`]'s default: tokio's.
+const DEFAULT_BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 static GLOBAL: OnceLock<Pool> = OnceLock::new();
 

@@ -34,6 +34,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use crate::blocking::baton::Baton;
+use crate::blocking::spares::{SpareConfig, Spares};
 use crate::flow::slots::Slots;
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
@@ -88,6 +90,10 @@ pub(crate) struct Registry {
     handles: AtomicUsize,
     /// The queue slots of a bounded pool (`Builder::max_queued`).
     slots: Option<Arc<Slots>>,
+    /// Per worker: who holds its place (see [`crate::blocking`]).
+    batons: Box<[Baton]>,
+    /// The spare threads: blocking jobs and stand-ins.
+    spares: Spares,
     pub(crate) on_start: Option<Hook>,
     pub(crate) on_stop: Option<Hook>,
 }
@@ -98,6 +104,7 @@ impl Registry {
         on_start: Option<Hook>,
         on_stop: Option<Hook>,
         max_queued: Option<usize>,
+        spares: SpareConfig,
     ) -> Self {
         let num_threads = stealers.len();
         Self {
@@ -112,6 +119,8 @@ impl Registry {
                 .collect(),
             handles: AtomicUsize::new(0),
             slots: max_queued.map(|max| Arc::new(Slots::new(max))),
+            batons: (0..num_threads).map(|_| Baton::new()).collect(),
+            spares: Spares::new(spares, num_threads),
             on_start,
             on_stop,
         }
@@ -123,6 +132,26 @@ impl Registry {
 
     pub(crate) fn stealers(&self) -> &[Stealer<JobRef>] {
         &self.stealers
+    }
+
+    /// Who holds worker `index`'s place.
+    #[inline]
+    pub(crate) fn baton(&self, index: usize) -> &Baton {
+        &self.batons[index]
+    }
+
+    /// The spare threads.
+    pub(crate) fn spares(&self) -> &Spares {
+        &self.spares
+    }
+
+    /// Counts one more live thread (a spare about to start): `shutdown`
+    /// waits for it. Only before termination, while the count cannot be
+    /// zero (see [`crate::blocking::spares`]).
+    pub(crate) fn add_live_thread(&self) {
+        // Relaxed: the count is at least one (a worker that has not exited),
+        // and its decrements are ordered by `workers_exited`'s fence.
+        self.live_workers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether `self` is the registry at `other`.
@@ -166,6 +195,9 @@ impl Registry {
 
     /// Starts termination: refuse submissions; workers exit once idle.
     pub(crate) fn terminate(&self, cancel_queued: bool) {
+        // The spares first: no spare thread may start once a worker can
+        // have exited (see `crate::blocking::spares`).
+        self.spares.close(cancel_queued);
         let bits = if cancel_queued {
             TERMINATING | CANCEL_QUEUED
         } else {
@@ -417,6 +449,7 @@ impl fmt::Debug for Registry {
             .field("live_workers", &self.live_workers.load(Ordering::Relaxed))
             .field("terminating", &self.is_terminating())
             .field("slots", &self.slots)
+            .field("spares", &self.spares)
             .finish_non_exhaustive()
     }
 }

@@ -47,6 +47,8 @@ use std::ptr;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::blocking::baton::Baton;
+use crate::blocking::spares::Place;
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::injector::MAX_BATCH;
 use crate::job::{JobRef, StackJob};
@@ -112,6 +114,75 @@ impl WorkerThread {
 
     pub(crate) fn parker(&self) -> &StdArc<Parker> {
         self.registry.sleep.parker(self.index)
+    }
+
+    /// Who holds this worker's place (see [`crate::blocking::baton`]).
+    fn baton(&self) -> &Baton {
+        self.registry.baton(self.index)
+    }
+
+    /// [`crate::blocking`] on this worker, which holds the place: lends the
+    /// place to another thread while `f` blocks, if jobs are waiting, and
+    /// takes it back before returning (also if `f` panics).
+    pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        // Nothing private may wait behind a thread that blocks: shared, a
+        // join half of the caller's counts as waiting work.
+        self.share_all_private();
+        if !self.has_work() {
+            return f();
+        }
+        let registry = &self.registry;
+        let place = Place(self);
+        if !self
+            .baton()
+            .lend(|| registry.spares().stand_in(registry, place))
+        {
+            return f();
+        }
+        // Away: until `take_place_back`, another thread holds the place,
+        // and this one touches none of its cells (only the registry, which
+        // never changes).
+        CURRENT.with(|current| current.set(ptr::null()));
+        struct Back<'a>(&'a WorkerThread);
+        impl Drop for Back<'_> {
+            fn drop(&mut self) {
+                self.0.take_place_back();
+            }
+        }
+        let _back = Back(self);
+        crate::blocking::run_away_from(&self.registry, f)
+    }
+
+    /// Waits until this thread, away from the place, holds it again; then
+    /// it is this thread's current worker once more.
+    fn take_place_back(&self) {
+        self.baton().come_back(self.parker(), thread_parker());
+        self.parker().rebind();
+        CURRENT.with(|current| current.set(self));
+    }
+
+    /// A spare thread's turn in the place `worker`, lent by a thread away
+    /// in `blocking`: runs its jobs until a thread wants the place back
+    /// (then passes it on), or until the pool terminates with no work left
+    /// (then leaves it).
+    ///
+    /// # Safety
+    /// `worker` was lent to this thread (see [`crate::blocking::baton`]): it
+    /// is alive, and no other thread uses it until this one passes it on.
+    pub(crate) unsafe fn stand_in(worker: *const WorkerThread) {
+        // SAFETY: the caller's contract; the place stays alive until we
+        // pass it on or leave it (its lender is counted away until then).
+        let worker = unsafe { &*worker };
+        CURRENT.with(|current| current.set(worker));
+        let _current = CurrentGuard;
+        worker.parker().rebind();
+        let passed = Cell::new(false);
+        let stand_in = LoopQueues::stand_in(worker, &passed);
+        idle::run_until_terminated(&stand_in, || worker.registry.is_terminating());
+        if !passed.get() {
+            worker.baton().leave();
+        }
+        // The place may be gone from here on: not another touch.
     }
 
     /// The body of a worker thread.
@@ -184,10 +255,11 @@ impl WorkerThread {
         step_in: impl Fn(),
     ) -> bool {
         self.share_all_private();
-        let queues = SteppingOut {
+        let queues = LoopQueues {
             worker: self,
             step_out,
             step_in,
+            stand_in: None,
         };
         idle::run_until_deadline(&queues, done, deadline)
     }
@@ -406,17 +478,51 @@ impl Queues for WorkerThread {
     fn on_idle(&self) {
         self.registry.request_share(self.index);
     }
+
+    #[inline]
+    fn place_wanted(&self) -> bool {
+        self.baton().is_wanted()
+    }
+
+    fn pass_place(&self) -> bool {
+        // This thread has frames on the place (it is the home thread, or
+        // inside a job): it waits for the place back.
+        if self.baton().pass(true) {
+            self.take_place_back();
+        }
+        false
+    }
+
+    fn may_leave(&self) -> bool {
+        self.baton().nobody_away()
+    }
 }
 
-/// A worker's queues, with calls around each job it runs (see
-/// [`WorkerThread::wait_until_deadline_stepping_out`]).
-struct SteppingOut<'a, O, I> {
+/// A worker's queues as one particular loop sees them: with calls around
+/// each job it runs and around a wait for the place (see
+/// [`WorkerThread::wait_until_deadline_stepping_out`]), or as a stand-in's,
+/// for which passing the place on ends the turn (it has no frames on it).
+struct LoopQueues<'a, O, I> {
     worker: &'a WorkerThread,
     step_out: O,
     step_in: I,
+    /// A stand-in's: set once it passed the place to a thread that wanted
+    /// it back.
+    stand_in: Option<&'a Cell<bool>>,
 }
 
-impl<O: Fn(), I: Fn()> Queues for SteppingOut<'_, O, I> {
+impl<'a> LoopQueues<'a, fn(), fn()> {
+    fn stand_in(worker: &'a WorkerThread, passed: &'a Cell<bool>) -> Self {
+        LoopQueues {
+            worker,
+            step_out: || {},
+            step_in: || {},
+            stand_in: Some(passed),
+        }
+    }
+}
+
+impl<O: Fn(), I: Fn()> Queues for LoopQueues<'_, O, I> {
     type Job = JobRef;
 
     fn sleep(&self) -> &Sleep {
@@ -447,6 +553,23 @@ impl<O: Fn(), I: Fn()> Queues for SteppingOut<'_, O, I> {
 
     fn on_idle(&self) {
         self.worker.on_idle();
+    }
+
+    fn place_wanted(&self) -> bool {
+        self.worker.place_wanted()
+    }
+
+    fn pass_place(&self) -> bool {
+        if let Some(passed) = self.stand_in {
+            let left = self.worker.baton().pass(false);
+            passed.set(left);
+            return left;
+        }
+        // Away from the place, this thread cannot collect a queue slot.
+        (self.step_out)();
+        self.worker.pass_place();
+        (self.step_in)();
+        false
     }
 }
 

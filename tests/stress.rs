@@ -10,15 +10,19 @@
 //! drop of a Task (cancel), `detach`, bursts of spawns dropped or detached
 //! at once, `join` / `scope` / `install` from outside the pool, and
 //! `shutdown` / `shutdown_now` (from a driver or from inside a job) at
-//! random points. The jobs are plain (some long, polling `is_cancelled` to
-//! stop early), panicking, `join`ing (one kind with a panicking half),
+//! random points; one spawn in ten (of a job that does not fork) is a
+//! `spawn_blocking`. The jobs are
+//! plain (some long, polling `is_cancelled` to stop early, some inside
+//! `offload::blocking`), panicking, `join`ing (one kind with a panicking
+//! half, some with a half inside `offload::blocking`),
 //! `scope`d, or spawn further jobs of their own pool (by `spawn` or
 //! `try_spawn`) and then wait on (with or without a timeout, maybe after a
 //! `cancel`), drop or detach them. The round ends with `shutdown`,
 //! `shutdown_now` or the drop of the last handle.
 //!
 //! A ledger entry per job then checks that:
-//! - every job ran at most once, on one of the round's workers;
+//! - every job ran at most once, on one of the round's threads (a worker,
+//!   or a spare thread: a stand-in or a blocking job's);
 //! - a job ran unless its Task was dropped or cancelled, the pool was shut
 //!   down now, or the spawn was refused (a shutdown had started when it
 //!   returned); a `try_spawn` refused as full happened on a bounded pool,
@@ -303,6 +307,10 @@ struct Round {
     status: Vec<Status>,
     starts: Vec<AtomicU32>,
     stops: Vec<AtomicU32>,
+    /// Where spare threads report their exit (see `note_spare_thread`),
+    /// and how many registered.
+    spare_exits: Mutex<Option<mpsc::Sender<usize>>>,
+    spares_seen: AtomicUsize,
 }
 
 impl Round {
@@ -575,9 +583,17 @@ fn submitted(round: &Round, rec: Arc<Rec>, task: Task<Out>) -> (Arc<Rec>, Task<O
 }
 
 /// Spawns a job of a random kind and returns its ledger entry and Task.
+/// One in ten is a `spawn_blocking` job, which runs on a spare thread,
+/// unless it forks and joins: off the workers, `join` and `scope` go to
+/// the pool from outside, which panics once a shutdown has started.
 fn spawn_job(round: &Arc<Round>, pool: &Pool, rng: &mut Rng, depth: u32) -> (Arc<Rec>, Task<Out>) {
     let (rec, job) = new_job(round, pool, rng, depth);
-    let task = pool.spawn(job);
+    let forks = matches!(rec.kind, Kind::Joiner | Kind::JoinPanics | Kind::Scoper);
+    let task = if rng.chance(10) && !forks {
+        pool.spawn_blocking(job)
+    } else {
+        pool.spawn(job)
+    };
     submitted(round, rec, task)
 }
 
@@ -658,6 +674,7 @@ fn reserve_job(
 
 /// The body of every job.
 fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -> Out {
+    note_spare_thread(round);
     let id = rec.id;
     if rec.runs.fetch_add(1, SC) != 0 {
         round.fail(format!("job #{id} started twice"));
@@ -683,6 +700,14 @@ fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -
                 std::hint::black_box(spin_work(2_000));
             }
         }
+        Kind::Plain if rng.chance(15) => {
+            // A "blocking call": the worker lends its place meanwhile.
+            std::hint::black_box(offload::blocking(|| {
+                thread::yield_now();
+                rec.look_for_cancel();
+                spin_work(rng.below(300) as u64)
+            }));
+        }
         Kind::Plain => {
             std::hint::black_box(spin_work(rng.below(300) as u64));
         }
@@ -691,10 +716,16 @@ fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -
             panic::panic_any(Payload(Arc::clone(rec)));
         }
         Kind::Joiner => {
+            let block = rng.chance(25);
             let (a, (b, c)) = offload::join(
                 || {
                     rec.look_for_cancel();
-                    spin_work(64)
+                    if block {
+                        // Lends the place with the other half waiting.
+                        offload::blocking(|| spin_work(64))
+                    } else {
+                        spin_work(64)
+                    }
                 },
                 || {
                     offload::join(
@@ -1063,7 +1094,8 @@ struct ExitGuard {
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        if !self.round.shutdown_started.load(SC) {
+        // A spare thread may retire at any time (its keep-alive).
+        if self.index < self.round.threads && !self.round.shutdown_started.load(SC) {
             self.round.fail(format!(
                 "worker {} exited while the pool was running",
                 self.index
@@ -1075,6 +1107,32 @@ impl Drop for ExitGuard {
 
 thread_local! {
     static EXIT_GUARD: RefCell<Option<ExitGuard>> = const { RefCell::new(None) };
+}
+
+/// On a spare thread of the round (named from index `threads` on), which
+/// runs no `on_thread_start` hook: registers its exit once, so that the
+/// closer can wait for it (after the last handle is dropped, nothing else
+/// waits for the spare threads).
+fn note_spare_thread(round: &Arc<Round>) {
+    let index = thread::current()
+        .name()
+        .and_then(|name| name.strip_prefix(&round.name)?.parse::<usize>().ok());
+    let Some(index) = index.filter(|&index| index >= round.threads) else {
+        return;
+    };
+    EXIT_GUARD.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            let exits = round.spare_exits.lock().unwrap().clone();
+            let exits = exits.expect("the round's spare exit channel");
+            round.spares_seen.fetch_add(1, SC);
+            *slot = Some(ExitGuard {
+                round: Arc::clone(round),
+                index,
+                exits,
+            });
+        }
+    });
 }
 
 fn build_pool(round: &Arc<Round>, exits: mpsc::Sender<usize>) -> Pool {
@@ -1114,6 +1172,8 @@ fn build_pool(round: &Arc<Round>, exits: mpsc::Sender<usize>) -> Pool {
 fn run_round(round: &Arc<Round>, mut rng: Rng) {
     let (exits_tx, exits_rx) = mpsc::channel();
     let pool = build_pool(round, exits_tx);
+    let (spare_exits_tx, spare_exits_rx) = mpsc::channel();
+    *round.spare_exits.lock().unwrap() = Some(spare_exits_tx);
 
     // Shutdowns at random points: none in about a third of the rounds.
     let mut stops = Vec::new();
@@ -1183,6 +1243,14 @@ fn run_round(round: &Arc<Round>, mut rng: Rng) {
     for _ in 0..round.threads {
         exits_rx.recv().expect("a worker's exit");
     }
+    // And every spare thread that ran a job (after the last handle is
+    // dropped, blocking jobs may outlive the workers): once every job has
+    // ended, no spare registers any more.
+    wait_for_every_job(round);
+    drop(round.spare_exits.lock().unwrap().take());
+    for _ in 0..round.spares_seen.load(SC) {
+        spare_exits_rx.recv().expect("a spare thread's exit");
+    }
     for (rec, task) in held {
         if !task.is_finished() {
             round.fail(format!(
@@ -1206,6 +1274,19 @@ fn run_round(round: &Arc<Round>, mut rng: Rng) {
     round.tick();
 }
 
+/// Waits until every job closure of the round is gone (run or cancelled).
+fn wait_for_every_job(round: &Round) {
+    let mut live = round.live_closures.lock().unwrap();
+    while *live != 0 {
+        // The watchdog reports a job that never ends.
+        live = round
+            .no_live_closures
+            .wait_timeout(live, Duration::from_millis(250))
+            .unwrap()
+            .0;
+    }
+}
+
 /// On a bounded pool still running: once every job of the round has
 /// finished or been cancelled, and every worker is held by a gate job,
 /// exactly `max_queued` `try_spawn`s are admitted and the next is refused
@@ -1214,17 +1295,7 @@ fn check_slots_free(round: &Arc<Round>, pool: &Pool) {
     let closer = DRIVERS;
     let max = round.max_queued.expect("a bounded pool");
     round.set_status(closer, 21, 0);
-    {
-        let mut live = round.live_closures.lock().unwrap();
-        while *live != 0 {
-            // The watchdog reports a job that never ends.
-            live = round
-                .no_live_closures
-                .wait_timeout(live, Duration::from_millis(250))
-                .unwrap()
-                .0;
-        }
-    }
+    wait_for_every_job(round);
     round.set_status(closer, 22, 0);
     let gates: Vec<Gate> = (0..round.threads).map(|_| Gate::hold(pool)).collect();
     let mut admitted = Vec::new();
@@ -1349,6 +1420,8 @@ fn random_operations_lose_nothing() {
             status: (0..=DRIVERS).map(|_| Status::default()).collect(),
             starts: (0..threads).map(|_| AtomicU32::new(0)).collect(),
             stops: (0..threads).map(|_| AtomicU32::new(0)).collect(),
+            spare_exits: Mutex::new(None),
+            spares_seen: AtomicUsize::new(0),
         });
 
         // The round runs on its own thread; this one is the watchdog.

@@ -82,3 +82,51 @@ fn two_unparkers() {
         }
     });
 }
+
+/// 6(d) A parker passes to another thread (a worker's place handed to a
+/// stand-in, `src/blocking/`): the first owner is woken by an unparker,
+/// hands the parker over, and the new owner rebinds it and parks until a
+/// second unpark. The rebinding must not race the first unparker's read of
+/// the owner (it reads it while `WAKING`, before the owner can leave
+/// `park`), and the second unpark must wake the new owner, not the old one.
+#[test]
+fn rebind_after_a_wake() {
+    model("rebind_after_a_wake", || {
+        use loom::sync::atomic::AtomicBool;
+        let parker = Parker::new();
+        let first = Arc::new(AtomicBool::new(false));
+        let second = Arc::new(AtomicBool::new(false));
+        let handed = Arc::new(AtomicBool::new(false));
+        let new_owner = {
+            let (parker, second, handed) = (parker.clone(), second.clone(), handed.clone());
+            thread::spawn(move || {
+                // Acquire: the hand-over (a lock in the pool) orders the
+                // old owner's last park before this rebind.
+                while !handed.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+                parker.rebind();
+                // Relaxed: the token orders it (as in 6(a)).
+                while !second.load(Ordering::Relaxed) {
+                    parker.park();
+                }
+            })
+        };
+        let unparker = {
+            let (parker, first, second) = (parker.clone(), first.clone(), second.clone());
+            thread::spawn(move || {
+                first.store(true, Ordering::Relaxed);
+                parker.unpark();
+                second.store(true, Ordering::Relaxed);
+                parker.unpark();
+            })
+        };
+        while !first.load(Ordering::Relaxed) {
+            parker.park();
+        }
+        // Release: see the new owner's Acquire.
+        handed.store(true, Ordering::Release);
+        new_owner.join().unwrap();
+        unparker.join().unwrap();
+    });
+}

@@ -1,0 +1,220 @@
+//! [`Baton`]: who holds a worker's place, and who waits for it back.
+//!
+//! A worker's *place* is its [`WorkerThread`](crate::worker::WorkerThread):
+//! its deque, its private join stack, its sleep index and parker. Exactly
+//! one thread at a time runs jobs in it, the *holder*. The place starts
+//! with its *home* thread (the worker thread that owns the `WorkerThread`
+//! on its stack) and passes between threads only at two moments:
+//!
+//! - **Lending**: the holder is about to block in [`crate::blocking`] while
+//!   jobs wait. It gives the place to a thread that waits for it, if any,
+//!   else to a spare thread, which *stands in* ([`Baton::lend`]). The
+//!   lender is now *away*: its stack still holds frames that use the place
+//!   (the job that called `blocking`, and whatever that job is inside of),
+//!   so it must hold the place again before it returns to them.
+//! - **Passing at a job boundary**: a thread that is away and done wants
+//!   the place back ([`Baton::come_back`]): it joins a FIFO line and raises
+//!   `wanted`. The holder reads `wanted` between two jobs (one relaxed load
+//!   of its own cache line) and passes the place to the first in line
+//!   ([`Baton::pass`]). A holder with frames on the place (the home thread,
+//!   or any thread inside a job) becomes away in turn and joins the line;
+//!   a stand-in between jobs has none, and goes back to the spare threads.
+//!   A stand-in that finds the pool terminating and no work left leaves
+//!   the place ([`Baton::leave`]): to the first in line, or *free*, for the
+//!   next thread that comes back to take without waiting.
+//!
+//! # Invariants
+//!
+//! - One holder: the place changes hands only under `line`'s lock, from
+//!   the holder (or, for a free place, from nobody) to one thread, and the
+//!   new holder starts using it only after its grant, whose Release/Acquire
+//!   pair orders every use by the previous holder before every use by the
+//!   next.
+//! - The `WorkerThread` outlives every thread that can use it: `away`
+//!   counts the threads with frames on the place that do not hold it, and
+//!   the home thread leaves its loop (and frees the place) only while it
+//!   holds the place and `away` is zero ([`Baton::nobody_away`]). A lender
+//!   is counted before its stand-in can run.
+//! - No wake-up is lost: a thread that joins the line raises `wanted` under
+//!   the lock and then unparks the place's parker. A holder that is running
+//!   sees `wanted` at a later boundary; one that sleeps counts `wanted` as
+//!   a reason to wake (its sleep re-check reads it), and the unpark's token,
+//!   which carries the store, wakes it if it parked before.
+//! - A holder passes only between jobs, so a thread that comes back waits
+//!   at most for the holder's current job. The running count stays at the
+//!   pool's thread count throughout: one holder per place, whoever it is.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use crossbeam_utils::CachePadded;
+
+use crate::parker::Parker;
+use crate::sync::{lock, mutant, AtomicBool, Mutex, Ordering, StdArc};
+
+/// The hand-over state of one worker's place (module docs).
+pub(crate) struct Baton {
+    /// Raised while a thread waits in line: a hint for the holder, read at
+    /// every job boundary, so on a line of its own.
+    wanted: CachePadded<AtomicBool>,
+    line: Mutex<Line>,
+}
+
+#[derive(Default)]
+struct Line {
+    /// Nobody holds the place: a stand-in left it at termination.
+    free: bool,
+    /// Threads with frames on the place that do not hold it (module docs).
+    away: usize,
+    /// Threads waiting for the place, first come first served.
+    waiters: VecDeque<StdArc<Grant>>,
+}
+
+/// A waiting thread's ticket: set once it holds the place.
+struct Grant {
+    granted: AtomicBool,
+    parker: StdArc<Parker>,
+}
+
+impl Grant {
+    fn give(&self) {
+        // Release: the previous holder's uses of the place happen before
+        // the new holder's (its Acquire load in `come_back`).
+        self.granted.store(true, Ordering::Release);
+        self.parker.unpark();
+    }
+}
+
+impl Baton {
+    pub(crate) fn new() -> Self {
+        Self {
+            wanted: CachePadded::new(AtomicBool::new(false)),
+            line: Mutex::new(Line::default()),
+        }
+    }
+
+    /// Whether a thread waits for the place: read by the holder between
+    /// jobs and in its sleep re-check (module docs).
+    #[inline]
+    pub(crate) fn is_wanted(&self) -> bool {
+        // Relaxed: a hint; `pass` decides under the lock, and a sleeping
+        // holder is woken by a token that carries the store.
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    /// The holder lends the place before it blocks: to the first thread in
+    /// line, or else to a stand-in that `start_stand_in` starts (it returns
+    /// whether it did). Returns whether the place was lent; if so, the
+    /// caller is away and must [`come_back`](Self::come_back) before it
+    /// touches the place again.
+    pub(crate) fn lend(&self, start_stand_in: impl FnOnce() -> bool) -> bool {
+        let mut line = lock(&self.line);
+        if let Some(grant) = self.first_in_line(&mut line) {
+            // The lender leaves as the first in line comes back.
+            if !mutant!("baton_lender_uncounted") {
+                line.away += 1;
+            }
+            drop(line);
+            grant.give();
+            return true;
+        }
+        // Counted before the stand-in can run (module docs).
+        line.away += 1;
+        drop(line);
+        if start_stand_in() {
+            return true;
+        }
+        lock(&self.line).away -= 1;
+        false
+    }
+
+    /// The holder, between jobs, passes the place to the first thread in
+    /// line; returns whether it did. With `keep_frames` (it is the home
+    /// thread, or inside a job), it is away from now on and must
+    /// [`come_back`](Self::come_back); without, it is a stand-in done with
+    /// the place.
+    pub(crate) fn pass(&self, keep_frames: bool) -> bool {
+        let mut line = lock(&self.line);
+        let Some(grant) = self.first_in_line(&mut line) else {
+            return false;
+        };
+        if keep_frames {
+            line.away += 1;
+        }
+        drop(line);
+        grant.give();
+        true
+    }
+
+    /// A stand-in with no frames on the place leaves it (the pool is
+    /// terminating and it found no work): to the first thread in line, or
+    /// free.
+    pub(crate) fn leave(&self) {
+        let mut line = lock(&self.line);
+        match self.first_in_line(&mut line) {
+            Some(grant) => {
+                drop(line);
+                grant.give();
+            }
+            None => line.free = true,
+        }
+    }
+
+    /// A thread that is away waits until it holds the place again: at once
+    /// if the place is free, else in line, after waking the holder (whose
+    /// parker is `holder`) to pass it at its next job boundary. `own` is
+    /// this thread's own parker.
+    pub(crate) fn come_back(&self, holder: &Parker, own: StdArc<Parker>) {
+        let mut line = lock(&self.line);
+        if line.free {
+            line.free = false;
+            line.away -= 1;
+            return;
+        }
+        let grant = StdArc::new(Grant {
+            granted: AtomicBool::new(false),
+            parker: own,
+        });
+        line.waiters.push_back(StdArc::clone(&grant));
+        // Relaxed: the unpark below carries it to a sleeping holder; a
+        // running one reads it at a later boundary.
+        if !mutant!("baton_wanted_not_raised") {
+            self.wanted.store(true, Ordering::Relaxed);
+        }
+        drop(line);
+        holder.unpark();
+        // Acquire: pairs with `Grant::give`.
+        while !grant.granted.load(Ordering::Acquire) {
+            grant.parker.park();
+        }
+    }
+
+    /// Whether no thread but the holder has frames on the place: the home
+    /// thread may leave its loop only then (module docs).
+    pub(crate) fn nobody_away(&self) -> bool {
+        lock(&self.line).away == 0
+    }
+
+    /// Takes the first thread in line, which is back (no longer away), and
+    /// lowers `wanted` if the line is empty now.
+    fn first_in_line(&self, line: &mut Line) -> Option<StdArc<Grant>> {
+        let grant = line.waiters.pop_front()?;
+        line.away -= 1;
+        // Relaxed: a hint (see `is_wanted`); raised again under this lock
+        // by the next thread to join the line.
+        self.wanted
+            .store(!line.waiters.is_empty(), Ordering::Relaxed);
+        Some(grant)
+    }
+}
+
+impl fmt::Debug for Baton {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = lock(&self.line);
+        f.debug_struct("Baton")
+            .field("free", &line.free)
+            .field("away", &line.away)
+            .field("waiting", &line.waiters.len())
+            .finish()
+    }
+}

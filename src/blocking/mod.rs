@@ -1,0 +1,143 @@
+//! Blocking calls in the same pool: [`blocking`] (compensation) and
+//! `spawn_blocking` (a job that is one blocking call).
+//!
+//! A pool runs CPU jobs on `threads` workers. A job that blocks (a sync
+//! HTTP call, a sync database driver, `std::fs`, a `sleep` in a library)
+//! leaves its core idle while the jobs queued behind it wait. Two ways out,
+//! both on the pool's *spare threads* ([`spares`]), at most
+//! `Builder::max_blocking_threads` of them:
+//!
+//! - **`spawn_blocking(f)`** runs `f` on a spare thread, never on a worker:
+//!   the workers' CPU jobs do not wait behind it, however long it blocks.
+//!   Past the cap the jobs wait in a FIFO queue for a spare.
+//! - **`blocking(f)`**, called inside a job, tells the pool that this
+//!   thread is about to block. If jobs are waiting, the worker's *place*
+//!   (its deque, its join stack, its sleep slot) passes to another thread
+//!   for the duration of `f`, a spare that stands in (see [`baton`]), so
+//!   that `threads` threads keep running CPU jobs. When `f` returns, the
+//!   thread takes its place back at the stand-in's next job boundary and
+//!   the stand-in goes back to the spares. The count of threads running
+//!   CPU jobs is `threads` throughout, never more: a place has one holder.
+//!
+//! # Who owns which thread
+//!
+//! - A **worker thread** owns its `WorkerThread` (its place) on its stack
+//!   for the pool's life, and leaves it only while its place is held by
+//!   nobody else and no thread is away from it.
+//! - A **spare thread** owns nothing: it runs blocking jobs and stand-in
+//!   turns handed to it under the spares' lock, and exits after
+//!   `Builder::blocking_keep_alive` idle or when the pool shuts down.
+//! - A thread **away** from a place (inside `f`) runs user code only: on
+//!   it, the pool's functions see no worker (`offload::spawn` and friends
+//!   still reach its pool, through a thread-local pointer to it), and a nested
+//!   `blocking` just runs its closure.
+//!
+//! # How the count is restored, on every path
+//!
+//! - `f` returns: the thread comes back ([`baton::Baton::come_back`]),
+//!   waiting at most for the stand-in's current job.
+//! - `f` panics: the same, from a drop guard, before the panic goes on.
+//! - No spare is free and none can be started (the cap, a failed thread
+//!   start, a pool shutting down): the thread keeps its place and blocks
+//!   uncompensated, as without `blocking`.
+//! - Shutdown: a stand-in that finds the pool terminating and no work
+//!   left leaves the place free; the thread away takes it back without
+//!   waiting, and its worker exits after it (it waits for every thread
+//!   away from its place).
+
+pub(crate) mod baton;
+pub(crate) mod spares;
+
+use std::cell::Cell;
+use std::ptr;
+
+use crate::registry::Registry;
+use crate::sync::Arc;
+use crate::worker::WorkerThread;
+
+// The pool of the thread while it runs user code away from a worker's place
+// (inside `blocking`) or a blocking job on a spare: where the free functions
+// go when no worker runs on the thread. Null elsewhere.
+crate::sync::thread_local! {
+    static AWAY: Cell<*const Arc<Registry>> = const { Cell::new(ptr::null()) };
+}
+
+/// Runs `f`, a blocking call, without leaving the pool short of a thread.
+///
+/// Inside a job of a pool (or a [`join`](crate::join) or
+/// [`scope`](crate::scope) closure, or [`Pool::install`](crate::Pool::install)),
+/// it tells the pool that this thread is about to block: if jobs are
+/// waiting, another thread (a spare, started if need be) takes this
+/// worker's place while `f` runs, so that the pool keeps running `threads`
+/// CPU jobs. When `f` returns, this thread takes its place back as soon as
+/// the other one finishes the job it is running, and returns `f`'s result.
+/// A panic in `f` propagates to the caller as usual, after the place is
+/// back.
+///
+/// Off a worker (on the event loop, on a thread of your own, inside a
+/// [`spawn_blocking`](crate::spawn_blocking) job) it simply runs `f`, and
+/// so do nested calls: the outermost one counts.
+///
+/// While `f` runs, this thread is not a worker: a `join` or `scope` inside
+/// `f` runs on the pool's workers, and [`spawn`](crate::spawn) still
+/// queues on this pool. No compensation happens when nothing waits, when
+/// `Builder::max_blocking_threads` spare threads are busy, or while the
+/// pool shuts down.
+///
+/// Prefer [`Pool::spawn_blocking`](crate::Pool::spawn_blocking) for a job
+/// that is one blocking call from start to end: it never takes a worker.
+/// `blocking` is for a job that blocks in the middle of CPU work.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pool = offload::Pool::builder().threads(1).build().unwrap();
+/// let fetch = pool.spawn(|| {
+///     // A sync call that blocks for a while: the pool's one worker is
+///     // lent to another thread meanwhile, which runs the job below.
+///     let body = offload::blocking(|| {
+///         std::thread::sleep(Duration::from_millis(50));
+///         "response"
+///     });
+///     body.len()
+/// });
+/// let sum = pool.spawn(|| (1..=100u64).sum::<u64>());
+/// assert_eq!(sum.wait().unwrap(), 5050);
+/// assert_eq!(fetch.wait().unwrap(), 8);
+/// ```
+pub fn blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R,
+{
+    // A raw pointer, so that the thread-local borrow does not span `f`.
+    let worker = WorkerThread::with_current(|worker| worker.map(ptr::from_ref));
+    match worker {
+        None => f(),
+        // SAFETY: the current worker's place outlives this call: its job
+        // (our caller) runs inside it.
+        Some(worker) => unsafe { &*worker }.blocking(f),
+    }
+}
+
+/// Runs `f` with `registry` as the pool that the free functions reach when
+/// no worker runs on this thread (module docs); puts the previous one back
+/// afterwards, also on a panic.
+pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const Arc<Registry>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AWAY.with(|away| away.set(self.0));
+        }
+    }
+    let _restore = Restore(AWAY.with(|away| away.replace(registry)));
+    f()
+}
+
+/// The pool of the thread away from it, if any (see [`run_away_from`]).
+pub(crate) fn with_away<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
+    let away = AWAY.with(Cell::get);
+    // SAFETY: AWAY is non-null only inside `run_away_from`, whose caller
+    // keeps the registry alive (a `WorkerThread` on this thread's stack, or
+    // a spare's own handle) for the call, and this borrow cannot escape `f`.
+    f(unsafe { away.as_ref() })
+}

@@ -1,0 +1,355 @@
+//! [`Spares`]: a pool's threads beyond its workers, which run blocking
+//! jobs ([`Pool::spawn_blocking`](crate::Pool::spawn_blocking)) and stand
+//! in for workers blocked in [`blocking`](crate::blocking).
+//!
+//! # Protocol
+//!
+//! Everything here is under one lock, `state`, taken around blocking calls
+//! only (a spawn of a blocking job, a worker lending its place, a spare
+//! between two pieces of work), never by a CPU job's spawn or join.
+//!
+//! - A spare thread runs a [`Work`]: a blocking job, or a stand-in turn in
+//!   a worker's place (until it passes the place on, see
+//!   [`baton`](super::baton)). Between two pieces of work it takes the
+//!   oldest queued blocking job; else it waits, listed as idle, for a
+//!   piece of work in its [`Mailbox`] until `keep_alive` passes, and then
+//!   exits.
+//! - Work goes to an idle spare (the most recently idle: the others time
+//!   out sooner), else to a new one while fewer than `max` exist. Past
+//!   `max` a blocking job joins a FIFO queue, and a stand-in is refused
+//!   (the worker blocks uncompensated).
+//! - A new thread counts as one of the pool's live threads (`Registry`'s
+//!   `live_workers`) before it starts, and stops counting when it exits,
+//!   so `shutdown` waits for the spares too. Threads are started only
+//!   before `close`, which the registry calls before it lets any worker
+//!   exit: a spare never starts after the count could have reached zero.
+//! - A thread that cannot be started (`std::thread::Builder::spawn` fails,
+//!   or the user's `thread_name` panics) is uncounted again; its work goes
+//!   back: a blocking job to the queue if another spare will serve it,
+//!   else to the pool's workers, so nothing is lost; a stand-in is
+//!   refused. The first such failure of a pool is reported on stderr.
+//! - `close` refuses new work; spares finish what they run and what is
+//!   queued (or cancel the queue, for `shutdown_now`), then exit.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crate::job::{JobRef, Mode};
+use crate::parker::Parker;
+use crate::priority::{self, WorkerPriority};
+use crate::registry::Registry;
+use crate::sync::{lock, thread, Arc, AtomicBool, Mutex, Ordering, StdArc};
+use crate::worker::WorkerThread;
+
+/// Names thread `i` of a pool.
+pub(crate) type NameFn = Box<dyn Fn(usize) -> String + Send + Sync>;
+
+/// How spare threads are made: the builder's settings.
+pub(crate) struct SpareConfig {
+    /// The most spare threads at once (`Builder::max_blocking_threads`).
+    pub(crate) max: usize,
+    /// How long an idle spare waits for work (`Builder::blocking_keep_alive`).
+    pub(crate) keep_alive: Duration,
+    /// The builder's `thread_name`; spares take the indices from `threads`.
+    pub(crate) name: Option<NameFn>,
+    pub(crate) stack_size: Option<usize>,
+    pub(crate) priority: WorkerPriority,
+}
+
+/// What a spare thread does next.
+pub(crate) enum Work {
+    /// Run this blocking job.
+    Job(JobRef),
+    /// Stand in for the worker whose place this is, lent by a thread that
+    /// is away in `blocking` (see [`super::baton`]).
+    StandIn(Place),
+}
+
+/// A worker's place, sent to a stand-in.
+pub(crate) struct Place(pub(crate) *const WorkerThread);
+
+// SAFETY: the place is used by one thread at a time, its holder (see
+// `super::baton`); lending it to a stand-in transfers it, and the place
+// outlives the turn (the lender is counted away until it is back).
+unsafe impl Send for Place {}
+
+/// Where an idle spare receives its next piece of work.
+struct Mailbox {
+    work: Mutex<Option<Work>>,
+    parker: StdArc<Parker>,
+}
+
+#[derive(Default)]
+struct State {
+    /// No new work: the pool is shutting down.
+    closed: bool,
+    /// Live spare threads, started or about to be.
+    threads: usize,
+    /// Spares started so far, to name the next one.
+    started: usize,
+    /// Idle spares, most recently idle last.
+    idle: Vec<StdArc<Mailbox>>,
+    /// Blocking jobs waiting for a spare (past `max`), oldest first.
+    queue: VecDeque<JobRef>,
+}
+
+/// A pool's spare threads (module docs).
+pub(crate) struct Spares {
+    state: Mutex<State>,
+    config: SpareConfig,
+    /// The pool's worker count: spare `k` is named `name(threads + k)`.
+    workers: usize,
+    /// Set once a thread failed to start (reported once).
+    failure_reported: AtomicBool,
+}
+
+impl Spares {
+    pub(crate) fn new(config: SpareConfig, workers: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            config,
+            workers,
+            failure_reported: AtomicBool::new(false),
+        }
+    }
+
+    /// The name of worker `index` (spares: `workers + k`).
+    pub(crate) fn thread_name(&self, index: usize) -> String {
+        match &self.config.name {
+            Some(name) => name(index),
+            None if index < self.workers => format!("offload-{index}"),
+            None => format!("offload-blocking-{}", index - self.workers),
+        }
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.config.max
+    }
+
+    /// Runs `job` (a blocking Task's cell) on a spare thread: an idle one,
+    /// a new one, or the first to be free (module docs). Cancels it if the
+    /// pool is shutting down.
+    pub(crate) fn submit(&self, registry: &Arc<Registry>, job: JobRef) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            drop(state);
+            job.execute(Mode::Cancel);
+            return;
+        }
+        if state.threads >= self.config.max && state.idle.is_empty() {
+            state.queue.push_back(job);
+            return;
+        }
+        let Err(Work::Job(job)) = self.dispatch(state, registry, Work::Job(job)) else {
+            return;
+        };
+        // No thread could be started: queue the job for a spare that
+        // exists, or else give it to the workers.
+        let mut state = lock(&self.state);
+        if state.closed {
+            drop(state);
+            job.execute(Mode::Cancel);
+        } else if state.threads > 0 {
+            state.queue.push_back(job);
+        } else {
+            drop(state);
+            registry.inject(job);
+        }
+    }
+
+    /// Starts a stand-in for the worker whose place is `place` (an idle
+    /// spare, or a new one); returns whether one took it.
+    pub(crate) fn stand_in(&self, registry: &Arc<Registry>, place: Place) -> bool {
+        let state = lock(&self.state);
+        if state.closed || (state.threads >= self.config.max && state.idle.is_empty()) {
+            return false;
+        }
+        self.dispatch(state, registry, Work::StandIn(place)).is_ok()
+    }
+
+    /// Gives `work` to an idle spare, or starts a new one (the caller made
+    /// sure one of the two is possible); gives it back if no thread could
+    /// be started.
+    fn dispatch(
+        &self,
+        mut state: crate::sync::MutexGuard<'_, State>,
+        registry: &Arc<Registry>,
+        work: Work,
+    ) -> Result<(), Work> {
+        if let Some(mailbox) = state.idle.pop() {
+            *lock(&mailbox.work) = Some(work);
+            drop(state);
+            mailbox.parker.unpark();
+            return Ok(());
+        }
+        state.threads += 1;
+        let index = self.workers + state.started;
+        state.started += 1;
+        // Counted live before it exists (module docs).
+        registry.add_live_thread();
+        drop(state);
+        let mailbox = StdArc::new(Mailbox {
+            work: Mutex::new(Some(work)),
+            parker: StdArc::new(Parker::new()),
+        });
+        match self.start(registry, index, StdArc::clone(&mailbox)) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.report_failure(&error);
+                lock(&self.state).threads -= 1;
+                registry.workers_exited(1, None);
+                let work = lock(&mailbox.work).take();
+                Err(work.expect("a thread that never started took no work"))
+            }
+        }
+    }
+
+    /// Starts spare thread `index`, which takes its first work from
+    /// `mailbox`.
+    fn start(
+        &self,
+        registry: &Arc<Registry>,
+        index: usize,
+        mailbox: StdArc<Mailbox>,
+    ) -> io::Result<()> {
+        let registry = Arc::clone(registry);
+        let priority = self.config.priority;
+        let stack_size = self.config.stack_size;
+        // `thread_name` is user code, and std panics on a name with a NUL
+        // byte: either is a thread that cannot be started.
+        let started = panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut builder = thread::Builder::new().name(self.thread_name(index));
+            if let Some(bytes) = stack_size {
+                builder = builder.stack_size(bytes);
+            }
+            builder.spawn(move || {
+                priority::apply_to_current_thread(priority);
+                spare_main(&registry, &mailbox);
+            })
+        }));
+        match started {
+            Ok(Ok(_handle)) => Ok(()),
+            Ok(Err(error)) => Err(error),
+            Err(payload) => {
+                crate::unwind::drop_quietly(payload);
+                Err(io::Error::other("the thread_name hook panicked"))
+            }
+        }
+    }
+
+    fn report_failure(&self, error: &io::Error) {
+        // Relaxed: only decides who prints; nothing is published.
+        if !self.failure_reported.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "offload: could not start a thread for blocking work ({error}); \
+                 the pool goes on with the threads it has"
+            );
+        }
+    }
+
+    /// The next work of the spare whose mailbox is `mailbox`, waiting for
+    /// it until `keep_alive` passes; `None` when the spare should exit
+    /// (it is uncounted then).
+    fn next(&self, mailbox: &StdArc<Mailbox>) -> Option<Work> {
+        // Set on the first wait; `None` inside for a keep-alive too large
+        // for an `Instant` (no expiry).
+        let mut deadline: Option<Option<Instant>> = None;
+        loop {
+            let mut state = lock(&self.state);
+            if let Some(work) = lock(&mailbox.work).take() {
+                return Some(work);
+            }
+            if let Some(job) = state.queue.pop_front() {
+                return Some(Work::Job(job));
+            }
+            let listed = state.idle.iter().any(|m| StdArc::ptr_eq(m, mailbox));
+            let expired = deadline
+                .flatten()
+                .is_some_and(|deadline| Instant::now() >= deadline);
+            if state.closed || expired {
+                // Work is handed out under this lock, and the mailbox is
+                // empty: unlisted now, nobody can give this spare work.
+                state.idle.retain(|m| !StdArc::ptr_eq(m, mailbox));
+                state.threads -= 1;
+                return None;
+            }
+            if !listed {
+                state.idle.push(StdArc::clone(mailbox));
+            }
+            drop(state);
+            let until = *deadline.get_or_insert_with(|| {
+                // Under loom executions must not depend on the clock: a
+                // spare waits until it is given work or the pool closes.
+                (!cfg!(loom))
+                    .then(|| Instant::now().checked_add(self.config.keep_alive))
+                    .flatten()
+            });
+            match until {
+                Some(until) => {
+                    mailbox.parker.park_deadline(until);
+                }
+                None => mailbox.parker.park(),
+            }
+        }
+    }
+
+    /// Refuses new work and wakes the idle spares, which exit; with
+    /// `cancel_queued`, cancels the queued blocking jobs (their Tasks
+    /// resolve as cancelled), else the spares run them first. Called by
+    /// the registry before any worker may exit (module docs).
+    pub(crate) fn close(&self, cancel_queued: bool) {
+        let (idle, cancelled) = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            let cancelled = if cancel_queued {
+                std::mem::take(&mut state.queue)
+            } else {
+                VecDeque::new()
+            };
+            (std::mem::take(&mut state.idle), cancelled)
+        };
+        for mailbox in idle {
+            mailbox.parker.unpark();
+        }
+        for job in cancelled {
+            job.execute(Mode::Cancel);
+        }
+    }
+}
+
+/// The life of a spare thread: run the work it was started with, then
+/// whatever comes next, until it is idle for `keep_alive` or the pool
+/// closes.
+fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>) {
+    // SAFETY: `registry` (an Arc this thread holds) outlives the guard.
+    let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(registry) };
+    let spares = registry.spares();
+    let mut work = lock(&mailbox.work).take();
+    while let Some(next) = work {
+        match next {
+            Work::Job(job) => {
+                super::run_away_from(registry, || job.execute(registry.execution_mode()));
+            }
+            // SAFETY: the place was lent to this thread (see `Place`).
+            Work::StandIn(place) => unsafe { WorkerThread::stand_in(place.0) },
+        }
+        work = spares.next(mailbox);
+    }
+    registry.workers_exited(1, None);
+}
+
+impl fmt::Debug for Spares {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.state);
+        f.debug_struct("Spares")
+            .field("threads", &state.threads)
+            .field("idle", &state.idle.len())
+            .field("queued", &state.queue.len())
+            .field("max", &self.config.max)
+            .field("closed", &state.closed)
+            .finish()
+    }
+}

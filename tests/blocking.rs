@@ -1,0 +1,516 @@
+//! Blocking calls in the pool: `offload::blocking` (a worker lends its
+//! place to a stand-in while it blocks) and `spawn_blocking` (jobs on the
+//! spare threads): results, panics, the cap and its FIFO queue, shutdown
+//! with threads blocked, spare threads exiting, a spare that cannot start.
+//!
+//! Every test that would deadlock without compensation runs a pool whose
+//! workers are all blocked until another job runs: it passes only if a
+//! stand-in runs that job. Synchronisation is by channels and barriers.
+
+mod common;
+
+use std::io;
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::{silence_expected_panics, spin_until, timed, EXPECTED};
+use offload::Pool;
+
+fn named_pool(threads: usize, prefix: &'static str) -> offload::Builder {
+    Pool::builder()
+        .threads(threads)
+        .thread_name(move |i| format!("{prefix}{i}"))
+}
+
+fn thread_name() -> String {
+    thread::current().name().unwrap_or("").to_owned()
+}
+
+#[test]
+fn blocking_off_a_worker_runs_in_place() {
+    let me = thread::current().id();
+    let (value, on) = offload::blocking(|| (42, thread::current().id()));
+    assert_eq!(value, 42);
+    assert_eq!(on, me);
+    // Nested calls just run.
+    assert_eq!(offload::blocking(|| offload::blocking(|| 7)), 7);
+}
+
+/// The pool's only worker blocks until a job queued behind it has run: a
+/// stand-in must run that job.
+#[test]
+fn blocking_lends_the_place_to_a_stand_in() {
+    timed(|| {
+        let pool = named_pool(1, "lend").build().unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (queued_tx, queued_rx) = mpsc::channel::<()>();
+        let (ran_tx, ran_rx) = mpsc::channel::<String>();
+        let blocker = pool.spawn(move || {
+            let home = thread_name();
+            started_tx.send(()).unwrap();
+            queued_rx.recv().unwrap();
+            let other = offload::blocking(|| ran_rx.recv().unwrap());
+            // Back on its own place, on its own thread.
+            (home, other, thread_name())
+        });
+        started_rx.recv().unwrap();
+        let queued = pool.spawn(move || ran_tx.send(thread_name()).unwrap());
+        queued_tx.send(()).unwrap();
+        let (home, other, after) = blocker.wait().unwrap();
+        queued.wait().unwrap();
+        assert_eq!(home, "lend0");
+        assert_eq!(after, "lend0");
+        assert_eq!(
+            other, "lend1",
+            "the queued job ran on the first spare thread"
+        );
+    });
+}
+
+/// With nothing waiting, `blocking` runs `f` on the worker (no thread is
+/// started), and the worker stays a worker inside it.
+#[test]
+fn blocking_with_nothing_waiting_keeps_the_place() {
+    timed(|| {
+        let pool = named_pool(1, "keep").build().unwrap();
+        let inside = pool
+            .spawn(|| offload::blocking(|| offload::join(thread_name, thread_name)))
+            .wait()
+            .unwrap();
+        assert_eq!(inside, ("keep0".to_owned(), "keep0".to_owned()));
+    });
+}
+
+#[test]
+fn blocking_inside_join_lends_the_other_half() {
+    timed(|| {
+        let pool = named_pool(1, "join").build().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (a, b) = pool.install(move || {
+            offload::join(
+                move || offload::blocking(move || rx.recv().unwrap()),
+                move || {
+                    tx.send(7).unwrap();
+                    thread_name()
+                },
+            )
+        });
+        assert_eq!(a, 7);
+        assert_eq!(b, "join1", "the second half ran on the stand-in");
+    });
+}
+
+#[test]
+fn blocking_inside_scope_lends_the_scope_jobs() {
+    timed(|| {
+        let pool = named_pool(1, "scope").build().unwrap();
+        let total = pool.scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            for i in 0..4u64 {
+                let tx = tx.clone();
+                s.spawn(move |_| tx.send(i).unwrap());
+            }
+            drop(tx);
+            // Blocks until all four jobs ran: only a stand-in can run them.
+            offload::blocking(move || rx.iter().sum::<u64>())
+        });
+        assert_eq!(total, 6);
+    });
+}
+
+#[test]
+fn nested_blocking_counts_once() {
+    timed(|| {
+        let pool = named_pool(1, "nest").build().unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (queued_tx, queued_rx) = mpsc::channel::<()>();
+        let (ran_tx, ran_rx) = mpsc::channel::<()>();
+        let blocker = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            queued_rx.recv().unwrap();
+            offload::blocking(|| offload::blocking(|| ran_rx.recv().unwrap()));
+            thread_name()
+        });
+        started_rx.recv().unwrap();
+        let queued = pool.spawn(move || {
+            ran_tx.send(()).unwrap();
+            thread_name()
+        });
+        queued_tx.send(()).unwrap();
+        assert_eq!(blocker.wait().unwrap(), "nest0");
+        // One stand-in, the first spare: the inner call started none.
+        assert_eq!(queued.wait().unwrap(), "nest1");
+    });
+}
+
+/// A panic in `f` reaches the caller after the place is back: the job goes
+/// on as a worker (a `join` inside it works, on its own thread).
+#[test]
+fn a_panic_inside_blocking_restores_the_place() {
+    silence_expected_panics();
+    timed(|| {
+        let pool = named_pool(1, "panic").build().unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (queued_tx, queued_rx) = mpsc::channel::<()>();
+        let blocker = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            queued_rx.recv().unwrap();
+            let caught = std::panic::catch_unwind(|| {
+                offload::blocking(|| panic!("{EXPECTED}: inside blocking"));
+            });
+            assert!(caught.is_err());
+            let (a, b) = offload::join(|| 1, || 2);
+            (a + b, thread_name())
+        });
+        started_rx.recv().unwrap();
+        let queued = pool.spawn(|| 5);
+        queued_tx.send(()).unwrap();
+        assert_eq!(blocker.wait().unwrap(), (3, "panic0".to_owned()));
+        assert_eq!(queued.wait().unwrap(), 5);
+        // And the panic of a blocking job is the Task's JoinError.
+        let err = pool
+            .spawn_blocking(|| panic!("{EXPECTED}: blocking job"))
+            .wait()
+            .unwrap_err();
+        assert!(err.is_panic());
+    });
+}
+
+/// Inside `f` the thread is not a worker, but the free functions still use
+/// its pool.
+#[test]
+fn spawn_inside_blocking_uses_the_same_pool() {
+    timed(|| {
+        let pool = named_pool(2, "same").build().unwrap();
+        let names = pool
+            .spawn(|| {
+                offload::blocking(|| {
+                    let spawned = offload::spawn(thread_name).wait().unwrap();
+                    let (a, _) = offload::join(thread_name, || ());
+                    let blocking = offload::spawn_blocking(thread_name).wait().unwrap();
+                    (spawned, a, blocking)
+                })
+            })
+            .wait()
+            .unwrap();
+        assert!(names.0.starts_with("same"), "{names:?}");
+        assert!(names.1.starts_with("same"), "{names:?}");
+        assert!(names.2.starts_with("same"), "{names:?}");
+    });
+}
+
+/// Eight blocking jobs meet at a barrier: they run at once, on spare
+/// threads, while the two workers are free.
+#[test]
+fn spawn_blocking_runs_beside_the_workers() {
+    timed(|| {
+        let pool = named_pool(2, "beside").build().unwrap();
+        let barrier = Arc::new(Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                pool.spawn_blocking(move || {
+                    barrier.wait();
+                    thread_name()
+                })
+            })
+            .collect();
+        for task in tasks {
+            let name = task.wait().unwrap();
+            assert!(!matches!(name.as_str(), "beside0" | "beside1"), "{name}");
+        }
+        assert_eq!(pool.spawn(|| 6 * 7).wait().unwrap(), 42);
+    });
+}
+
+fn four_blocking_jobs(pool: &Pool) -> Vec<offload::Task<u64>> {
+    let barrier = Arc::new(Barrier::new(4));
+    (0..4u64)
+        .map(|i| {
+            let barrier = Arc::clone(&barrier);
+            pool.spawn_blocking(move || {
+                barrier.wait();
+                i
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn spawn_blocking_from_four_executors() {
+    timed(|| {
+        let pool = named_pool(1, "exec").build().unwrap();
+        let sum = |results: Vec<Result<u64, offload::JoinError>>| -> u64 {
+            results.into_iter().map(Result::unwrap).sum()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let tokio = rt.block_on(futures::future::join_all(four_blocking_jobs(&pool)));
+        assert_eq!(sum(tokio), 6);
+        let smol = smol::block_on(futures::future::join_all(four_blocking_jobs(&pool)));
+        assert_eq!(sum(smol), 6);
+        let ex = async_executor::Executor::new();
+        let handles: Vec<_> = four_blocking_jobs(&pool)
+            .into_iter()
+            .map(|task| ex.spawn(task))
+            .collect();
+        let async_executor = smol::block_on(ex.run(futures::future::join_all(handles)));
+        assert_eq!(sum(async_executor), 6);
+        let futures =
+            futures::executor::block_on(futures::future::join_all(four_blocking_jobs(&pool)));
+        assert_eq!(sum(futures), 6);
+        // And the free function, on the global pool.
+        assert_eq!(
+            pollster::block_on(offload::spawn_blocking(|| 5)).unwrap(),
+            5
+        );
+    });
+}
+
+/// Past the cap, blocking jobs wait in FIFO order, and none is lost.
+#[test]
+fn the_cap_queues_blocking_jobs_in_order() {
+    timed(|| {
+        let pool = named_pool(1, "cap")
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(pool.max_blocking_threads(), 1);
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let first = pool.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            thread_name()
+        });
+        started_rx.recv().unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let queued: Vec<_> = (0..20)
+            .map(|i| {
+                let order = Arc::clone(&order);
+                pool.spawn_blocking(move || {
+                    order.lock().unwrap().push(i);
+                    thread_name()
+                })
+            })
+            .collect();
+        // The workers are not used for them: a CPU job runs meanwhile.
+        assert_eq!(pool.spawn(|| 1).wait().unwrap(), 1);
+        assert!(order.lock().unwrap().is_empty());
+        release_tx.send(()).unwrap();
+        assert_eq!(first.wait().unwrap(), "cap1");
+        for task in queued {
+            assert_eq!(task.wait().unwrap(), "cap1", "one spare thread at most");
+        }
+        assert_eq!(*order.lock().unwrap(), (0..20).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn zero_max_blocking_threads_is_invalid_input() {
+    let err = Pool::builder()
+        .threads(1)
+        .max_blocking_threads(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+}
+
+/// The threads of this process whose name starts with `prefix` (Linux: the
+/// `comm` of each task, at most 15 bytes).
+#[cfg(target_os = "linux")]
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(prefix))
+        .count()
+}
+
+/// `shutdown` with blocking jobs running and queued: it waits for them, the
+/// queued ones run, every Task resolves, and every thread exits.
+#[cfg(target_os = "linux")]
+#[test]
+fn shutdown_waits_for_blocked_threads() {
+    timed(|| {
+        let pool = named_pool(2, "sdw")
+            .max_blocking_threads(3)
+            .build()
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(4));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let running: Vec<_> = (0..3)
+            .map(|i| {
+                let (barrier, release_rx) = (Arc::clone(&barrier), Arc::clone(&release_rx));
+                pool.spawn_blocking(move || {
+                    barrier.wait();
+                    release_rx.lock().unwrap().recv().unwrap();
+                    i
+                })
+            })
+            .collect();
+        barrier.wait();
+        let queued: Vec<_> = (3..6).map(|i| pool.spawn_blocking(move || i)).collect();
+        assert_eq!(threads_named("sdw"), 5);
+        let handle = pool.clone();
+        let shutdown = thread::spawn(move || handle.shutdown());
+        spin_until(|| common::is_terminating(&pool));
+        for _ in 0..3 {
+            release_tx.send(()).unwrap();
+        }
+        shutdown.join().unwrap();
+        let mut results: Vec<i32> = running
+            .into_iter()
+            .chain(queued)
+            .map(|task| task.wait().unwrap())
+            .collect();
+        results.sort_unstable();
+        assert_eq!(results, [0, 1, 2, 3, 4, 5]);
+        // The threads have said they exit; the OS takes a moment more.
+        spin_until(|| threads_named("sdw") == 0);
+        assert!(pool.spawn_blocking(|| 1).wait().unwrap_err().is_cancelled());
+    });
+}
+
+/// `shutdown_now` with blocking jobs running and queued: the running ones
+/// see `is_cancelled`, the queued ones are cancelled, every thread exits.
+#[cfg(target_os = "linux")]
+#[test]
+fn shutdown_now_cancels_blocked_threads() {
+    timed(|| {
+        let pool = named_pool(1, "sdn")
+            .max_blocking_threads(2)
+            .build()
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(3));
+        let running: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                pool.spawn_blocking(move || {
+                    barrier.wait();
+                    while !offload::is_cancelled() {
+                        thread::yield_now();
+                    }
+                    "stopped"
+                })
+            })
+            .collect();
+        barrier.wait();
+        let queued: Vec<_> = (0..3).map(|_| pool.spawn_blocking(|| "ran")).collect();
+        pool.shutdown_now();
+        for task in running {
+            assert_eq!(task.wait().unwrap(), "stopped");
+        }
+        for task in queued {
+            assert!(task.wait().unwrap_err().is_cancelled());
+        }
+        spin_until(|| threads_named("sdn") == 0);
+    });
+}
+
+/// A worker away in `blocking` at shutdown: the pool waits for it, and its
+/// stand-in exits too.
+#[cfg(target_os = "linux")]
+#[test]
+fn shutdown_while_a_worker_is_away() {
+    timed(|| {
+        let pool = named_pool(1, "away").build().unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (queued_tx, queued_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let blocker = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            queued_rx.recv().unwrap();
+            offload::blocking(|| release_rx.recv().unwrap());
+            "back"
+        });
+        started_rx.recv().unwrap();
+        let queued = pool.spawn(|| "ran on the stand-in");
+        queued_tx.send(()).unwrap();
+        assert_eq!(queued.wait().unwrap(), "ran on the stand-in");
+        let handle = pool.clone();
+        let shutdown = thread::spawn(move || handle.shutdown());
+        spin_until(|| common::is_terminating(&pool));
+        release_tx.send(()).unwrap();
+        shutdown.join().unwrap();
+        assert_eq!(blocker.wait().unwrap(), "back");
+        spin_until(|| threads_named("away") == 0);
+    });
+}
+
+/// Idle spare threads exit after the keep-alive; the pool goes on.
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_spare_threads_exit_after_the_keep_alive() {
+    timed(|| {
+        let pool = named_pool(1, "keepalive")
+            .blocking_keep_alive(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(3));
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                pool.spawn_blocking(move || barrier.wait())
+            })
+            .collect();
+        for task in tasks {
+            task.wait().unwrap();
+        }
+        spin_until(|| threads_named("keepalive") == 1);
+        assert_eq!(pool.spawn_blocking(|| 3).wait().unwrap(), 3);
+        assert_eq!(pool.spawn(|| 4).wait().unwrap(), 4);
+    });
+}
+
+/// A spare thread that cannot be started (here: the user's name hook
+/// panics for it): blocking jobs run on the workers, `blocking` runs
+/// uncompensated, nothing panics at the caller.
+#[test]
+fn a_spare_that_cannot_start() {
+    silence_expected_panics();
+    timed(|| {
+        let pool = Pool::builder()
+            .threads(1)
+            .thread_name(|i| {
+                assert!(i < 1, "{EXPECTED}: no name for a spare thread");
+                format!("nospare{i}")
+            })
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool.spawn_blocking(thread_name).wait().unwrap(),
+            "nospare0",
+            "the blocking job ran on the worker"
+        );
+        let (started_tx, started_rx) = mpsc::channel();
+        let (queued_tx, queued_rx) = mpsc::channel::<()>();
+        let blocker = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            queued_rx.recv().unwrap();
+            offload::blocking(|| 1)
+        });
+        started_rx.recv().unwrap();
+        let queued = pool.spawn(|| 2);
+        queued_tx.send(()).unwrap();
+        assert_eq!(blocker.wait().unwrap(), 1);
+        assert_eq!(queued.wait().unwrap(), 2);
+    });
+}
+
+#[test]
+fn blocking_inside_a_blocking_job_just_runs() {
+    timed(|| {
+        let pool = named_pool(1, "inner").build().unwrap();
+        let (value, name) = pool
+            .spawn_blocking(|| offload::blocking(|| (9, thread_name())))
+            .wait()
+            .unwrap();
+        assert_eq!(value, 9);
+        assert_eq!(name, "inner1");
+    });
+}
