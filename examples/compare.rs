@@ -1,7 +1,8 @@
 //! offload against every peer, in one run, on what criterion measures badly:
 //! how an event loop fares while the pool is saturated, what an idle or
 //! sparsely used pool costs in CPU, and how many heap allocations one spawn
-//! makes. Prints one table, checks the goals, and writes `docs/compare.svg`.
+//! makes, and how a pool fares when blocking calls and CPU jobs come together.
+//! Prints one table, checks the goals, and writes `docs/compare.svg`.
 //!
 //! ```text
 //! cargo run --release --example compare                 # table + goals + chart
@@ -25,7 +26,7 @@
 //! - **tokio spawn_blocking**, **blocking::unblock** — the blocking-I/O pools
 //!   of tokio and smol, which grow a thread per waiting job.
 //!
-//! offload and rayon get one worker per core.
+//! offload and rayon get one worker per core (the mixed load excepted).
 //!
 //! # Columns
 //!
@@ -51,6 +52,20 @@
 //! - **allocs/spawn**: heap allocations of the whole process (a counting
 //!   `#[global_allocator]`) during 10 000 sequential spawn+await round trips,
 //!   divided by 10 000; **(burst)**: the same over one 100 000-job burst.
+//! - **mixed CPU / sleepers ms**: the mixed load of issue 14, smaller
+//!   (`examples/blocking_mix.rs` runs the full one, with more variants):
+//!   100 jobs that each sleep 20 ms (a blocking call, such as a sync HTTP
+//!   request) and 32 CPU jobs of 5 ms of the calibrated spin work,
+//!   interleaved (about 3 sleepers, then 1 CPU job), submitted at once from
+//!   the loop, then all awaited; on a fresh pool of 2 threads per round
+//!   (spare threads start cold; `blocking`'s pool is global and keeps its
+//!   threads). The time from the first submission to the end of the last
+//!   CPU job, and of the last sleeper (median of rounds; ideal: 32 × 5 ms /
+//!   2 = 80 ms, and 20 ms). Each peer runs the sleepers its own way: offload
+//!   (and offload + oneshot) by `spawn_blocking`, on spare threads, and the
+//!   CPU jobs by `spawn`; tokio's and `blocking`'s pools run both alike, as
+//!   their users would (neither has a CPU pool); rayon runs both on its 2
+//!   threads, which the sleepers hold while the CPU jobs wait.
 //!
 //! # Floors
 //!
@@ -123,6 +138,14 @@ const TICK: Duration = Duration::from_millis(1);
 const JOB_TIME: Duration = Duration::from_millis(10);
 const JOBS_PER_CORE: usize = 8;
 const TICKER_ROUNDS: usize = 10;
+/// The mixed load: threads of each pool, jobs that sleep (a blocking call
+/// each) and how long, CPU jobs and their work, rounds per row.
+const MIXED_THREADS: usize = 2;
+const MIXED_SLEEPERS: usize = 100;
+const MIXED_SLEEP: Duration = Duration::from_millis(20);
+const MIXED_CPU_JOBS: usize = 32;
+const MIXED_CPU_TIME: Duration = Duration::from_millis(5);
+const MIXED_ROUNDS: usize = 3;
 /// Sparse load: one trivial job per period, for this long; then quiet.
 const SPARSE_PERIOD: Duration = Duration::from_micros(500);
 const SPARSE_TIME: Duration = Duration::from_secs(2);
@@ -203,6 +226,12 @@ fn count_allocations(f: impl FnOnce()) -> u64 {
 trait Peer {
     type Fut: Future<Output = u64> + Unpin;
     fn submit<F: FnOnce() -> u64 + Send + 'static>(&self, job: F) -> Self::Fut;
+
+    /// Hands over a job that is one blocking call, the way this peer's
+    /// users would: by default as any other job.
+    fn submit_blocking<F: FnOnce() -> u64 + Send + 'static>(&self, job: F) -> Self::Fut {
+        self.submit(job)
+    }
 }
 
 /// A future of a `Result` that a correct run never fails.
@@ -229,6 +258,9 @@ impl Peer for OffloadTask {
     fn submit<F: FnOnce() -> u64 + Send + 'static>(&self, job: F) -> Self::Fut {
         Expect(self.0.spawn(job))
     }
+    fn submit_blocking<F: FnOnce() -> u64 + Send + 'static>(&self, job: F) -> Self::Fut {
+        Expect(self.0.spawn_blocking(job))
+    }
 }
 
 struct OffloadOneshot(offload::Pool);
@@ -239,6 +271,15 @@ impl Peer for OffloadOneshot {
         let (tx, rx) = oneshot::channel();
         self.0
             .spawn(move || {
+                let _ = tx.send(job());
+            })
+            .detach();
+        Expect(rx)
+    }
+    fn submit_blocking<F: FnOnce() -> u64 + Send + 'static>(&self, job: F) -> Self::Fut {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .spawn_blocking(move || {
                 let _ = tx.send(job());
             })
             .detach();
@@ -747,6 +788,90 @@ fn ticker_summary(rounds: &[TickerRound]) -> (Duration, Duration, Duration) {
     (worst, p99, makespan)
 }
 
+// ---- the mixed load -----------------------------------------------------------
+
+/// One round of the mixed load on `peer`: the sleepers (by
+/// [`Peer::submit_blocking`]) and the CPU jobs of `iters` (by
+/// [`Peer::submit`]), interleaved, submitted at once from the loop, then
+/// all awaited. The CPU jobs' makespan and the sleepers'.
+fn mixed_round<P: Peer>(
+    rt: &tokio::runtime::Runtime,
+    peer: &P,
+    iters: u64,
+) -> (Duration, Duration) {
+    rt.block_on(async {
+        let start = Instant::now();
+        // What each job returns: the time it ended, in ns from the start.
+        let ended = move || start.elapsed().as_nanos() as u64;
+        let total = MIXED_SLEEPERS + MIXED_CPU_JOBS;
+        let pending: Vec<(bool, P::Fut)> = (0..total)
+            .map(|k| {
+                // Spread evenly: job `k` is a CPU job when `k × cpu / total`
+                // crosses an integer.
+                let cpu = (k + 1) * MIXED_CPU_JOBS / total > k * MIXED_CPU_JOBS / total;
+                let job = if cpu {
+                    peer.submit(move || {
+                        black_box(hash_job(k as u64, iters));
+                        ended()
+                    })
+                } else {
+                    peer.submit_blocking(move || {
+                        thread::sleep(MIXED_SLEEP);
+                        ended()
+                    })
+                };
+                (cpu, job)
+            })
+            .collect();
+        let (mut cpu_end, mut sleepers_end) = (0, 0);
+        for (cpu, job) in pending {
+            let end = job.await;
+            if cpu {
+                cpu_end = cpu_end.max(end);
+            } else {
+                sleepers_end = sleepers_end.max(end);
+            }
+        }
+        (
+            Duration::from_nanos(cpu_end),
+            Duration::from_nanos(sleepers_end),
+        )
+    })
+}
+
+/// One round of the mixed load for `row`, on a fresh pool of
+/// [`MIXED_THREADS`] (a fresh runtime for tokio's blocking pool; `blocking`'s
+/// pool is global), so that spare threads start cold.
+fn mixed_peer_round(row: Row, iters: u64) -> Result<(Duration, Duration)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let offload = || offload::Pool::builder().threads(MIXED_THREADS).build();
+    Ok(match row {
+        Row::Offload => {
+            let peer = OffloadTask(offload()?);
+            let makespans = mixed_round(&rt, &peer, iters);
+            peer.0.shutdown();
+            makespans
+        }
+        Row::OffloadOneshot => {
+            let peer = OffloadOneshot(offload()?);
+            let makespans = mixed_round(&rt, &peer, iters);
+            peer.0.shutdown();
+            makespans
+        }
+        Row::Rayon => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(MIXED_THREADS)
+                .build()?;
+            mixed_round(&rt, &RayonOneshot(pool), iters)
+        }
+        Row::SpawnBlocking => mixed_round(&rt, &SpawnBlocking(rt.handle().clone()), iters),
+        Row::Unblock => mixed_round(&rt, &Unblock, iters),
+        other => unreachable!("{other:?} runs no mixed load"),
+    })
+}
+
 // ---- sparse load and quiet --------------------------------------------------
 
 /// User + system CPU time of the whole process so far.
@@ -812,6 +937,8 @@ struct Figures {
     quiet_cpu: Option<f64>,
     allocs: Option<f64>,
     allocs_burst: Option<f64>,
+    mixed_cpu: Option<Duration>,
+    mixed_sleepers: Option<Duration>,
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -832,7 +959,7 @@ fn num(x: Option<f64>, decimals: usize) -> String {
     x.map_or("-".into(), |x| format!("{x:.decimals$}"))
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 12] = [
     "",
     "round trip µs",
     "burst ns/job",
@@ -843,9 +970,11 @@ const HEADERS: [&str; 10] = [
     "quiet CPU",
     "allocs/spawn",
     "(burst)",
+    "mixed CPU ms",
+    "mixed sleepers ms",
 ];
 
-fn cells(row: Row, f: &Figures) -> [String; 10] {
+fn cells(row: Row, f: &Figures) -> [String; 12] {
     [
         row.label().to_string(),
         us(f.round_trip),
@@ -857,11 +986,13 @@ fn cells(row: Row, f: &Figures) -> [String; 10] {
         num(f.quiet_cpu, 4),
         num(f.allocs, 3),
         num(f.allocs_burst, 3),
+        num(f.mixed_cpu.map(|d| d.as_secs_f64() * 1e3), 1),
+        num(f.mixed_sleepers.map(|d| d.as_secs_f64() * 1e3), 1),
     ]
 }
 
 fn print_table(figures: &[Figures], markdown: bool) {
-    let rows: Vec<[String; 10]> = Row::ALL
+    let rows: Vec<[String; 12]> = Row::ALL
         .iter()
         .map(|&row| cells(row, &figures[row.index()]))
         .collect();
@@ -1035,7 +1166,7 @@ fn write_svg(path: &std::path::Path, figures: &[Figures], subtitle: &str) -> std
     fn secs(d: Option<Duration>) -> Option<f64> {
         d.map(|d| d.as_secs_f64())
     }
-    let metrics: [Metric; 4] = [
+    let metrics: [Metric; 6] = [
         (
             "round trip",
             |f| secs(f.round_trip),
@@ -1058,6 +1189,18 @@ fn write_svg(path: &std::path::Path, figures: &[Figures], subtitle: &str) -> std
             "allocations per spawn",
             |f| f.allocs,
             |v| format!("{v:.3}"),
+            None,
+        ),
+        (
+            "mixed: CPU makespan",
+            |f| secs(f.mixed_cpu),
+            |v| format!("{:.1} ms", v * 1e3),
+            None,
+        ),
+        (
+            "mixed: sleepers makespan",
+            |f| secs(f.mixed_sleepers),
+            |v| format!("{:.1} ms", v * 1e3),
             None,
         ),
     ];
@@ -1214,6 +1357,16 @@ fn main() -> Result<()> {
     if sweep {
         return priority_sweep(&rt, jobs, iters, ideal);
     }
+    // The mixed load's CPU job: the ticker's, scaled.
+    let mixed_iters = (iters as f64 * MIXED_CPU_TIME.as_secs_f64() / JOB_TIME.as_secs_f64()) as u64;
+    let mixed_job_time = job_time.mul_f64(mixed_iters as f64 / iters as f64);
+    println!(
+        "mixed: {MIXED_SLEEPERS} sleepers of {} ms + {MIXED_CPU_JOBS} CPU jobs of {:.1} ms at once, fresh pools of {MIXED_THREADS} threads, ideal makespans: CPU {:.1} ms, sleepers {} ms; {MIXED_ROUNDS} rounds per row",
+        MIXED_SLEEP.as_millis(),
+        mixed_job_time.as_secs_f64() * 1e3,
+        (mixed_job_time * MIXED_CPU_JOBS as u32 / MIXED_THREADS as u32).as_secs_f64() * 1e3,
+        MIXED_SLEEP.as_millis()
+    );
 
     let peers = Peers {
         offload: OffloadTask(offload.clone()),
@@ -1278,6 +1431,20 @@ fn main() -> Result<()> {
         if row != Row::FloorNoJobs {
             f.makespan_ratio = Some(makespan.as_secs_f64() / ideal.as_secs_f64());
         }
+    }
+
+    // The mixed load, rows taking turns round by round.
+    let mut mixed: Vec<Vec<(Duration, Duration)>> = Row::ALL.iter().map(|_| Vec::new()).collect();
+    for _ in 0..MIXED_ROUNDS {
+        for row in Row::PEERS {
+            mixed[row.index()].push(mixed_peer_round(row, mixed_iters)?);
+        }
+    }
+    for row in Row::PEERS {
+        let rounds = &mixed[row.index()];
+        let f = &mut figures[row.index()];
+        f.mixed_cpu = Some(median(rounds.iter().map(|r| r.0).collect()));
+        f.mixed_sleepers = Some(median(rounds.iter().map(|r| r.1).collect()));
     }
 
     // Allocations (and warm-up).
