@@ -160,7 +160,7 @@ impl<'a> Idle<'a> {
 
 /// Runs jobs until `terminating()` holds and no job is left to find.
 /// Between two jobs it passes the worker's place to a thread that waits
-/// for it (see [`crate::blocking`]); a stand-in leaves the loop then.
+/// for it (see [`crate::blocking`](mod@crate::blocking)); a stand-in leaves the loop then.
 pub(crate) fn run_until_terminated<Q: Queues>(queues: &Q, terminating: impl Fn() -> bool) {
     let mut idle = Idle::new();
     // At termination the place's home thread also waits for every thread
@@ -194,7 +194,7 @@ pub(crate) fn run_until_terminated<Q: Queues>(queues: &Q, terminating: impl Fn()
 /// Runs other jobs until `done()` holds, sleeping when there are none.
 /// Whoever makes `done()` true must then unpark this worker's parker.
 /// Between two jobs it may pass the place to a thread that waits for it,
-/// and wait to get it back (see [`crate::blocking`]).
+/// and wait to get it back (see [`crate::blocking`](mod@crate::blocking)).
 pub(crate) fn run_until<Q: Queues>(queues: &Q, done: impl Fn() -> bool) {
     run_until_deadline(queues, done, None);
 }

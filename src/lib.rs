@@ -27,6 +27,10 @@
 //!   it, [`wait`](Task::wait) on it, with a
 //!   [timeout](Task::wait_timeout) if need be). A running job sees its
 //!   cancellation through [`is_cancelled`].
+//! - Blocking calls: [`Pool::spawn_blocking`] / [`spawn_blocking`] run one
+//!   on a spare thread, never on a worker (Python's `asyncio.to_thread`);
+//!   [`blocking`] inside a job lends the worker's place to a spare thread
+//!   while the call blocks ([`Builder::max_blocking_threads`]).
 //! - Backpressure: [`Builder::max_queued`] bounds the queue;
 //!   [`Pool::try_spawn`] refuses a job when it is full ([`TrySpawnError`]),
 //!   [`Pool::reserve`] waits for room (a [`Permit`]). For Python's

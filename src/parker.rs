@@ -25,7 +25,7 @@ use crate::sync::{mutant, thread, AtomicUsize, Ordering, StdArc, UnsafeCell};
 /// - The owner's `Thread` handle is in `owner`: recorded when the parker is
 ///   made ([`Parker::for_current_thread`]), on the owner's first `park`, or
 ///   by [`rebind`](Parker::rebind) when a worker's place passes to another
-///   thread (see [`crate::blocking`]); always by the owner, before it sets
+///   thread (see [`crate::blocking`](mod@crate::blocking)); always by the owner, before it sets
 ///   `PARKED`. (Recording it on the first `park` calls `thread::current()`,
 ///   which std supports in `thread_local!` destructors only since 2024,
 ///   rust-lang/rust#127912; hence the per-thread parker records it when it
@@ -145,7 +145,7 @@ impl Parker {
     /// Makes the calling thread the owner, in place of the thread that
     /// parked on this parker until now: a worker's place, whose parker the
     /// pool's sleepers and latches unpark, passes from one thread to
-    /// another (see [`crate::blocking`]). The caller must make sure that
+    /// another (see [`crate::blocking`](mod@crate::blocking)). The caller must make sure that
     /// the previous owner does not park on it any more (it handed the
     /// place over, which happens before this call) and is not parked on it
     /// now; a token it left stays, and costs the new owner one early

@@ -90,7 +90,7 @@ pub(crate) struct Registry {
     handles: AtomicUsize,
     /// The queue slots of a bounded pool (`Builder::max_queued`).
     slots: Option<Arc<Slots>>,
-    /// Per worker: who holds its place (see [`crate::blocking`]).
+    /// Per worker: who holds its place (see [`crate::blocking`](mod@crate::blocking)).
     batons: Box<[Baton]>,
     /// The spare threads: blocking jobs and stand-ins.
     spares: Spares,

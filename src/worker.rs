@@ -121,7 +121,7 @@ impl WorkerThread {
         self.registry.baton(self.index)
     }
 
-    /// [`crate::blocking`] on this worker, which holds the place: lends the
+    /// [`crate::blocking`](mod@crate::blocking) on this worker, which holds the place: lends the
     /// place to another thread while `f` blocks, if jobs are waiting, and
     /// takes it back before returning (also if `f` panics).
     pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {

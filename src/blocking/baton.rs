@@ -6,7 +6,7 @@
 //! with its *home* thread (the worker thread that owns the `WorkerThread`
 //! on its stack) and passes between threads only at two moments:
 //!
-//! - **Lending**: the holder is about to block in [`crate::blocking`] while
+//! - **Lending**: the holder is about to block in [`crate::blocking`](mod@crate::blocking) while
 //!   jobs wait. It gives the place to a thread that waits for it, if any,
 //!   else to a spare thread, which *stands in* ([`Baton::lend`]). The
 //!   lender is now *away*: its stack still holds frames that use the place
