@@ -258,8 +258,9 @@ impl Parker {
     /// Makes a token available, waking the parked owner if there is one.
     /// Never blocks.
     pub(crate) fn unpark(&self) {
-        // Relaxed: only a guess for the exchange below, which checks it.
-        let mut state = self.state.load(Ordering::Relaxed);
+        // A guess, which the exchange below checks: most unparks find the
+        // owner running (`EMPTY`), and then the exchange is the only access.
+        let mut state = EMPTY;
         loop {
             // Release, on every path: what the caller did before unparking
             // is visible to the thread that consumes the token (see the

@@ -225,6 +225,28 @@ fn spawn_blocking_runs_beside_the_workers() {
     });
 }
 
+/// A burst of 64 blocking jobs that must all run at once (they meet at a
+/// barrier): the spare threads it needs are started as a tree, by the new
+/// threads, and none of the jobs waits for another.
+#[test]
+fn a_burst_of_blocking_jobs_gets_a_thread_each() {
+    timed(|| {
+        let pool = named_pool(1, "burst").build().unwrap();
+        let barrier = Arc::new(Barrier::new(64));
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let barrier = Arc::clone(&barrier);
+                pool.spawn_blocking(move || {
+                    barrier.wait();
+                    i
+                })
+            })
+            .collect();
+        let sum: u64 = tasks.into_iter().map(|task| task.wait().unwrap()).sum();
+        assert_eq!(sum, 63 * 64 / 2);
+    });
+}
+
 fn four_blocking_jobs(pool: &Pool) -> Vec<offload::Task<u64>> {
     let barrier = Arc::new(Barrier::new(4));
     (0..4u64)

@@ -50,13 +50,17 @@ use std::fmt;
 use crossbeam_utils::CachePadded;
 
 use crate::parker::Parker;
-use crate::sync::{lock, mutant, AtomicBool, Mutex, Ordering, StdArc};
+use crate::sync::{lock, mutant, AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering, StdArc};
 
 /// The hand-over state of one worker's place (module docs).
 pub(crate) struct Baton {
     /// Raised while a thread waits in line: a hint for the holder, read at
     /// every job boundary, so on a line of its own.
     wanted: CachePadded<AtomicBool>,
+    /// `line.away`, mirrored for [`nobody_away`](Self::nobody_away), which
+    /// the home thread reads in its loop at termination: written under the
+    /// lock, read without it.
+    away: AtomicUsize,
     line: Mutex<Line>,
 }
 
@@ -89,6 +93,7 @@ impl Baton {
     pub(crate) fn new() -> Self {
         Self {
             wanted: CachePadded::new(AtomicBool::new(false)),
+            away: AtomicUsize::new(0),
             line: Mutex::new(Line::default()),
         }
     }
@@ -111,18 +116,18 @@ impl Baton {
         let mut line = lock(&self.line);
         if let Some(grant) = self.first_in_line(&mut line) {
             // The lender leaves as the first in line comes back.
-            line.away += 1;
+            self.set_away(&mut line, 1);
             drop(line);
             grant.give();
             return true;
         }
         // Counted before the stand-in can run (module docs).
-        line.away += 1;
+        self.set_away(&mut line, 1);
         drop(line);
         if start_stand_in() {
             return true;
         }
-        lock(&self.line).away -= 1;
+        self.set_away(&mut lock(&self.line), -1);
         false
     }
 
@@ -137,7 +142,7 @@ impl Baton {
             return false;
         };
         if keep_frames {
-            line.away += 1;
+            self.set_away(&mut line, 1);
         }
         drop(line);
         grant.give();
@@ -166,7 +171,7 @@ impl Baton {
         let mut line = lock(&self.line);
         if line.free {
             line.free = false;
-            line.away -= 1;
+            self.set_away(&mut line, -1);
             return;
         }
         let grant = StdArc::new(Grant {
@@ -190,7 +195,19 @@ impl Baton {
     /// Whether no thread but the holder has frames on the place: the home
     /// thread may leave its loop only then (module docs).
     pub(crate) fn nobody_away(&self) -> bool {
-        lock(&self.line).away == 0
+        // Acquire: a lock-free read of `line.away`. The increments come from
+        // holders (lending or passing), and the caller, holding the place,
+        // got it through grants that order them before this read; a
+        // decrement it misses (a thread back meanwhile) only keeps it in
+        // its loop a little longer, woken by that thread's `wanted`.
+        self.away.load(Ordering::Acquire) == 0
+    }
+
+    /// Changes `line.away` by `delta`, and its lock-free mirror.
+    fn set_away(&self, line: &mut MutexGuard<'_, Line>, delta: isize) {
+        line.away = line.away.checked_add_signed(delta).expect("away count");
+        // Release: see `nobody_away`.
+        self.away.store(line.away, Ordering::Release);
     }
 
     /// Takes the first thread in line, which is back (no longer away), and
@@ -198,6 +215,8 @@ impl Baton {
     fn first_in_line(&self, line: &mut Line) -> Option<StdArc<Grant>> {
         let grant = line.waiters.pop_front()?;
         line.away -= 1;
+        // Release: see `nobody_away`.
+        self.away.store(line.away, Ordering::Release);
         // Relaxed: a hint (see `is_wanted`); raised again under this lock
         // by the next thread to join the line.
         self.wanted
