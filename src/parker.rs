@@ -8,10 +8,11 @@ use crate::sync::{mutant, thread, AtomicUsize, Ordering, StdArc, UnsafeCell};
 
 /// A one-token parker: `unpark` stores a token, `park` waits for it and
 /// consumes it. An `unpark` that comes before the `park` is not lost. One
-/// thread, its *owner*, parks on a given parker, always the same one (debug
-/// builds check it): a parker is made per worker, or per thread.
+/// thread at a time, its *owner*, parks on a given parker (debug builds
+/// check it): a parker is made per worker place, or per thread. A place's
+/// parker passes to the thread that takes the place ([`Parker::rebind`]).
 ///
-/// **`unpark` takes no lock**: it is one atomic swap, plus the owner's
+/// **`unpark` takes no lock**: it is one atomic exchange, plus the owner's
 /// `Thread::unpark` if the owner is parked, which is itself a swap and a
 /// futex wake where std's thread parker is futex-like (Linux, Windows,
 /// macOS, the BSDs; std's fallback parker on other targets locks). An
