@@ -996,39 +996,8 @@ fn print_table(figures: &[Figures], markdown: bool) {
         .iter()
         .map(|&row| cells(row, &figures[row.index()]))
         .collect();
-    if markdown {
-        println!("| {} |", HEADERS.join(" | "));
-        println!("|---|{}", "---:|".repeat(HEADERS.len() - 1));
-        for row in &rows {
-            println!("| {} |", row.join(" | "));
-        }
-        return;
-    }
-    let widths: Vec<usize> = (0..HEADERS.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .chain([HEADERS[c].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut out = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            let pad = widths[c] - cell.chars().count();
-            if c == 0 {
-                let _ = write!(out, "{cell}{}", " ".repeat(pad));
-            } else {
-                let _ = write!(out, "  {}{cell}", " ".repeat(pad));
-            }
-        }
-        println!("{out}");
-    };
-    line(&HEADERS.map(String::from));
-    for row in &rows {
-        line(row);
-    }
+    let headers = HEADERS.map(String::from);
+    support::table::print(&headers, &rows, 1, markdown);
 }
 
 /// One goal: its wording, the measured figure, and whether it is met

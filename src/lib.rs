@@ -113,10 +113,7 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => pool::spawn_on(worker.registry(), job),
-        None => blocking::with_away(|away| match away {
-            Some(registry) => pool::spawn_on(registry, job),
-            None => pool::global().spawn(job),
-        }),
+        None => blocking::with_away_or_global(|registry| pool::spawn_on(registry, job)),
     })
 }
 
@@ -144,10 +141,7 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => pool::spawn_blocking_on(worker.registry(), job),
-        None => blocking::with_away(|away| match away {
-            Some(registry) => pool::spawn_blocking_on(registry, job),
-            None => pool::global().spawn_blocking(job),
-        }),
+        None => blocking::with_away_or_global(|registry| pool::spawn_blocking_on(registry, job)),
     })
 }
 
@@ -174,9 +168,8 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => join_on_worker(worker, a, b),
-        None => blocking::with_away(|away| match away {
-            Some(registry) => worker::in_worker(registry, |worker| join_on_worker(worker, a, b)),
-            None => pool::global().join(a, b),
+        None => blocking::with_away_or_global(|registry| {
+            worker::in_worker(registry, |worker| join_on_worker(worker, a, b))
         }),
     })
 }
@@ -205,9 +198,8 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
-        None => blocking::with_away(|away| match away {
-            Some(registry) => worker::in_worker(registry, |worker| scope_on_worker(worker, op)),
-            None => pool::global().scope(op),
+        None => blocking::with_away_or_global(|registry| {
+            worker::in_worker(registry, |worker| scope_on_worker(worker, op))
         }),
     })
 }

@@ -108,41 +108,10 @@ fn main_cells(row: &Row) -> Vec<String> {
     cells
 }
 
-/// Prints rows of cells as aligned columns, or as a markdown table.
+/// Prints rows of cells: the mode and load columns as text, the rest as
+/// figures.
 fn print_cells(headers: &[String], rows: &[Vec<String>], markdown: bool) {
-    if markdown {
-        println!("| {} |", headers.join(" | "));
-        println!("|---|---|{}", "---:|".repeat(headers.len() - 2));
-        for row in rows {
-            println!("| {} |", row.join(" | "));
-        }
-        return;
-    }
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .chain([headers[c].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut out = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            let pad = " ".repeat(widths[c] - cell.chars().count());
-            if c < 2 {
-                let _ = write!(out, "{cell}{pad}  ");
-            } else {
-                let _ = write!(out, "  {pad}{cell}");
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(headers);
-    for row in rows {
-        line(row);
-    }
+    crate::support::table::print(headers, rows, 2, markdown);
 }
 
 /// The main table: latencies in ms.

@@ -1,6 +1,6 @@
 //! Helpers the examples share: the command-line parser, the calibrated CPU
-//! work, the machine's load and cores, a clock and timer, a percentile, and
-//! SVG text.
+//! work, the machine's load and cores, a clock and timer, a percentile, a
+//! table printer, and SVG text.
 //!
 //! Each example includes this directory with
 //! `#[path = "support/mod.rs"] mod support;` (from `examples/x.rs`) or
@@ -15,4 +15,5 @@ pub mod clock;
 pub mod machine;
 pub mod stats;
 pub mod svg;
+pub mod table;
 pub mod work;

@@ -133,6 +133,16 @@ pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) 
     f()
 }
 
+/// The pool a free function uses on a thread where no worker runs: the
+/// pool of the thread away from it (see [`run_away_from`]), else the
+/// global pool.
+pub(crate) fn with_away_or_global<R>(f: impl FnOnce(&Arc<Registry>) -> R) -> R {
+    with_away(|away| match away {
+        Some(registry) => f(registry),
+        None => f(crate::pool::global().registry()),
+    })
+}
+
 /// The pool of the thread away from it, if any (see [`run_away_from`]).
 pub(crate) fn with_away<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
     let away = AWAY.with(Cell::get);
