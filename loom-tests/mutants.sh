@@ -45,6 +45,8 @@ job_scope_not_entered   flow     cancel_races_job_start
 parker_timeout_stores   flow     timed_park_races_unpark
 stepped_out_keeps_grant flow     a_waiter_steps_out_while_its_worker_runs_a_job
 baton_wanted_not_raised blocking baton_lend_and_come_back
+watch_swap_before_waker observe  loop_watch_tick_races_first_poll
+capture_give_up_stores  observe  capture_slot_timeout_races_the_handler
 "
 
 selected=("$@")

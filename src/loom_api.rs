@@ -381,3 +381,82 @@ impl CountLatch {
         unsafe { crate::latch::CountLatch::decrement(&self.0) }
     }
 }
+
+/// The shared state of one `LoopWatch`: the loop's poll and the watcher's
+/// tick (src/observe/watch.rs), with times given by the model.
+#[derive(Clone)]
+pub struct LoopWatchState(crate::sync::StdArc<crate::observe::watch::Watched>);
+
+impl std::fmt::Debug for LoopWatchState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoopWatchState")
+    }
+}
+
+impl LoopWatchState {
+    /// A watch with this threshold and period (in nanoseconds of the
+    /// model's clock) and a reporter that does nothing.
+    pub fn new(threshold: u64, period: u64) -> Self {
+        Self(crate::sync::StdArc::new(
+            crate::observe::watch::Watched::new(
+                std::time::Duration::from_nanos(threshold),
+                std::time::Duration::from_nanos(period),
+                crate::observe::watch::silent_reporter(),
+            ),
+        ))
+    }
+
+    /// The loop polls the watch at time `now`: the lag, if this poll
+    /// answers a wake-up.
+    pub fn poll(&self, now: u64, waker: &std::task::Waker) -> Option<u64> {
+        self.0.on_poll(now, waker)
+    }
+
+    /// The watcher's tick at `now`: `None` if it woke the loop, else when
+    /// the unanswered wake-up was.
+    pub fn tick(&self, now: u64) -> Option<u64> {
+        self.0.on_tick(now)
+    }
+
+    /// How many lag samples were recorded.
+    pub fn samples(&self) -> u64 {
+        self.0.samples()
+    }
+}
+
+/// The slot a stalled thread's signal handler writes its stack into
+/// (src/observe/capture.rs).
+pub struct CaptureSlot(crate::observe::capture::CaptureSlot);
+
+impl std::fmt::Debug for CaptureSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaptureSlot")
+    }
+}
+
+impl CaptureSlot {
+    /// An idle slot.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::observe::capture::CaptureSlot::new())
+    }
+    /// The requester arms it for thread `tid`.
+    pub fn request(&self, tid: usize) {
+        self.0.request(tid)
+    }
+    /// The requester's check: the frames, once the handler is done.
+    pub fn poll(&self) -> Option<Vec<usize>> {
+        self.0.poll().map(|captured| captured.frames)
+    }
+    /// The requester stops waiting: `false` if a handler is writing.
+    pub fn give_up(&self) -> bool {
+        self.0.give_up()
+    }
+    /// A handler on thread `tid` writes `frames` if the slot is armed for it.
+    pub fn answer(&self, tid: usize, frames: &[usize]) {
+        self.0.answer(tid, |buffer| {
+            buffer[..frames.len()].copy_from_slice(frames);
+            (frames.len(), 0)
+        })
+    }
+}
