@@ -47,6 +47,7 @@ use tokio::time::MissedTickBehavior;
 #[path = "support/mod.rs"]
 mod support;
 
+use support::machine::cpu_time;
 use support::stats::worst_and_p99;
 use support::work::hash_job;
 
@@ -80,29 +81,6 @@ fn calibrate() -> (u64, Duration) {
     let mut samples: Vec<Duration> = (0..5).map(|_| time(iters)).collect();
     samples.sort();
     (iters, samples[samples.len() / 2])
-}
-
-/// User + system CPU time this process has used so far.
-#[cfg(unix)]
-fn cpu_time() -> Option<Duration> {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: `usage` is a valid, writable `rusage`; getrusage fills it in
-    // completely when it returns 0.
-    let usage = unsafe {
-        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
-            return None;
-        }
-        usage.assume_init()
-    };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    Some(tv(usage.ru_utime) + tv(usage.ru_stime))
-}
-
-#[cfg(not(unix))]
-fn cpu_time() -> Option<Duration> {
-    None
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

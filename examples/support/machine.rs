@@ -22,3 +22,28 @@ pub fn load_average_1m() -> Option<f64> {
 pub fn cores() -> std::io::Result<usize> {
     Ok(std::thread::available_parallelism()?.get())
 }
+
+/// User + system CPU time this process has used so far (`getrusage`).
+#[cfg(unix)]
+pub fn cpu_time() -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `usage` is a valid, writable `rusage`; getrusage fills it in
+    // completely when it returns 0.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Some(tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+/// No `getrusage` here.
+#[cfg(not(unix))]
+pub fn cpu_time() -> Option<std::time::Duration> {
+    None
+}

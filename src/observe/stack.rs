@@ -71,6 +71,8 @@ pub(crate) fn stack_of(tid: usize) -> Option<Vec<Frame>> {
     // unwinder's own.
     let start = captured.frames.iter().position(|&ip| ip == captured.pc);
     let frames = &captured.frames[start.unwrap_or(0)..];
+    // The unwinder ends some stacks with a null return address.
+    let frames = frames.strip_suffix(&[0]).unwrap_or(frames);
     let mut stack = Vec::with_capacity(frames.len());
     for (i, &ip) in frames.iter().enumerate() {
         // A return address points after the call: look up the call itself.

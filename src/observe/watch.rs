@@ -46,8 +46,10 @@ use super::histogram::Histogram;
 use super::stack::{self, Frame};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering, StdArc as Arc};
 
-/// How often the watcher wakes a watched loop unless told otherwise.
-const DEFAULT_PERIOD: Duration = Duration::from_millis(10);
+/// The default period: half the threshold, within these bounds (see
+/// [`LoopWatch::period`] for why).
+const MIN_DEFAULT_PERIOD: Duration = Duration::from_millis(1);
+const MAX_DEFAULT_PERIOD: Duration = Duration::from_millis(100);
 
 /// Watches an event loop for stalls: a future to spawn on the loop.
 ///
@@ -123,16 +125,24 @@ impl LoopWatch {
         Self {
             watched: Arc::new(Watched::new(
                 threshold,
-                DEFAULT_PERIOD,
+                (threshold / 2).clamp(MIN_DEFAULT_PERIOD, MAX_DEFAULT_PERIOD),
                 Arc::new(report_to_stderr),
             )),
             registered: false,
         }
     }
 
-    /// How often the watcher wakes the loop (default 10 ms). Each wake-up
-    /// is one lag sample and costs the loop one poll; a stall is reported
-    /// at most `threshold + period` after it starts.
+    /// How often the watcher wakes the loop. Default: half the threshold,
+    /// between 1 ms and 100 ms.
+    ///
+    /// Each wake-up is one lag sample and costs the loop one poll, and an
+    /// idle loop one wake-up of its thread and of the watcher's: about
+    /// 75 µs of CPU on the 2-core VM of `BENCHMARKS.md`, so 0.0075 cores at
+    /// a 10 ms period and 0.0016 at 50 ms (`examples/stall.rs` measures
+    /// it). A stall is reported at most `threshold + period` after it
+    /// starts, and a stall shorter than that may end before the threshold
+    /// is crossed after a wake-up, unreported. The default keeps that bound
+    /// at 1.5 × the threshold.
     ///
     /// # Panics
     /// If `period` is zero.
@@ -530,12 +540,13 @@ impl Watched {
             if now.saturating_sub(since) >= self.threshold {
                 if let Some(thread) = lock(&self.thread).clone() {
                     self.lags.stalls.fetch_add(1, Ordering::Relaxed);
-                    let stack = thread.tid.and_then(stack::stack_of).map(Arc::from);
                     // Relaxed: a duration to report, nothing more.
                     let last_poll = self.last_poll.load(Ordering::Relaxed);
+                    let duration = Duration::from_nanos(now.saturating_sub(last_poll));
+                    let stack = thread.tid.and_then(stack::stack_of).map(Arc::from);
                     let stall = Stall {
                         thread,
-                        duration: Duration::from_nanos(self::now().saturating_sub(last_poll)),
+                        duration,
                         ongoing: true,
                         stack,
                     };
