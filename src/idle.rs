@@ -64,6 +64,9 @@ pub(crate) trait Queues {
     fn execute(&self, job: Self::Job);
     /// Called once per idle step, before the spin round or the sleep.
     fn on_idle(&self) {}
+    /// Called before a sleep (`true`) and after it (`false`): where the
+    /// time asleep is measured (see [`crate::observe::metrics`]).
+    fn on_sleep(&self, _asleep: bool) {}
     /// Whether a thread waits for this worker's place (a hint, read between
     /// jobs and in the sleep re-check; see [`crate::blocking::baton`]).
     fn place_wanted(&self) -> bool {
@@ -142,7 +145,10 @@ impl<'a> Idle<'a> {
             spinning
         } else {
             self.rounds = 0;
-            spinning.sleep(queues.index(), || wake() || queues.has_work(), deadline)
+            queues.on_sleep(true);
+            let spinning = spinning.sleep(queues.index(), || wake() || queues.has_work(), deadline);
+            queues.on_sleep(false);
+            spinning
         };
         self.spinning = Some(spinning);
     }

@@ -94,7 +94,7 @@ unsafe impl Send for Injector {}
 unsafe impl Sync for Injector {}
 
 /// Never called: the stub is skipped, never popped.
-unsafe fn stub_execute(_: NonNull<JobHeader>, _: Mode) {
+unsafe fn stub_execute(_: NonNull<JobHeader>, _: Mode, _: &crate::observe::metrics::Tally<'_>) {
     unreachable!("the injector's stub was executed");
 }
 

@@ -25,6 +25,7 @@ use std::ptr::{self, NonNull};
 
 use crate::flow::cancel::{self, CancelScope};
 use crate::latch::Latch;
+use crate::observe::metrics::Tally;
 use crate::sync::{AtomicPtr, UnsafeCell};
 use crate::unwind;
 
@@ -41,7 +42,7 @@ pub(crate) enum Mode {
 /// The start of every job (each job type is `repr(C)` with it first): the
 /// function that knows the job's type, and the injector's link.
 pub(crate) struct JobHeader {
-    execute_fn: unsafe fn(NonNull<JobHeader>, Mode),
+    execute_fn: unsafe fn(NonNull<JobHeader>, Mode, &Tally<'_>),
     /// The job queued behind this one while it is on the injector
     /// (see [`crate::injector`]); unused elsewhere.
     pub(crate) next: AtomicPtr<JobHeader>,
@@ -49,7 +50,7 @@ pub(crate) struct JobHeader {
 
 impl JobHeader {
     /// A header whose job `execute_fn` runs, given a pointer to the header.
-    pub(crate) fn new(execute_fn: unsafe fn(NonNull<JobHeader>, Mode)) -> Self {
+    pub(crate) fn new(execute_fn: unsafe fn(NonNull<JobHeader>, Mode, &Tally<'_>)) -> Self {
         Self {
             execute_fn,
             next: AtomicPtr::new(ptr::null_mut()),
@@ -81,13 +82,16 @@ impl JobRef {
         self.0
     }
 
-    /// Executes the job. Never unwinds: every job catches its own panics.
+    /// Executes the job; a Task's job counts itself in `tally`, the
+    /// executing thread's counters of the job's pool (see
+    /// [`crate::observe::metrics`]). Never unwinds: every job catches its
+    /// own panics.
     #[inline]
-    pub(crate) fn execute(self, mode: Mode) {
+    pub(crate) fn execute(self, mode: Mode, tally: &Tally<'_>) {
         // SAFETY: the constructor's contract: the header is live until the
         // job runs; `self` is consumed, and a JobRef leaves a queue once, so
         // this is the one call.
-        unsafe { (self.0.as_ref().execute_fn)(self.0, mode) }
+        unsafe { (self.0.as_ref().execute_fn)(self.0, mode, tally) }
     }
 }
 
@@ -194,7 +198,7 @@ where
     /// # Safety
     /// `this` points to a live `StackJob<F, R>` whose JobRef was popped by
     /// the current thread (called through [`JobRef::execute`]).
-    unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode) {
+    unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode, _tally: &Tally<'_>) {
         // SAFETY: caller's contract: `this` heads a live StackJob<F, R>.
         let this = unsafe { this.cast::<Self>().as_ref() };
         // SAFETY: we hold the JobRef, so we alone access `func` and `result`
@@ -245,7 +249,7 @@ where
 
     /// # Safety
     /// `this` came from `into_job_ref` and is executed once.
-    unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode) {
+    unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode, _tally: &Tally<'_>) {
         // SAFETY: caller's contract: we own the box leaked by into_job_ref.
         let job = unsafe { Box::from_raw(this.cast::<Self>().as_ptr()) };
         // SAFETY: the `scope` call that spawned this job waits for it, and

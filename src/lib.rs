@@ -43,6 +43,10 @@
 //!   [`Pool::shutdown_async`] (a [`Shutdown`] future) or
 //!   [`Pool::shutdown_timeout`] do not park the loop for long.
 //!
+//! - [`Pool::metrics`]: a snapshot of what the pool does ([`Metrics`]):
+//!   jobs queued and running, totals, busy time, and sampled queue-wait
+//!   and run-time [`Histogram`]s.
+//!
 //! A panicking job never takes a worker down: its Task resolves to a
 //! [`JoinError`] that carries the panic payload.
 //!
@@ -81,6 +85,8 @@ pub use blocking::blocking;
 pub use error::JoinError;
 pub use flow::cancel::is_cancelled;
 pub use flow::{Permit, Reserve, ShutdownError, TrySpawnError};
+pub use observe::histogram::Histogram;
+pub use observe::metrics::Metrics;
 pub use observe::stack::Frame;
 pub use observe::watch::{LoopStats, LoopWatch, Stall};
 pub use pool::{Builder, Pool, Shutdown};

@@ -11,6 +11,7 @@
 use std::sync::Arc as StdArc;
 
 use crate::job::{JobRef, Mode};
+use crate::observe::metrics::PoolStats;
 use crate::parker::Parker as InnerParker;
 use crate::task::Task;
 
@@ -21,12 +22,13 @@ pub struct Job(JobRef);
 impl Job {
     /// Runs the job as a worker would.
     pub fn run(self) {
-        self.0.execute(Mode::Run);
+        self.0.execute(Mode::Run, &PoolStats::new(0).this_thread());
     }
 
     /// Cancels the job as a worker does during `shutdown_now`.
     pub fn cancel(self) {
-        self.0.execute(Mode::Cancel);
+        self.0
+            .execute(Mode::Cancel, &PoolStats::new(0).this_thread());
     }
 }
 
@@ -36,7 +38,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = crate::task::new_task(func, None);
+    let (job, task) = crate::task::new_task(func, None, 0);
     (Job(job), task)
 }
 
@@ -220,7 +222,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = crate::task::new_task(func, Some(slot.0));
+    let (job, task) = crate::task::new_task(func, Some(slot.0), 0);
     (Job(job), task)
 }
 

@@ -92,6 +92,73 @@ impl Pool {
         self.registry.slots().map(|slots| slots.max())
     }
 
+    /// A snapshot of what the pool has done and is doing: cheap (it sums
+    /// a few counters per worker and per submitting thread, and takes the
+    /// spare threads' and the reserve line's locks for a moment), so it
+    /// can be polled, logged or exported at any rate.
+    ///
+    /// Only Tasks count as jobs: those of [`spawn`](Pool::spawn),
+    /// [`try_spawn`](Pool::try_spawn), [`Permit::spawn`](crate::Permit::spawn)
+    /// and [`spawn_blocking`](Pool::spawn_blocking) (and of the free
+    /// functions). The halves of a [`join`](crate::join), the jobs of a
+    /// [`scope`](crate::scope) and [`install`](Pool::install) bodies are
+    /// not counted, so fork-join costs nothing more.
+    ///
+    /// | figure | meaning |
+    /// |---|---|
+    /// | [`threads`](crate::Metrics::threads) | worker threads |
+    /// | [`uptime`](crate::Metrics::uptime) | time since the pool was built |
+    /// | [`queued`](crate::Metrics::queued) | now: spawned, not started, not discarded (`spawn_blocking` jobs waiting for a spare included; a Task cancelled while queued until a worker reaches its job) |
+    /// | [`running`](crate::Metrics::running) | now: started, not finished (jobs on spare threads included) |
+    /// | [`spawned`](crate::Metrics::spawned) | total Tasks created (those spawned after shutdown, cancelled at once, included) |
+    /// | [`completed`](crate::Metrics::completed) | total jobs that ran and returned |
+    /// | [`panicked`](crate::Metrics::panicked) | total jobs that ran and panicked |
+    /// | [`cancelled`](crate::Metrics::cancelled) | total jobs discarded unrun: by their Task's cancel or drop, or by a shutdown |
+    /// | [`refused`](crate::Metrics::refused) | total `try_spawn` refusals (full or shut down) |
+    /// | [`busy`](crate::Metrics::busy) | per worker: uptime minus the time its thread was parked for want of work (measured at the sleep transitions) |
+    /// | [`steals`](crate::Metrics::steals) | total batches a worker stole from another's deque |
+    /// | [`queue_wait`](crate::Metrics::queue_wait) | sampled: spawn to start, a [`Histogram`](crate::Histogram) |
+    /// | [`run_time`](crate::Metrics::run_time) | sampled: start to end |
+    /// | [`blocked`](crate::Metrics::blocked) | now: threads away from their worker's place in [`blocking`](crate::blocking) |
+    /// | [`spare_threads`](crate::Metrics::spare_threads) | now: spare threads alive |
+    /// | [`reserve_waiters`](crate::Metrics::reserve_waiters) | now: [`reserve`](Pool::reserve) waiters in line |
+    ///
+    /// Once every job has ended, `spawned = completed + panicked +
+    /// cancelled`. A resolved Task's job is already counted when its
+    /// `await` or [`wait`](crate::Task::wait) returns (a cancelled one
+    /// when its job is discarded: at the latest, once
+    /// [`shutdown`](Pool::shutdown) returns).
+    ///
+    /// **Sampling.** Reading the clock twice per job would cost more than
+    /// a short job, so one Task in 64 carries a spawn timestamp: the first
+    /// and every 64th spawned by each worker, and by each thread outside
+    /// the pool. Only those read the clock (at spawn, start and end), so
+    /// the histograms hold about 1/64 of the jobs.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let busy = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap();
+    /// let waiting = pool.spawn(|| 2 + 2);
+    /// let now = pool.metrics();
+    /// assert_eq!((now.running(), now.queued()), (1, 1));
+    /// release.send(()).unwrap();
+    /// busy.wait().unwrap();
+    /// assert_eq!(waiting.wait().unwrap(), 4);
+    /// let then = pool.metrics();
+    /// assert_eq!((then.spawned(), then.completed()), (2, 2));
+    /// assert_eq!(then.queue_wait().count(), 1); // the first spawn is sampled
+    /// ```
+    #[must_use]
+    pub fn metrics(&self) -> crate::Metrics {
+        self.registry.metrics()
+    }
+
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -243,13 +310,17 @@ impl Pool {
         T: Send + 'static,
     {
         if self.registry.is_terminating() {
+            self.registry.tally().refused();
             return Err(TrySpawnError::shutdown(job));
         }
         let slot = match self.registry.slots() {
             None => None,
             Some(slots) => match Slot::try_acquire(slots) {
                 Some(slot) => Some(slot),
-                None => return Err(TrySpawnError::full(job)),
+                None => {
+                    self.registry.tally().refused();
+                    return Err(TrySpawnError::full(job));
+                }
             },
         };
         Ok(spawn_with_slot(&self.registry, job, slot))
@@ -840,7 +911,8 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = new_task(job, slot);
+    let spawned_at = registry.tally().spawned();
+    let (job, task) = new_task(job, slot, spawned_at);
     registry.submit(job);
     task
 }
@@ -851,7 +923,8 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = new_task(job, None);
+    let spawned_at = registry.tally().spawned();
+    let (job, task) = new_task(job, None, spawned_at);
     registry.spares().submit(registry, job);
     task
 }

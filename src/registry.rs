@@ -39,6 +39,7 @@ use crate::blocking::spares::{SpareConfig, Spares};
 use crate::flow::slots::Slots;
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
+use crate::observe::metrics::{PoolFigures, PoolStats, Tally};
 use crate::queue::Stealer;
 use crate::sleep::{Sleep, Spinning};
 use crate::sync::{
@@ -47,6 +48,7 @@ use crate::sync::{
 };
 use crate::unwind::drop_quietly;
 use crate::worker::WorkerThread;
+use crate::Metrics;
 use crossbeam_utils::CachePadded;
 
 /// Refuse submissions; workers exit when they run out of work.
@@ -94,6 +96,8 @@ pub(crate) struct Registry {
     batons: Box<[Baton]>,
     /// The spare threads: blocking jobs and stand-ins.
     spares: Spares,
+    /// The counters behind `Pool::metrics`.
+    stats: PoolStats,
     pub(crate) on_start: Option<Hook>,
     pub(crate) on_stop: Option<Hook>,
 }
@@ -121,6 +125,7 @@ impl Registry {
             slots: max_queued.map(|max| Arc::new(Slots::new(max))),
             batons: (0..num_threads).map(|_| Baton::new()).collect(),
             spares: Spares::new(spares, num_threads),
+            stats: PoolStats::new(num_threads),
             on_start,
             on_stop,
         }
@@ -143,6 +148,32 @@ impl Registry {
     /// The spare threads.
     pub(crate) fn spares(&self) -> &Spares {
         &self.spares
+    }
+
+    /// The counters behind `Pool::metrics`.
+    #[inline]
+    pub(crate) fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// The calling thread's counters in this pool: its place's if it holds
+    /// a place of this pool, else its own (see [`crate::observe::metrics`]).
+    #[inline]
+    pub(crate) fn tally(&self) -> Tally<'_> {
+        WorkerThread::with_current(|worker| match worker {
+            Some(worker) if worker.registry().is(self) => self.stats.place(worker.index()),
+            _ => self.stats.this_thread(),
+        })
+    }
+
+    /// A snapshot of the counters and of the blocking and flow-control
+    /// figures.
+    pub(crate) fn metrics(&self) -> Metrics {
+        self.stats.snapshot(PoolFigures {
+            blocked: self.batons.iter().map(Baton::away).sum(),
+            spare_threads: self.spares.threads(),
+            reserve_waiters: self.slots.as_ref().map_or(0, |slots| slots.waiters()),
+        })
     }
 
     /// Counts one more live thread (a spare about to start): `shutdown`
@@ -197,7 +228,7 @@ impl Registry {
     pub(crate) fn terminate(&self, cancel_queued: bool) {
         // The spares first: no spare thread may start once a worker can
         // have exited (see `crate::blocking::spares`).
-        self.spares.close(cancel_queued);
+        self.spares.close(cancel_queued, &self.tally());
         let bits = if cancel_queued {
             TERMINATING | CANCEL_QUEUED
         } else {
@@ -324,7 +355,7 @@ impl Registry {
     /// termination the job is cancelled instead.
     pub(crate) fn submit(&self, job: JobRef) {
         if self.is_terminating() {
-            job.execute(Mode::Cancel);
+            job.execute(Mode::Cancel, &self.tally());
             return;
         }
         self.push(job);
@@ -386,8 +417,9 @@ impl Registry {
 
     /// Cancels every job left on the injector (no worker will run them).
     fn cancel_injected(&self) {
+        let tally = self.tally();
         while let Some(job) = self.drain_injected() {
-            job.execute(Mode::Cancel);
+            job.execute(Mode::Cancel, &tally);
         }
     }
 

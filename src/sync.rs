@@ -110,6 +110,103 @@ pub(crate) use imp::*;
 /// modelled.
 pub(crate) use std::sync::Arc as StdArc;
 
+/// A statistics counter ([`crate::observe`]): std's `AtomicU64` in both
+/// builds. No protocol reads one (nothing waits on a count, nothing is
+/// published through one), so loom has nothing to check there, and loom
+/// atomics would only multiply the interleavings of every model that runs
+/// a job. Relaxed accesses only.
+pub(crate) use std::sync::atomic::AtomicU64 as StatCounter;
+
+/// How many threads at once hold a [`thread_slot`].
+pub(crate) const THREAD_SLOTS: usize = 16;
+
+/// A number below [`THREAD_SLOTS`] that no other live thread holds, for as
+/// long as this thread lives: the index of counters that only this thread
+/// writes (see [`crate::observe::metrics`]). `None` when every slot is
+/// taken (then for the rest of the thread's life), while the thread's
+/// thread-locals are being destroyed, and under loom, where a static cannot
+/// hold the model's primitives.
+///
+/// A slot passes from an exiting thread to a new one through a mutex, so
+/// every write of the old holder happens before every write of the new.
+/// The fast path is one read of a thread-local without a destructor.
+#[inline]
+pub(crate) fn thread_slot() -> Option<usize> {
+    #[cfg(not(loom))]
+    {
+        slot::get()
+    }
+    #[cfg(loom)]
+    None
+}
+
+#[cfg(not(loom))]
+mod slot {
+    use std::cell::Cell;
+
+    use super::THREAD_SLOTS;
+
+    /// `SLOT` before the thread asked for one.
+    const UNASSIGNED: usize = usize::MAX;
+    /// `SLOT` of a thread that has none, and will have none.
+    const NONE: usize = usize::MAX - 1;
+
+    /// The slots handed out so far, and those given back.
+    static FREE: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
+
+    std::thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(UNASSIGNED) };
+        /// Gives the slot back when the thread exits.
+        static RELEASE: Release = const { Release };
+    }
+
+    struct Release;
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            // `SLOT` has no destructor: it is still there, for the
+            // thread-local destructors that run after this one.
+            let slot = SLOT.with(|slot| slot.replace(NONE));
+            if slot < THREAD_SLOTS {
+                lock().1.push(slot);
+            }
+        }
+    }
+
+    fn lock() -> std::sync::MutexGuard<'static, (usize, Vec<usize>)> {
+        FREE.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    #[inline]
+    pub(super) fn get() -> Option<usize> {
+        match SLOT.with(Cell::get) {
+            slot if slot < THREAD_SLOTS => Some(slot),
+            UNASSIGNED => assign(),
+            _ => None,
+        }
+    }
+
+    #[cold]
+    fn assign() -> Option<usize> {
+        // Registers the destructor first: a thread whose thread-locals are
+        // being destroyed could not give a slot back, so it takes none.
+        let slot = if RELEASE.try_with(|_| ()).is_ok() {
+            let mut free = lock();
+            free.1.pop().or_else(|| {
+                let next = free.0;
+                (next < THREAD_SLOTS).then(|| {
+                    free.0 += 1;
+                    next
+                })
+            })
+        } else {
+            None
+        };
+        SLOT.with(|cell| cell.set(slot.unwrap_or(NONE)));
+        slot
+    }
+}
+
 /// `mutant!("name")` is `true` only in a build with
 /// `RUSTFLAGS='--cfg offload_mutant="name"'`: a deliberately broken variant
 /// of one protocol step, which a loom model must catch (see

@@ -68,6 +68,7 @@ use crate::error::JoinError;
 use crate::flow::cancel;
 use crate::flow::slots::Slot;
 use crate::job::{JobHeader, JobRef, Mode};
+use crate::observe::metrics::Tally;
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
 use crate::unwind::drop_quietly;
 
@@ -90,6 +91,10 @@ struct Header {
     /// The queue slot of a bounded pool, held until the job starts or is
     /// cancelled; it goes with the closure (module docs).
     slot: UnsafeCell<Option<Slot>>,
+    /// When the job was spawned, for a job whose timings are sampled
+    /// (see [`crate::observe::metrics`]), else zero. Written before the
+    /// cell is shared, never changed.
+    spawned_at: u64,
     vtable: &'static VTable,
 }
 
@@ -130,15 +135,16 @@ where
         dealloc: Self::dealloc,
     };
 
-    /// Allocates a cell for `func`, holding `slot`: the job to queue, and
-    /// its Task.
-    fn allocate(func: F, slot: Option<Slot>) -> (JobRef, Task<T>) {
+    /// Allocates a cell for `func`, holding `slot`, stamped `spawned_at`:
+    /// the job to queue, and its Task.
+    fn allocate(func: F, slot: Option<Slot>, spawned_at: u64) -> (JobRef, Task<T>) {
         let cell = Box::new(Cell {
             header: Header {
                 job: JobHeader::new(Self::execute),
                 state: AtomicUsize::new(JOB_REF | TASK_REF),
                 waker: UnsafeCell::new(None),
                 slot: UnsafeCell::new(slot),
+                spawned_at,
                 vtable: &Self::VTABLE,
             },
             stage: UnsafeCell::new(Stage::<F, T>::Closure(func)),
@@ -158,11 +164,12 @@ where
     }
 
     /// The job side: claims the closure, runs (or cancels) it, hands the
-    /// output over and drops its reference.
+    /// output over and drops its reference. Counts the job in `tally`
+    /// (before `COMPLETE`, so a resolved Task's job is counted).
     ///
     /// # Safety
     /// Called once, through the `JobRef` of a live cell of this type.
-    unsafe fn execute(job: NonNull<JobHeader>, mode: Mode) {
+    unsafe fn execute(job: NonNull<JobHeader>, mode: Mode, tally: &Tally<'_>) {
         // The job header starts the cell's header (both `repr(C)`).
         let header = job.cast::<Header>();
         // SAFETY: the job side's reference keeps the cell alive until `release`.
@@ -176,6 +183,7 @@ where
         loop {
             if current & CANCELLED != 0 {
                 // The Task took the closure; nothing to run or to hand over.
+                tally.cancelled();
                 // SAFETY: our reference, released once.
                 unsafe { release(header, JOB_REF) };
                 return;
@@ -204,14 +212,20 @@ where
         drop(unsafe { cell.header.take_slot() });
         let output = match mode {
             Mode::Run => {
-                // SAFETY: `state` lives until our `release` below, after
-                // the guard has put the previous scope back.
-                let _scope = (!mutant!("job_scope_not_entered"))
-                    .then(|| unsafe { cancel::enter_task(state) });
-                panic::catch_unwind(AssertUnwindSafe(func)).map_err(JoinError::panic)
+                let start = tally.started(cell.header.spawned_at);
+                let result = {
+                    // SAFETY: `state` lives until our `release` below, after
+                    // the guard has put the previous scope back.
+                    let _scope = (!mutant!("job_scope_not_entered"))
+                        .then(|| unsafe { cancel::enter_task(state) });
+                    panic::catch_unwind(AssertUnwindSafe(func))
+                };
+                tally.finished(result.is_err(), start);
+                result.map_err(JoinError::panic)
             }
             Mode::Cancel => {
                 drop_quietly(func);
+                tally.cancelled();
                 Err(JoinError::cancelled())
             }
         };
@@ -354,14 +368,15 @@ unsafe fn release(header: NonNull<Header>, bit: usize) {
     }
 }
 
-/// Creates the cell for `func`, holding `slot` if the pool is bounded, and
-/// returns the job to queue and its Task.
-pub(crate) fn new_task<F, T>(func: F, slot: Option<Slot>) -> (JobRef, Task<T>)
+/// Creates the cell for `func`, holding `slot` if the pool is bounded and
+/// stamped `spawned_at` (see [`Tally::spawned`]), and returns the job to
+/// queue and its Task.
+pub(crate) fn new_task<F, T>(func: F, slot: Option<Slot>, spawned_at: u64) -> (JobRef, Task<T>)
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Cell::allocate(func, slot)
+    Cell::allocate(func, slot, spawned_at)
 }
 
 /// A handle to a job submitted to a [`Pool`](crate::Pool): a future of the

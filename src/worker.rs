@@ -112,6 +112,12 @@ impl WorkerThread {
         &self.registry
     }
 
+    /// This worker's index in its pool.
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
     pub(crate) fn parker(&self) -> &StdArc<Parker> {
         self.registry.sleep.parker(self.index)
     }
@@ -267,7 +273,8 @@ impl WorkerThread {
     #[inline]
     pub(crate) fn execute(&self, job: JobRef) {
         self.jobs_run.set(self.jobs_run.get().wrapping_add(1));
-        job.execute(self.registry.execution_mode());
+        let tally = self.registry.stats().place(self.index);
+        job.execute(self.registry.execution_mode(), &tally);
     }
 
     /// How many jobs to take from the injector now: about [`BATCH_WORK`]
@@ -420,7 +427,10 @@ impl WorkerThread {
                     continue;
                 }
                 match stealers[victim].steal_batch_and_pop(&self.deque) {
-                    Steal::Success(job) => return Some(job),
+                    Steal::Success(job) => {
+                        self.registry.stats().stole(self.index);
+                        return Some(job);
+                    }
                     Steal::Empty => {}
                     Steal::Retry => retry = true,
                 }
@@ -477,6 +487,10 @@ impl Queues for WorkerThread {
 
     fn on_idle(&self) {
         self.registry.request_share(self.index);
+    }
+
+    fn on_sleep(&self, asleep: bool) {
+        self.registry.stats().sleeping(self.index, asleep);
     }
 
     #[inline]
@@ -553,6 +567,10 @@ impl<O: Fn(), I: Fn()> Queues for LoopQueues<'_, O, I> {
 
     fn on_idle(&self) {
         self.worker.on_idle();
+    }
+
+    fn on_sleep(&self, asleep: bool) {
+        self.worker.on_sleep(asleep);
     }
 
     fn place_wanted(&self) -> bool {

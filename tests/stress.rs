@@ -38,6 +38,12 @@
 //! - the pool's thread count never dropped while it ran: no
 //!   `on_thread_stop` and no worker thread exit before a shutdown started,
 //!   and exactly one start, one stop and one thread exit per worker;
+//! - `Pool::metrics` agrees with the ledger (rounds that keep a handle to
+//!   the end): its `spawned`, `completed`, `panicked`, `cancelled` and
+//!   `refused` are the ledger's Tasks, returns, panics, jobs that never
+//!   ran, and `try_spawn` refusals (plus the round's own: the jobs that
+//!   shut the pool down and those of the slot check), and nothing is
+//!   queued or running;
 //! - on a bounded pool, no queue slot leaked or was given back twice: in a
 //!   round without a shutdown before its end, once every job has finished
 //!   and every worker is held by a gate job, exactly `max_queued`
@@ -311,6 +317,29 @@ struct Round {
     /// and how many registered.
     spare_exits: Mutex<Option<mpsc::Sender<usize>>>,
     spares_seen: AtomicUsize,
+    /// The round's own Tasks, which have no ledger entry (the jobs that
+    /// shut the pool down, the slot check's), by `Pool::metrics` figure.
+    extra: Extra,
+}
+
+/// Tasks (and refusals) outside the ledger, for the metrics check.
+#[derive(Debug, Default)]
+struct Extra {
+    spawned: AtomicU64,
+    completed: AtomicU64,
+    cancelled: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Extra {
+    /// One more Task outside the ledger, which resolved to `result`.
+    fn resolved<T>(&self, result: &Result<T, JoinError>) {
+        self.spawned.fetch_add(1, SC);
+        match result {
+            Ok(_) => self.completed.fetch_add(1, SC),
+            Err(_) => self.cancelled.fetch_add(1, SC),
+        };
+    }
 }
 
 impl Round {
@@ -1060,7 +1089,9 @@ fn shut_down(
             });
             // Only starts the shutdown (it runs on a worker of the pool) and
             // returns; cancelled if another shutdown came first.
-            if let Err(err) = task.wait() {
+            let result = task.wait();
+            round.extra.resolved(&result);
+            if let Err(err) = result {
                 if !err.is_cancelled() {
                     round.fail(format!("shutdown from a job: {err}"));
                 }
@@ -1261,6 +1292,9 @@ fn run_round(round: &Arc<Round>, mut rng: Rng) {
         rec.fate.store(WAITING, SC);
         record(round, &rec, task.wait());
     }
+    if let Some(pool) = &pool {
+        check_metrics(round, pool);
+    }
     // Every queued job has started or been cancelled, every permit and
     // reservation is gone: no slot is taken.
     if let Some(pool) = pool.filter(|_| round.max_queued.is_some()) {
@@ -1272,6 +1306,50 @@ fn run_round(round: &Arc<Round>, mut rng: Rng) {
         }
     }
     round.tick();
+}
+
+/// Once every Task of the round resolved and every thread exited: the
+/// pool's metrics count what the ledger counted (module docs).
+fn check_metrics(round: &Round, pool: &Pool) {
+    let (mut spawned, mut refused, mut completed, mut panicked, mut never_ran) = (0, 0, 0, 0, 0);
+    for rec in round.recs.lock().unwrap().iter() {
+        if rec.fate.load(SC) == REFUSED {
+            refused += 1;
+            continue;
+        }
+        spawned += 1;
+        match (rec.runs.load(SC), rec.outputs.load(SC)) {
+            (0, _) => never_ran += 1,
+            (_, 1) => completed += 1,
+            _ => panicked += 1,
+        }
+    }
+    let extra = &round.extra;
+    let ledger = [
+        spawned + extra.spawned.load(SC),
+        completed + extra.completed.load(SC),
+        panicked,
+        never_ran + extra.cancelled.load(SC),
+        refused + extra.refused.load(SC),
+        0,
+        0,
+    ];
+    let m = pool.metrics();
+    let counted = [
+        m.spawned(),
+        m.completed(),
+        m.panicked(),
+        m.cancelled(),
+        m.refused(),
+        m.queued(),
+        m.running(),
+    ];
+    if counted != ledger {
+        round.fail(format!(
+            "Pool::metrics (spawned, completed, panicked, cancelled, refused, queued, \
+             running) {counted:?}, the ledger {ledger:?}\n{m}"
+        ));
+    }
 }
 
 /// Waits until every job closure of the round is gone (run or cancelled).
@@ -1303,6 +1381,7 @@ fn check_slots_free(round: &Arc<Round>, pool: &Pool) {
         match pool.try_spawn(move || i) {
             Ok(task) => admitted.push(task),
             Err(err) => {
+                round.extra.refused.fetch_add(1, SC);
                 round.fail(format!(
                     "idle pool, workers gated: try_spawn {} of {max} refused ({err}): \
                      a slot leaked; {:?}",
@@ -1322,16 +1401,22 @@ fn check_slots_free(round: &Arc<Round>, pool: &Pool) {
                 pool.reserve()
             )),
             Err(err) if !err.is_full() => {
+                round.extra.refused.fetch_add(1, SC);
                 round.fail(format!("the slot check's try_spawn refused: {err}"));
             }
-            Err(_) => {}
+            Err(_) => {
+                round.extra.refused.fetch_add(1, SC);
+            }
         }
     }
     for gate in gates {
         gate.release();
+        round.extra.resolved(&Ok(()));
     }
     for (i, task) in admitted.into_iter().enumerate() {
-        if task.wait().ok() != Some(i) {
+        let result = task.wait();
+        round.extra.resolved(&result);
+        if result.ok() != Some(i) {
             round.fail(format!("the slot check's job {i} went wrong"));
         }
     }
@@ -1422,6 +1507,7 @@ fn random_operations_lose_nothing() {
             stops: (0..threads).map(|_| AtomicU32::new(0)).collect(),
             spare_exits: Mutex::new(None),
             spares_seen: AtomicUsize::new(0),
+            extra: Extra::default(),
         });
 
         // The round runs on its own thread; this one is the watchdog.

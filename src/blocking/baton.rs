@@ -192,6 +192,12 @@ impl Baton {
         }
     }
 
+    /// Threads away from the place now (a snapshot, for `Pool::metrics`).
+    pub(crate) fn away(&self) -> usize {
+        // Relaxed: a snapshot; nothing is read through it.
+        self.away.load(Ordering::Relaxed)
+    }
+
     /// Whether no thread but the holder has frames on the place: the home
     /// thread may leave its loop only then (module docs).
     pub(crate) fn nobody_away(&self) -> bool {

@@ -38,6 +38,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::job::{JobRef, Mode};
+use crate::observe::metrics::Tally;
 use crate::parker::Parker;
 use crate::priority::{self, WorkerPriority};
 use crate::registry::Registry;
@@ -129,6 +130,11 @@ impl Spares {
         self.config.max
     }
 
+    /// Spare threads alive now, started or about to be.
+    pub(crate) fn threads(&self) -> usize {
+        lock(&self.state).threads
+    }
+
     /// Runs `job` (a blocking Task's cell) on a spare thread: an idle one,
     /// a new one, or the first to be free (module docs). Cancels it if the
     /// pool is shutting down.
@@ -136,7 +142,7 @@ impl Spares {
         let mut state = lock(&self.state);
         if state.closed {
             drop(state);
-            job.execute(Mode::Cancel);
+            job.execute(Mode::Cancel, &registry.tally());
             return;
         }
         if state.threads >= self.config.max && state.idle.is_empty() {
@@ -151,7 +157,7 @@ impl Spares {
         let mut state = lock(&self.state);
         if state.closed {
             drop(state);
-            job.execute(Mode::Cancel);
+            job.execute(Mode::Cancel, &registry.tally());
         } else if state.threads > 0 {
             state.queue.push_back(job);
         } else {
@@ -300,7 +306,7 @@ impl Spares {
     /// `cancel_queued`, cancels the queued blocking jobs (their Tasks
     /// resolve as cancelled), else the spares run them first. Called by
     /// the registry before any worker may exit (module docs).
-    pub(crate) fn close(&self, cancel_queued: bool) {
+    pub(crate) fn close(&self, cancel_queued: bool, tally: &Tally<'_>) {
         let (idle, cancelled) = {
             let mut state = lock(&self.state);
             state.closed = true;
@@ -315,7 +321,7 @@ impl Spares {
             mailbox.parker.unpark();
         }
         for job in cancelled {
-            job.execute(Mode::Cancel);
+            job.execute(Mode::Cancel, tally);
         }
     }
 }
@@ -331,7 +337,9 @@ fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>) {
     while let Some(next) = work {
         match next {
             Work::Job(job) => {
-                super::run_away_from(registry, || job.execute(registry.execution_mode()));
+                super::run_away_from(registry, || {
+                    job.execute(registry.execution_mode(), &registry.tally());
+                });
             }
             // SAFETY: the place was lent to this thread (see `Place`).
             Work::StandIn(place) => unsafe { WorkerThread::stand_in(place.0) },

@@ -113,6 +113,13 @@ impl Slots {
         self.state.load(Ordering::Relaxed) >> 1
     }
 
+    /// `reserve` waiters now: in line, or out of it for a while with their
+    /// ticket (a snapshot, for `Pool::metrics`).
+    pub(crate) fn waiters(&self) -> usize {
+        let waiters = lock(&self.waiters);
+        waiters.line.len() + waiters.stepped_out.len()
+    }
+
     /// Takes a slot if one is free and nobody waits for one.
     pub(crate) fn try_acquire(&self) -> bool {
         // Relaxed: see the module docs (the count guards no data).

@@ -6,7 +6,11 @@
 //! - [`stack`]: the stalled thread's stack, symbolized on the watcher
 //!   thread; [`capture`] (the slot's protocol) and `signal` (Linux: the
 //!   signal handler, the crate's only one) take it.
-//! - [`histogram`]: log-scaled histograms of durations with relaxed counts.
+//! - [`metrics`]: `Pool::metrics`, counters kept per worker and per
+//!   thread, summed into a [`Metrics`](crate::Metrics) snapshot, with the
+//!   [`Histogram`](crate::Histogram)s of sampled timings.
+//! - [`histogram`]: log-scaled histograms of durations with relaxed counts,
+//!   for both.
 //!
 //! Under loom the models drive the two protocols ([`capture`]'s slot and
 //! [`watch`]'s tick) directly; the watcher thread and the signal path are
@@ -15,6 +19,7 @@
 
 pub(crate) mod capture;
 pub(crate) mod histogram;
+pub(crate) mod metrics;
 #[cfg(all(target_os = "linux", not(loom)))]
 mod signal;
 pub(crate) mod stack;

@@ -42,7 +42,7 @@ use std::task::{Context, Poll, Waker};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use super::histogram::Histogram;
+use super::histogram::{Histogram, Recorder};
 use super::stack::{self, Frame};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering, StdArc as Arc};
 
@@ -322,31 +322,37 @@ pub struct LoopStats {
 }
 
 impl LoopStats {
-    /// The median lag. Quantiles are read off a log-scaled histogram: off
-    /// by at most a quarter of their value, never above [`lag_max`](Self::lag_max).
+    /// The median lag (see [`Histogram::quantile`] for the precision).
     pub fn lag_p50(&self) -> Duration {
-        self.lags.histogram.quantile(0.5)
+        self.lags().p50()
     }
 
     /// The 99th percentile of the lag.
     pub fn lag_p99(&self) -> Duration {
-        self.lags.histogram.quantile(0.99)
+        self.lags().p99()
     }
 
     /// The largest lag seen.
     pub fn lag_max(&self) -> Duration {
-        self.lags.histogram.max()
+        self.lags().max()
     }
 
     /// How many lags were measured (one per wake-up the loop answered).
     pub fn samples(&self) -> u64 {
-        self.lags.histogram.count()
+        self.lags().count()
     }
 
     /// How many stalls were seen (lags past the threshold), each counted
     /// once.
     pub fn stalls(&self) -> u64 {
         self.lags.stalls.load(Ordering::Relaxed)
+    }
+
+    /// Every lag measured so far, as a histogram.
+    pub fn lags(&self) -> Histogram {
+        let mut lags = Histogram::new();
+        self.lags.recorder.merge_into(&mut lags);
+        lags
     }
 }
 
@@ -362,9 +368,11 @@ impl fmt::Debug for LoopStats {
     }
 }
 
-/// The lag figures; relaxed counters (see [`Histogram`]).
+/// The lag figures: relaxed counters, a statistic nothing else depends on.
 pub(crate) struct Lags {
-    histogram: Histogram,
+    /// Written by whichever thread polls the watch (shared: the loop may
+    /// move between threads on a work-stealing runtime).
+    recorder: Recorder,
     stalls: AtomicU64,
 }
 
@@ -417,7 +425,7 @@ impl Watched {
             period: nanos(period),
             reporter: Mutex::new(reporter),
             lags: Arc::new(Lags {
-                histogram: Histogram::new(),
+                recorder: Recorder::new(),
                 stalls: AtomicU64::new(0),
             }),
             side: Mutex::new(Side::default()),
@@ -452,7 +460,7 @@ impl Watched {
             return None;
         }
         let lag = now.saturating_sub(woken - 1);
-        self.lags.histogram.record(lag);
+        self.lags.recorder.record(lag, false);
         if lag >= self.threshold {
             // Release: nothing to publish beyond the value; kept symmetric
             // with the watcher's Acquire swap for readability.
@@ -682,6 +690,8 @@ pub(crate) fn silent_reporter() -> Reporter {
 #[cfg(loom)]
 impl Watched {
     pub(crate) fn samples(&self) -> u64 {
-        self.lags.histogram.count()
+        let mut lags = Histogram::new();
+        self.lags.recorder.merge_into(&mut lags);
+        lags.count()
     }
 }
