@@ -25,6 +25,11 @@
 //! exit: memcheck must report no error and no byte definitely or
 //! indirectly lost. It avoids the global pool, whose threads live for ever.
 //!
+//! Then a `LoopWatch` on a futures loop sees three stalls, one in a loop
+//! that allocates without pause: the signal handler, the stack walk and the
+//! symbolization run under memcheck, and the watcher thread exits once the
+//! watch is dropped.
+//!
 //! It checks its results and exits non-zero on a wrong one. Sized to take a
 //! few seconds natively and well under two minutes under memcheck; pass a
 //! number of rounds as the first argument to change it.
@@ -313,6 +318,13 @@ fn round(index: usize) {
     }
     // A spawn after shutdown is cancelled at once.
     assert!(pool.spawn(heap_job(1)).wait().unwrap_err().is_cancelled());
+    // Every job has ended: the metrics add up.
+    let metrics = pool.metrics();
+    assert_eq!(
+        metrics.spawned(),
+        metrics.completed() + metrics.panicked() + metrics.cancelled(),
+        "{metrics}"
+    );
     drop(pool);
     for _ in 0..threads {
         end_rx.recv().expect("a worker thread ended");
@@ -358,6 +370,77 @@ fn main() {
     for index in 0..rounds {
         round(index);
     }
+    watched_stalls();
     drop(panic::take_hook());
     println!("valgrind_stress: {rounds} rounds done");
+}
+
+/// A watched loop stalls three times, each until the stall is reported with
+/// a stack; the last stall allocates and frees without pause, so the signal
+/// often lands inside the allocator. Then the watch is dropped and its
+/// watcher thread waited for.
+fn watched_stalls() {
+    use futures::future::{self, Either};
+    use std::task::Poll;
+
+    let (tx, reported) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let watch = offload::LoopWatch::new(Duration::from_millis(20))
+        .period(Duration::from_millis(5))
+        .on_stall(move |stall| {
+            if stall.is_ongoing() {
+                let _ = tx.lock().unwrap().send(stall.stack().map(<[_]>::len));
+            }
+        });
+    let stats = watch.stats();
+    let body = async {
+        for stall in 0..3u64 {
+            // Back on the loop until it has answered a wake-up since the
+            // last stall.
+            let samples = stats.samples();
+            future::poll_fn(|cx| {
+                if stats.samples() > samples {
+                    Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+            let frames = if stall < 2 {
+                reported.recv().expect("a stall report")
+            } else {
+                let mut kept = Vec::new();
+                loop {
+                    kept.push(vec![stall; 64]);
+                    if kept.len() > 32 {
+                        kept.clear();
+                    }
+                    if let Ok(frames) = reported.try_recv() {
+                        break frames;
+                    }
+                }
+            };
+            if cfg!(target_os = "linux") {
+                assert!(frames.is_some_and(|n| n > 0), "a stack was taken");
+            }
+        }
+    };
+    let both = async {
+        match future::select(watch, std::pin::pin!(body)).await {
+            Either::Left(_) => unreachable!("a LoopWatch never completes"),
+            Either::Right(((), _)) => {}
+        }
+    };
+    futures::executor::block_on(both);
+    assert_eq!(stats.stalls(), 3);
+    // The watch is gone: its watcher thread exits (Linux: by name).
+    #[cfg(target_os = "linux")]
+    while std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .any(|name| name.trim() == "offload-loop-wa")
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
