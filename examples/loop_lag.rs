@@ -35,6 +35,14 @@
 //! - **CPU s**: user + system CPU time the whole process used during one round
 //!   (median), from `getrusage`. Compare it with the work itself (jobs × job
 //!   time): anything above that is overhead (spinning, context switches).
+//! - **watch worst / watch p99**: the same loop's lag as an
+//!   `offload::LoopWatch` at the ticker's period measures it (how long the
+//!   loop took to poll it after a wake-up): the worst over all rounds, and
+//!   the median of the rounds' p99s. The watch samples once per answered
+//!   wake-up, where the ticker counts every missed tick of a stall (30 late
+//!   ticks for a 30 ms stall), so their worst lags agree and their p99s
+//!   need not. The watch adds one wake-up per period to the loop, so its
+//!   CPU is in the CPU column too.
 
 use std::error::Error;
 use std::hint::black_box;
@@ -107,6 +115,8 @@ impl Mode {
 /// What one batch measured.
 struct Round {
     lateness: Vec<Duration>,
+    /// The same loop's lag as an `offload::LoopWatch` measured it.
+    watched: offload::LoopStats,
     makespan: Duration,
     cpu: Option<Duration>,
     checksum: u64,
@@ -171,6 +181,12 @@ async fn run_jobs(mode: Mode, setup: &Setup) -> Result<u64> {
 async fn run_round(mode: Mode, setup: &Setup) -> Result<Round> {
     let stop = Arc::new(AtomicBool::new(false));
     let ticker = tokio::spawn(ticker(Arc::clone(&stop)));
+    // A watch at the ticker's period, beside it; it reports nothing here.
+    let watch = offload::LoopWatch::new(Duration::from_secs(10))
+        .period(TICK)
+        .on_stall(|_| {});
+    let watched = watch.stats();
+    let watching = tokio::spawn(watch);
     // Let the ticker take its first (immediate) tick before the jobs start.
     tokio::task::yield_now().await;
 
@@ -184,9 +200,11 @@ async fn run_round(mode: Mode, setup: &Setup) -> Result<Round> {
 
     stop.store(true, Ordering::Relaxed);
     let lateness = ticker.await?;
+    watching.abort();
     let cpu = cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b));
     Ok(Round {
         lateness,
+        watched,
         makespan,
         cpu,
         checksum,
@@ -221,14 +239,25 @@ fn print_row(mode: Mode, rounds: &[Round], ideal: Duration) {
         .and_then(median)
         .map_or_else(|| "n/a".to_string(), |c| format!("{:.3}", c.as_secs_f64()));
 
+    // The watch's figures per round: its worst lag over every round, and
+    // the median of the rounds' p99s (a watch's histogram stays its own).
+    let watch_worst = rounds
+        .iter()
+        .map(|r| r.watched.lag_max())
+        .max()
+        .unwrap_or_default();
+    let watch_p99 =
+        median(rounds.iter().map(|r| r.watched.lag_p99()).collect()).unwrap_or_default();
     println!(
-        "{:<24}{:>11}{:>11}{:>12}{:>9}{:>8}",
+        "{:<24}{:>11}{:>11}{:>12}{:>9}{:>8}{:>12}{:>12}",
         mode.label(),
         ms(worst),
         ms(p99),
         makespan,
         ratio,
-        cpu
+        cpu,
+        ms(watch_worst),
+        ms(watch_p99)
     );
 }
 
@@ -288,8 +317,8 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "{:<24}{:>11}{:>11}{:>12}{:>9}{:>8}",
-        "mode", "worst lag", "p99 lag", "makespan", "× ideal", "CPU s"
+        "{:<24}{:>11}{:>11}{:>12}{:>9}{:>8}{:>12}{:>12}",
+        "mode", "worst lag", "p99 lag", "makespan", "× ideal", "CPU s", "watch worst", "watch p99"
     );
     for (mode, rounds) in Mode::ALL.into_iter().zip(&results) {
         print_row(mode, rounds, ideal);
