@@ -60,8 +60,12 @@ fn serve(offloaded: bool, iters: u64) -> Result<Vec<Stall>> {
     let reports = Arc::new(Mutex::new(Vec::new()));
     let seen = reports.clone();
     let watch = LoopWatch::new(THRESHOLD).on_stall(move |stall| {
+        // What the default reporter writes to stderr: the whole report
+        // while the stall lasts, its first line when it is over.
         if stall.is_ongoing() {
-            println!("{stall}"); // what the default reporter writes to stderr
+            println!("{stall}");
+        } else {
+            println!("{}", stall.to_string().lines().next().unwrap_or_default());
         }
         seen.lock().unwrap().push(stall.clone());
     });

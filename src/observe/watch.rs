@@ -62,12 +62,12 @@ const MAX_DEFAULT_PERIOD: Duration = Duration::from_millis(100);
 /// writes to stderr, in the spirit of asyncio's debug mode:
 ///
 /// ```text
-/// event loop on thread 'main' blocked for 52 ms and still blocked; its stack:
-///    0: std::thread::sleep
-///    1: server::parse_request
-///              at examples/stall.rs:41
-///  ...
-/// event loop on thread 'main' was blocked for 61 ms
+/// event loop on thread 'main' blocked for 30 ms and still blocked
+///    0: stall::render_report
+///    1: tokio::runtime::scheduler::current_thread::Context::enter
+///    ...
+///    7: stall::main
+/// event loop on thread 'main' was blocked for 50 ms
 /// ```
 ///
 /// It works on any executor and needs no timer from it. It runs until it is
@@ -217,8 +217,8 @@ impl fmt::Debug for LoopWatch {
 }
 
 /// A stall of a watched loop, as given to [`LoopWatch::on_stall`]'s
-/// reporter. Its `Display` is the report line, followed by the stack where
-/// one was taken.
+/// reporter. Its `Display` is the report line, followed by the stack (one
+/// frame a line, innermost first) where one was taken.
 #[derive(Clone)]
 pub struct Stall {
     thread: Arc<LoopThread>,
@@ -278,16 +278,10 @@ impl Stall {
 impl fmt::Display for Stall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.headline(f)?;
-        match &self.stack {
-            Some(stack) => {
-                write!(f, "; its stack when noticed:")?;
-                for (i, frame) in stack.iter().enumerate() {
-                    write!(f, "\n  {i:>2}: {frame}")?;
-                }
-                Ok(())
-            }
-            None => Ok(()),
+        for (i, frame) in self.stack().unwrap_or_default().iter().enumerate() {
+            write!(f, "\n  {i:>2}: {frame}")?;
         }
+        Ok(())
     }
 }
 
