@@ -21,23 +21,27 @@
 //!    without spinning would owe nobody a re-check, and a worker falling
 //!    asleep in that window would sleep while the batch waits behind one
 //!    job.
-//! 3. With nothing found, spin for [`SPIN_ROUNDS`] rounds with growing
-//!    pauses (a few tens of microseconds in all), then sleep until woken;
-//!    [`Spinning::sleep`] returns a spinner, which looks again.
+//! 3. With nothing found, spin for as long as this worker's recent gaps
+//!    say the next job will come ([`crate::spin`]: up to 100 µs, none when
+//!    jobs come further apart, none if another worker already spins), with
+//!    growing pauses, then sleep until woken; [`Spinning::sleep`] returns a
+//!    spinner, which looks again. The idleness's start and the notifier's
+//!    stamp on waking ([`Sleep::take_woken_at`]) measure the gap.
 //!
 //! A worker that waits for something (a `join` half, an `install` on
 //! another pool, a Task it `wait`s on) runs the same loop until its
 //! condition holds ([`run_until`]), so waiting never idles a worker while
 //! there is work it could run.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::sleep::{Sleep, Spinning};
 use crate::sync;
 
-/// Idle rounds before sleeping (see [`pause`]): a few tens of microseconds
-/// on an idle machine. Under loom spinning only multiplies interleavings,
-/// and a worker returns from `sleep` a spinner that looks again anyway.
+/// Spin rounds of a thread waiting outside the pool (see [`pause`]); zero
+/// under loom, where no worker spins either (spinning only multiplies
+/// interleavings, and a worker returns from `sleep` a spinner that looks
+/// again anyway).
 pub(crate) const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 16 };
 
 /// Rounds that pause with spin hints; later rounds yield the CPU instead.
@@ -67,6 +71,13 @@ pub(crate) trait Queues {
     /// Called before a sleep (`true`) and after it (`false`): where the
     /// time asleep is measured (see [`crate::observe::metrics`]).
     fn on_sleep(&self, _asleep: bool) {}
+    /// How long to spin before sleeping, from the gaps this worker saw
+    /// (see [`crate::spin`]); none by default (the loom models).
+    fn spin_budget(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// Records a gap: from going idle to the push that ended the idleness.
+    fn spin_gap(&self, _gap: Duration) {}
     /// Whether a thread waits for this worker's place (a hint, read between
     /// jobs and in the sleep re-check; see [`crate::blocking::baton`]).
     fn place_wanted(&self) -> bool {
@@ -91,6 +102,9 @@ struct Idle<'a> {
     rounds: u32,
     /// The current spin, if the worker is a spinner.
     spinning: Option<Spinning<'a>>,
+    /// When this idleness began (its first step), and until when it spins
+    /// (see [`crate::spin`]); `None` before the first step and under loom.
+    since: Option<(Instant, Instant)>,
 }
 
 impl<'a> Idle<'a> {
@@ -98,6 +112,14 @@ impl<'a> Idle<'a> {
         Idle {
             rounds: 0,
             spinning: None,
+            since: None,
+        }
+    }
+
+    /// A job ended the idleness that began at `since`: the gap is now.
+    fn caught<Q: Queues>(&mut self, queues: &Q) {
+        if let Some((since, _)) = self.since.take() {
+            queues.spin_gap(since.elapsed());
         }
     }
 
@@ -120,7 +142,11 @@ impl<'a> Idle<'a> {
         let spinning = self
             .spinning
             .get_or_insert_with(|| queues.sleep().start_spinning());
-        queues.take_shared(spinning)
+        let job = queues.take_shared(spinning);
+        if job.is_some() {
+            self.caught(queues);
+        }
+        job
     }
 
     /// One step of idleness: a round of spinning or, once the spin is over,
@@ -138,18 +164,46 @@ impl<'a> Idle<'a> {
             .take()
             .unwrap_or_else(|| queues.sleep().start_spinning());
         queues.on_idle();
-        #[allow(clippy::absurd_extreme_comparisons)] // SPIN_ROUNDS is 0 under loom
-        let spinning = if self.rounds < SPIN_ROUNDS {
+        if cfg!(loom) {
+            // Under loom: straight to sleep, no clock.
+            return self.sleep_step(queues, spinning, wake, deadline);
+        }
+        let now = Instant::now();
+        let (_, spin_until) = *self.since.get_or_insert_with(|| {
+            // One spinner is enough to catch the next job.
+            let budget = if queues.sleep().spinners() > 1 {
+                Duration::ZERO
+            } else {
+                queues.spin_budget()
+            };
+            (now, now + budget)
+        });
+        if now < spin_until {
             pause(self.rounds);
             self.rounds += 1;
-            spinning
+            self.spinning = Some(spinning);
         } else {
-            self.rounds = 0;
-            queues.on_sleep(true);
-            let spinning = spinning.sleep(queues.index(), || wake() || queues.has_work(), deadline);
-            queues.on_sleep(false);
-            spinning
-        };
+            self.sleep_step(queues, spinning, wake, deadline);
+        }
+    }
+
+    /// The sleep that ends a spin; a notifier's stamp tells the gap.
+    fn sleep_step<Q: Queues>(
+        &mut self,
+        queues: &'a Q,
+        spinning: Spinning<'a>,
+        wake: impl Fn() -> bool,
+        deadline: Option<Instant>,
+    ) {
+        self.rounds = 0;
+        queues.on_sleep(true);
+        let spinning = spinning.sleep(queues.index(), || wake() || queues.has_work(), deadline);
+        queues.on_sleep(false);
+        if let Some(woken) = queues.sleep().take_woken_at(queues.index()) {
+            if let Some((since, _)) = self.since.take() {
+                queues.spin_gap(woken.saturating_duration_since(since));
+            }
+        }
         self.spinning = Some(spinning);
     }
 
@@ -158,6 +212,7 @@ impl<'a> Idle<'a> {
     #[inline]
     fn end<Q: Queues>(&mut self, queues: &Q) {
         self.rounds = 0;
+        self.since = None;
         if let Some(spinning) = self.spinning.take() {
             spinning.stop(|| queues.has_work());
         }

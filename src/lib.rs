@@ -72,6 +72,7 @@ mod queue;
 mod registry;
 mod scope;
 mod sleep;
+mod spin;
 mod sync;
 mod task;
 mod unwind;

@@ -106,12 +106,22 @@
 //! Other wakers (a [`Latch`](crate::latch::Latch) or a `Task` waker that a
 //! blocked worker waits on) unpark a worker's `Parker` directly; the woken
 //! worker clears its own bit in step 4.
+//!
+//! # The wake stamp
+//!
+//! A notifier that claims a sleeper stores the time in the sleeper's
+//! `woken_at` word before it unparks it (Relaxed: a hint, which the woken
+//! worker takes with [`Sleep::take_woken_at`] to learn how long the gap
+//! from its idleness to the next job was; see [`crate::spin`]). It reads
+//! the clock only on this path, which a futex call follows anyway. No step
+//! of the protocol reads the stamp, and under loom it is neither written
+//! nor read.
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::parker::Parker;
-use crate::sync::{fence, mutant, AtomicUsize, Ordering, StdArc};
+use crate::sync::{fence, mutant, AtomicU64, AtomicUsize, Ordering, StdArc};
 
 /// Bits per word of the sleeper set.
 const BITS: usize = usize::BITS as usize;
@@ -125,6 +135,11 @@ pub(crate) struct Sleep {
     sleepers: Box<[AtomicUsize]>,
     num_spinning: AtomicUsize,
     parkers: Box<[StdArc<Parker>]>,
+    /// Per worker: when a notifier last claimed it to wake it, in
+    /// nanoseconds since `epoch` (0: not since the worker looked). A hint
+    /// for its spin learning ([`crate::spin`]); never read under loom.
+    woken_at: Box<[AtomicU64]>,
+    epoch: Instant,
 }
 
 impl Sleep {
@@ -137,7 +152,29 @@ impl Sleep {
             parkers: (0..num_workers)
                 .map(|_| StdArc::new(Parker::new()))
                 .collect(),
+            woken_at: (0..num_workers).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// When a notifier last claimed worker `index` to wake it, if one did
+    /// since the last call (see [`crate::spin`]).
+    pub(crate) fn take_woken_at(&self, index: usize) -> Option<Instant> {
+        if cfg!(loom) {
+            return None;
+        }
+        // Relaxed: a hint; the unpark that follows the store orders it for
+        // the woken worker anyway.
+        match self.woken_at[index].swap(0, Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(self.epoch + Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// How many workers spin now (a hint).
+    pub(crate) fn spinners(&self) -> usize {
+        // Relaxed: a hint for how long to spin.
+        self.num_spinning.load(Ordering::Relaxed)
     }
 
     /// The parker of worker `index`: unparking it wakes that worker if it
@@ -176,6 +213,12 @@ impl Sleep {
                 let before = word.fetch_and(!bit, Ordering::Relaxed);
                 if before & bit != 0 {
                     let index = word_index * BITS + bit.trailing_zeros() as usize;
+                    if !cfg!(loom) {
+                        let nanos = self.epoch.elapsed().as_nanos().max(1);
+                        // Relaxed: a hint (see `take_woken_at`).
+                        self.woken_at[index]
+                            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+                    }
                     self.parkers[index].unpark();
                     return;
                 }

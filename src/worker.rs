@@ -58,6 +58,7 @@ use crate::parker::Parker;
 use crate::queue::{Steal, Worker};
 use crate::registry::Registry;
 use crate::sleep::{Sleep, Spinning};
+use crate::spin::SpinLearner;
 use crate::sync::{self, Arc, StdArc};
 use crate::unwind::drop_quietly;
 
@@ -83,6 +84,8 @@ pub(crate) struct WorkerThread {
     /// sizes its next batch ([`WorkerThread::injector_batch`]).
     jobs_run: Cell<u64>,
     last_batch: Cell<Option<(Instant, u64)>>,
+    /// How long this place's holder spins when idle (see [`crate::spin`]).
+    spin: SpinLearner,
 }
 
 /// The work, in time, that a worker takes from the injector at once. A
@@ -204,6 +207,7 @@ impl WorkerThread {
             rng: Cell::new(seed),
             jobs_run: Cell::new(0),
             last_batch: Cell::new(None),
+            spin: SpinLearner::default(),
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
@@ -493,6 +497,14 @@ impl Queues for WorkerThread {
         self.registry.stats().sleeping(self.index, asleep);
     }
 
+    fn spin_budget(&self) -> Duration {
+        self.spin.budget()
+    }
+
+    fn spin_gap(&self, gap: Duration) {
+        self.spin.record(gap);
+    }
+
     #[inline]
     fn place_wanted(&self) -> bool {
         self.baton().is_wanted()
@@ -571,6 +583,14 @@ impl<O: Fn(), I: Fn()> Queues for LoopQueues<'_, O, I> {
 
     fn on_sleep(&self, asleep: bool) {
         self.worker.on_sleep(asleep);
+    }
+
+    fn spin_budget(&self) -> Duration {
+        self.worker.spin_budget()
+    }
+
+    fn spin_gap(&self, gap: Duration) {
+        self.worker.spin_gap(gap);
     }
 
     fn place_wanted(&self) -> bool {
