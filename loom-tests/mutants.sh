@@ -47,6 +47,7 @@ stepped_out_keeps_grant flow     a_waiter_steps_out_while_its_worker_runs_a_job
 baton_wanted_not_raised blocking baton_lend_and_come_back
 watch_swap_before_waker observe  loop_watch_tick_races_first_poll
 capture_give_up_stores  observe  capture_slot_timeout_races_the_handler
+spin_round_leaks_token  sleep    a_spinning_waiter_passes_wakeup_on
 "
 
 selected=("$@")

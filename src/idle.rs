@@ -165,7 +165,11 @@ impl<'a> Idle<'a> {
             .unwrap_or_else(|| queues.sleep().start_spinning());
         queues.on_idle();
         if cfg!(loom) {
-            // Under loom: straight to sleep, no clock.
+            // No clock under loom: a model that asks for a spin gets one
+            // round, so that the models check the spin branch too.
+            if self.rounds == 0 && !queues.spin_budget().is_zero() {
+                return self.spin_round(spinning);
+            }
             return self.sleep_step(queues, spinning, wake, deadline);
         }
         let now = Instant::now();
@@ -179,11 +183,22 @@ impl<'a> Idle<'a> {
             (now, now + budget)
         });
         if now < spin_until {
-            pause(self.rounds);
-            self.rounds += 1;
-            self.spinning = Some(spinning);
+            self.spin_round(spinning);
         } else {
             self.sleep_step(queues, spinning, wake, deadline);
+        }
+    }
+
+    /// One round of a spin; the worker stays a spinner.
+    fn spin_round(&mut self, spinning: Spinning<'a>) {
+        pause(self.rounds);
+        self.rounds += 1;
+        if sync::mutant!("spin_round_leaks_token") {
+            // Broken variant: the spin is never ended, so notifiers count
+            // a spinner for ever and skip the wake-ups a sleeper needs.
+            std::mem::forget(spinning);
+        } else {
+            self.spinning = Some(spinning);
         }
     }
 

@@ -267,6 +267,11 @@ pub trait Queues {
     fn has_work(&self, worker: usize) -> bool;
     /// Runs a job that `worker` found.
     fn execute(&self, worker: usize, job: Self::Job);
+    /// Whether `worker` spins a round before it sleeps (loom has no clock:
+    /// one round stands for any learnt spin; see `src/spin.rs`).
+    fn spins(&self, _worker: usize) -> bool {
+        false
+    }
 }
 
 /// The library's worker, over a model's queues.
@@ -295,6 +300,13 @@ impl<Q: Queues> crate::idle::Queues for ModelWorker<'_, Q> {
     }
     fn execute(&self, job: Q::Job) {
         self.queues.execute(self.index, job);
+    }
+    fn spin_budget(&self) -> std::time::Duration {
+        if self.queues.spins(self.index) {
+            std::time::Duration::from_nanos(1)
+        } else {
+            std::time::Duration::ZERO
+        }
     }
 }
 

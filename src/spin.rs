@@ -14,7 +14,9 @@
 //!
 //! Only the worker reads and writes its history (a hint: any budget is
 //! correct, since a spin's end goes through the sleep protocol's fence and
-//! re-check). Under loom no worker spins, as before this module.
+//! re-check). Loom has no clock: there a model that asks for a spin gets
+//! one round (loom model `a_spinning_waiter_passes_wakeup_on`, mutant
+//! `spin_round_leaks_token`), and the pool's workers do not spin.
 
 use std::cell::Cell;
 use std::time::Duration;

@@ -66,6 +66,8 @@ struct Pool {
     job0_waits_for_job1: bool,
     /// Job 0 parks here while it waits.
     job0: Parker,
+    /// Whether the workers spin a round before they sleep (a learnt spin).
+    spin: bool,
 }
 
 impl Pool {
@@ -117,6 +119,10 @@ impl Queues for Pool {
         self.run_job();
         self.ran_by[worker].fetch_add(1, StdOrdering::Relaxed);
     }
+
+    fn spins(&self, _worker: usize) -> bool {
+        self.spin
+    }
 }
 
 impl Pool {
@@ -133,7 +139,14 @@ impl Pool {
             started: StdAtomicUsize::new(0),
             job0_waits_for_job1: false,
             job0: Parker::new(),
+            spin: false,
         })
+    }
+
+    fn spinning(workers: usize) -> Arc<Self> {
+        let mut pool = Self::new(workers);
+        Arc::get_mut(&mut pool).unwrap().spin = true;
+        pool
     }
 
     fn with_blocking_job0(workers: usize) -> Arc<Self> {
@@ -332,25 +345,41 @@ fn submit_then_shutdown_runs_job() {
 #[test]
 fn waiting_worker_passes_wakeup_on() {
     model_bounded("waiting_worker_passes_wakeup_on", Some(2), || {
-        let pool = Pool::new(2);
-        let waiting = {
-            let pool = pool.clone();
-            thread::spawn(move || pool.wait_until_latch(0))
-        };
-        let idle = {
-            let pool = pool.clone();
-            thread::spawn(move || pool.work(1))
-        };
-        pool.submit();
-        // Set the latch and wake its waiter, as `Latch::set` does.
-        pool.latch.store(true, Ordering::Release);
-        pool.sleep.unpark(0);
-        pool.wait_ran(1);
-        waiting.join().unwrap();
-        pool.shutdown();
-        idle.join().unwrap();
-        assert_eq!(pool.ran.load(Ordering::Relaxed), 1);
+        waiting_worker_and_idle_worker(Pool::new(2));
     });
+}
+
+/// 2(h) 2(e) with workers that spin a round before they sleep (a learnt
+/// spin, `src/spin.rs`): a notifier that skipped its wake-up because the
+/// waiting worker spun is answered by that spin's end. Mutant
+/// `spin_round_leaks_token` never ends the spin it started: the job is
+/// stranded.
+#[test]
+fn a_spinning_waiter_passes_wakeup_on() {
+    model_bounded("a_spinning_waiter_passes_wakeup_on", Some(2), || {
+        waiting_worker_and_idle_worker(Pool::spinning(2));
+    });
+}
+
+/// The body of 2(e) and 2(h).
+fn waiting_worker_and_idle_worker(pool: Arc<Pool>) {
+    let waiting = {
+        let pool = pool.clone();
+        thread::spawn(move || pool.wait_until_latch(0))
+    };
+    let idle = {
+        let pool = pool.clone();
+        thread::spawn(move || pool.work(1))
+    };
+    pool.submit();
+    // Set the latch and wake its waiter, as `Latch::set` does.
+    pool.latch.store(true, Ordering::Release);
+    pool.sleep.unpark(0);
+    pool.wait_ran(1);
+    waiting.join().unwrap();
+    pool.shutdown();
+    idle.join().unwrap();
+    assert_eq!(pool.ran.load(Ordering::Relaxed), 1);
 }
 
 /// 2(f) Spinners: a notifier that sees a spinner wakes nobody, so a spinner
