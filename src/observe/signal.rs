@@ -51,12 +51,6 @@ static SIGNAL: OnceLock<Option<libc::c_int>> = OnceLock::new();
 /// How often the watcher looks at the slot while it waits.
 const POLL_EVERY: Duration = Duration::from_micros(100);
 
-/// The calling thread's OS id.
-pub(crate) fn current_tid() -> Option<usize> {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    Some(unsafe { libc::syscall(libc::SYS_gettid) } as usize)
-}
-
 /// Takes the stack of thread `tid` (of this process), waiting at most about
 /// `patience` for it to answer. `None` if it did not (blocked signals, an
 /// uninterruptible sleep) or no signal was free.
@@ -112,7 +106,7 @@ fn install() -> Option<libc::c_int> {
 extern "C" fn on_signal(_signal: libc::c_int, _info: *mut libc::siginfo_t, context: *mut c_void) {
     // SAFETY: `__errno_location` returns this thread's errno, always valid.
     let errno = unsafe { *libc::__errno_location() };
-    let tid = current_tid().unwrap_or(0);
+    let tid = crate::priority::current_tid() as usize;
     SLOT.answer(tid, |frames| {
         let mut len = 0;
         // SAFETY: `trace_unsynchronized` is unsafe because it takes no lock

@@ -111,7 +111,7 @@ pub(crate) fn stack_of(_tid: usize) -> Option<Vec<Frame>> {
 /// The calling thread's OS id, where the platform can signal it.
 #[cfg(all(target_os = "linux", not(loom)))]
 pub(crate) fn current_tid() -> Option<usize> {
-    super::signal::current_tid()
+    Some(crate::priority::current_tid() as usize)
 }
 
 /// The calling thread's OS id, where the platform can signal it.
