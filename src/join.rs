@@ -41,8 +41,10 @@ use std::panic::{self, AssertUnwindSafe};
 
 use crate::job::{JobRef, JobResult, StackJob};
 use crate::latch::Latch;
+use crate::registry::Registry;
+use crate::sync::Arc;
 use crate::unwind::drop_quietly;
-use crate::worker::WorkerThread;
+use crate::worker::{in_worker, WorkerThread};
 
 /// Below this many private halves, every join is a private join.
 pub(crate) const PRIVATE_DEPTH: usize = 3;
@@ -65,6 +67,23 @@ where
     } else {
         join_private(worker, a, b)
     }
+}
+
+/// `join` on `registry` from any thread: on one of its workers, there; on
+/// one of its helpers (which has no place to share halves from, see
+/// [`crate::blocking::detect`]), both halves in turn on the helper; else on
+/// a worker, the caller waiting.
+pub(crate) fn join_in<A, B, RA, RB>(registry: &Arc<Registry>, a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    if crate::blocking::detect::is_helping(registry) {
+        return join_inline(a, b);
+    }
+    in_worker(registry, |worker| join_on_worker(worker, a, b))
 }
 
 /// `a()` then `b()`; if `a` panics, `b` runs while the panic unwinds.

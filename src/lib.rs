@@ -178,9 +178,7 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => join_on_worker(worker, a, b),
-        None => blocking::with_away_or_global(|registry| {
-            worker::in_worker(registry, |worker| join_on_worker(worker, a, b))
-        }),
+        None => blocking::with_away_or_global(|registry| join::join_in(registry, a, b)),
     })
 }
 
@@ -208,8 +206,6 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
-        None => blocking::with_away_or_global(|registry| {
-            worker::in_worker(registry, |worker| scope_on_worker(worker, op))
-        }),
+        None => blocking::with_away_or_global(|registry| scope::scope_in(registry, op)),
     })
 }

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use crate::blocking::spares::{NameFn, SpareConfig};
 use crate::flow::slots::Slot;
 use crate::flow::{Reserve, TrySpawnError};
-use crate::join::join_on_worker;
 use crate::priority::{self, WorkerPriority};
 use crate::queue::Worker;
 use crate::registry::{Hook, Registry};
-use crate::scope::{scope_on_worker, Scope};
+use crate::scope::Scope;
 use crate::sync::{thread, Arc};
 use crate::task::{new_task, Task};
 use crate::worker::{in_worker, WorkerThread};
@@ -385,7 +384,7 @@ impl Pool {
         RA: Send,
         RB: Send,
     {
-        in_worker(&self.registry, |worker| join_on_worker(worker, a, b))
+        crate::join::join_in(&self.registry, a, b)
     }
 
     /// Runs `op` on a worker of this pool with a [`Scope`] whose jobs may
@@ -400,7 +399,7 @@ impl Pool {
         OP: FnOnce(&Scope<'scope>) -> R + Send,
         R: Send,
     {
-        in_worker(&self.registry, |worker| scope_on_worker(worker, op))
+        crate::scope::scope_in(&self.registry, op)
     }
 
     /// Runs `op` on a worker of this pool, blocking the caller until it
@@ -425,6 +424,10 @@ impl Pool {
         OP: FnOnce() -> R + Send,
         R: Send,
     {
+        if crate::blocking::detect::is_helping(&self.registry) {
+            // A helper of this pool runs its jobs as a worker would.
+            return op();
+        }
         in_worker(&self.registry, |_| op())
     }
 
@@ -611,6 +614,7 @@ pub struct Builder {
     max_queued: Option<usize>,
     max_blocking_threads: Option<usize>,
     blocking_keep_alive: Option<Duration>,
+    detect_blocking: Option<bool>,
     thread_name: Option<NameFn>,
     stack_size: Option<usize>,
     worker_priority: WorkerPriority,
@@ -670,6 +674,50 @@ impl Builder {
     /// (default: 10 s, as tokio's blocking pool).
     pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Self {
         self.blocking_keep_alive = Some(keep_alive);
+        self
+    }
+
+    /// Whether the pool notices jobs that block without saying so
+    /// (default: on where the platform can tell, that is on Linux; off
+    /// elsewhere, where this setting has no effect).
+    ///
+    /// A job that calls a sync HTTP client, a sync database driver or
+    /// `std::thread::sleep` without [`blocking`](crate::blocking) holds its
+    /// worker, and the jobs queued behind it wait. With detection on, one
+    /// thread per pool (`offload-detect`) looks at the workers while jobs
+    /// wait (every 2 ms, and every 100 µs while it acts; never while no job
+    /// waits, so an idle pool costs nothing) and treats a worker as if it
+    /// had called `blocking` when it has been inside one job for 100 µs or
+    /// more and its thread is not on a CPU (Linux: its state in
+    /// `/proc/self/task/<tid>/stat` is `S` or `D`, sleeping in the kernel;
+    /// a job that computes, or waits for a core, reads `R`). For each such
+    /// worker, while jobs wait, a spare thread (counted in
+    /// [`max_blocking_threads`](Builder::max_blocking_threads)) runs the
+    /// pool's other jobs until the blocked one is back; so a pool keeps
+    /// `threads` threads on CPU jobs, give or take one job around each
+    /// change. A job that blocks after computing for a while is noticed
+    /// within about as long again.
+    ///
+    /// Explicit marking stays cheaper and immediate: prefer
+    /// [`Pool::spawn_blocking`] or [`blocking`](crate::blocking) where you
+    /// know a call blocks; detection is the net under the calls you did
+    /// not know about. A join half that a blocked job has not shared yet
+    /// still waits for it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// // A job that blocks without saying so...
+    /// let slow = pool.spawn(|| std::thread::sleep(Duration::from_millis(300)));
+    /// // ...does not hold the pool's one thread: on Linux this job runs on a
+    /// // helper long before the sleep ends.
+    /// let quick = pool.spawn(|| 6 * 7);
+    /// assert_eq!(quick.wait().unwrap(), 42);
+    /// slow.wait().unwrap();
+    /// ```
+    pub fn detect_blocking(mut self, detect: bool) -> Self {
+        self.detect_blocking = Some(detect);
         self
     }
 
@@ -806,12 +854,14 @@ impl Builder {
             stack_size: self.stack_size,
             priority: self.worker_priority,
         };
+        let detect_blocking = DETECTION_AVAILABLE && self.detect_blocking.unwrap_or(true);
         let registry = Arc::new(Registry::new(
             stealers,
             self.on_start,
             self.on_stop,
             self.max_queued,
             spares,
+            detect_blocking,
         ));
 
         // An error, or a panic (`thread_name` is user code, and std panics
@@ -834,6 +884,9 @@ impl Builder {
                 WorkerThread::run(index, worker_registry, deque);
             })?;
             guard.started += 1;
+        }
+        if detect_blocking {
+            start_detector(&registry)?;
         }
         std::mem::forget(guard);
         Ok(Pool::from_registry(registry))
@@ -862,6 +915,34 @@ impl Builder {
     }
 }
 
+/// Whether this platform can tell a blocked thread from a running one (see
+/// [`Builder::detect_blocking`]); never under loom, whose models build
+/// pools of their own threads only.
+const DETECTION_AVAILABLE: bool = cfg!(all(target_os = "linux", not(loom)));
+
+/// Starts the blocking detector of `registry` (see
+/// [`crate::blocking::detect`]), counted as one of its live threads.
+#[cfg(not(loom))]
+fn start_detector(registry: &Arc<Registry>) -> io::Result<()> {
+    registry.add_live_thread();
+    let detector_registry = Arc::clone(registry);
+    let started = thread::Builder::new()
+        .name("offload-detect".to_owned())
+        .stack_size(128 << 10)
+        .spawn(move || {
+            crate::blocking::detect::watch(&detector_registry);
+            detector_registry.workers_exited(1, None);
+        });
+    started
+        .map(drop)
+        .inspect_err(|_| registry.workers_exited(1, None))
+}
+
+#[cfg(loom)]
+fn start_detector(_registry: &Arc<Registry>) -> io::Result<()> {
+    Ok(())
+}
+
 /// Stops the threads [`Builder::build`] started if it returns an error or
 /// unwinds before all of them are started.
 struct StopStarted<'a> {
@@ -886,6 +967,7 @@ impl fmt::Debug for Builder {
             .field("max_queued", &self.max_queued)
             .field("max_blocking_threads", &self.max_blocking_threads)
             .field("blocking_keep_alive", &self.blocking_keep_alive)
+            .field("detect_blocking", &self.detect_blocking)
             .field("thread_name", &self.thread_name.as_ref().map(|_| ".."))
             .field("stack_size", &self.stack_size)
             .field("worker_priority", &self.worker_priority)

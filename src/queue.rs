@@ -86,6 +86,12 @@ mod loom_queue {
     }
 
     impl<T> Stealer<T> {
+        pub(crate) fn steal(&self) -> Steal<T> {
+            match self.0.with(|jobs| jobs.pop_front()) {
+                Some(job) => Steal::Success(job),
+                None => Steal::Empty,
+            }
+        }
         pub(crate) fn steal_batch_and_pop(&self, dest: &Worker<T>) -> Steal<T> {
             let mut batch = self.0.with(|jobs| {
                 let take = jobs.len().div_ceil(2);

@@ -35,12 +35,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::blocking::baton::Baton;
+use crate::blocking::detect::Detector;
 use crate::blocking::spares::{SpareConfig, Spares};
 use crate::flow::slots::Slots;
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
 use crate::observe::metrics::{PoolFigures, PoolStats, Tally};
-use crate::queue::Stealer;
+use crate::queue::{Steal, Stealer};
 use crate::sleep::{Sleep, Spinning};
 use crate::sync::{
     fence, lock, mutant, park_timeout, thread, Arc, AtomicBool, AtomicUsize, Mutex, Ordering,
@@ -78,6 +79,12 @@ pub(crate) type Hook = Box<dyn Fn(usize) + Send + Sync>;
 
 pub(crate) struct Registry {
     injector: Injector,
+    /// Jobs that need a worker's place to run (an `install` body, a `join`
+    /// or `scope` called from outside the pool: see
+    /// [`crate::worker::in_worker`]): the workers take them as they take
+    /// the injector's, but a helper, which has no place, never does (see
+    /// [`crate::blocking::detect`]).
+    place_jobs: Injector,
     stealers: Box<[Stealer<JobRef>]>,
     pub(crate) sleep: Sleep,
     flags: AtomicUsize,
@@ -94,8 +101,11 @@ pub(crate) struct Registry {
     slots: Option<Arc<Slots>>,
     /// Per worker: who holds its place (see [`crate::blocking`](mod@crate::blocking)).
     batons: Box<[Baton]>,
-    /// The spare threads: blocking jobs and stand-ins.
+    /// The spare threads: blocking jobs, stand-ins and helpers.
     spares: Spares,
+    /// Blocking detection: the runners, the counts of blocked ones and of
+    /// helpers (see [`crate::blocking::detect`]).
+    detector: Detector,
     /// The counters behind `Pool::metrics`.
     stats: PoolStats,
     pub(crate) on_start: Option<Hook>,
@@ -109,10 +119,12 @@ impl Registry {
         on_stop: Option<Hook>,
         max_queued: Option<usize>,
         spares: SpareConfig,
+        detect_blocking: bool,
     ) -> Self {
         let num_threads = stealers.len();
         Self {
             injector: Injector::new(),
+            place_jobs: Injector::new(),
             sleep: Sleep::new(num_threads),
             stealers,
             flags: AtomicUsize::new(0),
@@ -125,6 +137,7 @@ impl Registry {
             slots: max_queued.map(|max| Arc::new(Slots::new(max))),
             batons: (0..num_threads).map(|_| Baton::new()).collect(),
             spares: Spares::new(spares, num_threads),
+            detector: Detector::new(num_threads, detect_blocking),
             stats: PoolStats::new(num_threads),
             on_start,
             on_stop,
@@ -171,14 +184,30 @@ impl Registry {
     pub(crate) fn metrics(&self) -> Metrics {
         self.stats.snapshot(PoolFigures {
             blocked: self.batons.iter().map(Baton::away).sum(),
+            detected_blocked: self.detector.compensation().blocked(),
             spare_threads: self.spares.threads(),
             reserve_waiters: self.slots.as_ref().map_or(0, |slots| slots.waiters()),
         })
     }
 
-    /// Counts one more live thread (a spare about to start): `shutdown`
-    /// waits for it. Only before termination, while the count cannot be
-    /// zero (see [`crate::blocking::spares`]).
+    /// Blocking detection's state (see [`crate::blocking::detect`]).
+    #[inline]
+    pub(crate) fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    /// Live threads of the pool: workers, spares, the blocking detector (a
+    /// snapshot).
+    pub(crate) fn live_threads(&self) -> usize {
+        // Relaxed: a snapshot, which the detector polls; nothing is read
+        // through it.
+        self.live_workers.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more live thread (a spare about to start, the blocking
+    /// detector): `shutdown` waits for it. Only while the count cannot be
+    /// zero: before termination, or from the detector, itself counted (see
+    /// [`crate::blocking::spares`]).
     pub(crate) fn add_live_thread(&self) {
         // Relaxed: the count is at least one (a worker that has not exited),
         // and its decrements are ordered by `workers_exited`'s fence.
@@ -243,6 +272,8 @@ impl Registry {
         // Wake every sleeper (its fence pairs with theirs): it will see the
         // flag and exit, or run what is left first.
         self.sleep.notify_all();
+        // And the blocking detector, which exits.
+        self.sleep.dormancy().wake();
     }
 
     /// Blocks until every worker has exited. On a worker of another pool,
@@ -380,6 +411,18 @@ impl Registry {
     /// worker has already exited, cancels what is left there.
     pub(crate) fn inject(&self, job: JobRef) {
         self.injector.push(job);
+        self.after_inject();
+    }
+
+    /// [`inject`](Self::inject) for a job that only a worker can run (see
+    /// `place_jobs`).
+    pub(crate) fn inject_for_worker(&self, job: JobRef) {
+        self.place_jobs.push(job);
+        self.after_inject();
+    }
+
+    /// What follows a push on either injector.
+    fn after_inject(&self) {
         // SeqCst fence: orders the push before the loads below, for both the
         // sleep protocol and the last worker's drain (module docs).
         fence(Ordering::SeqCst);
@@ -402,20 +445,57 @@ impl Registry {
         limit: usize,
         _spinning: &Spinning<'_>,
     ) -> Option<JobRef> {
-        self.injector.try_pop_batch(dest, limit)
+        // A job for a worker's place, one at a time: they are rare.
+        self.injector
+            .try_pop_batch(dest, limit)
+            .or_else(|| self.place_jobs.try_pop_batch(dest, 1))
     }
 
-    /// Pops the oldest injected job, waiting for its turn if another thread
-    /// is consuming: for the drains that must not miss a job (module docs).
+    /// Pops the oldest injected job (either injector), waiting for its turn
+    /// if another thread is consuming: for the drains that must not miss a
+    /// job (module docs).
     pub(crate) fn drain_injected(&self) -> Option<JobRef> {
-        self.injector.pop_waiting()
+        self.injector
+            .pop_waiting()
+            .or_else(|| self.place_jobs.pop_waiting())
     }
 
+    /// Whether either injector holds a job (exact: see [`crate::injector`]).
     pub(crate) fn has_injected(&self) -> bool {
-        !self.injector.is_empty()
+        !self.injector.is_empty() || !self.place_jobs.is_empty()
     }
 
-    /// Cancels every job left on the injector (no worker will run them).
+    /// Whether a job that a helper could run waits in the injector or in a
+    /// worker's deque (the blocking detector's question: see
+    /// [`crate::blocking::detect`]).
+    pub(crate) fn has_waiting_jobs(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|stealer| !stealer.is_empty())
+    }
+
+    /// Takes one job, the injector's oldest or else one from a worker's
+    /// deque (looking first at worker `victim % threads`), for a helper
+    /// that runs it without a place: one job, never a batch, so nothing
+    /// is hidden from the sleep protocol's re-checks (see
+    /// [`crate::sleep`]).
+    pub(crate) fn take_one(&self, victim: usize) -> Option<JobRef> {
+        if let Some(job) = self.injector.pop_waiting() {
+            return Some(job);
+        }
+        let n = self.stealers.len();
+        for offset in 0..n {
+            let stealer = &self.stealers[(victim + offset) % n];
+            loop {
+                match stealer.steal() {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Empty => break,
+                    Steal::Retry => crate::sync::spin_loop(),
+                }
+            }
+        }
+        None
+    }
+
+    /// Cancels every job left on the injectors (no worker will run them).
     fn cancel_injected(&self) {
         let tally = self.tally();
         while let Some(job) = self.drain_injected() {

@@ -15,8 +15,9 @@ use std::panic::{self, AssertUnwindSafe};
 
 use crate::job::HeapJob;
 use crate::latch::CountLatch;
+use crate::parker::Parker;
 use crate::registry::Registry;
-use crate::sync::{lock, Arc, Mutex};
+use crate::sync::{lock, Arc, Mutex, StdArc};
 use crate::worker::WorkerThread;
 
 /// A scope in which jobs may borrow data that outlives the scope, created
@@ -94,21 +95,56 @@ impl fmt::Debug for Scope<'_> {
     }
 }
 
+/// A scope on `registry` from any thread: on one of its workers, there; on
+/// one of its helpers (which has no place, see [`crate::blocking::detect`]),
+/// the body runs on the helper, whose thread then waits for the scope's
+/// jobs (a wait the detector sees, so another helper runs them if the
+/// workers are busy); else on a worker, the caller waiting.
+pub(crate) fn scope_in<'scope, OP, R>(registry: &Arc<Registry>, op: OP) -> R
+where
+    OP: FnOnce(&Scope<'scope>) -> R + Send,
+    R: Send,
+{
+    if crate::blocking::detect::is_helping(registry) {
+        let parker = crate::worker::thread_parker();
+        return run_scope(registry, &parker, op, |done| {
+            crate::worker::spin_then_park(&parker, done, None);
+        });
+    }
+    crate::worker::in_worker(registry, |worker| scope_on_worker(worker, op))
+}
+
 /// Runs a scope on `worker`.
 pub(crate) fn scope_on_worker<'scope, OP, R>(worker: &WorkerThread, op: OP) -> R
 where
     OP: FnOnce(&Scope<'scope>) -> R,
 {
+    run_scope(worker.registry(), worker.parker(), op, |done| {
+        worker.wait_until(done);
+    })
+}
+
+/// A scope on `registry` whose count wakes `waiter`, and which `wait(done)`
+/// waits for until `done()` holds.
+fn run_scope<'scope, OP, R>(
+    registry: &Arc<Registry>,
+    waiter: &StdArc<Parker>,
+    op: OP,
+    wait: impl FnOnce(&dyn Fn() -> bool),
+) -> R
+where
+    OP: FnOnce(&Scope<'scope>) -> R,
+{
     let scope = Scope {
-        registry: Arc::clone(worker.registry()),
-        pending: CountLatch::new(worker.parker()),
+        registry: Arc::clone(registry),
+        pending: CountLatch::new(waiter),
         panic: Mutex::new(None),
         _marker: PhantomData,
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| op(&scope)));
     // SAFETY: `scope` lives on this stack until after the wait below.
     unsafe { CountLatch::decrement(&scope.pending) };
-    worker.wait_until(|| scope.pending.probe());
+    wait(&|| scope.pending.probe());
     let job_panic = lock(&scope.panic).take();
     match (result, job_panic) {
         (Ok(value), None) => value,

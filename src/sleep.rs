@@ -120,6 +120,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::blocking::detect::Dormancy;
 use crate::parker::Parker;
 use crate::sync::{fence, mutant, AtomicU64, AtomicUsize, Ordering, StdArc};
 
@@ -140,6 +141,9 @@ pub(crate) struct Sleep {
     /// for its spin learning ([`crate::spin`]); never read under loom.
     woken_at: Box<[AtomicU64]>,
     epoch: Instant,
+    /// The blocking detector's sleep: a notifier that finds nobody to
+    /// wake pokes it (see [`crate::blocking::detect`]).
+    dormancy: Dormancy,
 }
 
 impl Sleep {
@@ -154,6 +158,7 @@ impl Sleep {
                 .collect(),
             woken_at: (0..num_workers).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
+            dormancy: Dormancy::new(),
         }
     }
 
@@ -169,6 +174,11 @@ impl Sleep {
             0 => None,
             nanos => Some(self.epoch + Duration::from_nanos(nanos)),
         }
+    }
+
+    /// The blocking detector's sleep (see [`crate::blocking::detect`]).
+    pub(crate) fn dormancy(&self) -> &Dormancy {
+        &self.dormancy
     }
 
     /// How many workers spin now (a hint).
@@ -227,6 +237,10 @@ impl Sleep {
                 listed = before;
             }
         }
+        // Every worker is busy: the job waits. If one of them is blocked
+        // in a job, the detector should know (after our fence: see
+        // `Dormancy`).
+        self.dormancy.poke();
     }
 
     /// Wakes every sleeping worker (termination).

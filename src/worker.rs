@@ -167,6 +167,10 @@ impl WorkerThread {
     fn take_place_back(&self) {
         self.baton().come_back(self.parker(), thread_parker());
         self.parker().rebind();
+        self.registry
+            .detector()
+            .place(self.index)
+            .bind_current_thread();
         CURRENT.with(|current| current.set(self));
     }
 
@@ -185,6 +189,11 @@ impl WorkerThread {
         CURRENT.with(|current| current.set(worker));
         let _current = CurrentGuard;
         worker.parker().rebind();
+        worker
+            .registry
+            .detector()
+            .place(worker.index)
+            .bind_current_thread();
         let passed = Cell::new(false);
         let stand_in = LoopQueues::stand_in(worker, &passed);
         idle::run_until_terminated(&stand_in, || worker.registry.is_terminating());
@@ -211,6 +220,11 @@ impl WorkerThread {
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
+        worker
+            .registry
+            .detector()
+            .place(index)
+            .bind_current_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
         let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
         if let Some(hook) = &worker.registry.on_start {
@@ -278,7 +292,11 @@ impl WorkerThread {
     pub(crate) fn execute(&self, job: JobRef) {
         self.jobs_run.set(self.jobs_run.get().wrapping_add(1));
         let tally = self.registry.stats().place(self.index);
+        let detector = self.registry.detector();
+        let runner = detector.place(self.index);
+        runner.job_started();
         job.execute(self.registry.execution_mode(), &tally);
+        runner.job_ended(detector.compensation());
     }
 
     /// How many jobs to take from the injector now: about [`BATCH_WORK`]
@@ -495,6 +513,13 @@ impl Queues for WorkerThread {
 
     fn on_sleep(&self, asleep: bool) {
         self.registry.stats().sleeping(self.index, asleep);
+        if asleep {
+            // Not blocked in a job, whatever the detector last saw.
+            let detector = self.registry.detector();
+            detector
+                .place(self.index)
+                .job_ended(detector.compensation());
+        }
     }
 
     fn spin_budget(&self) -> Duration {
@@ -666,7 +691,7 @@ pub(crate) fn thread_parker() -> StdArc<Parker> {
 /// worker does (a short job's result often arrives within microseconds,
 /// sooner than a futex wake-up), then parks on `parker`, which the
 /// completion unparks.
-fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline: Option<Instant>) {
+pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline: Option<Instant>) {
     #[allow(clippy::reversed_empty_ranges)] // SPIN_ROUNDS is 0 under loom
     for round in 0..SPIN_ROUNDS {
         if done() {
@@ -720,7 +745,7 @@ where
             Some(worker) => {
                 let job = StackJob::new(run_on_worker, Latch::new(worker.parker()));
                 // SAFETY: `job` stays on this stack until its latch is set.
-                registry.inject(unsafe { job.as_job_ref() });
+                registry.inject_for_worker(unsafe { job.as_job_ref() });
                 worker.wait_until(|| job.latch.probe());
                 job.into_result()
             }
@@ -729,7 +754,7 @@ where
                 let parker = thread_parker();
                 let job = StackJob::new(run_on_worker, Latch::new(&parker));
                 // SAFETY: `job` stays on this stack until its latch is set.
-                registry.inject(unsafe { job.as_job_ref() });
+                registry.inject_for_worker(unsafe { job.as_job_ref() });
                 spin_then_park(&parker, || job.latch.probe(), None);
                 job.into_result()
             }

@@ -15,18 +15,10 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{silence_expected_panics, spin_until, timed, EXPECTED};
+#[cfg(target_os = "linux")]
+use common::threads_named;
+use common::{named_pool, silence_expected_panics, spin_until, thread_name, timed, EXPECTED};
 use offload::Pool;
-
-fn named_pool(threads: usize, prefix: &'static str) -> offload::Builder {
-    Pool::builder()
-        .threads(threads)
-        .thread_name(move |i| format!("{prefix}{i}"))
-}
-
-fn thread_name() -> String {
-    thread::current().name().unwrap_or("").to_owned()
-}
 
 #[test]
 fn blocking_off_a_worker_runs_in_place() {
@@ -339,17 +331,6 @@ fn zero_max_blocking_threads_is_invalid_input() {
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-}
-
-/// The threads of this process whose name starts with `prefix` (Linux: the
-/// `comm` of each task, at most 15 bytes).
-#[cfg(target_os = "linux")]
-fn threads_named(prefix: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.starts_with(prefix))
-        .count()
 }
 
 /// `shutdown` with blocking jobs running and queued: it waits for them, the

@@ -47,6 +47,7 @@ const SC: Ordering = Ordering::SeqCst;
 fn bounded(threads: usize, max: usize, prefix: &'static str) -> Pool {
     Pool::builder()
         .threads(threads)
+        .detect_blocking(false) // gated workers must hold the queue
         .max_queued(max)
         .thread_name(move |i| format!("{prefix}-{i}"))
         .build()

@@ -195,6 +195,7 @@ fn closure_whose_drop_panics_is_contained_on_every_cancel_path() {
         let s = stops.clone();
         let pool = Pool::builder()
             .threads(1)
+            .detect_blocking(false) // gated workers must hold the queue
             .on_thread_stop(move |_| s.incr())
             .build()
             .unwrap();
@@ -254,6 +255,7 @@ fn start_hook_panicking_on_every_worker_leaves_each_serving_and_stopping() {
         let (d, s) = (payload_drops.clone(), Arc::clone(&stops));
         let pool = Pool::builder()
             .threads(threads)
+            .detect_blocking(false) // gated workers must hold the queue
             .thread_name(|i| format!("hostile-start-{i}"))
             .on_thread_start(move |i| {
                 report_thread_end(i, end_tx.lock().unwrap().clone());
@@ -293,6 +295,7 @@ fn stop_hook_panicking_on_every_worker_does_not_stop_the_pool_from_exiting() {
         let d = payload_drops.clone();
         let pool = Pool::builder()
             .threads(threads)
+            .detect_blocking(false) // gated workers must hold the queue
             .thread_name(|i| format!("hostile-stop-{i}"))
             .on_thread_start(move |i| report_thread_end(i, end_tx.lock().unwrap().clone()))
             .on_thread_stop(move |_| panic::panic_any(Hostile::new("on_thread_stop", &d)))
@@ -468,6 +471,7 @@ fn shutdown_now_cancels_the_queue_on_a_free_worker_while_a_job_is_stuck() {
         let stop_tx = Mutex::new(stop_tx);
         let pool = Pool::builder()
             .threads(2)
+            .detect_blocking(false) // gated workers must hold the queue
             .on_thread_stop(move |i| stop_tx.lock().unwrap().send(i).unwrap())
             .build()
             .unwrap();

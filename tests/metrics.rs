@@ -18,6 +18,7 @@ use offload::{Metrics, Pool};
 fn pool(threads: usize) -> Pool {
     Pool::builder()
         .threads(threads)
+        .detect_blocking(false) // gated workers must hold the queue
         .build()
         .expect("build the pool")
 }
@@ -203,7 +204,12 @@ fn shutdown_now_counts_the_queued_jobs_cancelled() {
 #[test]
 fn refusals_and_reserve_waiters() {
     timed(|| {
-        let pool = Pool::builder().threads(1).max_queued(1).build().unwrap();
+        let pool = Pool::builder()
+            .threads(1)
+            .max_queued(1)
+            .detect_blocking(false) // a gated worker must hold the queue
+            .build()
+            .unwrap();
         let gate = Gate::hold(&pool);
         let admitted = pool.try_spawn(|| 1).expect("one free slot");
         assert!(pool.try_spawn(|| 2).unwrap_err().is_full());

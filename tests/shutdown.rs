@@ -198,6 +198,7 @@ fn dropping_the_last_handle_does_not_block_and_queued_work_runs() {
         let stop_tx = Mutex::new(stop_tx);
         let pool = Pool::builder()
             .threads(1)
+            .detect_blocking(false) // gated workers must hold the queue
             .on_thread_stop(move |_| {
                 s.incr();
                 stop_tx.lock().unwrap().send(()).unwrap();
@@ -260,6 +261,7 @@ fn on_thread_stop_runs_once_per_thread_on_shutdown() {
         let s = Arc::clone(&stopped);
         let pool = Pool::builder()
             .threads(3)
+            .detect_blocking(false) // gated workers must hold the queue
             .on_thread_stop(move |i| *s.lock().unwrap().entry(i).or_default() += 1)
             .build()
             .unwrap();
@@ -443,6 +445,7 @@ fn threads_of_dropped_pools_exit() {
             let stop_tx = Mutex::new(stop_tx.clone());
             let pool = Pool::builder()
                 .threads(2)
+                .detect_blocking(false) // gated workers must hold the queue
                 .on_thread_stop(move |i| stop_tx.lock().unwrap().send((k, i)).unwrap())
                 .build()
                 .unwrap();

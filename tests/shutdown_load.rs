@@ -65,6 +65,7 @@ impl Loaded {
         let s = Arc::clone(&stops);
         let pool = Pool::builder()
             .threads(THREADS)
+            .detect_blocking(false) // gated workers must hold the queue
             .thread_name(|i| format!("loaded-{i}"))
             .on_thread_start(move |i| common::report_thread_end(i, end_tx.lock().unwrap().clone()))
             .on_thread_stop(move |i| *s.lock().unwrap().entry(i).or_default() += 1)

@@ -46,7 +46,9 @@
 //!   away from its place).
 
 pub(crate) mod baton;
+pub(crate) mod detect;
 pub(crate) mod spares;
+pub(crate) mod thread_state;
 
 use std::cell::Cell;
 use std::ptr;

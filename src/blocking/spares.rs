@@ -1,6 +1,8 @@
 //! [`Spares`]: a pool's threads beyond its workers, which run blocking
-//! jobs ([`Pool::spawn_blocking`](crate::Pool::spawn_blocking)) and stand
-//! in for workers blocked in [`blocking`](crate::blocking).
+//! jobs ([`Pool::spawn_blocking`](crate::Pool::spawn_blocking)), stand
+//! in for workers blocked in [`blocking`](crate::blocking), and help
+//! while the blocking detector sees a job blocked without it
+//! ([`super::detect`]).
 //!
 //! # Protocol
 //!
@@ -8,21 +10,23 @@
 //! only (a spawn of a blocking job, a worker lending its place, a spare
 //! between two pieces of work), never by a CPU job's spawn or join.
 //!
-//! - A spare thread runs a [`Work`]: a blocking job, or a stand-in turn in
+//! - A spare thread runs a [`Work`]: a blocking job, a stand-in turn in
 //!   a worker's place (until it passes the place on, see
-//!   [`baton`](super::baton)). Between two pieces of work it takes the
+//!   [`baton`](super::baton)), or a helper's turn (until it is not needed,
+//!   see [`detect`](super::detect)). Between two pieces of work it takes the
 //!   oldest queued blocking job; else it waits, listed as idle, for a
 //!   piece of work in its [`Mailbox`] until `keep_alive` passes, and then
 //!   exits.
 //! - Work goes to an idle spare (the most recently idle: the others time
 //!   out sooner), else to a new one while fewer than `max` exist. Past
-//!   `max` a blocking job joins a FIFO queue, and a stand-in is refused
-//!   (the worker blocks uncompensated).
+//!   `max` a blocking job joins a FIFO queue, and a stand-in or a helper
+//!   is refused (the worker blocks uncompensated).
 //! - A new thread counts as one of the pool's live threads (`Registry`'s
 //!   `live_workers`) before it starts, and stops counting when it exits,
 //!   so `shutdown` waits for the spares too. Threads are started only
 //!   before `close`, which the registry calls before it lets any worker
-//!   exit: a spare never starts after the count could have reached zero.
+//!   exit, or by the blocking detector, itself a live thread until it
+//!   exits: a spare never starts after the count could have reached zero.
 //! - A thread that cannot be started (`std::thread::Builder::spawn` fails,
 //!   or the user's `thread_name` panics) is uncounted again; its work goes
 //!   back: a blocking job to the queue if another spare will serve it,
@@ -67,6 +71,9 @@ pub(crate) enum Work {
     /// Stand in for the worker whose place this is, lent by a thread that
     /// is away in `blocking` (see [`super::baton`]).
     StandIn(Place),
+    /// Help: run jobs without a place while a runner is blocked (see
+    /// [`super::detect`]).
+    Help,
 }
 
 /// A worker's place, sent to a stand-in.
@@ -174,6 +181,19 @@ impl Spares {
             return false;
         }
         self.dispatch(state, registry, Work::StandIn(place)).is_ok()
+    }
+
+    /// Starts a helper (an idle spare, or a new one); returns whether one
+    /// took the turn. Only the detector calls it, also after `close` (a
+    /// shutdown drains the queue, and a blocked worker must not hold that
+    /// up): the detector is one of the pool's live threads until it has
+    /// started its last helper, so the count cannot have reached zero.
+    pub(crate) fn help(&self, registry: &Arc<Registry>) -> bool {
+        let state = lock(&self.state);
+        if state.threads >= self.config.max && state.idle.is_empty() {
+            return false;
+        }
+        self.dispatch(state, registry, Work::Help).is_ok()
     }
 
     /// Gives `work` to an idle spare, or starts a new one (the caller made
@@ -343,6 +363,7 @@ fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>) {
             }
             // SAFETY: the place was lent to this thread (see `Place`).
             Work::StandIn(place) => unsafe { WorkerThread::stand_in(place.0) },
+            Work::Help => super::detect::help(registry),
         }
         work = spares.next(mailbox);
     }

@@ -287,10 +287,14 @@ pub fn all_workers(pool: &Pool) -> (HashSet<ThreadId>, HashSet<String>) {
     (ids, names)
 }
 
-/// A pool of `n` threads named `{prefix}-{i}`.
+/// A pool of `n` threads named `{prefix}-{i}`, without blocking detection:
+/// the tests that use it hold workers with a [`Gate`] or meet on them at a
+/// barrier, and count on the jobs queued behind those waiting (with
+/// detection on, a helper would run them; `tests/detect.rs` tests that).
 pub fn pool(n: usize, prefix: &'static str) -> Pool {
     Pool::builder()
         .threads(n)
+        .detect_blocking(false)
         .thread_name(move |i| format!("{prefix}-{i}"))
         .build()
         .expect("build the pool")
@@ -327,4 +331,28 @@ thread_local! {
 /// `on_thread_stop` and after the last worker's final drain.
 pub fn report_thread_end(index: usize, tx: mpsc::Sender<usize>) {
     THREAD_END.with(|slot| *slot.borrow_mut() = Some(ThreadEndReport { index, tx }));
+}
+
+/// A builder of `threads` workers named `{prefix}{i}` (spare threads take
+/// the indices from `threads` on).
+pub fn named_pool(threads: usize, prefix: &'static str) -> offload::Builder {
+    Pool::builder()
+        .threads(threads)
+        .thread_name(move |i| format!("{prefix}{i}"))
+}
+
+/// The calling thread's name, or "".
+pub fn thread_name() -> String {
+    thread::current().name().unwrap_or("").to_owned()
+}
+
+/// The threads of this process whose name starts with `prefix` (Linux: the
+/// `comm` of each task, at most 15 bytes).
+#[cfg(target_os = "linux")]
+pub fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(prefix))
+        .count()
 }

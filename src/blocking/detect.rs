@@ -1,0 +1,601 @@
+//! Noticing a job that blocks without saying so (`Builder::detect_blocking`),
+//! and the *helpers* that keep `threads` threads running CPU jobs meanwhile.
+//!
+//! A job that calls a sync HTTP client, a sync database driver or
+//! `std::thread::sleep` without [`blocking`](crate::blocking) holds its
+//! worker while the jobs queued behind it wait. One *detector* thread per
+//! pool looks at the pool's *runners* (the holders of the workers' places,
+//! and the helpers below) every few hundred microseconds while jobs wait,
+//! and treats a runner as blocked when it has been inside one job for at
+//! least [`THRESHOLD`] and its thread is not on a CPU: on Linux, the state
+//! field of `/proc/self/task/<tid>/stat` reads `S` (sleeping) or `D` (disk
+//! wait), where a thread that computes reads `R` (running, or runnable and
+//! waiting for a core, which is not blocking; see [`super::thread_state`]).
+//! For each blocked runner, while jobs wait, it starts one *helper*: a spare
+//! thread that takes jobs one at a time from the injector and the workers'
+//! deques and runs them, without a place of its own, until the blocked
+//! runner is back.
+//!
+//! # Who counts what
+//!
+//! - Every runner has a [`Runner`]: `progress`, bumped by its thread at the
+//!   start of every job it runs (a relaxed load and store, written by that
+//!   thread only); the OS id of the thread; and `blocked`, the detector's
+//!   verdict.
+//! - [`Compensation`] holds two counts: `blocked`, the runners whose flag
+//!   is set, and `helpers`, the helpers alive. The detector starts helpers
+//!   while `helpers < blocked` and jobs wait; a helper retires between two
+//!   jobs while `helpers > blocked` (one compare-and-swap decides), or when
+//!   it finds no job. So the threads running CPU jobs number `threads`,
+//!   give or take one job's length around each change.
+//!
+//! # The flag protocol
+//!
+//! The detector sets a runner's flag (`flag`: add one to `blocked`, then
+//! store `true`, Release); whoever sees the runner back clears it
+//! (`unflag`: a `swap(false)`, Acquire, and only the thread whose swap
+//! found `true` subtracts one). The runner itself clears it when the job it
+//! was stuck in ends and when its place's holder falls asleep; the
+//! detector clears it when it reads the thread running again, or, for a
+//! helper, after the helper retired. Since exactly one swap finds `true`,
+//! each flag adds one and takes one away, whoever races: `blocked` returns
+//! to the number of flags set. The Release/Acquire pair orders the
+//! increment before the decrement, so `blocked` never wraps below zero.
+//! (Loom: `detected_runner_and_helper_counts_return_to_zero`, with the
+//! mutant `unflag_load_then_store`, which clears with a load and a store
+//! and loses a decrement or takes one twice.)
+//!
+//! # When the detector sleeps
+//!
+//! Detection matters only while a job waits that no thread takes. The
+//! detector therefore sleeps for good (`Dormancy`, no timer) whenever no
+//! job waits in the injector or a deque, and the one thing that ends such
+//! a wait is a submission that found no worker to wake (none asleep, none
+//! spinning): the push's notifier pokes it. The two sides are the
+//! store-buffering pattern, closed by SeqCst fences as the sleep protocol
+//! is (see [`crate::sleep`]): the detector raises `dormant`, fences and
+//! looks at the queues; the notifier has fenced after its push, and then
+//! reads `dormant`. Either the detector sees the job, or the notifier sees
+//! `dormant` and wakes it (a `swap` decides who unparks). So an idle pool
+//! costs no wake-up at all, and a busy one a tick every [`SLOW_TICK`] at
+//! most, faster ([`FAST_TICK`]) for a few ticks after each action. (Loom:
+//! `dormant_detector_is_woken_by_a_push_that_wakes_nobody`, with the
+//! mutant `dormancy_no_fence`.)
+//!
+//! # Why these times
+//!
+//! - [`THRESHOLD`], 100 µs: a job asleep for that long in a system call
+//!   is treated as blocked, five times Go's 20 µs hand-off. A detection
+//!   costs a helper for the rest of the job (an idle spare's wake-up, or a
+//!   thread start the first time): worth it for anything near a network
+//!   round trip or a disk access, wasted only on a job that sleeps a few
+//!   hundred microseconds and then computes for long, where the helper
+//!   runs beside it for one job. Each round of detection in a pool where
+//!   every job blocks (issue 14's mixed load: 200 sleeps of 50 ms on 2
+//!   threads) takes a threshold and a tick, so a coarser one stretches
+//!   the ramp to the hundreds of threads such a load needs
+//!   (BENCHMARKS.md measures it).
+//! - A runner seen computing (`R`) is read again after as long again as it
+//!   has been in its job (at 100 µs, 200 µs, 400 µs, ...): a long CPU job
+//!   costs a few reads, and a job that blocks after computing for `t` is
+//!   seen within about `t` more.
+//! - [`SLOW_TICK`], 2 ms: the tick while jobs wait and nothing is blocked
+//!   (a saturated pool): about 500 wake-ups a second, a few microseconds
+//!   each.
+//!
+//! # What it does not see
+//!
+//! A join half that a blocked worker keeps on its private stack (not yet
+//! shared) waits for it; so does the rest of the blocked job. A thread
+//! that spins on a lock reads `R` and is never blocked in this sense. Where
+//! the platform has no `/proc` (anything but Linux), detection is off.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use super::thread_state::ThreadStates;
+use crate::parker::Parker;
+use crate::registry::Registry;
+use crate::sync::{
+    fence, lock, mutant, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, StatCounter, StdArc,
+};
+
+/// How long a runner must have been inside one job, off the CPU, to count
+/// as blocked (module docs).
+pub(crate) const THRESHOLD: Duration = Duration::from_micros(100);
+
+/// The detector's tick for a while after it flagged a runner or started a
+/// helper: the next round of a ramp comes soon.
+pub(crate) const FAST_TICK: Duration = Duration::from_micros(100);
+
+/// The detector's tick while jobs wait and nothing happens.
+pub(crate) const SLOW_TICK: Duration = Duration::from_millis(2);
+
+/// A thread that runs jobs, as the detector sees it (module docs).
+pub(crate) struct Runner {
+    /// Jobs started, bumped by the runner's thread only.
+    progress: StatCounter,
+    /// The OS id of the thread that runs it (0: unknown).
+    tid: StatCounter,
+    /// The detector's verdict: blocked inside a job (the flag protocol).
+    blocked: AtomicBool,
+}
+
+impl Runner {
+    pub(crate) fn new() -> Self {
+        Self {
+            progress: StatCounter::new(0),
+            tid: StatCounter::new(0),
+            blocked: AtomicBool::new(false),
+        }
+    }
+
+    /// The calling thread runs this runner's jobs from now on.
+    pub(crate) fn bind_current_thread(&self) {
+        let tid = crate::observe::stack::current_tid().unwrap_or(0) as u64;
+        // Relaxed: a hint for the detector, which reads it to look at the
+        // thread; a stale one costs one wrong look.
+        self.tid.store(tid, Ordering::Relaxed);
+    }
+
+    /// The runner's thread starts a job.
+    #[inline]
+    pub(crate) fn job_started(&self) {
+        // Relaxed, load and store: one writer (the runner's thread), one
+        // reader that only compares.
+        let jobs = self.progress.load(Ordering::Relaxed);
+        self.progress.store(jobs.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// The runner's thread ended a job, or (a place's holder) falls
+    /// asleep: it is not blocked in a job any more.
+    #[inline]
+    pub(crate) fn job_ended(&self, compensation: &Compensation) {
+        // Relaxed: a fast check of our own flag; `unflag` decides.
+        if self.blocked.load(Ordering::Relaxed) {
+            compensation.unflag(self);
+        }
+    }
+
+    fn progress(&self) -> u64 {
+        // Relaxed: compared with the last value seen, nothing more.
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    fn tid(&self) -> u64 {
+        // Relaxed: see `bind_current_thread`.
+        self.tid.load(Ordering::Relaxed)
+    }
+
+    fn is_flagged(&self) -> bool {
+        // Relaxed: a hint; flag and unflag decide.
+        self.blocked.load(Ordering::Relaxed)
+    }
+}
+
+/// The counts of blocked runners and of helpers (module docs).
+pub(crate) struct Compensation {
+    blocked: AtomicUsize,
+    helpers: AtomicUsize,
+}
+
+impl Compensation {
+    pub(crate) fn new() -> Self {
+        Self {
+            blocked: AtomicUsize::new(0),
+            helpers: AtomicUsize::new(0),
+        }
+    }
+
+    /// The detector flags `runner` as blocked (it is not flagged: only the
+    /// detector sets flags).
+    pub(crate) fn flag(&self, runner: &Runner) {
+        // Relaxed: the Release store below orders it before any decrement.
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        // Release: the increment happens before the decrement of whoever
+        // swaps the flag back (Acquire), so the count never wraps.
+        runner.blocked.store(true, Ordering::Release);
+    }
+
+    /// Clears `runner`'s flag if it is set; exactly one of racing callers
+    /// takes its count back. Returns whether this call did.
+    pub(crate) fn unflag(&self, runner: &Runner) -> bool {
+        let was = if mutant!("unflag_load_then_store") {
+            // Broken variant: two threads can both see `true`.
+            let was = runner.blocked.load(Ordering::Acquire);
+            runner.blocked.store(false, Ordering::Relaxed);
+            was
+        } else {
+            // Acquire: see `flag`.
+            runner.blocked.swap(false, Ordering::Acquire)
+        };
+        if was {
+            // Relaxed: a count; nothing is published through it.
+            self.blocked.fetch_sub(1, Ordering::Relaxed);
+        }
+        was
+    }
+
+    /// Runners flagged now.
+    pub(crate) fn blocked(&self) -> usize {
+        // Relaxed: a count read for a decision that the next tick revisits.
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Helpers alive now.
+    pub(crate) fn helpers(&self) -> usize {
+        // Relaxed: as above.
+        self.helpers.load(Ordering::Relaxed)
+    }
+
+    /// The detector counts one more helper, before it starts one; returns
+    /// false (counting nothing) if there are as many as blocked runners.
+    pub(crate) fn add_helper(&self) -> bool {
+        // Relaxed: a count (see `blocked`).
+        self.helpers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |helpers| {
+                (helpers < self.blocked()).then_some(helpers + 1)
+            })
+            .is_ok()
+    }
+
+    /// A helper that could not be started, or that found no job, is
+    /// uncounted.
+    pub(crate) fn remove_helper(&self) {
+        // Relaxed: a count.
+        self.helpers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A helper between two jobs: retires (uncounted, returns false) if
+    /// there are more helpers than blocked runners.
+    pub(crate) fn helper_stays(&self) -> bool {
+        // Relaxed: a count.
+        self.helpers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |helpers| {
+                (helpers > self.blocked()).then(|| helpers - 1)
+            })
+            .is_err()
+    }
+}
+
+/// The detector's sleep while no job waits (module docs).
+pub(crate) struct Dormancy {
+    dormant: CachePadded<AtomicBool>,
+    parker: StdArc<Parker>,
+}
+
+impl Dormancy {
+    pub(crate) fn new() -> Self {
+        Self {
+            dormant: CachePadded::new(AtomicBool::new(false)),
+            parker: StdArc::new(Parker::new()),
+        }
+    }
+
+    /// The detector sleeps until poked, unless `has_waiting()` sees a job
+    /// after it raised `dormant`. Returns whether it slept.
+    pub(crate) fn sleep_unless(&self, has_waiting: impl FnOnce() -> bool) -> bool {
+        // Relaxed: ordered for notifiers by the fence below.
+        self.dormant.store(true, Ordering::Relaxed);
+        // SeqCst fence: pairs with the notifier's fence after its push
+        // (module docs).
+        if !mutant!("dormancy_no_fence") {
+            fence(Ordering::SeqCst);
+        }
+        if has_waiting() {
+            // Relaxed: the detector stays awake; a poke that already
+            // swapped it leaves a token, one early tick.
+            self.dormant.store(false, Ordering::Relaxed);
+            return false;
+        }
+        self.parker.park();
+        true
+    }
+
+    /// A notifier found no worker to wake for the job it pushed (after its
+    /// fence): wakes the detector if it sleeps.
+    #[inline]
+    pub(crate) fn poke(&self) {
+        // Relaxed: ordered by the notifier's fence (module docs); the swap
+        // decides which poker unparks.
+        if self.dormant.load(Ordering::Relaxed) && self.dormant.swap(false, Ordering::Relaxed) {
+            self.parker.unpark();
+        }
+    }
+
+    /// Wakes the detector whatever it does (termination).
+    pub(crate) fn wake(&self) {
+        self.parker.unpark();
+    }
+
+    /// The detector's timed tick.
+    #[cfg_attr(loom, allow(dead_code))]
+    fn sleep_until(&self, deadline: Instant) {
+        self.parker.park_deadline(deadline);
+    }
+}
+
+impl fmt::Debug for Dormancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dormancy")
+            // Relaxed: a snapshot for debugging.
+            .field("dormant", &self.dormant.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a pool keeps for detection: the runners, the counts.
+pub(crate) struct Detector {
+    /// Whether this pool has a detector thread (`Builder::detect_blocking`).
+    enabled: bool,
+    places: Box<[CachePadded<Runner>]>,
+    /// The helpers' runners, while they help. The detector flags a helper
+    /// only under this lock, so a helper that left the list is never
+    /// flagged again.
+    helpers: Mutex<Vec<StdArc<Runner>>>,
+    compensation: Compensation,
+}
+
+impl Detector {
+    pub(crate) fn new(workers: usize, enabled: bool) -> Self {
+        Self {
+            enabled,
+            places: (0..workers)
+                .map(|_| CachePadded::new(Runner::new()))
+                .collect(),
+            helpers: Mutex::new(Vec::new()),
+            compensation: Compensation::new(),
+        }
+    }
+
+    /// The runner of worker place `index`.
+    #[inline]
+    pub(crate) fn place(&self, index: usize) -> &Runner {
+        &self.places[index]
+    }
+
+    pub(crate) fn compensation(&self) -> &Compensation {
+        &self.compensation
+    }
+}
+
+impl fmt::Debug for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Detector")
+            .field("enabled", &self.enabled)
+            .field("blocked", &self.compensation.blocked())
+            .field("helpers", &self.compensation.helpers())
+            .finish_non_exhaustive()
+    }
+}
+
+// The pool whose helper the thread is, during a helper's turn; null
+// elsewhere.
+crate::sync::thread_local! {
+    static HELPING: Cell<*const Registry> = const { Cell::new(ptr::null()) };
+}
+
+/// Whether the calling thread is one of `registry`'s helpers, running its
+/// jobs without a place: `join`, `scope` and `install` on that pool then
+/// run on the helper (see [`crate::join::join_in`]).
+pub(crate) fn is_helping(registry: &Registry) -> bool {
+    HELPING.with(|helping| ptr::eq(helping.get(), registry))
+}
+
+/// A helper's turn, on a spare thread: runs jobs from the shared queues
+/// until it is not needed or finds none (module docs).
+pub(crate) fn help(registry: &Arc<Registry>) {
+    let detector = registry.detector();
+    let compensation = detector.compensation();
+    let runner = StdArc::new(Runner::new());
+    runner.bind_current_thread();
+    lock(&detector.helpers).push(StdArc::clone(&runner));
+    let tally = registry.tally();
+    let mut victim = 0usize;
+    struct Helping;
+    impl Drop for Helping {
+        fn drop(&mut self) {
+            HELPING.with(|helping| helping.set(ptr::null()));
+        }
+    }
+    HELPING.with(|helping| helping.set(ptr::from_ref::<Registry>(registry)));
+    let _helping = Helping;
+    super::run_away_from(registry, || {
+        while compensation.helper_stays() {
+            let Some(job) = registry.take_one(victim) else {
+                compensation.remove_helper();
+                break;
+            };
+            victim = victim.wrapping_add(1);
+            runner.job_started();
+            job.execute(registry.execution_mode(), &tally);
+            runner.job_ended(compensation);
+        }
+    });
+    lock(&detector.helpers).retain(|other| !StdArc::ptr_eq(other, &runner));
+    // Out of the list, it cannot be flagged again: take back a flag set
+    // while it waited between jobs.
+    compensation.unflag(&runner);
+}
+
+/// What the detector remembers of a runner.
+#[derive(Clone, Copy)]
+struct Seen {
+    progress: u64,
+    /// When it was first seen at this `progress`.
+    since: Instant,
+    /// When to read its thread's state next.
+    next_read: Instant,
+}
+
+impl Seen {
+    fn new(progress: u64, now: Instant) -> Self {
+        Self {
+            progress,
+            since: now,
+            next_read: now + THRESHOLD,
+        }
+    }
+}
+
+/// The detector thread's life (module docs): ends when the pool
+/// terminates.
+#[cfg(not(loom))]
+pub(crate) fn watch(registry: &Arc<Registry>) {
+    let dormancy = registry.sleep.dormancy();
+    let start = Instant::now();
+    let mut watcher = Watcher {
+        registry,
+        states: ThreadStates::default(),
+        // Seen since the pool started: a runner that has not moved since
+        // has been idle or in one job all along.
+        places: (registry.detector().places.iter())
+            .map(|runner| Seen::new(runner.progress(), start))
+            .collect(),
+        helpers: HashMap::new(),
+    };
+    let mut tick = SLOW_TICK;
+    // When the detector last flagged a runner or started a helper: while
+    // that is recent, a ramp is under way and the next round comes soon.
+    let mut acted_at = start;
+    loop {
+        let terminating = registry.is_terminating();
+        // A shutdown runs the queue: the detector goes on helping until
+        // every other thread of the pool has exited (it ticks meanwhile,
+        // never dormant: nothing would wake it for the last exit).
+        if terminating && registry.live_threads() == 1 {
+            return;
+        }
+        if !terminating && dormancy.sleep_unless(|| registry.has_waiting_jobs()) {
+            // Poked: read every runner that has not moved at once.
+            watcher.read_all_soon();
+            tick = FAST_TICK;
+            acted_at = Instant::now();
+            continue;
+        }
+        dormancy.sleep_until(Instant::now() + tick);
+        if watcher.tick() {
+            acted_at = Instant::now();
+        }
+        tick = if acted_at.elapsed() < SLOW_TICK {
+            FAST_TICK
+        } else {
+            (tick * 2).min(SLOW_TICK)
+        };
+    }
+}
+
+#[cfg(not(loom))]
+struct Watcher<'a> {
+    registry: &'a Arc<Registry>,
+    states: ThreadStates,
+    places: Vec<Seen>,
+    /// By the address of the helper's runner.
+    helpers: HashMap<usize, Seen>,
+}
+
+#[cfg(not(loom))]
+impl Watcher<'_> {
+    fn read_all_soon(&mut self) {
+        let now = Instant::now();
+        for seen in self.places.iter_mut().chain(self.helpers.values_mut()) {
+            seen.next_read = seen.next_read.min(now);
+        }
+    }
+
+    /// One look at every runner; starts helpers for the blocked ones if
+    /// jobs wait. Returns whether it flagged a runner or started a helper.
+    fn tick(&mut self) -> bool {
+        let registry = self.registry;
+        let detector = registry.detector();
+        let compensation = detector.compensation();
+        let now = Instant::now();
+        let mut acted = false;
+        for (index, runner) in detector.places.iter().enumerate() {
+            let asleep = registry.stats().is_asleep(index);
+            acted |= look(
+                &mut self.states,
+                &mut self.places[index],
+                runner,
+                asleep,
+                compensation,
+                now,
+            );
+        }
+        {
+            let helpers = lock(&detector.helpers);
+            let mut present = Vec::with_capacity(helpers.len());
+            for runner in helpers.iter() {
+                let key = StdArc::as_ptr(runner) as usize;
+                present.push(key);
+                let seen = self
+                    .helpers
+                    .entry(key)
+                    .or_insert_with(|| Seen::new(runner.progress(), now));
+                acted |= look(&mut self.states, seen, runner, false, compensation, now);
+            }
+            if self.helpers.len() > present.len() {
+                self.helpers.retain(|key, _| present.contains(key));
+            }
+        }
+        if compensation.blocked() > compensation.helpers() && registry.has_waiting_jobs() {
+            while compensation.add_helper() {
+                if !registry.spares().help(registry) {
+                    compensation.remove_helper();
+                    break;
+                }
+                acted = true;
+            }
+        }
+        acted
+    }
+}
+
+/// Looks at one runner: flags it if it has been inside one job for at
+/// least the threshold, off the CPU; clears its flag if it runs again.
+/// Returns whether it flagged it.
+#[cfg(not(loom))]
+fn look(
+    states: &mut ThreadStates,
+    seen: &mut Seen,
+    runner: &Runner,
+    asleep: bool,
+    compensation: &Compensation,
+    now: Instant,
+) -> bool {
+    let progress = runner.progress();
+    if progress != seen.progress || asleep {
+        *seen = Seen::new(progress, now);
+        if asleep {
+            // Flagged as it fell asleep: not blocked in a job.
+            compensation.unflag(runner);
+        }
+        return false;
+    }
+    if now < seen.next_read {
+        return false;
+    }
+    // Read again after as long again as it has been in this job.
+    seen.next_read = now + now.saturating_duration_since(seen.since).max(THRESHOLD);
+    match states.is_blocked(runner.tid()) {
+        Some(true) if !runner.is_flagged() => {
+            compensation.flag(runner);
+            if runner.progress() != progress {
+                // Its job ended meanwhile, maybe before its check.
+                compensation.unflag(runner);
+                return false;
+            }
+            true
+        }
+        Some(false) if runner.is_flagged() => {
+            compensation.unflag(runner);
+            false
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,113 @@
+//! Platform code of blocking detection: is a thread of this process on a
+//! CPU, or waiting in the kernel? (See [`super::detect`].)
+//!
+//! On Linux, the third field of `/proc/self/task/<tid>/stat` is the
+//! thread's scheduler state: `R` running or runnable (waiting for a core is
+//! not blocking), `S` interruptible sleep (a socket read, a futex, a
+//! `nanosleep`), `D` uninterruptible sleep (disk I/O, some network file
+//! systems), and others that a pool's thread never shows while it runs a
+//! job (stopped, traced, zombie). Only `S` and `D` count as blocked.
+//!
+//! Each thread's file is opened once and re-read with `pread` at offset 0,
+//! which makes the kernel render it afresh: one system call per look. No
+//! `unsafe` here: std's `FileExt::read_at` is `pread`. Elsewhere there is
+//! no such file, so nothing is ever blocked and `Builder::detect_blocking`
+//! has no effect.
+
+use std::collections::HashMap;
+use std::fs::File;
+
+/// Cached `/proc` files of the threads looked at (module docs).
+#[derive(Default)]
+pub(crate) struct ThreadStates {
+    files: HashMap<u64, File>,
+}
+
+/// The most files kept open; past it the cache starts afresh (threads come
+/// and go: stand-ins, helpers).
+const MAX_OPEN: usize = 1024;
+
+impl ThreadStates {
+    /// Whether thread `tid` of this process sleeps in the kernel (`S` or
+    /// `D`); `None` if it cannot tell (no such thread any more, no `/proc`,
+    /// tid 0).
+    pub(crate) fn is_blocked(&mut self, tid: u64) -> Option<bool> {
+        if tid == 0 {
+            return None;
+        }
+        let state = self.read_state(tid);
+        if state.is_none() {
+            self.files.remove(&tid);
+        }
+        state.map(|state| matches!(state, b'S' | b'D'))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read_state(&mut self, tid: u64) -> Option<u8> {
+        use std::os::unix::fs::FileExt;
+
+        if !self.files.contains_key(&tid) {
+            if self.files.len() >= MAX_OPEN {
+                self.files.clear();
+            }
+            let file = File::open(format!("/proc/self/task/{tid}/stat")).ok()?;
+            self.files.insert(tid, file);
+        }
+        let file = self.files.get(&tid)?;
+        // `pid (comm) S ...`: comm may hold spaces and parentheses, so the
+        // state follows the last `)`. 512 bytes hold the state: comm is at
+        // most 16 bytes.
+        let mut buf = [0u8; 512];
+        let len = file.read_at(&mut buf, 0).ok()?;
+        parse_state(&buf[..len])
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read_state(&mut self, _tid: u64) -> Option<u8> {
+        None
+    }
+}
+
+/// The state letter of a `stat` line.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_state(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&byte| byte == b')')?;
+    stat.get(close + 2).copied()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_stat_line_with_parentheses_in_the_name() {
+        assert_eq!(parse_state(b"42 (a) b) c) S 1 2 3"), Some(b'S'));
+        assert_eq!(parse_state(b"42 (x) R 1"), Some(b'R'));
+        assert_eq!(parse_state(b"garbage"), None);
+    }
+
+    #[test]
+    fn reads_this_thread_as_running_and_a_sleeper_as_blocked() {
+        let mut states = ThreadStates::default();
+        let me = crate::observe::stack::current_tid().unwrap() as u64;
+        assert_eq!(states.is_blocked(me), Some(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(crate::observe::stack::current_tid().unwrap() as u64)
+                .unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        // It blocks in `recv` (a futex): poll until the state shows it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while states.is_blocked(tid) != Some(true) {
+            assert!(std::time::Instant::now() < deadline, "never seen blocked");
+            std::thread::yield_now();
+        }
+        done_tx.send(()).unwrap();
+        sleeper.join().unwrap();
+        assert_eq!(states.is_blocked(tid), None);
+        assert_eq!(states.is_blocked(0), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Blocking detection (`Builder::detect_blocking`): a job that blocks
+//! without saying so is noticed, and a helper runs the jobs queued behind
+//! it; a job that computes is not; with detection off a blocked job holds
+//! its worker as before; helpers leave when the blocked job is back; and
+//! `join`, `scope` and `install` work on a helper, shutdown included.
+//!
+//! Detection needs `/proc` (Linux). Every test that waits for a detection
+//! waits for an event (a channel), under the file's timeout; the two that
+//! check that nothing is detected give a job a fixed time on the CPU and
+//! check the order of events, which a loaded machine cannot reverse.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{named_pool, spin_until, thread_name, threads_named, timed};
+use offload::{Pool, Task};
+
+/// Spawns a job that sleeps in `std::thread::sleep` until `released`, and
+/// returns once it runs; it returns the name of its thread.
+fn spawn_sleeper(pool: &Pool, released: &Arc<AtomicBool>) -> Task<String> {
+    let released = Arc::clone(released);
+    let (started_tx, started_rx) = mpsc::channel();
+    let task = pool.spawn(move || {
+        started_tx.send(()).unwrap();
+        while !released.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        thread_name()
+    });
+    started_rx.recv().unwrap();
+    task
+}
+
+/// The pool's one worker is stuck in `std::thread::sleep`, unmarked: the
+/// job queued behind it runs on a helper while it sleeps; once it is back,
+/// the helper leaves and the spare thread exits after its keep-alive.
+#[test]
+fn a_job_stuck_in_sleep_is_detected_and_a_helper_runs_the_queue() {
+    timed(|| {
+        let pool = named_pool(1, "sleepy")
+            .blocking_keep_alive(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        let released = Arc::new(AtomicBool::new(false));
+        let stuck = spawn_sleeper(&pool, &released);
+        // Runs only if something else than the stuck worker runs it.
+        let queued: Vec<_> = (0..4).map(|_| pool.spawn(thread_name)).collect();
+        for task in queued {
+            assert_eq!(task.wait().unwrap(), "sleepy1", "ran on the first spare");
+        }
+        released.store(true, Ordering::Release);
+        assert_eq!(stuck.wait().unwrap(), "sleepy0");
+        spin_until(|| pool.metrics().detected_blocked() == 0);
+        spin_until(|| pool.metrics().spare_threads() == 0);
+        spin_until(|| threads_named("sleepy1") == 0);
+        assert_eq!(threads_named("sleepy0"), 1, "the worker stays");
+    });
+}
+
+/// A job that computes for 100 ms is never taken for a blocked one: the
+/// job queued behind it starts after it ends.
+#[test]
+fn a_job_on_the_cpu_is_not_detected() {
+    timed(|| {
+        let pool = named_pool(1, "busy").build().unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let busy = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(100) {
+                std::hint::spin_loop();
+            }
+            Instant::now()
+        });
+        started_rx.recv().unwrap();
+        let queued = pool.spawn(|| (Instant::now(), thread_name()));
+        let ended = busy.wait().unwrap();
+        let (started, on) = queued.wait().unwrap();
+        assert!(started >= ended, "a helper ran the queue beside a CPU job");
+        assert_eq!(on, "busy0");
+        assert_eq!(pool.metrics().detected_blocked(), 0);
+    });
+}
+
+/// With detection off, a job stuck in `sleep` holds its worker as before:
+/// the job queued behind it waits for it.
+#[test]
+fn with_detection_off_a_blocked_job_holds_its_worker() {
+    timed(|| {
+        let pool = named_pool(1, "undetected")
+            .detect_blocking(false)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let stuck = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(100) {
+                thread::sleep(Duration::from_millis(1));
+            }
+            Instant::now()
+        });
+        started_rx.recv().unwrap();
+        let queued = pool.spawn(|| (Instant::now(), thread_name()));
+        let ended = stuck.wait().unwrap();
+        let (started, on) = queued.wait().unwrap();
+        assert!(started >= ended);
+        assert_eq!(on, "undetected0");
+        assert_eq!(threads_named("undetected1"), 0, "no spare thread");
+    });
+}
+
+/// On a helper, `join`, `scope` and `install` of the pool run there (a
+/// helper has no place, so they cannot go to a worker's), also while the
+/// pool shuts down; every Task resolves and every thread exits.
+#[test]
+fn join_scope_and_install_on_a_helper_and_shutdown_while_blocked() {
+    timed(|| {
+        let pool = named_pool(1, "helped").build().unwrap();
+        let released = Arc::new(AtomicBool::new(false));
+        let stuck = spawn_sleeper(&pool, &released);
+        let p = pool.clone();
+        let forks = pool.spawn(move || {
+            let on = thread_name();
+            let (a, b) = offload::join(|| 1, || 2);
+            let mut parts = [0u64; 4];
+            offload::scope(|s| {
+                for (i, part) in parts.iter_mut().enumerate() {
+                    s.spawn(move |_| *part = i as u64 * 10);
+                }
+            });
+            let (c, d) = p.join(|| 3, || 4);
+            let e = p.install(|| offload::join(|| 5, || 6).1);
+            (on, a + b + c + d + e, parts)
+        });
+        let (on, sum, parts) = forks.wait().unwrap();
+        assert_eq!(on, "helped1", "ran on a helper");
+        assert_eq!(sum, 1 + 2 + 3 + 4 + 6);
+        assert_eq!(parts, [0, 10, 20, 30]);
+
+        // Shut down while the worker is still stuck and jobs are queued.
+        let queued: Vec<_> = (0..16u64).map(|i| pool.spawn(move || i)).collect();
+        let (done_tx, done_rx) = mpsc::channel();
+        let closer = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                pool.shutdown();
+                done_tx.send(()).unwrap();
+            })
+        };
+        for (i, task) in queued.into_iter().enumerate() {
+            assert_eq!(task.wait().unwrap(), i as u64);
+        }
+        released.store(true, Ordering::Release);
+        assert_eq!(stuck.wait().unwrap(), "helped0");
+        done_rx.recv().unwrap();
+        closer.join().unwrap();
+        // Counted out just before they return: gone a moment later.
+        spin_until(|| threads_named("helped") == 0);
+    });
+}
+
+/// `shutdown_now` while a detected job blocks: the queue is cancelled or
+/// run, the stuck job completes once released, and every thread exits.
+#[test]
+fn shutdown_now_while_a_detected_job_blocks() {
+    timed(|| {
+        let pool = named_pool(2, "stopnow").build().unwrap();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let (started_tx, started_rx) = mpsc::channel();
+        let stuck: Vec<_> = (0..2)
+            .map(|_| {
+                let (started_tx, release_rx) = (started_tx.clone(), Arc::clone(&release_rx));
+                pool.spawn(move || {
+                    started_tx.send(()).unwrap();
+                    // Blocked in a futex, unmarked.
+                    let _ = release_rx.lock().unwrap().recv();
+                })
+            })
+            .collect();
+        started_rx.recv().unwrap();
+        let queued: Vec<_> = (0..64u64).map(|i| pool.spawn(move || i)).collect();
+        let first = queued
+            .into_iter()
+            .map(|task| task.wait())
+            .collect::<Vec<_>>();
+        // Helpers ran them all while the workers were stuck.
+        assert!(first.iter().all(Result::is_ok));
+        let late: Vec<_> = (0..64u64).map(|i| pool.spawn(move || i)).collect();
+        let (done_tx, done_rx) = mpsc::channel();
+        let closer = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                pool.shutdown_now();
+                done_tx.send(()).unwrap();
+            })
+        };
+        for task in late {
+            // Run by a helper before the shutdown, or cancelled by it.
+            match task.wait() {
+                Ok(_) => {}
+                Err(err) => assert!(err.is_cancelled(), "{err}"),
+            }
+        }
+        drop(release_tx);
+        for task in stuck {
+            task.wait().unwrap();
+        }
+        done_rx.recv().unwrap();
+        closer.join().unwrap();
+        spin_until(|| threads_named("stopnow") == 0);
+    });
+}
