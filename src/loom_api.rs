@@ -247,6 +247,87 @@ impl Sleep {
     pub fn unpark(&self, index: usize) {
         self.0.parker(index).unpark();
     }
+    /// The blocking detector sleeps until a notifier that finds nobody to
+    /// wake pokes it, unless `has_waiting()` sees a job after it raised its
+    /// flag; returns whether it slept (see `Dormancy::sleep_unless`).
+    pub fn detector_sleep_unless(&self, has_waiting: impl FnOnce() -> bool) -> bool {
+        self.0.dormancy().sleep_unless(has_waiting)
+    }
+}
+
+/// A thread that runs jobs, as the blocking detector sees it
+/// (src/blocking/detect.rs).
+#[derive(Clone)]
+pub struct Runner(crate::sync::Arc<crate::blocking::detect::Runner>);
+
+impl Runner {
+    /// A runner in a job, not flagged.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::sync::Arc::new(crate::blocking::detect::Runner::new()))
+    }
+    /// Its thread ended the job it was in (its check of its own flag).
+    pub fn job_ended(&self, compensation: &Compensation) {
+        self.0.job_ended(&compensation.0);
+    }
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").finish_non_exhaustive()
+    }
+}
+
+/// The detector's counts of blocked runners and of helpers.
+#[derive(Clone)]
+pub struct Compensation(crate::sync::Arc<crate::blocking::detect::Compensation>);
+
+impl Compensation {
+    /// No runner blocked, no helper.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::sync::Arc::new(
+            crate::blocking::detect::Compensation::new(),
+        ))
+    }
+    /// The detector flags `runner` (not flagged) as blocked.
+    pub fn flag(&self, runner: &Runner) {
+        self.0.flag(&runner.0);
+    }
+    /// Clears `runner`'s flag if set; whether this call did.
+    pub fn unflag(&self, runner: &Runner) -> bool {
+        self.0.unflag(&runner.0)
+    }
+    /// Runners flagged now.
+    pub fn blocked(&self) -> usize {
+        self.0.blocked()
+    }
+    /// Helpers alive now.
+    pub fn helpers(&self) -> usize {
+        self.0.helpers()
+    }
+    /// The detector counts a helper it is about to start, if there are
+    /// fewer than blocked runners.
+    pub fn add_helper(&self) -> bool {
+        self.0.add_helper()
+    }
+    /// A helper that found no job leaves.
+    pub fn remove_helper(&self) {
+        self.0.remove_helper();
+    }
+    /// A helper between two jobs: whether it stays (else it has left).
+    pub fn helper_stays(&self) -> bool {
+        self.0.helper_stays()
+    }
+}
+
+impl std::fmt::Debug for Compensation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compensation")
+            .field("blocked", &self.blocked())
+            .field("helpers", &self.helpers())
+            .finish()
+    }
 }
 
 /// Proof, handed to [`Queues::take_shared`], that the worker taking from a

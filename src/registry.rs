@@ -198,6 +198,7 @@ impl Registry {
 
     /// Live threads of the pool: workers, spares, the blocking detector (a
     /// snapshot).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn live_threads(&self) -> usize {
         // Relaxed: a snapshot, which the detector polls; nothing is read
         // through it.
@@ -468,6 +469,7 @@ impl Registry {
     /// Whether a job that a helper could run waits in the injector or in a
     /// worker's deque (the blocking detector's question: see
     /// [`crate::blocking::detect`]).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn has_waiting_jobs(&self) -> bool {
         !self.injector.is_empty() || self.stealers.iter().any(|stealer| !stealer.is_empty())
     }

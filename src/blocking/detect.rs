@@ -90,6 +90,10 @@
 //! that spins on a lock reads `R` and is never blocked in this sense. Where
 //! the platform has no `/proc` (anything but Linux), detection is off.
 
+// Under loom there is no detector thread (it reads the clock and `/proc`):
+// the models check its protocols, `Compensation` and `Dormancy`.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;

@@ -72,7 +72,8 @@ pub(crate) enum Work {
     /// is away in `blocking` (see [`super::baton`]).
     StandIn(Place),
     /// Help: run jobs without a place while a runner is blocked (see
-    /// [`super::detect`]).
+    /// [`super::detect`]; no detector under loom).
+    #[cfg_attr(loom, allow(dead_code))]
     Help,
 }
 
@@ -188,6 +189,7 @@ impl Spares {
     /// shutdown drains the queue, and a blocked worker must not hold that
     /// up): the detector is one of the pool's live threads until it has
     /// started its last helper, so the count cannot have reached zero.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn help(&self, registry: &Arc<Registry>) -> bool {
         let state = lock(&self.state);
         if state.threads >= self.config.max && state.idle.is_empty() {

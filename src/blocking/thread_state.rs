@@ -14,6 +14,9 @@
 //! no such file, so nothing is ever blocked and `Builder::detect_blocking`
 //! has no effect.
 
+// Read only by the detector thread, which loom builds do not have.
+#![cfg_attr(loom, allow(dead_code))]
+
 use std::collections::HashMap;
 use std::fs::File;
 
