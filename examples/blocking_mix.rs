@@ -28,7 +28,10 @@
 //! - **offload, blocking()**: sleepers by `Pool::spawn` of a job that
 //!   sleeps inside `offload::blocking`, CPU jobs by `Pool::spawn`;
 //! - **offload, unmarked**: everything by `Pool::spawn`, the sleeps
-//!   unmarked: what a blocking call costs a pool that is not told;
+//!   unmarked: what a blocking call costs a pool that is not told, with
+//!   blocking detection on (the default: `Builder::detect_blocking`);
+//! - **offload, unmarked, no detection**: the same with
+//!   `detect_blocking(false)`, as before detection existed;
 //! - **tokio spawn_blocking**: a multi-thread runtime of `--threads`
 //!   workers; everything by `spawn_blocking` (tokio has no CPU pool, so
 //!   this is what its users do); the submitter runs in `block_on`;
@@ -289,6 +292,7 @@ enum Variant {
     OffloadWarm,
     OffloadBlocking,
     OffloadUnmarked,
+    OffloadUnmarkedOff,
     TokioBlocking,
     TokioWorkers,
     Unblock,
@@ -296,12 +300,13 @@ enum Variant {
 }
 
 impl Variant {
-    const ALL: [Variant; 9] = [
+    const ALL: [Variant; 10] = [
         Variant::OffloadCpuOnly,
         Variant::Offload,
         Variant::OffloadWarm,
         Variant::OffloadBlocking,
         Variant::OffloadUnmarked,
+        Variant::OffloadUnmarkedOff,
         Variant::TokioBlocking,
         Variant::TokioWorkers,
         Variant::Unblock,
@@ -322,6 +327,7 @@ impl Variant {
             Variant::OffloadWarm => "offload, warm spares",
             Variant::OffloadBlocking => "offload, blocking()",
             Variant::OffloadUnmarked => "offload, unmarked",
+            Variant::OffloadUnmarkedOff => "offload, unmarked, no detection",
             Variant::TokioBlocking => "tokio spawn_blocking",
             Variant::TokioWorkers => "tokio, CPU on workers",
             Variant::Unblock => "blocking::unblock",
@@ -356,10 +362,16 @@ fn run_round(variant: Variant, plan: &Plan) -> Result<Round> {
         | Variant::Offload
         | Variant::OffloadWarm
         | Variant::OffloadBlocking
-        | Variant::OffloadUnmarked => {
-            let pool = offload::Pool::builder().threads(plan.threads).build()?;
+        | Variant::OffloadUnmarked
+        | Variant::OffloadUnmarkedOff => {
+            let pool = offload::Pool::builder()
+                .threads(plan.threads)
+                .detect_blocking(variant != Variant::OffloadUnmarkedOff)
+                .build()?;
             let mut submit = |kind, job: Job| match (variant, kind) {
-                (_, Kind::Cpu) | (Variant::OffloadUnmarked, _) => expect(pool.spawn(job)),
+                (_, Kind::Cpu) | (Variant::OffloadUnmarked | Variant::OffloadUnmarkedOff, _) => {
+                    expect(pool.spawn(job))
+                }
                 (Variant::OffloadBlocking, Kind::Sleeper) => {
                     expect(pool.spawn(move || offload::blocking(job)))
                 }
@@ -555,7 +567,7 @@ struct Medians {
     sleepers: Vec<Option<Duration>>,
 }
 
-fn print_goals(m: &Medians, ideal_sleepers: Duration) {
+fn print_goals(m: &Medians, ideal_sleepers: Duration, fifo_bound: Duration) {
     let cpu = |v: Variant| m.cpu[v.index()];
     let sleepers = |v: Variant| m.sleepers[v.index()];
     let alone = cpu(Variant::OffloadCpuOnly);
@@ -577,6 +589,12 @@ fn print_goals(m: &Medians, ideal_sleepers: Duration) {
             verdict(ratio(sleepers(v), sleepers(marked)), GOAL_UNMARKED)
         );
     }
+    println!(
+        "  unmarked sleepers over their FIFO bound ({:.0} ms: the CPU jobs queued ahead of the \
+         last sleeper on the pool's threads, then its sleep): {}",
+        ms(fifo_bound),
+        times(ratio(sleepers(Variant::OffloadUnmarked), Some(fifo_bound)))
+    );
 }
 
 fn main() -> Result<()> {
@@ -590,6 +608,16 @@ fn main() -> Result<()> {
         config.cpu_jobs as f64 * config.cpu_ms / 1e3 / config.threads as f64,
     );
     let ideal_sleepers = plan.sleep * config.sleepers.div_ceil(CAP) as u32;
+    // Unmarked, every job shares one FIFO queue and the CPU jobs get
+    // `threads` threads: the last sleeper starts at best once the CPU jobs
+    // ahead of it have started, as a pool with exact detection would.
+    let last_sleeper = plan.order.iter().rposition(|&k| k == Kind::Sleeper);
+    let cpu_ahead = last_sleeper.map_or(0, |i| {
+        plan.order[..i].iter().filter(|&&k| k == Kind::Cpu).count()
+    });
+    let fifo_bound =
+        Duration::from_secs_f64(cpu_ahead as f64 * config.cpu_ms / 1e3 / config.threads as f64)
+            + plan.sleep;
     let mut baseline = process_threads();
 
     println!(
@@ -625,7 +653,7 @@ fn main() -> Result<()> {
             settle(&mut baseline);
             let r = run_round(variant, &plan)?;
             eprintln!(
-                "round {}: {:<22} CPU {:>6.0} ms, sleepers {:>6} ms",
+                "round {}: {:<32} CPU {:>6.0} ms, sleepers {:>6} ms",
                 round + 1,
                 variant.label(),
                 ms(r.makespans.cpu),
@@ -645,7 +673,7 @@ fn main() -> Result<()> {
 
     let header = |cells: [&str; 7]| {
         println!(
-            "{:<22}{:>7}{:>22}{:>8}{:>22}{:>8}{:>9}",
+            "{:<32}{:>7}{:>22}{:>8}{:>22}{:>8}{:>9}",
             cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
         );
     };
@@ -677,7 +705,7 @@ fn main() -> Result<()> {
             spread(rounds.iter().filter_map(|r| r.makespans.sleepers).collect());
         let peak = rounds.iter().filter_map(|r| r.peak_threads).max();
         println!(
-            "{:<22}{:>7}{:>22}{:>8}{:>22}{:>8}{:>9}",
+            "{:<32}{:>7}{:>22}{:>8}{:>22}{:>8}{:>9}",
             variant.label(),
             rounds.len(),
             cpu,
@@ -704,6 +732,6 @@ fn main() -> Result<()> {
         );
     }
     println!();
-    print_goals(&medians, ideal_sleepers);
+    print_goals(&medians, ideal_sleepers, fifo_bound);
     Ok(())
 }

@@ -57,10 +57,15 @@
 //! looks at the queues; the notifier has fenced after its push, and then
 //! reads `dormant`. Either the detector sees the job, or the notifier sees
 //! `dormant` and wakes it (a `swap` decides who unparks). So an idle pool
-//! costs no wake-up at all, and a busy one a tick every [`SLOW_TICK`] at
-//! most, faster ([`FAST_TICK`]) for a few ticks after each action. (Loom:
+//! costs no wake-up at all. (Loom:
 //! `dormant_detector_is_woken_by_a_push_that_wakes_nobody`, with the
 //! mutant `dormancy_no_fence`.)
+//!
+//! While jobs wait it ticks: every [`FAST_TICK`] for [`RAMP`] after each
+//! action (a flag, a helper started: in a pool whose jobs all block, the
+//! next round comes at once), then twice as long each quiet tick, up to
+//! [`HELPING_TICK`] while helpers run and [`SLOW_TICK`] otherwise, and
+//! sooner when a runner that sits in one job is due for its next read.
 //!
 //! # Why these times
 //!
@@ -79,9 +84,14 @@
 //!   has been in its job (at 100 µs, 200 µs, 400 µs, ...): a long CPU job
 //!   costs a few reads, and a job that blocks after computing for `t` is
 //!   seen within about `t` more.
-//! - [`SLOW_TICK`], 2 ms: the tick while jobs wait and nothing is blocked
-//!   (a saturated pool): about 500 wake-ups a second, a few microseconds
-//!   each.
+//! - A tick costs the detector about 30 µs of CPU on the 2-core VM of
+//!   BENCHMARKS.md (a timed futex wait, a wake-up, the looks), so
+//!   [`SLOW_TICK`], 10 ms, bounds a saturated pool's cost at about 0.3% of
+//!   one core (measured: 0.3% of the pool's CPU time over a burst and a
+//!   run of 1 ms jobs, `examples/detect_cost.rs`), at the price of noticing
+//!   the first blocked job of a busy period within two ticks, 20 ms.
+//!   [`HELPING_TICK`], 2 ms, while helpers run: a runner's next job may
+//!   block too.
 //!
 //! # What it does not see
 //!
@@ -113,12 +123,20 @@ use crate::sync::{
 /// as blocked (module docs).
 pub(crate) const THRESHOLD: Duration = Duration::from_micros(100);
 
-/// The detector's tick for a while after it flagged a runner or started a
+/// The detector's tick for [`RAMP`] after it flagged a runner or started a
 /// helper: the next round of a ramp comes soon.
 pub(crate) const FAST_TICK: Duration = Duration::from_micros(100);
 
-/// The detector's tick while jobs wait and nothing happens.
-pub(crate) const SLOW_TICK: Duration = Duration::from_millis(2);
+/// How long the detector ticks fast after an action.
+pub(crate) const RAMP: Duration = Duration::from_millis(2);
+
+/// The detector's longest tick while helpers run.
+pub(crate) const HELPING_TICK: Duration = Duration::from_millis(2);
+
+/// The detector's longest tick while jobs wait (it doubles up to it from
+/// [`FAST_TICK`] while nothing happens, or ticks when a runner that sits in
+/// one job is due for its next look).
+pub(crate) const SLOW_TICK: Duration = Duration::from_millis(10);
 
 /// A thread that runs jobs, as the detector sees it (module docs).
 pub(crate) struct Runner {
@@ -466,7 +484,7 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
     let mut tick = SLOW_TICK;
     // When the detector last flagged a runner or started a helper: while
     // that is recent, a ramp is under way and the next round comes soon.
-    let mut acted_at = start;
+    let mut acted_at = start.checked_sub(RAMP).unwrap_or(start);
     loop {
         let terminating = registry.is_terminating();
         // A shutdown runs the queue: the detector goes on helping until
@@ -476,20 +494,31 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
             return;
         }
         if !terminating && dormancy.sleep_unless(|| registry.has_waiting_jobs()) {
-            // Poked: read every runner that has not moved at once.
+            // Poked: look soon, and read every runner that has not moved.
             watcher.read_all_soon();
             tick = FAST_TICK;
-            acted_at = Instant::now();
             continue;
         }
         dormancy.sleep_until(Instant::now() + tick);
-        if watcher.tick() {
-            acted_at = Instant::now();
+        let (acted, next_read) = watcher.tick();
+        let now = Instant::now();
+        if acted {
+            acted_at = now;
         }
-        tick = if acted_at.elapsed() < SLOW_TICK {
+        tick = if now.saturating_duration_since(acted_at) < RAMP {
             FAST_TICK
         } else {
-            (tick * 2).min(SLOW_TICK)
+            // Back off, but come back when a runner that sits in one job
+            // is due for its next look.
+            let until_read = next_read.map_or(SLOW_TICK, |at| at.saturating_duration_since(now));
+            // While helpers run, the next job a runner starts may block
+            // too: look at least every `HELPING_TICK`.
+            let longest = if registry.detector().compensation().helpers() > 0 {
+                HELPING_TICK
+            } else {
+                SLOW_TICK
+            };
+            (tick * 2).min(longest).min(until_read).max(FAST_TICK)
         };
     }
 }
@@ -513,23 +542,27 @@ impl Watcher<'_> {
     }
 
     /// One look at every runner; starts helpers for the blocked ones if
-    /// jobs wait. Returns whether it flagged a runner or started a helper.
-    fn tick(&mut self) -> bool {
+    /// jobs wait. Returns whether it flagged a runner or started a helper,
+    /// and when the next look at a runner that sat in one job since the
+    /// last tick is due.
+    fn tick(&mut self) -> (bool, Option<Instant>) {
         let registry = self.registry;
         let detector = registry.detector();
         let compensation = detector.compensation();
         let now = Instant::now();
         let mut acted = false;
+        let mut next_read: Option<Instant> = None;
+        let mut note = |seen: &Seen, (flagged, unmoved): (bool, bool)| {
+            acted |= flagged;
+            if unmoved {
+                next_read = Some(next_read.map_or(seen.next_read, |at| at.min(seen.next_read)));
+            }
+        };
         for (index, runner) in detector.places.iter().enumerate() {
             let asleep = registry.stats().is_asleep(index);
-            acted |= look(
-                &mut self.states,
-                &mut self.places[index],
-                runner,
-                asleep,
-                compensation,
-                now,
-            );
+            let seen = &mut self.places[index];
+            let look = look(&mut self.states, seen, runner, asleep, compensation, now);
+            note(seen, look);
         }
         {
             let helpers = lock(&detector.helpers);
@@ -541,7 +574,8 @@ impl Watcher<'_> {
                     .helpers
                     .entry(key)
                     .or_insert_with(|| Seen::new(runner.progress(), now));
-                acted |= look(&mut self.states, seen, runner, false, compensation, now);
+                let look = look(&mut self.states, seen, runner, false, compensation, now);
+                note(seen, look);
             }
             if self.helpers.len() > present.len() {
                 self.helpers.retain(|key, _| present.contains(key));
@@ -556,13 +590,14 @@ impl Watcher<'_> {
                 acted = true;
             }
         }
-        acted
+        (acted, next_read)
     }
 }
 
 /// Looks at one runner: flags it if it has been inside one job for at
 /// least the threshold, off the CPU; clears its flag if it runs again.
-/// Returns whether it flagged it.
+/// Returns whether it flagged it, and whether it sat in one job since the
+/// last look without being flagged (its next read is then worth a tick).
 #[cfg(not(loom))]
 fn look(
     states: &mut ThreadStates,
@@ -571,7 +606,7 @@ fn look(
     asleep: bool,
     compensation: &Compensation,
     now: Instant,
-) -> bool {
+) -> (bool, bool) {
     let progress = runner.progress();
     if progress != seen.progress || asleep {
         *seen = Seen::new(progress, now);
@@ -579,10 +614,11 @@ fn look(
             // Flagged as it fell asleep: not blocked in a job.
             compensation.unflag(runner);
         }
-        return false;
+        return (false, false);
     }
+    let unmoved = !runner.is_flagged();
     if now < seen.next_read {
-        return false;
+        return (false, unmoved);
     }
     // Read again after as long again as it has been in this job.
     seen.next_read = now + now.saturating_duration_since(seen.since).max(THRESHOLD);
@@ -592,14 +628,14 @@ fn look(
             if runner.progress() != progress {
                 // Its job ended meanwhile, maybe before its check.
                 compensation.unflag(runner);
-                return false;
+                return (false, false);
             }
-            true
+            (true, false)
         }
         Some(false) if runner.is_flagged() => {
             compensation.unflag(runner);
-            false
+            (false, true)
         }
-        _ => false,
+        _ => (false, unmoved),
     }
 }
