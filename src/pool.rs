@@ -699,7 +699,7 @@ impl Builder {
     /// change. A job that blocks after computing for a while is noticed
     /// within about as long again, and the first blocked job of a busy
     /// period within about 20 ms. On a 2-core machine the detector costs
-    /// about 0.3% of the CPU time of a saturated pool (BENCHMARKS.md).
+    /// about 0.2% of the CPU time of a saturated pool (BENCHMARKS.md).
     ///
     /// Explicit marking stays cheaper and immediate: prefer
     /// [`Pool::spawn_blocking`] or [`blocking`](crate::blocking) where you

@@ -292,11 +292,14 @@ impl WorkerThread {
     pub(crate) fn execute(&self, job: JobRef) {
         self.jobs_run.set(self.jobs_run.get().wrapping_add(1));
         let tally = self.registry.stats().place(self.index);
-        let detector = self.registry.detector();
-        let runner = detector.place(self.index);
-        runner.job_started();
         job.execute(self.registry.execution_mode(), &tally);
-        runner.job_ended(detector.compensation());
+        // The Task count in `tally` is this place's progress for the
+        // blocking detector; a flag it set while the job ran is ours to
+        // clear.
+        let detector = self.registry.detector();
+        detector
+            .place(self.index)
+            .job_ended(detector.compensation());
     }
 
     /// How many jobs to take from the injector now: about [`BATCH_WORK`]

@@ -18,10 +18,15 @@
 //!
 //! # Who counts what
 //!
-//! - Every runner has a [`Runner`]: `progress`, bumped by its thread at the
-//!   start of every job it runs (a relaxed load and store, written by that
-//!   thread only); the OS id of the thread; and `blocked`, the detector's
-//!   verdict.
+//! - Every runner has a [`Runner`]: the OS id of its thread, `blocked`, the
+//!   detector's verdict, and a progress count: for a place, the Tasks
+//!   started on it (the count `Pool::metrics` keeps anyway, so a worker's
+//!   hot path pays only the look at its flag after each job); for a
+//!   helper, every job it started. A runner whose count has not moved
+//!   since the detector's last look is in one job, or idle (a place's
+//!   holder asleep is skipped), or running parts of one (`join` halves and
+//!   `scope` jobs do not count: a look at its state then finds it
+//!   running).
 //! - [`Compensation`] holds two counts: `blocked`, the runners whose flag
 //!   is set, and `helpers`, the helpers alive. The detector starts helpers
 //!   while `helpers < blocked` and jobs wait; a helper retires between two
@@ -61,9 +66,10 @@
 //! `dormant_detector_is_woken_by_a_push_that_wakes_nobody`, with the
 //! mutant `dormancy_no_fence`.)
 //!
-//! While jobs wait it ticks: every [`FAST_TICK`] for [`RAMP`] after each
-//! action (a flag, a helper started: in a pool whose jobs all block, the
-//! next round comes at once), then twice as long each quiet tick, up to
+//! Poked, it looks at once; then, while jobs wait, it ticks: every
+//! [`FAST_TICK`] for [`RAMP`] after each action (a flag, a helper started:
+//! in a pool whose jobs all block, the next round comes at once), else
+//! from [`WAKE_TICK`] twice as long each quiet tick, up to
 //! [`HELPING_TICK`] while helpers run and [`SLOW_TICK`] otherwise, and
 //! sooner when a runner that sits in one job is due for its next read.
 //!
@@ -87,9 +93,10 @@
 //! - A tick costs the detector about 30 µs of CPU on the 2-core VM of
 //!   BENCHMARKS.md (a timed futex wait, a wake-up, the looks), so
 //!   [`SLOW_TICK`], 10 ms, bounds a saturated pool's cost at about 0.3% of
-//!   one core (measured: 0.3% of the pool's CPU time over a burst and a
+//!   one core (measured: 0.19% of the pool's CPU time over a burst and a
 //!   run of 1 ms jobs, `examples/detect_cost.rs`), at the price of noticing
-//!   the first blocked job of a busy period within two ticks, 20 ms.
+//!   the first blocked job of a busy period within two ticks, 20 ms, when
+//!   the poke's immediate look did not catch it.
 //!   [`HELPING_TICK`], 2 ms, while helpers run: a runner's next job may
 //!   block too.
 //!
@@ -127,6 +134,10 @@ pub(crate) const THRESHOLD: Duration = Duration::from_micros(100);
 /// helper: the next round of a ramp comes soon.
 pub(crate) const FAST_TICK: Duration = Duration::from_micros(100);
 
+/// The detector's first tick after a poke ended its dormancy, when that
+/// first look found nothing to do (a busy pool, not a blocked one).
+pub(crate) const WAKE_TICK: Duration = Duration::from_millis(1);
+
 /// How long the detector ticks fast after an action.
 pub(crate) const RAMP: Duration = Duration::from_millis(2);
 
@@ -140,7 +151,8 @@ pub(crate) const SLOW_TICK: Duration = Duration::from_millis(10);
 
 /// A thread that runs jobs, as the detector sees it (module docs).
 pub(crate) struct Runner {
-    /// Jobs started, bumped by the runner's thread only.
+    /// Jobs started, bumped by a helper's thread only (a place's progress
+    /// is its Task count in the metrics).
     progress: StatCounter,
     /// The OS id of the thread that runs it (0: unknown).
     tid: StatCounter,
@@ -476,8 +488,8 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
         states: ThreadStates::default(),
         // Seen since the pool started: a runner that has not moved since
         // has been idle or in one job all along.
-        places: (registry.detector().places.iter())
-            .map(|runner| Seen::new(runner.progress(), start))
+        places: (0..registry.num_threads())
+            .map(|index| Seen::new(registry.stats().started_on(index), start))
             .collect(),
         helpers: HashMap::new(),
     };
@@ -485,6 +497,8 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
     // When the detector last flagged a runner or started a helper: while
     // that is recent, a ramp is under way and the next round comes soon.
     let mut acted_at = start.checked_sub(RAMP).unwrap_or(start);
+    // Whether the last wait was the dormant one: then look at once.
+    let mut poked = false;
     loop {
         let terminating = registry.is_terminating();
         // A shutdown runs the queue: the detector goes on helping until
@@ -494,12 +508,18 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
             return;
         }
         if !terminating && dormancy.sleep_unless(|| registry.has_waiting_jobs()) {
-            // Poked: look soon, and read every runner that has not moved.
+            // Poked: a job waits and every worker is busy. Look at once,
+            // reading every runner that has not moved since the last look
+            // (it has been in one job, or asleep, since then); a burst of
+            // CPU jobs, whose runners all moved, then costs no fast ticks.
             watcher.read_all_soon();
-            tick = FAST_TICK;
+            tick = WAKE_TICK;
+            poked = true;
             continue;
         }
-        dormancy.sleep_until(Instant::now() + tick);
+        if !std::mem::take(&mut poked) {
+            dormancy.sleep_until(Instant::now() + tick);
+        }
         let (acted, next_read) = watcher.tick();
         let now = Instant::now();
         if acted {
@@ -561,7 +581,16 @@ impl Watcher<'_> {
         for (index, runner) in detector.places.iter().enumerate() {
             let asleep = registry.stats().is_asleep(index);
             let seen = &mut self.places[index];
-            let look = look(&mut self.states, seen, runner, asleep, compensation, now);
+            let progress = || registry.stats().started_on(index);
+            let look = look(
+                &mut self.states,
+                seen,
+                runner,
+                progress,
+                asleep,
+                compensation,
+                now,
+            );
             note(seen, look);
         }
         {
@@ -574,7 +603,16 @@ impl Watcher<'_> {
                     .helpers
                     .entry(key)
                     .or_insert_with(|| Seen::new(runner.progress(), now));
-                let look = look(&mut self.states, seen, runner, false, compensation, now);
+                let progress = || runner.progress();
+                let look = look(
+                    &mut self.states,
+                    seen,
+                    runner,
+                    progress,
+                    false,
+                    compensation,
+                    now,
+                );
                 note(seen, look);
             }
             if self.helpers.len() > present.len() {
@@ -603,11 +641,12 @@ fn look(
     states: &mut ThreadStates,
     seen: &mut Seen,
     runner: &Runner,
+    progress_now: impl Fn() -> u64,
     asleep: bool,
     compensation: &Compensation,
     now: Instant,
 ) -> (bool, bool) {
-    let progress = runner.progress();
+    let progress = progress_now();
     if progress != seen.progress || asleep {
         *seen = Seen::new(progress, now);
         if asleep {
@@ -625,7 +664,7 @@ fn look(
     match states.is_blocked(runner.tid()) {
         Some(true) if !runner.is_flagged() => {
             compensation.flag(runner);
-            if runner.progress() != progress {
+            if progress_now() != progress {
                 // Its job ended meanwhile, maybe before its check.
                 compensation.unflag(runner);
                 return (false, false);

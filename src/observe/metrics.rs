@@ -180,6 +180,13 @@ impl PoolStats {
         }
     }
 
+    /// Tasks started on place `index` so far (a snapshot: the blocking
+    /// detector's measure of a place's progress).
+    pub(crate) fn started_on(&self, index: usize) -> u64 {
+        // Relaxed: compared with the previous value, nothing more.
+        self.places[index].counts.started.load(Ordering::Relaxed)
+    }
+
     /// Whether the holder of place `index` sleeps for want of work now (a
     /// snapshot, for the blocking detector).
     pub(crate) fn is_asleep(&self, index: usize) -> bool {
