@@ -22,7 +22,10 @@
 //!   detector's verdict, and a progress count: for a place, the Tasks
 //!   started on it (the count `Pool::metrics` keeps anyway, so a worker's
 //!   hot path pays only the look at its flag after each job); for a
-//!   helper, every job it started. A runner whose count has not moved
+//!   helper, every job it started, with its start time (helpers run only
+//!   while something is blocked and can afford the clock: the detector
+//!   reads a helper's thread just as its job crosses the threshold). A
+//!   runner whose count has not moved
 //!   since the detector's last look is in one job, or idle (a place's
 //!   holder asleep is skipped), or running parts of one (`join` halves and
 //!   `scope` jobs do not count: a look at its state then finds it
@@ -154,6 +157,11 @@ pub(crate) struct Runner {
     /// Jobs started, bumped by a helper's thread only (a place's progress
     /// is its Task count in the metrics).
     progress: StatCounter,
+    /// When a helper started its current job, in nanoseconds since the
+    /// detector's epoch, plus one (0: unknown). Helpers run only while
+    /// something is blocked, so they can afford the clock: the detector
+    /// then reads them exactly when their job crosses the threshold.
+    started_at: StatCounter,
     /// The OS id of the thread that runs it (0: unknown).
     tid: StatCounter,
     /// The detector's verdict: blocked inside a job (the flag protocol).
@@ -164,6 +172,7 @@ impl Runner {
     pub(crate) fn new() -> Self {
         Self {
             progress: StatCounter::new(0),
+            started_at: StatCounter::new(0),
             tid: StatCounter::new(0),
             blocked: AtomicBool::new(false),
         }
@@ -179,11 +188,24 @@ impl Runner {
 
     /// The runner's thread starts a job.
     #[inline]
-    pub(crate) fn job_started(&self) {
+    pub(crate) fn job_started(&self, since_epoch: Duration) {
+        let nanos = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX - 1);
+        // Relaxed: a hint for when to look (a stale one moves a look, the
+        // state read decides).
+        self.started_at.store(nanos + 1, Ordering::Relaxed);
         // Relaxed, load and store: one writer (the runner's thread), one
         // reader that only compares.
         let jobs = self.progress.load(Ordering::Relaxed);
         self.progress.store(jobs.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// When the current job started, if known (helpers).
+    fn started_at(&self, epoch: Instant) -> Option<Instant> {
+        // Relaxed: see `job_started`.
+        match self.started_at.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(epoch + Duration::from_nanos(nanos - 1)),
+        }
     }
 
     /// The runner's thread ended a job, or (a place's holder) falls
@@ -373,6 +395,8 @@ pub(crate) struct Detector {
     /// flagged again.
     helpers: Mutex<Vec<StdArc<Runner>>>,
     compensation: Compensation,
+    /// The origin of the helpers' job start times.
+    epoch: Instant,
 }
 
 impl Detector {
@@ -384,6 +408,7 @@ impl Detector {
                 .collect(),
             helpers: Mutex::new(Vec::new()),
             compensation: Compensation::new(),
+            epoch: Instant::now(),
         }
     }
 
@@ -446,7 +471,7 @@ pub(crate) fn help(registry: &Arc<Registry>) {
                 break;
             };
             victim = victim.wrapping_add(1);
-            runner.job_started();
+            runner.job_started(detector.epoch.elapsed());
             job.execute(registry.execution_mode(), &tally);
             runner.job_ended(compensation);
         }
@@ -468,11 +493,12 @@ struct Seen {
 }
 
 impl Seen {
-    fn new(progress: u64, now: Instant) -> Self {
+    /// First seen at `progress` now, in a job that started at `since`.
+    fn new(progress: u64, since: Instant) -> Self {
         Self {
             progress,
-            since: now,
-            next_read: now + THRESHOLD,
+            since,
+            next_read: since + THRESHOLD,
         }
     }
 }
@@ -589,7 +615,7 @@ impl Watcher<'_> {
                 progress,
                 asleep,
                 compensation,
-                now,
+                (detector.epoch, now),
             );
             note(seen, look);
         }
@@ -599,10 +625,11 @@ impl Watcher<'_> {
             for runner in helpers.iter() {
                 let key = StdArc::as_ptr(runner) as usize;
                 present.push(key);
+                // First seen: as if it moved (its start time tells the rest).
                 let seen = self
                     .helpers
                     .entry(key)
-                    .or_insert_with(|| Seen::new(runner.progress(), now));
+                    .or_insert_with(|| Seen::new(u64::MAX, now));
                 let progress = || runner.progress();
                 let look = look(
                     &mut self.states,
@@ -611,7 +638,7 @@ impl Watcher<'_> {
                     progress,
                     false,
                     compensation,
-                    now,
+                    (detector.epoch, now),
                 );
                 note(seen, look);
             }
@@ -644,16 +671,22 @@ fn look(
     progress_now: impl Fn() -> u64,
     asleep: bool,
     compensation: &Compensation,
-    now: Instant,
+    (epoch, now): (Instant, Instant),
 ) -> (bool, bool) {
     let progress = progress_now();
     if progress != seen.progress || asleep {
-        *seen = Seen::new(progress, now);
+        // A helper says when its job started; a place's start is known
+        // only to within a tick, so it is counted from now.
+        let started = runner.started_at(epoch).filter(|&at| at <= now);
+        *seen = Seen::new(progress, started.unwrap_or(now));
         if asleep {
             // Flagged as it fell asleep: not blocked in a job.
             compensation.unflag(runner);
+            return (false, false);
         }
-        return (false, false);
+        if started.is_none() {
+            return (false, false);
+        }
     }
     let unmoved = !runner.is_flagged();
     if now < seen.next_read {
