@@ -83,6 +83,12 @@ pub(crate) trait Queues {
     fn place_wanted(&self) -> bool {
         false
     }
+    /// Whether the first thread waiting for the place is back from a
+    /// blocking call, with a job to finish (a hint; see
+    /// [`crate::blocking::baton`]).
+    fn place_wanted_by_returning(&self) -> bool {
+        false
+    }
     /// Passes the place to the thread waiting for it, between jobs. Returns
     /// `true` if this thread has left the place for good (a stand-in);
     /// otherwise it holds the place again when this returns.
@@ -287,9 +293,14 @@ pub(crate) fn run_until_deadline<Q: Queues>(
     let mut idle = Idle::new();
     let mut finished = done();
     while !finished && !past() {
-        if queues.place_wanted() {
-            // Only a thread with frames on the place waits here, so it
-            // holds the place again when `pass_place` returns.
+        // Only a thread with frames on the place waits here, so it holds
+        // the place again when `pass_place` returns. It passes at once to
+        // a thread back from a blocking call; to one that only waits too,
+        // once it found no job to run: two waiters handing the place to
+        // each other at every boundary would never run the job that one
+        // of them waits for.
+        let pass_now = queues.place_wanted() && queues.place_wanted_by_returning();
+        if pass_now {
             idle.end(queues);
             queues.pass_place();
         } else {
@@ -297,6 +308,10 @@ pub(crate) fn run_until_deadline<Q: Queues>(
                 Some(job) => {
                     idle.end(queues);
                     queues.execute(job);
+                }
+                None if queues.place_wanted() => {
+                    idle.end(queues);
+                    queues.pass_place();
                 }
                 None => idle.step(queues, || done() || queues.place_wanted(), deadline),
             }

@@ -138,7 +138,7 @@ impl Baton {
     /// A thread away waits until it holds the place again; `holder` is the
     /// place's parker, `own` this thread's.
     pub fn come_back(&self, holder: &Parker, own: &Parker) {
-        self.0.come_back(&holder.0, StdArc::clone(&own.0));
+        self.0.come_back(&holder.0, StdArc::clone(&own.0), true);
     }
     /// Whether no thread but the holder has frames on the place.
     pub fn nobody_away(&self) -> bool {

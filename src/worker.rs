@@ -155,7 +155,7 @@ impl WorkerThread {
         struct Back<'a>(&'a WorkerThread);
         impl Drop for Back<'_> {
             fn drop(&mut self) {
-                self.0.take_place_back();
+                self.0.take_place_back(true);
             }
         }
         let _back = Back(self);
@@ -163,9 +163,12 @@ impl WorkerThread {
     }
 
     /// Waits until this thread, away from the place, holds it again; then
-    /// it is this thread's current worker once more.
-    fn take_place_back(&self) {
-        self.baton().come_back(self.parker(), thread_parker());
+    /// it is this thread's current worker once more. `returning`: back from
+    /// a blocking call (else it passed the place on from a wait or from its
+    /// loop; see `Baton::first_is_returning`).
+    fn take_place_back(&self, returning: bool) {
+        self.baton()
+            .come_back(self.parker(), thread_parker(), returning);
         self.parker().rebind();
         self.registry
             .detector()
@@ -538,11 +541,16 @@ impl Queues for WorkerThread {
         self.baton().is_wanted()
     }
 
+    #[inline]
+    fn place_wanted_by_returning(&self) -> bool {
+        self.baton().first_is_returning()
+    }
+
     fn pass_place(&self) -> bool {
         // This thread has frames on the place (it is the home thread, or
         // inside a job): it waits for the place back.
         if self.baton().pass(true) {
-            self.take_place_back();
+            self.take_place_back(false);
         }
         false
     }
@@ -623,6 +631,10 @@ impl<O: Fn(), I: Fn()> Queues for LoopQueues<'_, O, I> {
 
     fn place_wanted(&self) -> bool {
         self.worker.place_wanted()
+    }
+
+    fn place_wanted_by_returning(&self) -> bool {
+        self.worker.place_wanted_by_returning()
     }
 
     fn pass_place(&self) -> bool {

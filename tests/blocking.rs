@@ -61,6 +61,62 @@ fn blocking_lends_the_place_to_a_stand_in() {
     });
 }
 
+/// Two threads with frames on one place, both in a wait: the worker's
+/// thread, back from `blocking`, waits for a job it just queued on its own
+/// deque, while the stand-in that gave the place back waits (in line) for
+/// a blocking job. The waiter holding the place must run the queued job
+/// rather than hand the place to the other waiter, which would hand it
+/// straight back: that ping-pong ran no job at all (the stress test found
+/// it as rounds that stalled for seconds on a pool of one). Detection off,
+/// so that no helper runs the job instead. Whether the stand-in is in line
+/// by the time the worker's thread waits is a race, so the scene is played
+/// 50 times.
+#[test]
+fn two_waiters_on_one_place_still_run_the_queue() {
+    timed(|| {
+        for _ in 0..50 {
+            two_waiters_on_one_place();
+        }
+    });
+}
+
+fn two_waiters_on_one_place() {
+    {
+        let pool = named_pool(1, "wait")
+            .detect_blocking(false)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (queued_tx, queued_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let (waiting_tx, waiting_rx) = mpsc::channel();
+        // A blocking job that holds no worker: what the stand-in waits for.
+        let gate = pool.spawn_blocking(move || gate_rx.recv().unwrap());
+        let home = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            queued_rx.recv().unwrap();
+            // Lends the place: the stand-in runs `waiter` below.
+            offload::blocking(|| go_rx.recv().unwrap());
+            // Back on its place, with the stand-in in line behind it.
+            let queued = offload::spawn(|| 6 * 7);
+            queued.wait().unwrap()
+        });
+        started_rx.recv().unwrap();
+        let waiter = pool.spawn(move || {
+            waiting_tx.send(thread_name()).unwrap();
+            gate.wait().unwrap();
+        });
+        queued_tx.send(()).unwrap();
+        assert_eq!(waiting_rx.recv().unwrap(), "wait2", "run by the stand-in");
+        go_tx.send(()).unwrap();
+        assert_eq!(home.wait().unwrap(), 42);
+        gate_tx.send(()).unwrap();
+        waiter.wait().unwrap();
+        pool.shutdown();
+    }
+}
+
 /// With nothing waiting, `blocking` runs `f` on the worker (no thread is
 /// started), and the worker stays a worker inside it.
 #[test]

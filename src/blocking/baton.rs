@@ -22,6 +22,14 @@
 //!   A stand-in that finds the pool terminating and no work left leaves
 //!   the place ([`Baton::leave`]): to the first in line, or *free*, for the
 //!   next thread that comes back to take without waiting.
+//! - A holder that is itself *waiting* (a `join` half, a `Task::wait`, a
+//!   `Reserve::wait`: the loop of [`crate::idle::run_until_deadline`])
+//!   passes at once only to a thread *returning* from a blocking call,
+//!   which has a job to finish; to a thread that only waits too (it passed
+//!   the place on from a wait of its own), once it found no job to run.
+//!   Otherwise waiters hand the place to each other at every boundary and
+//!   no queued job runs, however long a wait needs one (the stress test
+//!   found rounds of a pool of one stalled for seconds, once for 20).
 //!
 //! # Invariants
 //!
@@ -57,6 +65,11 @@ pub(crate) struct Baton {
     /// Raised while a thread waits in line: a hint for the holder, read at
     /// every job boundary, so on a line of its own.
     wanted: CachePadded<AtomicBool>,
+    /// Raised while the first in line is *returning* (back from a blocking
+    /// call, its job to finish) rather than *waiting* (it passed the place
+    /// from a wait, or from the home thread's loop): a hint for a holder
+    /// that is itself waiting (see [`Baton::first_is_returning`]).
+    returning: AtomicBool,
     /// `line.away`, mirrored for [`nobody_away`](Self::nobody_away), which
     /// the home thread reads in its loop at termination: written under the
     /// lock, read without it.
@@ -78,6 +91,8 @@ struct Line {
 struct Grant {
     granted: AtomicBool,
     parker: StdArc<Parker>,
+    /// Back from a blocking call (not passing the place on from a wait).
+    returning: bool,
 }
 
 impl Grant {
@@ -93,6 +108,7 @@ impl Baton {
     pub(crate) fn new() -> Self {
         Self {
             wanted: CachePadded::new(AtomicBool::new(false)),
+            returning: AtomicBool::new(false),
             away: AtomicUsize::new(0),
             line: Mutex::new(Line::default()),
         }
@@ -105,6 +121,19 @@ impl Baton {
         // Relaxed: a hint; `pass` decides under the lock, and a sleeping
         // holder is woken by a token that carries the store.
         self.wanted.load(Ordering::Relaxed)
+    }
+
+    /// Whether the first thread in line is back from a blocking call (a
+    /// hint, as [`is_wanted`](Self::is_wanted)). A holder that is itself
+    /// waiting passes the place at once to such a thread, which has a job
+    /// to finish, but runs a queued job first when the first in line only
+    /// waits too: two waiters that handed the place to each other at every
+    /// boundary would run no job at all, and a wait that needs a queued job
+    /// to run would never end (the stress test found it, on a pool of one).
+    #[inline]
+    pub(crate) fn first_is_returning(&self) -> bool {
+        // Relaxed: a hint, as `is_wanted`.
+        self.returning.load(Ordering::Relaxed)
     }
 
     /// The holder lends the place before it blocks: to the first thread in
@@ -166,8 +195,9 @@ impl Baton {
     /// A thread that is away waits until it holds the place again: at once
     /// if the place is free, else in line, after waking the holder (whose
     /// parker is `holder`) to pass it at its next job boundary. `own` is
-    /// this thread's own parker.
-    pub(crate) fn come_back(&self, holder: &Parker, own: StdArc<Parker>) {
+    /// this thread's own parker; `returning`, whether it is back from a
+    /// blocking call (see [`first_is_returning`](Self::first_is_returning)).
+    pub(crate) fn come_back(&self, holder: &Parker, own: StdArc<Parker>, returning: bool) {
         let mut line = lock(&self.line);
         if line.free {
             line.free = false;
@@ -177,7 +207,12 @@ impl Baton {
         let grant = StdArc::new(Grant {
             granted: AtomicBool::new(false),
             parker: own,
+            returning,
         });
+        if line.waiters.is_empty() {
+            // Relaxed: a hint, as `wanted` below.
+            self.returning.store(returning, Ordering::Relaxed);
+        }
         line.waiters.push_back(StdArc::clone(&grant));
         // Relaxed: the unpark below carries it to a sleeping holder; a
         // running one reads it at a later boundary.
@@ -227,6 +262,9 @@ impl Baton {
         // by the next thread to join the line.
         self.wanted
             .store(!line.waiters.is_empty(), Ordering::Relaxed);
+        // Relaxed: a hint (see `first_is_returning`).
+        let next_returning = line.waiters.front().is_some_and(|next| next.returning);
+        self.returning.store(next_returning, Ordering::Relaxed);
         Some(grant)
     }
 }
