@@ -84,6 +84,7 @@ fn try_spawn_allocates_the_cell_when_admitted_and_nothing_when_refused() {
         let pool = offload::Pool::builder()
             .threads(1)
             .max_queued(1)
+            .detect_blocking(false) // the held worker must hold the queue
             .build()
             .unwrap();
         // Hold the one worker, so that the queue fills and stays full.

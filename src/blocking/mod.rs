@@ -18,15 +18,23 @@
 //!   thread takes its place back at the stand-in's next job boundary and
 //!   the stand-in goes back to the spares. The count of threads running
 //!   CPU jobs is `threads` throughout, never more: a place has one holder.
+//! - **Unmarked** (`Builder::detect_blocking`, [`detect`]): a job that
+//!   blocks without saying so is noticed after 100 µs off the CPU, and a
+//!   spare thread *helps* (runs queued jobs without a place) until it is
+//!   back; the count of threads running CPU jobs then stays at `threads`
+//!   give or take one job around each change.
 //!
 //! # Who owns which thread
 //!
 //! - A **worker thread** owns its `WorkerThread` (its place) on its stack
 //!   for the pool's life, and leaves it only while its place is held by
 //!   nobody else and no thread is away from it.
-//! - A **spare thread** owns nothing: it runs blocking jobs and stand-in
-//!   turns handed to it under the spares' lock, and exits after
-//!   `Builder::blocking_keep_alive` idle or when the pool shuts down.
+//! - A **spare thread** owns nothing: it runs blocking jobs, stand-in
+//!   turns and helper turns handed to it under the spares' lock, and
+//!   exits after `Builder::blocking_keep_alive` idle or when the pool
+//!   shuts down.
+//! - The **detector thread** (with `detect_blocking`) owns nothing either:
+//!   it reads counters and `/proc`, and starts helpers.
 //! - A thread **away** from a place (inside `f`) runs user code only: on
 //!   it, the pool's functions see no worker (`offload::spawn` and friends
 //!   still reach its pool, through a thread-local pointer to it), and a nested
