@@ -26,7 +26,11 @@ fn zero_threads_is_invalid_input() {
 fn thread_count() {
     timed(|| {
         for n in [1, 2, 3, 5] {
-            let pool = Pool::builder().threads(n).build().unwrap();
+            let pool = Pool::builder()
+                .threads(n)
+                .detect_blocking(false)
+                .build()
+                .unwrap();
             assert_eq!(pool.threads(), n);
             let (ids, _) = all_workers(&pool);
             assert_eq!(ids.len(), n);
@@ -46,6 +50,7 @@ fn thread_name_is_applied() {
     timed(|| {
         let pool = Pool::builder()
             .threads(3)
+            .detect_blocking(false) // jobs meet at a barrier on the workers
             .thread_name(|i| format!("cruncher #{i}"))
             .build()
             .unwrap();
@@ -63,7 +68,11 @@ fn thread_name_is_applied() {
 #[test]
 fn default_thread_names() {
     timed(|| {
-        let pool = Pool::builder().threads(2).build().unwrap();
+        let pool = Pool::builder()
+            .threads(2)
+            .detect_blocking(false)
+            .build()
+            .unwrap();
         let (_, names) = all_workers(&pool);
         let expected: HashSet<String> = (0..2).map(|i| format!("offload-{i}")).collect();
         assert_eq!(names, expected);
@@ -81,6 +90,7 @@ fn on_thread_start_runs_once_per_thread_before_jobs() {
         let s = Arc::clone(&starts);
         let pool = Pool::builder()
             .threads(3)
+            .detect_blocking(false) // jobs meet at a barrier on the workers
             .thread_name(|i| format!("hooked-{i}"))
             .on_thread_start(move |i| {
                 assert_eq!(
@@ -134,6 +144,7 @@ fn stack_size_is_applied() {
     timed(|| {
         let pool = Pool::builder()
             .threads(2)
+            .detect_blocking(false) // jobs meet at a barrier on the workers
             .stack_size(16 << 20)
             .build()
             .unwrap();
@@ -156,6 +167,7 @@ fn panicking_start_hook_leaves_the_worker_serving() {
     timed(|| {
         let pool = Pool::builder()
             .threads(2)
+            .detect_blocking(false) // jobs meet at a barrier on the workers
             .on_thread_start(|i| {
                 if i == 0 {
                     panic!("expected panic in on_thread_start");
@@ -248,7 +260,11 @@ fn debug_output() {
 #[test]
 fn clones_share_the_threads() {
     timed(|| {
-        let pool = Pool::builder().threads(2).build().unwrap();
+        let pool = Pool::builder()
+            .threads(2)
+            .detect_blocking(false)
+            .build()
+            .unwrap();
         let clone = pool.clone();
         let (a, _) = all_workers(&pool);
         let (b, _) = all_workers(&clone);

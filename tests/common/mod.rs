@@ -250,7 +250,9 @@ pub fn is_terminating(pool: &Pool) -> bool {
 
 /// Runs `read()` once on each worker of `pool`: `pool.threads()` jobs that
 /// must all be running at the same time (they meet at a barrier), so each
-/// runs on a worker of its own.
+/// runs on a worker of its own. The pool must not detect blocking
+/// (`Builder::detect_blocking(false)`): a job waiting at the barrier would
+/// get a helper, which could run the next one.
 pub fn on_every_worker<T: Send + 'static>(pool: &Pool, read: fn() -> T) -> Vec<T> {
     let n = pool.threads();
     let barrier = Arc::new(Barrier::new(n));
