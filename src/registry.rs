@@ -564,6 +564,7 @@ impl fmt::Debug for Registry {
             .field("terminating", &self.is_terminating())
             .field("slots", &self.slots)
             .field("spares", &self.spares)
+            .field("detector", &self.detector)
             .finish_non_exhaustive()
     }
 }
