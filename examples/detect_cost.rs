@@ -146,6 +146,16 @@ fn detector_cpu() -> Duration {
     Duration::ZERO
 }
 
+/// `median (fastest–slowest)` of `samples`, with `decimals` digits, and
+/// the median.
+fn cell(samples: &mut [f64], decimals: usize) -> (String, f64) {
+    let (median, lo, hi) = spread(samples);
+    (
+        format!("{median:.decimals$} ({lo:.decimals$}–{hi:.decimals$})"),
+        median,
+    )
+}
+
 /// Median, fastest and slowest of `samples`.
 fn spread<T: PartialOrd + Copy>(samples: &mut [T]) -> (T, T, T) {
     samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
@@ -182,8 +192,8 @@ fn main() -> Result<()> {
             let at = usize::from(detect);
             idle[at].push(idle_cores(&pool, config.idle)?);
             let (detector0, process0) = (detector_cpu(), machine::cpu_time().unwrap_or_default());
-            bursts[at].push(burst(&pool, config.jobs)?);
-            cpu[at].push(cpu_jobs(&pool, config.cpu_jobs, iters)?);
+            bursts[at].push(burst(&pool, config.jobs)?.as_secs_f64() * 1e9);
+            cpu[at].push(cpu_jobs(&pool, config.cpu_jobs, iters)?.as_secs_f64() * 1e3);
             if detect {
                 let process = machine::cpu_time().unwrap_or_default() - process0;
                 let detector = detector_cpu() - detector0;
@@ -199,53 +209,43 @@ fn main() -> Result<()> {
     );
 
     let headers = ["measure", "detection off", "detection on", "on / off"].map(String::from);
-    let mut rows = Vec::new();
-    {
-        let (off, off_lo, off_hi) = spread(&mut idle[0]);
-        let (on, on_lo, on_hi) = spread(&mut idle[1]);
-        rows.push(vec![
+    // One row per measure: off, on, and how on compares.
+    let row = |label: String,
+               [off, on]: &mut [Vec<f64>; 2],
+               decimals,
+               compare: fn(f64, f64) -> String| {
+        let (off_cell, off) = cell(off, decimals);
+        let (on_cell, on) = cell(on, decimals);
+        vec![label, off_cell, on_cell, compare(on, off)]
+    };
+    let ratio: fn(f64, f64) -> String = |on, off| format!("{:.3}×", on / off);
+    let (share, _) = cell(&mut shares.iter().map(|s| s * 100.0).collect::<Vec<_>>(), 3);
+    let rows = vec![
+        row(
             format!("idle pool, cores ({} s)", config.idle.as_secs_f64()),
-            format!("{off:.5} ({off_lo:.5}–{off_hi:.5})"),
-            format!("{on:.5} ({on_lo:.5}–{on_hi:.5})"),
-            format!("{:+.5} cores", on - off),
-        ]);
-    }
-    let ns = |d: Duration| d.as_secs_f64() * 1e9;
-    {
-        let (off, off_lo, off_hi) = spread(&mut bursts[0]);
-        let (on, on_lo, on_hi) = spread(&mut bursts[1]);
-        rows.push(vec![
+            &mut idle,
+            5,
+            |on, off| format!("{:+.5} cores", on - off),
+        ),
+        row(
             format!("burst of {} trivial jobs, ns per job", config.jobs),
-            format!("{:.0} ({:.0}–{:.0})", ns(off), ns(off_lo), ns(off_hi)),
-            format!("{:.0} ({:.0}–{:.0})", ns(on), ns(on_lo), ns(on_hi)),
-            format!("{:.3}×", ns(on) / ns(off)),
-        ]);
-    }
-    {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let (off, off_lo, off_hi) = spread(&mut cpu[0]);
-        let (on, on_lo, on_hi) = spread(&mut cpu[1]);
-        rows.push(vec![
+            &mut bursts,
+            0,
+            ratio,
+        ),
+        row(
             format!("{} CPU jobs of 1 ms, makespan ms", config.cpu_jobs),
-            format!("{:.1} ({:.1}–{:.1})", ms(off), ms(off_lo), ms(off_hi)),
-            format!("{:.1} ({:.1}–{:.1})", ms(on), ms(on_lo), ms(on_hi)),
-            format!("{:.3}×", ms(on) / ms(off)),
-        ]);
-    }
-    {
-        let (share, lo, hi) = spread(&mut shares);
-        rows.push(vec![
+            &mut cpu,
+            1,
+            ratio,
+        ),
+        vec![
             "detector thread's share of the CPU time, burst and CPU jobs".into(),
             "-".into(),
-            format!(
-                "{:.3}% ({:.3}–{:.3})",
-                share * 100.0,
-                lo * 100.0,
-                hi * 100.0
-            ),
+            format!("{share}%"),
             "-".into(),
-        ]);
-    }
+        ],
+    ];
     table::print(&headers, &rows, 1, config.markdown);
     println!(
         "\nmedians of {} rounds (fastest–slowest); issue 14's goals: idle ≤ 0.005 cores, \

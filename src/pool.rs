@@ -404,9 +404,9 @@ impl Pool {
 
     /// Runs `op` on a worker of this pool, blocking the caller until it
     /// returns, so that `offload::join` and `offload::scope` inside it use
-    /// this pool. Called from one of this pool's workers, runs `op` in place;
-    /// from a worker of another pool, that worker runs its own jobs while
-    /// it waits.
+    /// this pool. Called from one of this pool's workers (or helpers, see
+    /// [`Builder::detect_blocking`]), runs `op` in place; from a worker of
+    /// another pool, that worker runs its own jobs while it waits.
     ///
     /// ```
     /// let pool = offload::Pool::builder().threads(2).build().unwrap();

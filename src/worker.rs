@@ -48,6 +48,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::blocking::baton::Baton;
+use crate::blocking::detect::Runner;
 use crate::blocking::spares::Place;
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::injector::MAX_BATCH;
@@ -125,6 +126,20 @@ impl WorkerThread {
         self.registry.sleep.parker(self.index)
     }
 
+    /// This place's runner, as the blocking detector sees it (see
+    /// [`crate::blocking::detect`]).
+    fn runner(&self) -> &Runner {
+        self.registry.detector().place(self.index)
+    }
+
+    /// The place's holder is not blocked in a job (its job ended, or it
+    /// falls asleep): clears a flag the detector set meanwhile.
+    #[inline]
+    fn not_blocked(&self) {
+        self.runner()
+            .job_ended(self.registry.detector().compensation());
+    }
+
     /// Who holds this worker's place (see [`crate::blocking::baton`]).
     fn baton(&self) -> &Baton {
         self.registry.baton(self.index)
@@ -170,10 +185,7 @@ impl WorkerThread {
         self.baton()
             .come_back(self.parker(), thread_parker(), returning);
         self.parker().rebind();
-        self.registry
-            .detector()
-            .place(self.index)
-            .bind_current_thread();
+        self.runner().bind_current_thread();
         CURRENT.with(|current| current.set(self));
     }
 
@@ -192,11 +204,7 @@ impl WorkerThread {
         CURRENT.with(|current| current.set(worker));
         let _current = CurrentGuard;
         worker.parker().rebind();
-        worker
-            .registry
-            .detector()
-            .place(worker.index)
-            .bind_current_thread();
+        worker.runner().bind_current_thread();
         let passed = Cell::new(false);
         let stand_in = LoopQueues::stand_in(worker, &passed);
         idle::run_until_terminated(&stand_in, || worker.registry.is_terminating());
@@ -223,11 +231,7 @@ impl WorkerThread {
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
-        worker
-            .registry
-            .detector()
-            .place(index)
-            .bind_current_thread();
+        worker.runner().bind_current_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
         let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
         if let Some(hook) = &worker.registry.on_start {
@@ -299,10 +303,7 @@ impl WorkerThread {
         // The Task count in `tally` is this place's progress for the
         // blocking detector; a flag it set while the job ran is ours to
         // clear.
-        let detector = self.registry.detector();
-        detector
-            .place(self.index)
-            .job_ended(detector.compensation());
+        self.not_blocked();
     }
 
     /// How many jobs to take from the injector now: about [`BATCH_WORK`]
@@ -521,10 +522,7 @@ impl Queues for WorkerThread {
         self.registry.stats().sleeping(self.index, asleep);
         if asleep {
             // Not blocked in a job, whatever the detector last saw.
-            let detector = self.registry.detector();
-            detector
-                .place(self.index)
-                .job_ended(detector.compensation());
+            self.not_blocked();
         }
     }
 

@@ -18,6 +18,14 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 use common::threads_named;
 use common::{named_pool, silence_expected_panics, spin_until, thread_name, timed, EXPECTED};
+
+/// A pool for the tests of explicit marking: blocking detection off, so
+/// that a worker held on a channel before it calls `blocking` (as these
+/// tests do to order their events) gets no helper that would take the
+/// queued job first (detection has its own tests, `tests/detect.rs`).
+fn marked_pool(threads: usize, prefix: &'static str) -> offload::Builder {
+    named_pool(threads, prefix).detect_blocking(false)
+}
 use offload::Pool;
 
 #[test]
@@ -35,7 +43,7 @@ fn blocking_off_a_worker_runs_in_place() {
 #[test]
 fn blocking_lends_the_place_to_a_stand_in() {
     timed(|| {
-        let pool = named_pool(1, "lend").build().unwrap();
+        let pool = marked_pool(1, "lend").build().unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (queued_tx, queued_rx) = mpsc::channel::<()>();
         let (ran_tx, ran_rx) = mpsc::channel::<String>();
@@ -82,10 +90,7 @@ fn two_waiters_on_one_place_still_run_the_queue() {
 
 fn two_waiters_on_one_place() {
     {
-        let pool = named_pool(1, "wait")
-            .detect_blocking(false)
-            .build()
-            .unwrap();
+        let pool = marked_pool(1, "wait").build().unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (queued_tx, queued_rx) = mpsc::channel::<()>();
         let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -122,7 +127,7 @@ fn two_waiters_on_one_place() {
 #[test]
 fn blocking_with_nothing_waiting_keeps_the_place() {
     timed(|| {
-        let pool = named_pool(1, "keep").build().unwrap();
+        let pool = marked_pool(1, "keep").build().unwrap();
         let inside = pool
             .spawn(|| offload::blocking(|| offload::join(thread_name, thread_name)))
             .wait()
@@ -134,7 +139,7 @@ fn blocking_with_nothing_waiting_keeps_the_place() {
 #[test]
 fn blocking_inside_join_lends_the_other_half() {
     timed(|| {
-        let pool = named_pool(1, "join").build().unwrap();
+        let pool = marked_pool(1, "join").build().unwrap();
         let (tx, rx) = mpsc::channel();
         let (a, b) = pool.install(move || {
             offload::join(
@@ -153,7 +158,7 @@ fn blocking_inside_join_lends_the_other_half() {
 #[test]
 fn blocking_inside_scope_lends_the_scope_jobs() {
     timed(|| {
-        let pool = named_pool(1, "scope").build().unwrap();
+        let pool = marked_pool(1, "scope").build().unwrap();
         let total = pool.scope(|s| {
             let (tx, rx) = mpsc::channel();
             for i in 0..4u64 {
@@ -171,7 +176,7 @@ fn blocking_inside_scope_lends_the_scope_jobs() {
 #[test]
 fn nested_blocking_counts_once() {
     timed(|| {
-        let pool = named_pool(1, "nest").build().unwrap();
+        let pool = marked_pool(1, "nest").build().unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (queued_tx, queued_rx) = mpsc::channel::<()>();
         let (ran_tx, ran_rx) = mpsc::channel::<()>();
@@ -199,7 +204,7 @@ fn nested_blocking_counts_once() {
 fn a_panic_inside_blocking_restores_the_place() {
     silence_expected_panics();
     timed(|| {
-        let pool = named_pool(1, "panic").build().unwrap();
+        let pool = marked_pool(1, "panic").build().unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (queued_tx, queued_rx) = mpsc::channel::<()>();
         let blocker = pool.spawn(move || {
@@ -231,7 +236,7 @@ fn a_panic_inside_blocking_restores_the_place() {
 #[test]
 fn spawn_inside_blocking_uses_the_same_pool() {
     timed(|| {
-        let pool = named_pool(2, "same").build().unwrap();
+        let pool = marked_pool(2, "same").build().unwrap();
         let names = pool
             .spawn(|| {
                 offload::blocking(|| {
@@ -254,7 +259,7 @@ fn spawn_inside_blocking_uses_the_same_pool() {
 #[test]
 fn spawn_blocking_runs_beside_the_workers() {
     timed(|| {
-        let pool = named_pool(2, "beside").build().unwrap();
+        let pool = marked_pool(2, "beside").build().unwrap();
         let barrier = Arc::new(Barrier::new(8));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
@@ -279,7 +284,7 @@ fn spawn_blocking_runs_beside_the_workers() {
 #[test]
 fn a_burst_of_blocking_jobs_gets_a_thread_each() {
     timed(|| {
-        let pool = named_pool(1, "burst").build().unwrap();
+        let pool = marked_pool(1, "burst").build().unwrap();
         let barrier = Arc::new(Barrier::new(64));
         let tasks: Vec<_> = (0..64u64)
             .map(|i| {
@@ -311,7 +316,7 @@ fn four_blocking_jobs(pool: &Pool) -> Vec<offload::Task<u64>> {
 #[test]
 fn spawn_blocking_from_four_executors() {
     timed(|| {
-        let pool = named_pool(1, "exec").build().unwrap();
+        let pool = marked_pool(1, "exec").build().unwrap();
         let sum = |results: Vec<Result<u64, offload::JoinError>>| -> u64 {
             results.into_iter().map(Result::unwrap).sum()
         };
@@ -344,7 +349,7 @@ fn spawn_blocking_from_four_executors() {
 #[test]
 fn the_cap_queues_blocking_jobs_in_order() {
     timed(|| {
-        let pool = named_pool(1, "cap")
+        let pool = marked_pool(1, "cap")
             .max_blocking_threads(1)
             .build()
             .unwrap();
@@ -395,7 +400,7 @@ fn zero_max_blocking_threads_is_invalid_input() {
 #[test]
 fn shutdown_waits_for_blocked_threads() {
     timed(|| {
-        let pool = named_pool(2, "sdw")
+        let pool = marked_pool(2, "sdw")
             .max_blocking_threads(3)
             .build()
             .unwrap();
@@ -444,7 +449,7 @@ fn shutdown_waits_for_blocked_threads() {
 #[test]
 fn shutdown_now_cancels_blocked_threads() {
     timed(|| {
-        let pool = named_pool(1, "sdn")
+        let pool = marked_pool(1, "sdn")
             .max_blocking_threads(2)
             .build()
             .unwrap();
@@ -480,7 +485,7 @@ fn shutdown_now_cancels_blocked_threads() {
 #[test]
 fn shutdown_while_a_worker_is_away() {
     timed(|| {
-        let pool = named_pool(1, "away").build().unwrap();
+        let pool = marked_pool(1, "away").build().unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (queued_tx, queued_rx) = mpsc::channel::<()>();
         let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -509,7 +514,7 @@ fn shutdown_while_a_worker_is_away() {
 #[test]
 fn idle_spare_threads_exit_after_the_keep_alive() {
     timed(|| {
-        let pool = named_pool(1, "keepalive")
+        let pool = marked_pool(1, "keepalive")
             .blocking_keep_alive(Duration::from_millis(1))
             .build()
             .unwrap();
@@ -567,7 +572,7 @@ fn a_spare_that_cannot_start() {
 #[test]
 fn blocking_inside_a_blocking_job_just_runs() {
     timed(|| {
-        let pool = named_pool(1, "inner").build().unwrap();
+        let pool = marked_pool(1, "inner").build().unwrap();
         let (value, name) = pool
             .spawn_blocking(|| offload::blocking(|| (9, thread_name())))
             .wait()

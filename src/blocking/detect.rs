@@ -5,8 +5,8 @@
 //! `std::thread::sleep` without [`blocking`](crate::blocking) holds its
 //! worker while the jobs queued behind it wait. One *detector* thread per
 //! pool looks at the pool's *runners* (the holders of the workers' places,
-//! and the helpers below) every few hundred microseconds while jobs wait,
-//! and treats a runner as blocked when it has been inside one job for at
+//! and the helpers below) while jobs wait (every 100 µs to 10 ms, see
+//! below; never while none waits), and treats a runner as blocked when it has been inside one job for at
 //! least [`THRESHOLD`] and its thread is not on a CPU: on Linux, the state
 //! field of `/proc/self/task/<tid>/stat` reads `S` (sleeping) or `D` (disk
 //! wait), where a thread that computes reads `R` (running, or runnable and
@@ -483,7 +483,6 @@ pub(crate) fn help(registry: &Arc<Registry>) {
 }
 
 /// What the detector remembers of a runner.
-#[derive(Clone, Copy)]
 struct Seen {
     progress: u64,
     /// When it was first seen at this `progress`.
@@ -621,10 +620,8 @@ impl Watcher<'_> {
         }
         {
             let helpers = lock(&detector.helpers);
-            let mut present = Vec::with_capacity(helpers.len());
             for runner in helpers.iter() {
                 let key = StdArc::as_ptr(runner) as usize;
-                present.push(key);
                 // First seen: as if it moved (its start time tells the rest).
                 let seen = self
                     .helpers
@@ -642,8 +639,13 @@ impl Watcher<'_> {
                 );
                 note(seen, look);
             }
-            if self.helpers.len() > present.len() {
-                self.helpers.retain(|key, _| present.contains(key));
+            if self.helpers.len() > helpers.len() {
+                // Forget the helpers that left.
+                self.helpers.retain(|&key, _| {
+                    helpers
+                        .iter()
+                        .any(|runner| StdArc::as_ptr(runner) as usize == key)
+                });
             }
         }
         if compensation.blocked() > compensation.helpers() && registry.has_waiting_jobs() {
