@@ -250,7 +250,13 @@ struct Refusals {
 }
 
 fn refusal_cost(refusals: u64, batches: usize) -> Result<Refusals> {
-    let pool = offload::Pool::builder().threads(1).max_queued(1).build()?;
+    // Detection off: a helper would otherwise run the queued job while the
+    // blocker sits in `recv`, and the slot would be free again.
+    let pool = offload::Pool::builder()
+        .threads(1)
+        .max_queued(1)
+        .detect_blocking(false)
+        .build()?;
     let (release, gate) = mpsc::channel::<()>();
     let (started_tx, started) = mpsc::channel();
     let blocker = pool.spawn(move || {

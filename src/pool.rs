@@ -135,7 +135,9 @@ impl Pool {
     /// the histograms hold about 1/64 of the jobs.
     ///
     /// ```
-    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// // Detection off: otherwise a helper would run `waiting` while `busy`
+    /// // sits in `recv`.
+    /// let pool = offload::Pool::builder().threads(1).detect_blocking(false).build().unwrap();
     /// let (release, gate) = std::sync::mpsc::channel::<()>();
     /// let (started_tx, started) = std::sync::mpsc::channel();
     /// let busy = pool.spawn(move || {
@@ -284,7 +286,14 @@ impl Pool {
     /// "busy" (an HTTP 503).
     ///
     /// ```
-    /// let pool = offload::Pool::builder().threads(1).max_queued(1).build().unwrap();
+    /// // Detection off: otherwise a helper would take the queued job while
+    /// // `running` sits in `recv`.
+    /// let pool = offload::Pool::builder()
+    ///     .threads(1)
+    ///     .max_queued(1)
+    ///     .detect_blocking(false)
+    ///     .build()
+    ///     .unwrap();
     /// let (release, gate) = std::sync::mpsc::channel::<()>();
     /// let (started_tx, started) = std::sync::mpsc::channel();
     /// let running = pool.spawn(move || {

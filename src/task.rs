@@ -478,7 +478,9 @@ impl<T> Task<T> {
     /// - Finished: nothing changes.
     ///
     /// ```
-    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// // Detection off: otherwise a helper could run `queued` while `blocker`
+    /// // sits in `recv`.
+    /// let pool = offload::Pool::builder().threads(1).detect_blocking(false).build().unwrap();
     /// let (release, gate) = std::sync::mpsc::channel::<()>();
     /// let blocker = pool.spawn(move || gate.recv().unwrap());
     /// let queued = pool.spawn(|| "never runs");
