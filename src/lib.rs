@@ -66,6 +66,7 @@ mod join;
 mod latch;
 mod observe;
 mod parker;
+mod poll_spin;
 mod pool;
 mod priority;
 mod queue;

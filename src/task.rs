@@ -69,6 +69,7 @@ use crate::flow::cancel;
 use crate::flow::slots::Slot;
 use crate::job::{JobHeader, JobRef, Mode};
 use crate::observe::metrics::Tally;
+use crate::poll_spin;
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
 use crate::unwind::drop_quietly;
 
@@ -386,6 +387,17 @@ where
 /// if it panicked or was cancelled. Await it from any executor (polling never
 /// blocks), or call [`wait`](Task::wait) from synchronous code.
 ///
+/// **The first poll may spin briefly.** A poll that finds the job
+/// unfinished and no waker registered yet watches the result for up to
+/// 10 µs before it registers the waker and returns `Pending`: a short
+/// job's result usually arrives within that time, and the executor then
+/// neither parks nor is woken (on the reference VM, waking a parked loop
+/// costs 18–38 µs, and a round trip with the spin takes about 1 µs). Each
+/// thread learns from its misses: after `k` spins in a row that saw no
+/// result, it skips the next `2^k - 1` (up to once in 1 024 polls), and a
+/// spin that sees one resets that. A later poll of the same Task never
+/// spins.
+///
 /// **Dropping a Task cancels its job**: if the job has not started yet, it
 /// will never run, and its closure is dropped at once; if it is running,
 /// [`is_cancelled`](crate::is_cancelled) tells it so, and a job that looks
@@ -622,6 +634,13 @@ impl<T> Task<T> {
         // Acquire: if COMPLETE is set, the output is read next.
         let state = header.state.load(Ordering::Acquire);
         if state & COMPLETE != 0 {
+            return true;
+        }
+        // The first poll that would register a waker may spin a little
+        // first (see `crate::poll_spin`): the same Acquire load, repeated.
+        if state & WAKER == 0
+            && poll_spin::spin_until(|| header.state.load(Ordering::Acquire) & COMPLETE != 0)
+        {
             return true;
         }
         if state & WAKER != 0 && !mutant!("waker_no_handshake") {

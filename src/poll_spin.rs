@@ -1,0 +1,196 @@
+//! How long a [`Task`](crate::Task)'s first `Pending` poll spins before it
+//! registers its waker: learnt, per awaiting thread, from whether recent
+//! spins caught their job's end.
+//!
+//! # Why the awaiting side spins
+//!
+//! A round trip from an event loop is: push the job, return `Pending`,
+//! park the loop; a worker runs the job and wakes the loop. On the
+//! reference VM a worker that spins picks the job up within a microsecond
+//! and a trivial job ends about a microsecond later, but by then the loop
+//! has parked, and waking a parked loop costs 18–38 µs (an idle virtual
+//! CPU is woken through the hypervisor; see BENCHMARKS.md, *What bounds
+//! the round trip*). That wake-up was the whole round trip: the job's own
+//! part was under 2 µs. A loop that looks a few microseconds longer before
+//! it parks sees the output at once, and nobody parks or wakes.
+//!
+//! # The rule
+//!
+//! - Only the first poll that would register a waker spins (the state has
+//!   neither `COMPLETE` nor `WAKER`): a Task polled again inside a
+//!   `select!` or a join of many futures never spins twice.
+//! - It spins for at most [`BUDGET`], reading the cell's state with the
+//!   same Acquire load the poll makes anyway, and stops as soon as the
+//!   output is there.
+//! - A spin that ends without the output is a *miss*. After `k` misses in
+//!   a row the thread skips the next `2^k - 1` spins (`k` up to
+//!   [`MAX_MISSES`]); a spin that catches its output resets `k`. A thread
+//!   whose Tasks take longer than the budget therefore spins once in 1 024
+//!   polls in the long run: at most 10 µs per 1 024 awaits.
+//!
+//! The history is a thread-local of two counters, read and written only
+//! by the awaiting thread: no new shared state, so nothing for the loom
+//! models to check beyond the load the poll already makes. Loom has no
+//! clock: under loom nothing spins.
+//!
+//! # Why 10 µs
+//!
+//! A spin stands in for parking the loop and being woken: about 18–38 µs
+//! of latency on the reference VM and several microseconds of the loop's
+//! own CPU in `epoll_wait` and the wake-up. Spinning for half the cheaper
+//! figure means a miss costs at most about half of what a catch saves;
+//! the backoff makes misses rare where they are the rule. On the reference
+//! VM a trivial job's round trip with a spinning worker took 0.3–1 µs
+//! (BENCHMARKS.md, *Spinning on the awaiting side*), well inside it.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// The longest a first poll spins (module docs, *Why 10 µs*).
+pub(crate) const BUDGET: Duration = Duration::from_micros(10);
+
+/// Misses in a row after which the skip stops growing: a thread whose
+/// Tasks never end within the budget spins once per `2^MAX_MISSES` polls.
+const MAX_MISSES: u32 = 10;
+
+/// Reads of the state between two looks at the clock (about 0.3 µs of
+/// spin hints on the reference VM, against 50 ns per clock read).
+const READS_PER_CLOCK: u32 = 8;
+
+/// One awaiting thread's history (module docs, *The rule*).
+struct History {
+    /// Misses in a row.
+    misses: Cell<u32>,
+    /// Polls still to pass without a spin.
+    skip: Cell<u32>,
+}
+
+thread_local! {
+    static HISTORY: History = const {
+        History {
+            misses: Cell::new(0),
+            skip: Cell::new(0),
+        }
+    };
+}
+
+/// Spins until `done()` or the budget ends, unless this thread's history
+/// says to skip this spin. Returns whether `done()` came true.
+pub(crate) fn spin_until(done: impl Fn() -> bool) -> bool {
+    if cfg!(loom) {
+        return false;
+    }
+    // A thread being torn down has no history: no spin then.
+    HISTORY
+        .try_with(|history| history.spin(done))
+        .unwrap_or(false)
+}
+
+impl History {
+    fn spin(&self, done: impl Fn() -> bool) -> bool {
+        if self.skip.get() > 0 {
+            self.skip.set(self.skip.get() - 1);
+            return false;
+        }
+        let caught = spin_for(BUDGET, &done);
+        self.record(caught);
+        caught
+    }
+
+    fn record(&self, caught: bool) {
+        if caught {
+            self.misses.set(0);
+        } else {
+            let misses = (self.misses.get() + 1).min(MAX_MISSES);
+            self.misses.set(misses);
+            self.skip.set((1 << misses) - 1);
+        }
+    }
+}
+
+/// Spins until `done()` or `budget` has passed.
+fn spin_for(budget: Duration, done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..READS_PER_CLOCK {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= budget {
+            return done();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn history() -> History {
+        History {
+            misses: Cell::new(0),
+            skip: Cell::new(0),
+        }
+    }
+
+    /// How many of `polls` polls spin when every spin misses.
+    fn attempts(polls: u32) -> u32 {
+        let history = history();
+        (0..polls)
+            .filter(|_| {
+                let before = history.skip.get();
+                let caught = history.spin(|| false);
+                assert!(!caught);
+                before == 0
+            })
+            .count() as u32
+    }
+
+    #[test]
+    fn a_spin_that_sees_the_output_catches_it() {
+        let history = history();
+        assert!(history.spin(|| true));
+        assert_eq!((history.misses.get(), history.skip.get()), (0, 0));
+    }
+
+    #[test]
+    fn misses_double_the_polls_skipped() {
+        let history = history();
+        assert!(!history.spin(|| false));
+        assert_eq!((history.misses.get(), history.skip.get()), (1, 1));
+        assert!(!history.spin(|| panic!("skipped: not called")));
+        assert!(!history.spin(|| false));
+        assert_eq!((history.misses.get(), history.skip.get()), (2, 3));
+    }
+
+    #[test]
+    fn long_jobs_spin_about_once_per_1024_polls() {
+        // 1, 2, 4, ... 512 polls apart, then every 1024th.
+        let polls = (1 << MAX_MISSES) * 4;
+        let expected = MAX_MISSES + 3;
+        assert_eq!(attempts(polls), expected);
+    }
+
+    #[test]
+    fn a_catch_resets_the_backoff() {
+        let history = history();
+        for _ in 0..3 {
+            assert!(!history.spin(|| false));
+            while history.skip.get() > 0 {
+                assert!(!history.spin(|| true));
+            }
+        }
+        assert_eq!(history.misses.get(), 3);
+        assert!(history.spin(|| true));
+        assert_eq!((history.misses.get(), history.skip.get()), (0, 0));
+    }
+
+    #[test]
+    fn a_miss_spins_for_the_whole_budget() {
+        let start = Instant::now();
+        assert!(!spin_for(Duration::from_micros(50), || false));
+        assert!(start.elapsed() >= Duration::from_micros(50));
+    }
+}
