@@ -69,7 +69,7 @@ use crate::flow::cancel;
 use crate::flow::slots::Slot;
 use crate::job::{JobHeader, JobRef, Mode};
 use crate::observe::metrics::Tally;
-use crate::poll_spin;
+use crate::poll_spin::{self, Seen};
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
 use crate::unwind::drop_quietly;
 
@@ -389,14 +389,16 @@ where
 ///
 /// **The first poll may spin briefly.** A poll that finds the job
 /// unfinished and no waker registered yet watches the result for up to
-/// 10 µs before it registers the waker and returns `Pending`: a short
-/// job's result usually arrives within that time, and the executor then
-/// neither parks nor is woken (on the reference VM, waking a parked loop
-/// costs 18–38 µs, and a round trip with the spin takes about 1 µs). Each
-/// thread learns from its misses: after `k` spins in a row that saw no
-/// result, it skips the next `2^k - 1` (up to once in 1 024 polls), and a
-/// spin that sees one resets that. A later poll of the same Task never
-/// spins.
+/// 10 µs (5 µs if the job has not started by then) before it registers the
+/// waker and returns `Pending`: a short job's result usually arrives within
+/// that time, and the executor then neither parks nor is woken (on the
+/// reference VM, waking a parked loop costs 18–38 µs, and a round trip with
+/// the spin takes about 1 µs). Each thread learns from its misses: after
+/// `k` spins in a row that saw no result, it skips the next `2^k - 1` (down
+/// to one spin in 1 024 polls), and a spin that sees one resets that. A
+/// later poll of the same Task never spins. A job of a few microseconds
+/// costs the loop about as much awaited as run inline; offload pays off
+/// for longer jobs (README, *When to use what*).
 ///
 /// **Dropping a Task cancels its job**: if the job has not started yet, it
 /// will never run, and its closure is dropped at once; if it is running,
@@ -639,7 +641,17 @@ impl<T> Task<T> {
         // The first poll that would register a waker may spin a little
         // first (see `crate::poll_spin`): the same Acquire load, repeated.
         if state & WAKER == 0
-            && poll_spin::spin_until(|| header.state.load(Ordering::Acquire) & COMPLETE != 0)
+            && poll_spin::spin_until(|| {
+                // Acquire: a `Done` here is followed by reading the output.
+                let state = header.state.load(Ordering::Acquire);
+                if state & COMPLETE != 0 {
+                    Seen::Done
+                } else if state & RUNNING != 0 {
+                    Seen::Started
+                } else {
+                    Seen::Queued
+                }
+            })
         {
             return true;
         }
