@@ -31,9 +31,13 @@
 //!   polls in the long run: at most 10 µs per 1 024 awaits.
 //!
 //! The history is a thread-local of two counters, read and written only
-//! by the awaiting thread: no new shared state, so nothing for the loom
-//! models to check beyond the load the poll already makes. Loom has no
-//! clock: under loom nothing spins.
+//! by the awaiting thread: no new shared state. What the spin shares is
+//! its look at the cell: a `Done` it sees is followed by reading the
+//! output, so the look is an Acquire load, paired with the job side's
+//! Release when it sets `COMPLETE` (module docs of `crate::task`). Loom
+//! has no clock and no per-thread history: under loom a spin is exactly
+//! one look, so every model that polls a Task checks that path too (loom
+//! model `wait_races_completion`, mutant `poll_spin_relaxed`).
 //!
 //! # Why 10 µs
 //!
@@ -99,7 +103,7 @@ pub(crate) enum Seen {
 /// skip this spin. Returns whether the job was seen done.
 pub(crate) fn spin_until(look: impl Fn() -> Seen) -> bool {
     if cfg!(loom) {
-        return false;
+        return look() == Seen::Done;
     }
     // A thread being torn down has no history: no spin then.
     HISTORY

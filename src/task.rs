@@ -643,7 +643,14 @@ impl<T> Task<T> {
         if state & WAKER == 0
             && poll_spin::spin_until(|| {
                 // Acquire: a `Done` here is followed by reading the output.
-                let state = header.state.load(Ordering::Acquire);
+                let order = if mutant!("poll_spin_relaxed") {
+                    // Broken variant: the output is read without the job
+                    // side's writes having been acquired.
+                    Ordering::Relaxed
+                } else {
+                    Ordering::Acquire
+                };
+                let state = header.state.load(order);
                 if state & COMPLETE != 0 {
                     Seen::Done
                 } else if state & RUNNING != 0 {

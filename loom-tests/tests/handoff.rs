@@ -75,6 +75,8 @@ impl Fixture {
 /// another thread that drives it with waker B. Completion must wake whichever
 /// waker is registered last (a lost wake leaves that thread parked: loom
 /// reports a deadlock), and the waker slot is never read and written at once.
+/// The first poll's spin (one look under loom, `crate::poll_spin`) that sees
+/// the output must have acquired it.
 #[test]
 fn completion_races_poll_with_new_waker() {
     model("completion_races_poll_with_new_waker", || {
@@ -164,7 +166,8 @@ fn detach_races_completion() {
 
 /// 1(d) `Task::wait` on one thread racing with completion on another: the
 /// waiter (parked on its own parker, woken through the Task's waker) always
-/// returns the output.
+/// returns the output. Its poll's spin (one look under loom,
+/// `crate::poll_spin`) that sees the output must have acquired it.
 #[test]
 fn wait_races_completion() {
     model("wait_races_completion", || {
