@@ -220,6 +220,44 @@ impl Wake for CountingWaker {
 }
 
 #[test]
+fn first_polls_that_spin_and_miss_still_get_their_wake_ups() {
+    timed(|| {
+        // The worker is held, so every first poll below spins (or skips its
+        // spin, after the misses before it) and sees no output. Each must
+        // still register its waker and be woken once the job has run.
+        struct Numbered(usize, std::sync::Mutex<mpsc::Sender<usize>>);
+        impl Wake for Numbered {
+            fn wake(self: Arc<Self>) {
+                let _ = self.1.lock().unwrap().send(self.0);
+            }
+        }
+        let pool = pool(1, "spin-miss");
+        let gate = Gate::hold(&pool);
+        let mut tasks: Vec<Task<u64>> = (0..64u64).map(|i| pool.spawn(move || i * 3)).collect();
+        let (woken_tx, woken) = mpsc::channel();
+        for (i, task) in tasks.iter_mut().enumerate() {
+            let waker = Waker::from(Arc::new(Numbered(i, woken_tx.clone().into())));
+            assert!(Pin::new(task)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+        }
+        gate.release();
+        let mut seen = vec![0; tasks.len()];
+        for _ in 0..tasks.len() {
+            seen[woken.recv().expect("a wake-up")] += 1;
+        }
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "one wake-up per Task: {seen:?}"
+        );
+        for (i, task) in tasks.into_iter().enumerate() {
+            assert!(task.is_finished());
+            assert_eq!(task.wait().unwrap(), i as u64 * 3);
+        }
+    });
+}
+
+#[test]
 fn task_polled_on_one_thread_completed_on_another() {
     timed(|| {
         // The worker is held, so the first poll registers a waker and
