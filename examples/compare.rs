@@ -1148,7 +1148,7 @@ fn print_goals(goals: &[Goal], markdown: bool) {
         }
     } else {
         for g in goals {
-            println!("{:<44}{:<8}{}", g.name, verdict(g.met), g.figure);
+            println!("{:<48}{:<8}{}", g.name, verdict(g.met), g.figure);
         }
     }
 }

@@ -23,7 +23,7 @@ complete_relaxed        handoff  wait_races_completion
 release_no_acquire      handoff  task_drop_after_poll_races_job
 cancel_ignores_running  handoff  task_drop_races_job
 waker_no_handshake      handoff  completion_races_poll_with_new_waker
-poll_spin_relaxed       handoff  wait_races_completion
+poll_spin_relaxed       handoff  await_races_completion
 notify_no_fence         sleep    submit_races_sleep_one_worker
 sleep_no_recheck        sleep    submit_races_sleep_one_worker
 stop_spinning_no_recheck sleep   spinner_that_finds_work_wakes_a_sleeper

@@ -385,7 +385,8 @@ where
 ///
 /// `Task<T>` resolves to `Ok(T)` once the job has run, or to a [`JoinError`]
 /// if it panicked or was cancelled. Await it from any executor (polling never
-/// blocks), or call [`wait`](Task::wait) from synchronous code.
+/// blocks, though its first poll may spin for a few microseconds: see
+/// below), or call [`wait`](Task::wait) from synchronous code.
 ///
 /// **The first poll may spin briefly.** A poll that finds the job
 /// unfinished and no waker registered yet watches the result for up to
@@ -396,7 +397,9 @@ where
 /// the spin takes about 1 µs). Each thread learns from its misses: after
 /// `k` spins in a row that saw no result, it skips the next `2^k - 1` (down
 /// to one spin in 1 024 polls), and a spin that sees one resets that. A
-/// later poll of the same Task never spins. A job of a few microseconds
+/// later poll of the same Task never spins, nor do [`wait`](Task::wait)
+/// and [`wait_timeout`](Task::wait_timeout), which wait their own way. A
+/// job of a few microseconds
 /// costs the loop about as much awaited as run inline; offload pays off
 /// for longer jobs (README, *When to use what*).
 ///
@@ -569,7 +572,7 @@ impl<T> Task<T> {
         if let Some(output) = self.try_take() {
             return Some(output);
         }
-        crate::worker::block_on_future(self, |task| task.is_finished(), Some(timeout))
+        crate::worker::block_on_future(WaitPoll(self), |wait| wait.0.is_finished(), Some(timeout))
     }
 
     /// Blocks the calling thread until the job has finished and returns its
@@ -593,7 +596,7 @@ impl<T> Task<T> {
         if let Some(output) = self.try_take() {
             return output;
         }
-        crate::worker::block_on_future(&mut self, |task| task.is_finished(), None)
+        crate::worker::block_on_future(WaitPoll(&mut self), |wait| wait.0.is_finished(), None)
             .expect("an untimed wait resolves")
     }
 
@@ -631,7 +634,7 @@ impl<T> Task<T> {
 
     /// Registers `waker` to be woken on completion. Returns `true` if the job
     /// completed meanwhile (the output can be taken).
-    fn register_waker(&mut self, waker: &Waker) -> bool {
+    fn register_waker(&mut self, waker: &Waker, may_spin: bool) -> bool {
         let header = self.header();
         // Acquire: if COMPLETE is set, the output is read next.
         let state = header.state.load(Ordering::Acquire);
@@ -640,7 +643,8 @@ impl<T> Task<T> {
         }
         // The first poll that would register a waker may spin a little
         // first (see `crate::poll_spin`): the same Acquire load, repeated.
-        if state & WAKER == 0
+        if may_spin
+            && state & WAKER == 0
             && poll_spin::spin_until(|| {
                 // Acquire: a `Done` here is followed by reading the output.
                 let order = if mutant!("poll_spin_relaxed") {
@@ -714,8 +718,27 @@ impl<T> Future for Task<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.register_waker(cx.waker()) {
+        if this.register_waker(cx.waker(), true) {
             Poll::Ready(this.take_output())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// A Task polled by [`wait`](Task::wait) and
+/// [`wait_timeout`](Task::wait_timeout): without the first poll's spin,
+/// since they wait their own way (a worker runs other jobs, another thread
+/// spins and then parks).
+struct WaitPoll<'a, T>(&'a mut Task<T>);
+
+impl<T> Future for WaitPoll<'_, T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let task = &mut *self.get_mut().0;
+        if task.register_waker(cx.waker(), false) {
+            Poll::Ready(task.take_output())
         } else {
             Poll::Pending
         }

@@ -75,8 +75,6 @@ impl Fixture {
 /// another thread that drives it with waker B. Completion must wake whichever
 /// waker is registered last (a lost wake leaves that thread parked: loom
 /// reports a deadlock), and the waker slot is never read and written at once.
-/// The first poll's spin (one look under loom, `crate::poll_spin`) that sees
-/// the output must have acquired it.
 #[test]
 fn completion_races_poll_with_new_waker() {
     model("completion_races_poll_with_new_waker", || {
@@ -166,13 +164,29 @@ fn detach_races_completion() {
 
 /// 1(d) `Task::wait` on one thread racing with completion on another: the
 /// waiter (parked on its own parker, woken through the Task's waker) always
-/// returns the output. Its poll's spin (one look under loom,
-/// `crate::poll_spin`) that sees the output must have acquired it.
+/// returns the output.
 #[test]
 fn wait_races_completion() {
     model("wait_races_completion", || {
         let (fx, job, task) = Fixture::new();
         let waiter = thread::spawn(move || task.wait());
+        job.run();
+        let output = waiter.join().unwrap().expect("the job ran");
+        assert_eq!(output.payload, 42);
+        drop(output);
+        fx.check(Some(true));
+    });
+}
+
+/// 1(d') The Task awaited (polled, then parked until its waker is woken) on
+/// one thread while the job completes on another: the first poll's spin
+/// (one look under loom, `crate::poll_spin`) that sees the output must have
+/// acquired it, and a poll that misses must still be woken.
+#[test]
+fn await_races_completion() {
+    model("await_races_completion", || {
+        let (fx, job, task) = Fixture::new();
+        let waiter = thread::spawn(move || block_on(&TrackedWaker::new(), task));
         job.run();
         let output = waiter.join().unwrap().expect("the job ran");
         assert_eq!(output.payload, 42);
