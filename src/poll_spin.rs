@@ -55,7 +55,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// The longest a first poll spins (module docs, *Why 10 µs*).
-pub(crate) const BUDGET: Duration = Duration::from_micros(10);
+const BUDGET: Duration = Duration::from_micros(10);
 
 /// A spin whose job has not started by then gives up. On the reference
 /// VM a spinning worker takes a pushed job in 0.3–1 µs at the median and

@@ -146,20 +146,15 @@ fn join_scope_and_install_on_a_helper_and_shutdown_while_blocked() {
 
         // Shut down while the worker is still stuck and jobs are queued.
         let queued: Vec<_> = (0..16u64).map(|i| pool.spawn(move || i)).collect();
-        let (done_tx, done_rx) = mpsc::channel();
         let closer = {
             let pool = pool.clone();
-            thread::spawn(move || {
-                pool.shutdown();
-                done_tx.send(()).unwrap();
-            })
+            thread::spawn(move || pool.shutdown())
         };
         for (i, task) in queued.into_iter().enumerate() {
             assert_eq!(task.wait().unwrap(), i as u64);
         }
         released.store(true, Ordering::Release);
         assert_eq!(stuck.wait().unwrap(), "helped0");
-        done_rx.recv().unwrap();
         closer.join().unwrap();
         // Counted out just before they return: gone a moment later.
         spin_until(|| threads_named("helped") == 0);
@@ -194,13 +189,9 @@ fn shutdown_now_while_a_detected_job_blocks() {
         // Helpers ran them all while the workers were stuck.
         assert!(first.iter().all(Result::is_ok));
         let late: Vec<_> = (0..64u64).map(|i| pool.spawn(move || i)).collect();
-        let (done_tx, done_rx) = mpsc::channel();
         let closer = {
             let pool = pool.clone();
-            thread::spawn(move || {
-                pool.shutdown_now();
-                done_tx.send(()).unwrap();
-            })
+            thread::spawn(move || pool.shutdown_now())
         };
         for task in late {
             // Run by a helper before the shutdown, or cancelled by it.
@@ -213,7 +204,6 @@ fn shutdown_now_while_a_detected_job_blocks() {
         for task in stuck {
             task.wait().unwrap();
         }
-        done_rx.recv().unwrap();
         closer.join().unwrap();
         spin_until(|| threads_named("stopnow") == 0);
     });
