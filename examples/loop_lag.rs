@@ -43,6 +43,13 @@
 //!   ticks for a 30 ms stall), so their worst lags agree and their p99s
 //!   need not. The watch adds one wake-up per period to the loop, so its
 //!   CPU is in the CPU column too.
+//!
+//! Under the table come a short legend, a one-line verdict (offload's p99
+//! lag against `spawn_blocking`'s and inline's, from the watch's
+//! microsecond figures), and a warning when the machine was busy: a 1-minute
+//! load average above half the cores before the run, or an idle loop whose
+//! p99 lag was far above its quiet value of about 0.1 ms. A busy machine
+//! inflates every row; it is not a defect of any of them.
 
 use std::error::Error;
 use std::hint::black_box;
@@ -55,7 +62,7 @@ use tokio::time::MissedTickBehavior;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::machine::cpu_time;
+use support::machine::{cpu_time, load_average_1m};
 use support::stats::worst_and_p99;
 use support::work::hash_job;
 
@@ -220,8 +227,25 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// A lag to the precision it was measured with: microseconds below 1 ms.
+fn lag(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{} µs", d.as_micros())
+    } else {
+        ms(d)
+    }
+}
+
+/// The figures of one row that the verdict and the busy-machine check read.
+struct RowLag {
+    /// The ticker's p99 lateness over every round.
+    ticker_p99: Duration,
+    /// The median of the rounds' p99 lags as the watch measured them.
+    watch_p99: Duration,
+}
+
 /// Prints one table row from all rounds of one mode.
-fn print_row(mode: Mode, rounds: &[Round], ideal: Duration) {
+fn print_row(mode: Mode, rounds: &[Round], ideal: Duration) -> RowLag {
     let (worst, p99) = worst_and_p99(rounds.iter().flat_map(|r| r.lateness.iter().copied()));
 
     let (makespan, ratio) = match mode {
@@ -256,13 +280,76 @@ fn print_row(mode: Mode, rounds: &[Round], ideal: Duration) {
         makespan,
         ratio,
         cpu,
-        ms(watch_worst),
-        ms(watch_p99)
+        lag(watch_worst),
+        lag(watch_p99)
     );
+    RowLag {
+        ticker_p99: p99,
+        watch_p99,
+    }
+}
+
+/// What the columns mean, printed under the table.
+const LEGEND: &str = "\
+legend:
+  worst lag, p99 lag  how late the loop's 1 ms ticker fired (every missed tick counts):
+                      what any other request on this loop would have waited
+  makespan, × ideal   time until every job of a batch was done (median), and its
+                      ratio to (work / cores); 1.00 is a perfect parallel speed-up
+  CPU s               CPU time the whole process used per batch (median); above the
+                      work per batch is overhead
+  watch worst/p99     the same loop's lag as an offload::LoopWatch times it, to the
+                      microsecond (p99: median of the rounds' p99s)";
+
+/// The watch's p99 on an idle loop of a quiet machine is about 0.1 ms; well
+/// above it, something else was using the cores during the run.
+const QUIET_FLOOR: Duration = Duration::from_micros(500);
+
+/// The one-line verdict, from the watch's p99s (the ticker's are rounded to
+/// its 1 ms resolution).
+fn verdict(floor: &RowLag, inline: &RowLag, spawn_blocking: &RowLag, offload: &RowLag) -> String {
+    let times = |other: Duration| other.as_secs_f64() / offload.watch_p99.as_secs_f64().max(1e-6);
+    format!(
+        "verdict: offload kept the loop's p99 lag at {} ({:.0}× lower than tokio \
+         spawn_blocking's {}, {:.0}× lower than inline's {}); the idle loop's floor is {}",
+        lag(offload.watch_p99),
+        times(spawn_blocking.watch_p99),
+        lag(spawn_blocking.watch_p99),
+        times(inline.watch_p99),
+        lag(inline.watch_p99),
+        lag(floor.watch_p99),
+    )
+}
+
+/// A warning when the run's figures say more about a busy machine than about
+/// the pools: a high load average before the run, or an idle loop that lagged.
+fn busy_warning(cores: usize, load_before: Option<f64>, floor: &RowLag) -> Option<String> {
+    let mut why = Vec::new();
+    if let Some(load) = load_before.filter(|&l| l > 0.5 * cores as f64) {
+        why.push(format!(
+            "the 1-minute load average was {load:.2} on {cores} cores before the run"
+        ));
+    }
+    if floor.watch_p99 > QUIET_FLOOR {
+        why.push(format!(
+            "the idle loop's p99 lag was {} (about 0.1 ms on a quiet machine; ticker p99 {})",
+            lag(floor.watch_p99),
+            ms(floor.ticker_p99)
+        ));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "WARNING: the machine was busy during this run: {}. Other processes took the \
+             cores, so every row's lag is inflated; rerun on a quiet machine before \
+             reading the figures.",
+            why.join("; ")
+        )
+    })
 }
 
 fn main() -> Result<()> {
     let cores = std::thread::available_parallelism()?.get();
+    let load_before = load_average_1m();
     let pool = offload::Pool::builder().build()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -320,13 +407,25 @@ fn main() -> Result<()> {
         "{:<24}{:>11}{:>11}{:>12}{:>9}{:>8}{:>12}{:>12}",
         "mode", "worst lag", "p99 lag", "makespan", "× ideal", "CPU s", "watch worst", "watch p99"
     );
-    for (mode, rounds) in Mode::ALL.into_iter().zip(&results) {
-        print_row(mode, rounds, ideal);
-    }
+    let lags: Vec<RowLag> = Mode::ALL
+        .into_iter()
+        .zip(&results)
+        .map(|(mode, rounds)| print_row(mode, rounds, ideal))
+        .collect();
     println!();
     println!(
         "(work per batch: {:.3} CPU s; makespan and CPU s are medians per batch)",
         (job_time * jobs as u32).as_secs_f64()
     );
+    println!("{LEGEND}");
+    println!();
+    let [floor, inline, spawn_blocking, offload] = &lags[..] else {
+        unreachable!("one row per mode");
+    };
+    println!("{}", verdict(floor, inline, spawn_blocking, offload));
+    if let Some(warning) = busy_warning(cores, load_before, floor) {
+        println!();
+        println!("{warning}");
+    }
     Ok(())
 }
