@@ -22,6 +22,8 @@
 //! # });
 //! ```
 //!
+//! - [`Pool::global`]: a handle to the pool the free functions use, for its
+//!   metrics, shedding and shutdown.
 //! - [`Pool::spawn`] / [`spawn`]: queue a job, get a [`Task`] (cancel it by
 //!   dropping it or with [`cancel`](Task::cancel), [`detach`](Task::detach)
 //!   it, [`wait`](Task::wait) on it, with a
@@ -33,7 +35,9 @@
 //!   while the call blocks ([`Builder::max_blocking_threads`]).
 //! - Backpressure: [`Builder::max_queued`] bounds the queue;
 //!   [`Pool::try_spawn`] refuses a job when it is full ([`TrySpawnError`]),
-//!   [`Pool::reserve`] waits for room (a [`Permit`]). For Python's
+//!   [`Pool::reserve`] waits for room (a [`Permit`]) and
+//!   [`Pool::try_reserve`] takes it or refuses at once
+//!   ([`TryReserveError`]). For Python's
 //!   `Executor.map(..., buffersize=n)`, see [`Pool::spawn`]'s example with
 //!   `futures::StreamExt::buffered`.
 //! - [`join`], [`scope`], [`Pool::install`]: fork-join inside the pool,
@@ -86,7 +90,7 @@ pub mod loom_api;
 pub use blocking::blocking;
 pub use error::JoinError;
 pub use flow::cancel::is_cancelled;
-pub use flow::{Permit, Reserve, ShutdownError, TrySpawnError};
+pub use flow::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
 pub use observe::histogram::Histogram;
 pub use observe::metrics::Metrics;
 pub use observe::stack::Frame;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::blocking::spares::{NameFn, SpareConfig};
 use crate::flow::slots::Slot;
-use crate::flow::{Reserve, TrySpawnError};
+use crate::flow::{Permit, Reserve, TryReserveError, TrySpawnError};
 use crate::priority::{self, WorkerPriority};
 use crate::queue::Worker;
 use crate::registry::{Hook, Registry};
@@ -68,6 +68,47 @@ impl Pool {
             .expect("offload: failed to start the pool's threads")
     }
 
+    /// A handle to the global pool: the one that [`offload::spawn`](crate::spawn)
+    /// and the other free functions use outside any pool. It is created
+    /// with one worker per core on first use, or as
+    /// [`Builder::build_global`] configured it (call that first).
+    ///
+    /// Everything a `Pool` offers works on it: [`metrics`](Pool::metrics),
+    /// [`try_spawn`](Pool::try_spawn), [`reserve`](Pool::reserve),
+    /// [`try_reserve`](Pool::try_reserve), shutdown. Every call returns a
+    /// handle to the same threads; dropping one never stops them (the
+    /// process keeps a handle of its own).
+    ///
+    /// **Shutting it down is for good.** After
+    /// [`shutdown`](Pool::shutdown) (or `shutdown_now`, or their timed and
+    /// async forms) on the global pool, it is not rebuilt:
+    /// [`offload::spawn`](crate::spawn) and
+    /// [`spawn_blocking`](crate::spawn_blocking) outside any pool return
+    /// Tasks that are already cancelled, `try_spawn` and `try_reserve`
+    /// refuse with `is_shutdown()`, [`join`](crate::join) and
+    /// [`scope`](crate::scope) outside any pool panic, and
+    /// [`Builder::build_global`] still reports
+    /// [`AlreadyExists`](io::ErrorKind::AlreadyExists). Shut it down once,
+    /// at the end of `main`, to let queued jobs finish (or cancel them)
+    /// before the process exits.
+    ///
+    /// ```
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::global();
+    /// let task = offload::spawn(|| 6 * 7); // the same pool
+    /// assert_eq!(task.await.unwrap(), 42);
+    /// assert!(pool.metrics().spawned() >= 1);
+    /// match pool.try_spawn(|| 1) {
+    ///     Ok(task) => assert_eq!(task.await.unwrap(), 1),
+    ///     Err(busy) => assert!(busy.is_full()), // shed: answer 503
+    /// }
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn global() -> Pool {
+        global().clone()
+    }
+
     /// A [`Builder`] to configure a pool.
     pub fn builder() -> Builder {
         Builder::default()
@@ -113,7 +154,7 @@ impl Pool {
     /// | [`completed`](crate::Metrics::completed) | total jobs that ran and returned |
     /// | [`panicked`](crate::Metrics::panicked) | total jobs that ran and panicked |
     /// | [`cancelled`](crate::Metrics::cancelled) | total jobs discarded unrun: by their Task's cancel or drop, or by a shutdown |
-    /// | [`refused`](crate::Metrics::refused) | total `try_spawn` refusals (full or shut down) |
+    /// | [`refused`](crate::Metrics::refused) | total `try_spawn` and `try_reserve` refusals (full or shut down) |
     /// | [`busy`](crate::Metrics::busy) | per worker: uptime minus the time its thread was parked for want of work (measured at the sleep transitions) |
     /// | [`steals`](crate::Metrics::steals) | total batches a worker stole from another's deque |
     /// | [`queue_wait`](crate::Metrics::queue_wait) | sampled: spawn to start, a [`Histogram`](crate::Histogram) |
@@ -369,6 +410,62 @@ impl Pool {
     /// the pool is shut down, also while it waits.
     pub fn reserve(&self) -> Reserve {
         Reserve::new(self.clone())
+    }
+
+    /// Reserves a free slot in the pool's queue at once, or refuses: the
+    /// form of [`reserve`](Pool::reserve) that never waits, for a server
+    /// that sheds a request before it reads its body (an HTTP 503).
+    ///
+    /// It refuses as [`try_spawn`](Pool::try_spawn) does: when
+    /// [`max_queued`](Builder::max_queued) jobs (and unused permits) are
+    /// waiting to start, or `reserve` waiters are in line (they came
+    /// first), or the pool has been shut down. On an unbounded pool it
+    /// refuses only after shutdown. A refusal never blocks, allocates
+    /// nothing and counts in [`Metrics::refused`](crate::Metrics::refused).
+    ///
+    /// ```
+    /// // Detection off: otherwise a helper would take the queued job while
+    /// // `running` sits in `recv`.
+    /// let pool = offload::Pool::builder()
+    ///     .threads(1)
+    ///     .max_queued(1)
+    ///     .detect_blocking(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let running = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap(); // the worker is busy; the queue is empty
+    /// let permit = pool.try_reserve().expect("one slot");
+    /// assert!(pool.try_reserve().unwrap_err().is_full()); // shed this request
+    /// let queued = permit.spawn(|| 1); // the body was read: run it
+    /// release.send(()).unwrap();
+    /// assert_eq!(queued.wait().unwrap(), 1);
+    /// # running.wait().unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`TryReserveError`]: [`is_full`](TryReserveError::is_full) or
+    /// [`is_shutdown`](TryReserveError::is_shutdown).
+    pub fn try_reserve(&self) -> Result<Permit, TryReserveError> {
+        if self.registry.is_terminating() {
+            self.registry.tally().refused();
+            return Err(TryReserveError::shutdown());
+        }
+        let slot = match self.registry.slots() {
+            None => None,
+            Some(slots) => match Slot::try_acquire(slots) {
+                Some(slot) => Some(slot),
+                None => {
+                    self.registry.tally().refused();
+                    return Err(TryReserveError::full());
+                }
+            },
+        };
+        Ok(Permit::new(self.clone(), slot))
     }
 
     /// Runs `a` and `b`, potentially in parallel on this pool, and returns
