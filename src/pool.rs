@@ -40,8 +40,9 @@ use crate::worker::{in_worker, WorkerThread};
 /// - [`shutdown`](Pool::shutdown) stops accepting jobs, runs every queued
 ///   one and joins the threads;
 /// - [`shutdown_now`](Pool::shutdown_now) stops accepting, cancels queued
-///   jobs (their Tasks resolve to a cancelled [`JoinError`](crate::JoinError))
-///   and waits for the running ones;
+///   jobs at once (their Tasks resolve to a cancelled
+///   [`JoinError`](crate::JoinError) before it waits) and waits for the
+///   running ones;
 /// - dropping the last handle never blocks: queued jobs still run, and the
 ///   threads exit when there are none left;
 /// - from async code, whose thread must not park:
@@ -549,14 +550,45 @@ impl Pool {
 
     /// Stops accepting jobs, cancels every queued job (its Task resolves to
     /// a cancelled [`JoinError`](crate::JoinError)), and waits for the jobs
-    /// already running to finish and the threads to exit. Workers cancel
-    /// the queued jobs as they take them, so while every worker is stuck in
-    /// a job the queued Tasks stay pending; a job that never returns keeps
-    /// this call waiting. Called from one of this pool's own workers, it
-    /// only starts the shutdown.
+    /// already running to finish and the threads to exit: Python's
+    /// `shutdown(cancel_futures=True)`.
+    ///
+    /// The calling thread cancels the queued jobs itself, before it waits:
+    /// those queued from outside, on the workers' own deques, waiting for a
+    /// spare thread ([`spawn_blocking`](Pool::spawn_blocking)), and the
+    /// [`reserve`](Pool::reserve) waiters in line (which resolve to
+    /// [`ShutdownError`](crate::ShutdownError)). So every Task queued before
+    /// the call has resolved by the time it waits, even while every worker
+    /// is stuck in a job. Jobs already running are told through
+    /// [`is_cancelled`](crate::is_cancelled); a job that never returns keeps
+    /// this call waiting (use [`shutdown_now_async`](Pool::shutdown_now_async)
+    /// or a thread to bound the wait). Called from one of this pool's own
+    /// workers, it cancels the queued jobs and only starts the shutdown.
     ///
     /// Parts of a `join`, `scope` or `install` that is already running are
     /// not cancellable: they run, so that their caller can return.
+    ///
+    /// ```
+    /// // Detection off: otherwise a helper would run the queued jobs while
+    /// // `stuck` sits in `recv`.
+    /// let pool = offload::Pool::builder().threads(1).detect_blocking(false).build().unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let stuck = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap();
+    /// let queued: Vec<_> = (0..100).map(|i| pool.spawn(move || i)).collect();
+    /// let shutdown = pool.shutdown_now_async(); // the worker is still stuck
+    /// assert!(queued.iter().all(|task| task.is_finished()));
+    /// for task in queued {
+    ///     assert!(task.wait().unwrap_err().is_cancelled());
+    /// }
+    /// release.send(()).unwrap();
+    /// pollster::block_on(shutdown);
+    /// stuck.wait().unwrap();
+    /// ```
     pub fn shutdown_now(&self) {
         self.registry.terminate(true);
         self.wait_for_workers();
@@ -618,7 +650,9 @@ impl Pool {
 
     /// Starts [`shutdown_now`](Pool::shutdown_now) and returns a future
     /// that resolves once every thread has exited (see
-    /// [`shutdown_async`](Pool::shutdown_async)).
+    /// [`shutdown_async`](Pool::shutdown_async)). As `shutdown_now` does,
+    /// it cancels every queued job before it returns: their Tasks have
+    /// resolved by then, even while every worker is stuck in a job.
     pub fn shutdown_now_async(&self) -> Shutdown {
         self.registry.terminate(true);
         Shutdown {

@@ -28,6 +28,21 @@
 //! One of the two drains sees the job, so every accepted job is run or
 //! cancelled and every Task resolves. (A spawn that races with shutdown may
 //! therefore still run; one that starts after shutdown returned is cancelled.)
+//!
+//! # `shutdown_now` does not wait for a worker
+//!
+//! After setting `CANCEL_QUEUED`, the thread that calls `shutdown_now`
+//! sweeps the queues itself: it pops every job from both injectors and
+//! steals every job from each worker's deque, resolves each Task's job as
+//! cancelled on the spot (the cell's own protocol decides, as for any
+//! `Mode::Cancel`), and pushes the other jobs (join halves, scope jobs,
+//! install bodies, which their callers wait for) back onto the injectors.
+//! So every Task queued before the call resolves before it returns, even
+//! while every worker is stuck in a job. A batch that a worker is moving
+//! from the injector to its deque at that moment is invisible to the
+//! sweep; that worker is not stuck, and executes the batch in cancel mode.
+//! The blocking queue is emptied the same way by `Spares::close`, and the
+//! reserve line by `Slots::close`.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -270,6 +285,9 @@ impl Registry {
         if let Some(slots) = &self.slots {
             slots.close();
         }
+        if cancel_queued {
+            self.cancel_queued_tasks();
+        }
         // Wake every sleeper (its fence pairs with theirs): it will see the
         // flag and exit, or run what is left first.
         self.sleep.notify_all();
@@ -495,6 +513,47 @@ impl Registry {
             }
         }
         None
+    }
+
+    /// `shutdown_now`'s sweep, on the calling thread: resolves every Task
+    /// queued on the injectors and the workers' deques as cancelled now,
+    /// even while every worker is stuck in a job (module docs). The other
+    /// jobs found there are parts of computations already running (join
+    /// halves, scope jobs, install bodies), which must run: they go back to
+    /// the injector they came from (a deque's to the shared one, which
+    /// helpers may take from as they may from a deque), for the workers.
+    fn cancel_queued_tasks(&self) {
+        let tally = self.tally();
+        let mut parts = Vec::new();
+        let mut place_parts = Vec::new();
+        let sort = |job: JobRef, parts: &mut Vec<JobRef>| {
+            if job.is_task() {
+                job.execute(Mode::Cancel, &tally);
+            } else {
+                parts.push(job);
+            }
+        };
+        while let Some(job) = self.injector.pop_waiting() {
+            sort(job, &mut parts);
+        }
+        while let Some(job) = self.place_jobs.pop_waiting() {
+            sort(job, &mut place_parts);
+        }
+        for stealer in self.stealers.iter() {
+            loop {
+                match stealer.steal() {
+                    Steal::Success(job) => sort(job, &mut parts),
+                    Steal::Empty => break,
+                    Steal::Retry => crate::sync::spin_loop(),
+                }
+            }
+        }
+        for job in parts {
+            self.inject(job);
+        }
+        for job in place_parts {
+            self.inject_for_worker(job);
+        }
     }
 
     /// Cancels every job left on the injectors (no worker will run them).

@@ -141,7 +141,7 @@ where
     fn allocate(func: F, slot: Option<Slot>, spawned_at: u64) -> (JobRef, Task<T>) {
         let cell = Box::new(Cell {
             header: Header {
-                job: JobHeader::new(Self::execute),
+                job: JobHeader::new_task(Self::execute),
                 state: AtomicUsize::new(JOB_REF | TASK_REF),
                 waker: UnsafeCell::new(None),
                 slot: UnsafeCell::new(slot),
