@@ -6,7 +6,10 @@
 //!
 //! `Running` → `Terminating` (set by `shutdown`, `shutdown_now` or the drop
 //! of the last [`Pool`](crate::Pool) handle; `shutdown_now` also sets
-//! `CANCEL_QUEUED`) → every worker has exited.
+//! `CANCEL_QUEUED`) → every worker has exited. Every Task's job holds a
+//! handle until it has run or been dropped, so the last handle goes once
+//! the user's handles are gone and no Task's job is left: until then, the
+//! jobs that running jobs spawn are accepted and run.
 //!
 //! While terminating, submissions are refused (their Tasks resolve as
 //! cancelled) and a worker exits once it finds no work. The last worker to
@@ -110,7 +113,9 @@ pub(crate) struct Registry {
     /// Per worker: an idle worker asks it to share a private join half (see
     /// [`crate::worker`]). Padded: each is read on every join of its worker.
     share_requested: Box<[CachePadded<AtomicBool>]>,
-    /// Live [`Pool`](crate::Pool) handles; the last one to go terminates.
+    /// Live [`Pool`](crate::Pool) handles, counting one held by each
+    /// Task's job until it has run or been dropped (see
+    /// `crate::pool::keeping_alive`); the last one to go terminates.
     handles: AtomicUsize,
     /// The queue slots of a bounded pool (`Builder::max_queued`).
     slots: Option<Arc<Slots>>,
@@ -549,10 +554,12 @@ impl Registry {
             }
         }
         for job in parts {
-            self.inject(job);
+            self.injector.push_again(job);
+            self.after_inject();
         }
         for job in place_parts {
-            self.inject_for_worker(job);
+            self.place_jobs.push_again(job);
+            self.after_inject();
         }
     }
 
