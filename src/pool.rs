@@ -43,8 +43,11 @@ use crate::worker::{in_worker, WorkerThread};
 ///   jobs at once (their Tasks resolve to a cancelled
 ///   [`JoinError`](crate::JoinError) before it waits) and waits for the
 ///   running ones;
-/// - dropping the last handle never blocks: queued jobs still run, and the
-///   threads exit when there are none left;
+/// - dropping the last handle never blocks: queued jobs still run, and so
+///   do the jobs that running jobs spawn meanwhile (as in rayon: every
+///   Task's job holds the pool, so a detached continuation is never lost);
+///   the threads exit once no Task's job is left. Only an explicit
+///   shutdown refuses new jobs;
 /// - from async code, whose thread must not park:
 ///   [`shutdown_async`](Pool::shutdown_async) and
 ///   [`shutdown_now_async`](Pool::shutdown_now_async) return a [`Shutdown`]
@@ -1121,7 +1124,7 @@ impl fmt::Debug for Builder {
 }
 
 /// [`Pool::spawn`] on `registry`.
-pub(crate) fn spawn_on<F, T>(registry: &Registry, job: F) -> Task<T>
+pub(crate) fn spawn_on<F, T>(registry: &Arc<Registry>, job: F) -> Task<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -1131,13 +1134,13 @@ where
 }
 
 /// Queues `job` on `registry`, holding `slot` until it starts.
-pub(crate) fn spawn_with_slot<F, T>(registry: &Registry, job: F, slot: Option<Slot>) -> Task<T>
+pub(crate) fn spawn_with_slot<F, T>(registry: &Arc<Registry>, job: F, slot: Option<Slot>) -> Task<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let spawned_at = registry.tally().spawned();
-    let (job, task) = new_task(job, slot, spawned_at);
+    let (job, task) = new_task(keeping_alive(registry, job), slot, spawned_at);
     registry.submit(job);
     task
 }
@@ -1149,9 +1152,27 @@ where
     T: Send + 'static,
 {
     let spawned_at = registry.tally().spawned();
-    let (job, task) = new_task(job, None, spawned_at);
+    let (job, task) = new_task(keeping_alive(registry, job), None, spawned_at);
     registry.spares().submit(registry, job);
     task
+}
+
+/// `job`, holding a handle to its pool until it has run or been dropped:
+/// a Task's job counts as a handle, so that the pool terminates once the
+/// last [`Pool`] is gone *and* no Task's job is left, and the jobs that
+/// running jobs spawn meanwhile still run (as rayon's `spawn` does).
+fn keeping_alive<F, T>(registry: &Arc<Registry>, job: F) -> impl FnOnce() -> T + Send + 'static
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = Pool::from_registry(Arc::clone(registry));
+    move || {
+        // Dropped when the job returns or unwinds, or with the closure if
+        // the job is cancelled before it starts.
+        let _pool = pool;
+        job()
+    }
 }
 
 /// [`Builder::max_blocking_threads`]'s default: tokio's.

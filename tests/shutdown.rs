@@ -785,3 +785,97 @@ fn shutdown_now_sweep_leaves_running_computations_their_parts() {
         }
     });
 }
+
+// ---- dropping the last handle: continuations still run -----------------
+
+/// A 2-thread pool that reports each thread's stop.
+fn pool_reporting_stops(prefix: &'static str) -> (Pool, mpsc::Receiver<usize>) {
+    let (stop_tx, stops) = mpsc::channel();
+    let stop_tx = Mutex::new(stop_tx);
+    let pool = Pool::builder()
+        .threads(2)
+        .detect_blocking(false)
+        .thread_name(move |i| format!("{prefix}-{i}"))
+        .on_thread_stop(move |i| stop_tx.lock().unwrap().send(i).unwrap())
+        .build()
+        .unwrap();
+    (pool, stops)
+}
+
+#[test]
+fn jobs_spawned_by_running_jobs_after_the_last_handle_is_dropped_still_run() {
+    timed(|| {
+        let (pool, stops) = pool_reporting_stops("detached");
+        let (dropped_tx, dropped) = mpsc::channel::<()>();
+        let (tasks_tx, tasks) = mpsc::channel();
+        let parent = pool.spawn(move || {
+            dropped.recv().unwrap(); // the last user handle is gone now
+                                     // A continuation chain three deep, a blocking job, and one
+                                     // spawned from inside the blocking job.
+            let chained = offload::spawn(|| {
+                offload::spawn(|| offload::spawn(|| 7).wait().unwrap() * 2)
+                    .wait()
+                    .unwrap()
+                    + 1
+            });
+            let blocking = offload::spawn_blocking(|| offload::spawn(|| 3).wait().unwrap());
+            tasks_tx.send((chained, blocking)).unwrap();
+            1
+        });
+        parent.detach();
+        drop(pool);
+        dropped_tx.send(()).unwrap();
+        let (chained, blocking) = tasks.recv().unwrap();
+        // Awaited from tokio and smol.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(chained).unwrap(), 15);
+        assert_eq!(smol::block_on(blocking).unwrap(), 3);
+        // Then, with no work left, both threads exit.
+        let mut stopped: Vec<usize> = stops.iter().collect();
+        stopped.sort_unstable();
+        assert_eq!(stopped, [0, 1]);
+    });
+}
+
+#[test]
+fn a_detached_continuation_runs_after_the_last_handle_is_dropped() {
+    timed(|| {
+        let (pool, stops) = pool_reporting_stops("continuation");
+        let (done_tx, done) = futures::channel::oneshot::channel();
+        let (go_tx, go) = mpsc::channel::<()>();
+        pool.spawn(move || {
+            go.recv().unwrap();
+            offload::spawn(move || done_tx.send(42).unwrap()).detach();
+        })
+        .detach();
+        drop(pool);
+        go_tx.send(()).unwrap();
+        assert_eq!(futures::executor::block_on(done).unwrap(), 42);
+        assert_eq!(stops.iter().count(), 2);
+    });
+}
+
+#[test]
+fn an_explicit_shutdown_still_refuses_jobs_spawned_by_running_jobs() {
+    timed(|| {
+        let (pool, stops) = pool_reporting_stops("explicit");
+        let (go_tx, go) = mpsc::channel::<()>();
+        let parent = pool.spawn(move || {
+            go.recv().unwrap();
+            let cpu = offload::spawn(|| 1).wait();
+            let blocking = offload::spawn_blocking(|| 2).wait();
+            (
+                cpu.unwrap_err().is_cancelled(),
+                blocking.unwrap_err().is_cancelled(),
+            )
+        });
+        let shutdown = pool.shutdown_async();
+        drop(pool);
+        go_tx.send(()).unwrap();
+        assert_eq!(pollster::block_on(parent).unwrap(), (true, true));
+        pollster::block_on(shutdown);
+        assert_eq!(stops.iter().count(), 2);
+    });
+}
