@@ -128,8 +128,10 @@ impl Injector {
         // SAFETY: a JobRef's header is live while it is held (see
         // `JobRef::new`).
         let header = unsafe { job.header().as_ref() };
-        // Relaxed: published by the swap in `link`, as a new header's null.
-        header.next.store(ptr::null_mut(), Ordering::Relaxed);
+        if !mutant!("push_again_keeps_link") {
+            // Relaxed: published by the swap in `link`, as a new header's null.
+            header.next.store(ptr::null_mut(), Ordering::Relaxed);
+        }
         self.link(job.header());
     }
 
