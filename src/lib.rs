@@ -28,7 +28,8 @@
 //!   dropping it or with [`cancel`](Task::cancel), [`detach`](Task::detach)
 //!   it, [`wait`](Task::wait) on it, with a
 //!   [timeout](Task::wait_timeout) if need be). A running job sees its
-//!   cancellation through [`is_cancelled`].
+//!   cancellation through [`is_cancelled`], or stops there with
+//!   [`stop_if_cancelled`] (its Task then resolves as cancelled).
 //! - Blocking calls: [`Pool::spawn_blocking`] / [`spawn_blocking`] run one
 //!   on a spare thread, never on a worker (Python's `asyncio.to_thread`);
 //!   [`blocking`] inside a job lends the worker's place to a spare thread
@@ -89,7 +90,7 @@ pub mod loom_api;
 
 pub use blocking::blocking;
 pub use error::JoinError;
-pub use flow::cancel::is_cancelled;
+pub use flow::cancel::{is_cancelled, stop_if_cancelled};
 pub use flow::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
 pub use observe::histogram::Histogram;
 pub use observe::metrics::Metrics;

@@ -158,6 +158,7 @@ impl Pool {
     /// | [`completed`](crate::Metrics::completed) | total jobs that ran and returned |
     /// | [`panicked`](crate::Metrics::panicked) | total jobs that ran and panicked |
     /// | [`cancelled`](crate::Metrics::cancelled) | total jobs discarded unrun: by their Task's cancel or drop, or by a shutdown |
+    /// | [`stopped`](crate::Metrics::stopped) | total jobs that ran and stopped themselves through [`stop_if_cancelled`](crate::stop_if_cancelled) |
     /// | [`refused`](crate::Metrics::refused) | total `try_spawn` and `try_reserve` refusals (full or shut down) |
     /// | [`busy`](crate::Metrics::busy) | per worker: uptime minus the time its thread was parked for want of work (measured at the sleep transitions) |
     /// | [`steals`](crate::Metrics::steals) | total batches a worker stole from another's deque |
@@ -168,7 +169,7 @@ impl Pool {
     /// | [`reserve_waiters`](crate::Metrics::reserve_waiters) | now: [`reserve`](Pool::reserve) waiters in line |
     ///
     /// Once every job has ended, `spawned = completed + panicked +
-    /// cancelled`. A resolved Task's job is already counted when its
+    /// cancelled + stopped`. A resolved Task's job is already counted when its
     /// `await` or [`wait`](crate::Task::wait) returns (a cancelled one
     /// when its job is discarded: at the latest, once
     /// [`shutdown`](Pool::shutdown) returns).

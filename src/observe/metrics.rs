@@ -61,6 +61,7 @@ pub(crate) struct Counts {
     completed: StatCounter,
     panicked: StatCounter,
     cancelled: StatCounter,
+    stopped: StatCounter,
     refused: StatCounter,
 }
 
@@ -211,6 +212,7 @@ impl PoolStats {
             completed: 0,
             panicked: 0,
             cancelled: 0,
+            stopped: 0,
             refused: 0,
             busy: Vec::with_capacity(self.places.len()),
             steals: 0,
@@ -235,6 +237,7 @@ impl PoolStats {
             metrics.completed += counts.completed.load(Ordering::Relaxed);
             metrics.panicked += counts.panicked.load(Ordering::Relaxed);
             metrics.cancelled += counts.cancelled.load(Ordering::Relaxed);
+            metrics.stopped += counts.stopped.load(Ordering::Relaxed);
             metrics.started += counts.started.load(Ordering::Relaxed);
             metrics.spawned += counts.spawned.load(Ordering::Relaxed);
             metrics.refused += counts.refused.load(Ordering::Relaxed);
@@ -325,6 +328,19 @@ impl Tally<'_> {
         Some(now)
     }
 
+    /// Counts the end of a Task's job that stopped itself
+    /// ([`stop_if_cancelled`](crate::stop_if_cancelled)); records the run
+    /// time of a sampled one.
+    #[cold]
+    pub(crate) fn stopped(&self, start: Option<Instant>) {
+        if let Some(start) = start {
+            self.timing
+                .run
+                .record(nanos_since(&start, Instant::now()), self.own_timing);
+        }
+        bump(&self.counts.stopped, self.own, 1);
+    }
+
     /// Counts the end of a Task's job, which panicked or not; records the
     /// run time of a sampled one (`start` from [`started`](Self::started)).
     #[inline]
@@ -388,6 +404,7 @@ pub struct Metrics {
     completed: u64,
     panicked: u64,
     cancelled: u64,
+    stopped: u64,
     refused: u64,
     busy: Vec<Duration>,
     steals: u64,
@@ -432,6 +449,7 @@ impl Metrics {
         self.started
             .saturating_sub(self.completed)
             .saturating_sub(self.panicked)
+            .saturating_sub(self.stopped)
     }
 
     /// Tasks spawned since the pool was built, including those spawned
@@ -465,7 +483,17 @@ impl Metrics {
         self.cancelled
     }
 
-    /// [`try_spawn`](crate::Pool::try_spawn) calls refused, as full or
+    /// Jobs that started and then stopped themselves through
+    /// [`stop_if_cancelled`](crate::stop_if_cancelled) (their Tasks
+    /// resolved as cancelled). Once every job has ended, `spawned =
+    /// completed + panicked + cancelled + stopped`.
+    #[must_use]
+    pub fn stopped(&self) -> u64 {
+        self.stopped
+    }
+
+    /// [`try_spawn`](crate::Pool::try_spawn) and
+    /// [`try_reserve`](crate::Pool::try_reserve) calls refused, as full or
     /// after shutdown.
     #[must_use]
     pub fn refused(&self) -> u64 {
@@ -551,6 +579,7 @@ impl fmt::Debug for Metrics {
             .field("completed", &self.completed)
             .field("panicked", &self.panicked)
             .field("cancelled", &self.cancelled)
+            .field("stopped", &self.stopped)
             .field("refused", &self.refused)
             .field("busy", &self.busy)
             .field("steals", &self.steals)
