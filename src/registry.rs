@@ -140,6 +140,7 @@ impl Registry {
         max_queued: Option<usize>,
         spares: SpareConfig,
         detect_blocking: bool,
+        sample_every: u64,
     ) -> Self {
         let num_threads = stealers.len();
         Self {
@@ -158,7 +159,7 @@ impl Registry {
             batons: (0..num_threads).map(|_| Baton::new()).collect(),
             spares: Spares::new(spares, num_threads),
             detector: Detector::new(num_threads, detect_blocking),
-            stats: PoolStats::new(num_threads),
+            stats: PoolStats::sampling(num_threads, sample_every),
             on_start,
             on_stop,
         }

@@ -49,9 +49,42 @@ use crossbeam_utils::CachePadded;
 use super::histogram::{bump, Histogram, Recorder};
 use crate::sync::{thread_slot, Ordering, StatCounter, THREAD_SLOTS};
 
-/// One Task in this many carries a spawn timestamp, per counter block (a
-/// worker's place, a thread's slot): the first one, then every 64th.
+/// By default one Task in this many carries a spawn timestamp, per counter
+/// block (a worker's place, a thread's slot): the first one, then every
+/// 64th (`Builder::metrics_sample_every` changes it).
 pub(crate) const SAMPLE_EVERY: u64 = 64;
+
+/// Which spawns carry a timestamp: those whose count (per block, from
+/// zero) is a multiple of `every`. A power of two is tested with a mask,
+/// so the default costs no division.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    every: u64,
+    /// `every - 1` if `every` is a power of two, else `u64::MAX`.
+    mask: u64,
+}
+
+impl Sample {
+    /// One spawn in `every` (at least 1).
+    pub(crate) fn every(every: u64) -> Self {
+        let every = every.max(1);
+        let mask = if every.is_power_of_two() {
+            every - 1
+        } else {
+            u64::MAX
+        };
+        Self { every, mask }
+    }
+
+    #[inline]
+    fn takes(self, count: u64) -> bool {
+        if self.mask != u64::MAX {
+            count & self.mask == 0
+        } else {
+            count % self.every == 0
+        }
+    }
+}
 
 /// The job counts of one block.
 #[derive(Default)]
@@ -95,6 +128,9 @@ pub(crate) struct Place {
 /// Every counter of a pool.
 pub(crate) struct PoolStats {
     epoch: Instant,
+    sample: Sample,
+    /// Blocked runners the detector noticed (its thread only).
+    detected: CachePadded<StatCounter>,
     places: Box<[CachePadded<Place>]>,
     threads: Box<[CachePadded<Counts>]>,
     shared: CachePadded<Counts>,
@@ -103,9 +139,17 @@ pub(crate) struct PoolStats {
 
 impl PoolStats {
     /// The counters of a pool of `workers` workers, starting now.
+    #[cfg_attr(not(loom), allow(dead_code))] // for the loom models
     pub(crate) fn new(workers: usize) -> Self {
+        Self::sampling(workers, SAMPLE_EVERY)
+    }
+
+    /// [`new`](Self::new), timing one Task in `every` per block.
+    pub(crate) fn sampling(workers: usize, every: u64) -> Self {
         Self {
             epoch: Instant::now(),
+            sample: Sample::every(every),
+            detected: CachePadded::new(StatCounter::new(0)),
             places: (0..workers)
                 .map(|_| {
                     CachePadded::new(Place {
@@ -131,6 +175,7 @@ impl PoolStats {
         let place = &self.places[index];
         Tally {
             epoch: &self.epoch,
+            sample: self.sample,
             counts: &place.counts,
             own: true,
             timing: &place.timing,
@@ -148,11 +193,18 @@ impl PoolStats {
         };
         Tally {
             epoch: &self.epoch,
+            sample: self.sample,
             counts,
             own,
             timing: &self.shared_timing,
             own_timing: false,
         }
+    }
+
+    /// The blocking detector noticed a blocked runner (its thread only).
+    #[cold]
+    pub(crate) fn detected(&self) {
+        bump(&self.detected, true, 1);
     }
 
     /// Worker place `index` stole a batch from another worker (its holder
@@ -214,6 +266,8 @@ impl PoolStats {
             cancelled: 0,
             stopped: 0,
             refused: 0,
+            // Relaxed: a snapshot.
+            detected_total: self.detected.load(Ordering::Relaxed),
             busy: Vec::with_capacity(self.places.len()),
             steals: 0,
             queue_wait: Histogram::new(),
@@ -282,6 +336,7 @@ pub(crate) struct PoolFigures {
 #[derive(Clone, Copy)]
 pub(crate) struct Tally<'a> {
     epoch: &'a Instant,
+    sample: Sample,
     counts: &'a Counts,
     /// Whether this thread is the only writer of `counts`.
     own: bool,
@@ -296,7 +351,7 @@ impl Tally<'_> {
     /// the epoch, plus one).
     #[inline]
     pub(crate) fn spawned(&self) -> u64 {
-        if bump(&self.counts.spawned, self.own, 1) % SAMPLE_EVERY != 0 {
+        if !self.sample.takes(bump(&self.counts.spawned, self.own, 1)) {
             return 0;
         }
         nanos_since(self.epoch, Instant::now()).saturating_add(1)
@@ -406,6 +461,7 @@ pub struct Metrics {
     cancelled: u64,
     stopped: u64,
     refused: u64,
+    detected_total: u64,
     busy: Vec<Duration>,
     steals: u64,
     queue_wait: Histogram,
@@ -417,6 +473,68 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// What happened between `earlier` and this snapshot, both of the same
+    /// pool, for a service that exports rates and recent latencies: every
+    /// count ([`spawned`](Metrics::spawned), [`completed`](Metrics::completed),
+    /// [`detected_total`](Metrics::detected_total), ...), the per-worker
+    /// [`busy`](Metrics::busy) times and the [`queue_wait`](Metrics::queue_wait)
+    /// and [`run_time`](Metrics::run_time) histograms cover the interval
+    /// only, [`uptime`](Metrics::uptime) is the interval's length (so
+    /// `busy / uptime` is each worker's utilisation over it), and the
+    /// gauges ([`queued`](Metrics::queued), [`running`](Metrics::running),
+    /// [`blocked`](Metrics::blocked), [`detected_blocked`](Metrics::detected_blocked),
+    /// [`spare_threads`](Metrics::spare_threads),
+    /// [`reserve_waiters`](Metrics::reserve_waiters)) are as of `self`.
+    ///
+    /// An interval histogram's [`max`](Histogram::max) is the upper edge of
+    /// its highest non-empty bucket (at most the maximum so far), since the
+    /// exact maximum of an interval is not kept; its mean is exact. A
+    /// count that went down (snapshots of different pools, or swapped)
+    /// gives zero, never a wrapped value.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// let earlier = pool.metrics();
+    /// let tasks: Vec<_> = (0..100).map(|i| pool.spawn(move || i)).collect();
+    /// for task in tasks {
+    ///     task.wait().unwrap();
+    /// }
+    /// let interval = pool.metrics().since(&earlier);
+    /// assert_eq!(interval.spawned(), 100);
+    /// assert_eq!(interval.completed(), 100);
+    /// assert!(interval.uptime() <= pool.metrics().uptime());
+    /// ```
+    #[must_use]
+    pub fn since(&self, earlier: &Metrics) -> Metrics {
+        Metrics {
+            threads: self.threads,
+            uptime: self.uptime.saturating_sub(earlier.uptime),
+            spawned: self.spawned.saturating_sub(earlier.spawned),
+            started: self.started.saturating_sub(earlier.started),
+            completed: self.completed.saturating_sub(earlier.completed),
+            panicked: self.panicked.saturating_sub(earlier.panicked),
+            cancelled: self.cancelled.saturating_sub(earlier.cancelled),
+            stopped: self.stopped.saturating_sub(earlier.stopped),
+            refused: self.refused.saturating_sub(earlier.refused),
+            detected_total: self.detected_total.saturating_sub(earlier.detected_total),
+            busy: self
+                .busy
+                .iter()
+                .enumerate()
+                .map(|(i, busy)| {
+                    busy.saturating_sub(earlier.busy.get(i).copied().unwrap_or_default())
+                })
+                .collect(),
+            steals: self.steals.saturating_sub(earlier.steals),
+            queue_wait: self.queue_wait.since(&earlier.queue_wait),
+            run_time: self.run_time.since(&earlier.run_time),
+            blocked: self.blocked,
+            detected_blocked: self.detected_blocked,
+            spare_threads: self.spare_threads,
+            reserve_waiters: self.reserve_waiters,
+        }
+    }
+
     /// The number of worker threads ([`Pool::threads`](crate::Pool::threads)).
     #[must_use]
     pub fn threads(&self) -> usize {
@@ -542,6 +660,17 @@ impl Metrics {
         self.blocked
     }
 
+    /// Blocked runners the detector has noticed since the pool was built
+    /// (see [`Builder::detect_blocking`](crate::Builder::detect_blocking)):
+    /// the cumulative count behind [`detected_blocked`](Metrics::detected_blocked),
+    /// so that unmarked blocking that came and went between two snapshots
+    /// leaves a trace (compare with [`since`](Metrics::since)). Each time a
+    /// worker (or a helper) is found blocked inside a job counts once.
+    #[must_use]
+    pub fn detected_total(&self) -> u64 {
+        self.detected_total
+    }
+
     /// Threads that the blocking detector sees blocked inside a job now,
     /// a job that blocked without [`blocking`](crate::blocking) (see
     /// [`Builder::detect_blocking`](crate::Builder::detect_blocking)):
@@ -581,6 +710,7 @@ impl fmt::Debug for Metrics {
             .field("cancelled", &self.cancelled)
             .field("stopped", &self.stopped)
             .field("refused", &self.refused)
+            .field("detected_total", &self.detected_total)
             .field("busy", &self.busy)
             .field("steals", &self.steals)
             .field("queue_wait", &self.queue_wait)
@@ -622,15 +752,19 @@ impl fmt::Display for Metrics {
         )?;
         writeln!(
             f,
-            "jobs: {} spawned, {} completed, {} panicked, {} cancelled, {} refused",
-            self.spawned, self.completed, self.panicked, self.cancelled, self.refused
+            "jobs: {} spawned, {} completed, {} panicked, {} cancelled, {} stopped, {} refused",
+            self.spawned, self.completed, self.panicked, self.cancelled, self.stopped, self.refused
         )?;
         writeln!(f, "queue wait: {}", self.queue_wait)?;
         writeln!(f, "run time:   {}", self.run_time)?;
         write!(
             f,
-            "blocking: {} blocked, {} detected, {} spare threads; {} reserve waiters",
-            self.blocked, self.detected_blocked, self.spare_threads, self.reserve_waiters
+            "blocking: {} blocked, {} detected ({} in all), {} spare threads; {} reserve waiters",
+            self.blocked,
+            self.detected_blocked,
+            self.detected_total,
+            self.spare_threads,
+            self.reserve_waiters
         )
     }
 }
