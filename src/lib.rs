@@ -52,6 +52,10 @@
 //!   jobs queued and running, totals, busy time, and sampled queue-wait
 //!   and run-time [`Histogram`]s.
 //!
+//! Cargo features (off by default):
+//! - `metrics`: `Metrics::record` writes a snapshot to the `metrics`
+//!   crate's facade, for any exporter (Prometheus, StatsD, OpenTelemetry).
+//!
 //! A panicking job never takes a worker down: its Task resolves to a
 //! [`JoinError`] that carries the panic payload.
 //!

@@ -732,6 +732,107 @@ impl fmt::Debug for Metrics {
 /// run time:   p50 7.0µs, p99 9.0µs, max 12.0µs (n = 16)
 /// blocking: 0 blocked, 0 detected, 0 spare threads; 0 reserve waiters
 /// ```
+/// Writing a snapshot to the [`metrics`] facade (feature `metrics`).
+#[cfg(feature = "metrics")]
+impl Metrics {
+    /// Writes every figure of this snapshot to the [`metrics`] crate's
+    /// facade, under names that start with `prefix` (say `"offload"`), so
+    /// that whatever `metrics` exporter the program installed (Prometheus,
+    /// StatsD, OpenTelemetry) publishes them. Call it on each scrape, or
+    /// from a timer; it only sets values, so calling it often is harmless.
+    /// With no recorder installed it does nothing. Needs the `metrics`
+    /// feature.
+    ///
+    /// | name | kind | labels | figure |
+    /// |---|---|---|---|
+    /// | `{prefix}_threads` | gauge | | [`threads`](Metrics::threads) |
+    /// | `{prefix}_uptime_seconds` | gauge | | [`uptime`](Metrics::uptime) |
+    /// | `{prefix}_queued` | gauge | | [`queued`](Metrics::queued) |
+    /// | `{prefix}_running` | gauge | | [`running`](Metrics::running) |
+    /// | `{prefix}_spawned_total` | counter | | [`spawned`](Metrics::spawned) |
+    /// | `{prefix}_completed_total` | counter | | [`completed`](Metrics::completed) |
+    /// | `{prefix}_panicked_total` | counter | | [`panicked`](Metrics::panicked) |
+    /// | `{prefix}_cancelled_total` | counter | | [`cancelled`](Metrics::cancelled) |
+    /// | `{prefix}_stopped_total` | counter | | [`stopped`](Metrics::stopped) |
+    /// | `{prefix}_refused_total` | counter | | [`refused`](Metrics::refused) |
+    /// | `{prefix}_steals_total` | counter | | [`steals`](Metrics::steals) |
+    /// | `{prefix}_busy_microseconds_total` | counter | `worker` (its index) | [`busy`](Metrics::busy) (microseconds: the facade's counters are integers) |
+    /// | `{prefix}_detected_total` | counter | | [`detected_total`](Metrics::detected_total) |
+    /// | `{prefix}_blocked` | gauge | | [`blocked`](Metrics::blocked) |
+    /// | `{prefix}_detected_blocked` | gauge | | [`detected_blocked`](Metrics::detected_blocked) |
+    /// | `{prefix}_spare_threads` | gauge | | [`spare_threads`](Metrics::spare_threads) |
+    /// | `{prefix}_reserve_waiters` | gauge | | [`reserve_waiters`](Metrics::reserve_waiters) |
+    /// | `{prefix}_queue_wait_seconds` | gauge | `quantile`: `0.5`, `0.9`, `0.99`, `1` | [`queue_wait`](Metrics::queue_wait)'s quantiles (`1` is the max) |
+    /// | `{prefix}_queue_wait_samples_total` | counter | | its [`count`](Histogram::count) |
+    /// | `{prefix}_queue_wait_mean_seconds` | gauge | | its [`mean`](Histogram::mean) |
+    /// | `{prefix}_run_time_seconds` | gauge | `quantile` as above | [`run_time`](Metrics::run_time)'s quantiles |
+    /// | `{prefix}_run_time_samples_total` | counter | | its count |
+    /// | `{prefix}_run_time_mean_seconds` | gauge | | its mean |
+    ///
+    /// The pool's histograms are already aggregated (and sampled: see
+    /// [`Builder::metrics_sample_every`](crate::Builder::metrics_sample_every)),
+    /// so they are published as quantile gauges with their sample count and
+    /// mean, the shape of a Prometheus summary, rather than fed again into
+    /// the facade's histograms, which take single observations. Counters
+    /// are set with `absolute`, so a snapshot recorded twice counts once.
+    ///
+    /// ```
+    /// use metrics_exporter_prometheus::PrometheusBuilder;
+    ///
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let page = recorder.handle();
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// pool.spawn(|| 6 * 7).wait().unwrap();
+    /// metrics::with_local_recorder(&recorder, || pool.metrics().record("offload"));
+    /// let text = page.render(); // what GET /metrics serves
+    /// assert!(text.contains("offload_spawned_total 1"), "{text}");
+    /// assert!(text.contains("offload_threads 2"), "{text}");
+    /// ```
+    pub fn record(&self, prefix: &str) {
+        use metrics::{counter, gauge};
+
+        let name = |suffix: &str| format!("{prefix}_{suffix}");
+        let set = |suffix: &str, value: f64| gauge!(name(suffix)).set(value);
+        let count = |suffix: &str, value: u64| counter!(name(suffix)).absolute(value);
+
+        set("threads", self.threads as f64);
+        set("uptime_seconds", self.uptime.as_secs_f64());
+        set("queued", self.queued() as f64);
+        set("running", self.running() as f64);
+        count("spawned_total", self.spawned);
+        count("completed_total", self.completed);
+        count("panicked_total", self.panicked);
+        count("cancelled_total", self.cancelled);
+        count("stopped_total", self.stopped);
+        count("refused_total", self.refused);
+        count("steals_total", self.steals);
+        count("detected_total", self.detected_total);
+        for (worker, busy) in self.busy.iter().enumerate() {
+            let micros = u64::try_from(busy.as_micros()).unwrap_or(u64::MAX);
+            counter!(name("busy_microseconds_total"), "worker" => worker.to_string())
+                .absolute(micros);
+        }
+        set("blocked", self.blocked as f64);
+        set("detected_blocked", self.detected_blocked as f64);
+        set("spare_threads", self.spare_threads as f64);
+        set("reserve_waiters", self.reserve_waiters as f64);
+        for (what, histogram) in [
+            ("queue_wait", &self.queue_wait),
+            ("run_time", &self.run_time),
+        ] {
+            for (label, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("1", 1.0)] {
+                gauge!(name(&format!("{what}_seconds")), "quantile" => label)
+                    .set(histogram.quantile(q).as_secs_f64());
+            }
+            count(&format!("{what}_samples_total"), histogram.count());
+            set(
+                &format!("{what}_mean_seconds"),
+                histogram.mean().as_secs_f64(),
+            );
+        }
+    }
+}
+
 impl fmt::Display for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let busy: Duration = self.busy.iter().sum();
