@@ -55,6 +55,34 @@
 //! Cargo features (off by default):
 //! - `metrics`: `Metrics::record` writes a snapshot to the `metrics`
 //!   crate's facade, for any exporter (Prometheus, StatsD, OpenTelemetry).
+//! - `tracing`: every job runs inside the `tracing` span that was current
+//!   where it was made: [`spawn`], [`spawn_blocking`], [`Pool::try_spawn`]
+//!   and [`Permit::spawn`] capture it (as `tracing::Instrument` would), and
+//!   the halves of a [`join`], the jobs of a [`scope`] and an
+//!   [`install`](Pool::install) body run in the span current where `join`,
+//!   `scope`, `install` (or [`Scope::spawn`]) was called, on whichever
+//!   thread runs them. The span moves with the closure (no allocation of
+//!   its own); with no subscriber, capturing it is a look at the global
+//!   dispatcher. Without the feature nothing is captured.
+//!
+//! **Other context** (task-locals, an OpenTelemetry `Context`, profiler
+//! labels, a request id) does not follow a job by itself: a job may run on
+//! any worker, long after the spawn. Capture it in the closure and install
+//! it for the job's duration, which costs nothing beyond the value moved:
+//!
+//! ```
+//! thread_local!(static REQUEST: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+//!
+//! REQUEST.with(|r| r.set(42));
+//! let request = REQUEST.with(|r| r.get()); // captured where the job is made
+//! let seen = offload::spawn(move || {
+//!     let previous = REQUEST.with(|r| r.replace(request)); // installed where it runs
+//!     let seen = REQUEST.with(|r| r.get());
+//!     REQUEST.with(|r| r.set(previous)); // (a guard does this on unwind too)
+//!     seen
+//! });
+//! assert_eq!(seen.wait().unwrap(), 42);
+//! ```
 //!
 //! A panicking job never takes a worker down: its Task resolves to a
 //! [`JoinError`] that carries the panic payload.
@@ -66,6 +94,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod blocking;
+mod context;
 mod error;
 mod flow;
 mod idle;
@@ -187,8 +216,11 @@ where
     RB: Send,
 {
     WorkerThread::with_current(|worker| match worker {
-        Some(worker) => join_on_worker(worker, a, b),
-        None => blocking::with_away_or_global(|registry| join::join_in(registry, a, b)),
+        // `a` runs here, in the caller's context already.
+        Some(worker) => join_on_worker(worker, a, context::wrap(b)),
+        None => blocking::with_away_or_global(|registry| {
+            join::join_in(registry, context::wrap(a), context::wrap(b))
+        }),
     })
 }
 
@@ -216,6 +248,8 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
-        None => blocking::with_away_or_global(|registry| scope::scope_in(registry, op)),
+        None => blocking::with_away_or_global(|registry| {
+            scope::scope_in(registry, scope::in_current_context(op))
+        }),
     })
 }

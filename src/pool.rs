@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::blocking::spares::{NameFn, SpareConfig};
+use crate::context::Context as JobContext;
 use crate::flow::slots::Slot;
 use crate::flow::{Permit, Reserve, TryReserveError, TrySpawnError};
 use crate::observe::metrics::SAMPLE_EVERY;
@@ -501,7 +502,11 @@ impl Pool {
         RA: Send,
         RB: Send,
     {
-        crate::join::join_in(&self.registry, a, b)
+        crate::join::join_in(
+            &self.registry,
+            crate::context::wrap(a),
+            crate::context::wrap(b),
+        )
     }
 
     /// Runs `op` on a worker of this pool with a [`Scope`] whose jobs may
@@ -516,7 +521,7 @@ impl Pool {
         OP: FnOnce(&Scope<'scope>) -> R + Send,
         R: Send,
     {
-        crate::scope::scope_in(&self.registry, op)
+        crate::scope::scope_in(&self.registry, crate::scope::in_current_context(op))
     }
 
     /// Runs `op` on a worker of this pool, blocking the caller until it
@@ -545,6 +550,7 @@ impl Pool {
             // A helper of this pool runs its jobs as a worker would.
             return op();
         }
+        let op = crate::context::wrap(op);
         in_worker(&self.registry, |_| op())
     }
 
@@ -1202,7 +1208,8 @@ where
     task
 }
 
-/// `job`, holding a handle to its pool until it has run or been dropped:
+/// `job`, running in the context of its spawner (see [`crate::context`])
+/// and holding a handle to its pool until it has run or been dropped:
 /// a Task's job counts as a handle, so that the pool terminates once the
 /// last [`Pool`] is gone *and* no Task's job is left, and the jobs that
 /// running jobs spawn meanwhile still run (as rayon's `spawn` does).
@@ -1212,10 +1219,12 @@ where
     T: Send + 'static,
 {
     let pool = Pool::from_registry(Arc::clone(registry));
+    let context = JobContext::capture();
     move || {
         // Dropped when the job returns or unwinds, or with the closure if
         // the job is cancelled before it starts.
         let _pool = pool;
+        let _entered = context.enter();
         job()
     }
 }
