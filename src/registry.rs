@@ -41,11 +41,16 @@
 //! `Mode::Cancel`), and pushes the other jobs (join halves, scope jobs,
 //! install bodies, which their callers wait for) back onto the injectors.
 //! So every Task queued before the call resolves before it returns, even
-//! while every worker is stuck in a job. A batch that a worker is moving
-//! from the injector to its deque at that moment is invisible to the
-//! sweep; that worker is not stuck, and executes the batch in cancel mode.
-//! The blocking queue is emptied the same way by `Spares::close`, and the
-//! reserve line by `Slots::close`.
+//! while every worker is stuck in a job. One window remains: a batch that
+//! a worker (not stuck, then) is moving from the injector or another deque
+//! into its own deque at that moment is in no queue, so the sweep misses
+//! it; that worker cancels the batch's jobs as it reaches them, but if the
+//! job it is about to start is one that gets stuck, the rest of its batch
+//! waits for that job. (Closing it takes a store-buffering pair: a
+//! `fence(SeqCst)` after a batch lands, before the worker reads the
+//! execution mode, against one after `CANCEL_QUEUED` is set, before the
+//! sweep looks at the deques.) The blocking queue is emptied by
+//! `Spares::close`, and the reserve line by `Slots::close`.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
