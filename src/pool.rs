@@ -575,9 +575,7 @@ impl Pool {
     /// [`reserve`](Pool::reserve) waiters in line (which resolve to
     /// [`ShutdownError`](crate::ShutdownError)). So every Task queued before
     /// the call has resolved by the time it waits, even while every worker
-    /// is stuck in a job. (The one exception: jobs that a worker, busy but
-    /// not yet stuck, was moving between queues at that very moment; it
-    /// cancels them as it reaches them, after the job it starts next.) Jobs already running are told through
+    /// is stuck in a job. Jobs already running are told through
     /// [`is_cancelled`](crate::is_cancelled); a job that never returns keeps
     /// this call waiting (use [`shutdown_now_async`](Pool::shutdown_now_async)
     /// or a thread to bound the wait). Called from one of this pool's own

@@ -41,16 +41,20 @@
 //! `Mode::Cancel`), and pushes the other jobs (join halves, scope jobs,
 //! install bodies, which their callers wait for) back onto the injectors.
 //! So every Task queued before the call resolves before it returns, even
-//! while every worker is stuck in a job. One window remains: a batch that
-//! a worker (not stuck, then) is moving from the injector or another deque
-//! into its own deque at that moment is in no queue, so the sweep misses
-//! it; that worker cancels the batch's jobs as it reaches them, but if the
-//! job it is about to start is one that gets stuck, the rest of its batch
-//! waits for that job. (Closing it takes a store-buffering pair: a
-//! `fence(SeqCst)` after a batch lands, before the worker reads the
-//! execution mode, against one after `CANCEL_QUEUED` is set, before the
-//! sweep looks at the deques.) The blocking queue is emptied by
-//! `Spares::close`, and the reserve line by `Slots::close`.
+//! while every worker is stuck in a job.
+//!
+//! A batch that a worker is moving from the injector or another deque into
+//! its own at that moment is in no queue for an instant. Store-buffering
+//! once more: the taker lands the batch, ends its spin with a
+//! `fence(SeqCst)` (only a spinner takes a batch: see [`crate::idle`]),
+//! and only then reads the execution mode for the batch's first job; the
+//! sweep sets `CANCEL_QUEUED`, fences, then looks at the deques. So either
+//! the sweep finds the batch in the taker's deque, or the taker executes
+//! its first job in cancel mode and cancels the rest as it reaches them:
+//! it does not get stuck in a job with Tasks of the batch behind it. (The
+//! loom stand-in for the deques steals under a lock, which would order the
+//! two sides by itself, so no model checks this pair.) The blocking queue
+//! is emptied by `Spares::close`, and the reserve line by `Slots::close`.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -534,6 +538,11 @@ impl Registry {
     /// the injector they came from (a deque's to the shared one, which
     /// helpers may take from as they may from a deque), for the workers.
     fn cancel_queued_tasks(&self) {
+        // SeqCst fence: pairs with the fence that ends a taker's spin, after
+        // its batch landed and before it reads the execution mode (module
+        // docs): either this sweep sees the batch in the taker's deque, or
+        // the taker sees `CANCEL_QUEUED` and cancels the batch itself.
+        fence(Ordering::SeqCst);
         let tally = self.tally();
         let mut parts = Vec::new();
         let mut place_parts = Vec::new();
