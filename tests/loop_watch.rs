@@ -131,7 +131,7 @@ fn a_blocked_loop_is_reported_while_blocked_with_the_blocking_function() {
                     names
                         .iter()
                         .any(|name| name.contains("blocking_function_under_watch")),
-                    "{executor:?}: the stack names the blocking function: {ongoing}"
+                    "{executor:?}: the stack names the blocking function: {ongoing:#}"
                 );
                 assert!(ongoing
                     .to_string()

@@ -29,8 +29,9 @@
 //!   going on (when the threshold is crossed), once when the loop is back.
 //! - The reported duration is the time since the loop last polled the watch,
 //!   so it is at least the stall's length and at most one period more.
-//! - The reporter runs on the watcher thread, never on the loop; a panic in
-//!   it is caught and the watcher goes on.
+//! - The reporter runs on a thread of its watch's own, never on the loop
+//!   or the watcher: a reporter that blocks delays no capture and no other
+//!   watch's report. A panic in it is caught and the watch goes on.
 //! - The watcher thread exists only while some watch is registered (first
 //!   polled and not yet dropped); one thread serves every watch.
 
@@ -217,14 +218,65 @@ impl fmt::Debug for LoopWatch {
 }
 
 /// A stall of a watched loop, as given to [`LoopWatch::on_stall`]'s
-/// reporter. Its `Display` is the report line, followed by the stack (one
-/// frame a line, innermost first) where one was taken.
+/// reporter. Its `Display` is the [`summary`](Self::summary) line followed
+/// by at most 8 of the application's own frames; the alternate form
+/// (`{:#}`) prints the whole stack (one frame a line, innermost first).
 #[derive(Clone)]
 pub struct Stall {
     thread: Arc<LoopThread>,
     duration: Duration,
     ongoing: bool,
-    stack: Option<Arc<[Frame]>>,
+    stack: Result<Arc<[Frame]>, Arc<str>>,
+    cpu: Option<CpuFigures>,
+}
+
+/// What the stalled thread did with its time, by the scheduler's figures
+/// over the stall ([`Stall::cause`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StallCause {
+    /// Most of the stall was spent off the CPU and not waiting for one:
+    /// sleeping or blocked in the kernel (a blocking call on the loop).
+    Blocked,
+    /// Most of the stall was spent running: code on the loop that computes
+    /// for too long.
+    Running,
+    /// Most of the stall was spent runnable but waiting for a CPU: the
+    /// machine is overloaded, or other threads (the pool's, say) share the
+    /// loop's cores. The stack then shows where the thread was preempted,
+    /// not a culprit.
+    StarvedOfCpu,
+}
+
+impl fmt::Display for StallCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StallCause::Blocked => "blocked",
+            StallCause::Running => "running",
+            StallCause::StarvedOfCpu => "starved of CPU",
+        })
+    }
+}
+
+/// The loop thread's scheduler figures over a stall.
+#[derive(Clone, Copy, Debug)]
+struct CpuFigures {
+    /// The span they cover.
+    span: Duration,
+    on_cpu: Duration,
+    waiting_for_cpu: Duration,
+}
+
+impl CpuFigures {
+    fn cause(&self) -> StallCause {
+        if self.waiting_for_cpu * 2 > self.span {
+            StallCause::StarvedOfCpu
+        } else if self.on_cpu * 2 > self.span {
+            StallCause::Running
+        } else {
+            StallCause::Blocked
+        }
+    }
 }
 
 impl Stall {
@@ -252,13 +304,68 @@ impl Stall {
     }
 
     /// The blocked thread's stack when the stall was noticed, innermost
-    /// frame first. Linux only (taken with a signal; see the
+    /// frame first. Linux on x86_64 and aarch64 only (see the
     /// `offload::observe` notes in `ARCHITECTURE.md`); `None` elsewhere, or
-    /// if the thread did not answer the signal within 100 ms, or no
-    /// real-time signal was free. Both reports of one stall carry the same
-    /// stack.
+    /// when it could not be taken safely: [`no_stack_reason`] says why.
+    /// Both reports of one stall carry the same stack.
+    ///
+    /// [`no_stack_reason`]: Self::no_stack_reason
     pub fn stack(&self) -> Option<&[Frame]> {
-        self.stack.as_deref()
+        self.stack.as_deref().ok()
+    }
+
+    /// Why [`stack`](Self::stack) is `None`: the platform, or a check
+    /// that failed (the program changed the signal's action, the loop
+    /// thread blocks it, the thread id was reused, the thread did not
+    /// answer, …). `None` when there is a stack.
+    pub fn no_stack_reason(&self) -> Option<&str> {
+        self.stack.as_ref().err().map(|why| &**why)
+    }
+
+    /// What the thread did over the stall, by the scheduler's figures
+    /// (Linux: `/proc/self/task/<tid>/schedstat`, from the loop's last
+    /// answered wake-up to the report); `None` where they are not kept.
+    pub fn cause(&self) -> Option<StallCause> {
+        self.cpu.as_ref().map(CpuFigures::cause)
+    }
+
+    /// How long, over the stall, the thread was runnable but waited for a
+    /// CPU (the scheduler's run-queue time); `None` where not known.
+    pub fn waited_for_cpu(&self) -> Option<Duration> {
+        self.cpu.map(|cpu| cpu.waiting_for_cpu)
+    }
+
+    /// How long, over the stall, the thread ran on a CPU; `None` where not
+    /// known.
+    pub fn on_cpu(&self) -> Option<Duration> {
+        self.cpu.map(|cpu| cpu.on_cpu)
+    }
+
+    /// The first frame of the stack that is the application's own: a Rust
+    /// function outside std, core, alloc, tokio, smol, async-executor,
+    /// futures and offload.
+    pub fn application_frame(&self) -> Option<&Frame> {
+        self.stack()
+            .unwrap_or_default()
+            .iter()
+            .find(|frame| stack::is_application(frame))
+    }
+
+    /// The report in one line: the thread, the duration, the cause, and
+    /// the first frame of the application's own (or why there is none).
+    ///
+    /// ```text
+    /// event loop on thread 'main' blocked for 31 ms and still blocked (running) in app::render_report
+    /// event loop on thread 'main' blocked for 130 ms and still blocked (starved of CPU: waited 120 ms for a CPU; the machine is overloaded or other threads share its cores)
+    /// ```
+    pub fn summary(&self) -> String {
+        struct Summary<'a>(&'a Stall);
+        impl fmt::Display for Summary<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.summary_line(f)
+            }
+        }
+        Summary(self).to_string()
     }
 
     fn headline(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -273,13 +380,53 @@ impl Stall {
             write!(f, " was blocked for {millis:.0} ms")
         }
     }
+
+    fn summary_line(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.headline(f)?;
+        if let Some(cpu) = &self.cpu {
+            match cpu.cause() {
+                StallCause::StarvedOfCpu => write!(
+                    f,
+                    " (starved of CPU: waited {} ms for a CPU, ran {} ms; the machine is \
+                     overloaded or other threads share its cores)",
+                    cpu.waiting_for_cpu.as_millis(),
+                    cpu.on_cpu.as_millis()
+                )?,
+                cause => write!(f, " ({cause})")?,
+            }
+        }
+        match (self.application_frame(), &self.stack) {
+            (Some(frame), _) => write!(f, " in {}", frame.function().unwrap_or_default()),
+            (None, Err(why)) => write!(f, "; no stack: {why}"),
+            (None, Ok(_)) => Ok(()),
+        }
+    }
 }
+
+/// How many application frames `Display` prints (the alternate form prints
+/// them all).
+const SHORT_STACK: usize = 8;
 
 impl fmt::Display for Stall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.headline(f)?;
-        for (i, frame) in self.stack().unwrap_or_default().iter().enumerate() {
-            write!(f, "\n  {i:>2}: {frame}")?;
+        self.summary_line(f)?;
+        let stack = self.stack().unwrap_or_default();
+        if f.alternate() {
+            for (i, frame) in stack.iter().enumerate() {
+                write!(f, "\n  {i:>2}: {frame}")?;
+            }
+        } else {
+            let mut own = stack
+                .iter()
+                .enumerate()
+                .filter(|(_, frame)| stack::is_application(frame));
+            for (i, frame) in own.by_ref().take(SHORT_STACK) {
+                write!(f, "\n  {i:>2}: {frame}")?;
+            }
+            let more = own.count();
+            if more > 0 {
+                write!(f, "\n      … and {more} more")?;
+            }
         }
         Ok(())
     }
@@ -296,6 +443,7 @@ impl fmt::Debug for Stall {
                 "stack_frames",
                 &self.stack.as_ref().map(|stack| stack.len()),
             )
+            .field("cpu", &self.cpu)
             .finish()
     }
 }
@@ -376,8 +524,8 @@ type Reporter = Arc<dyn Fn(&Stall) + Send + Sync>;
 struct LoopThread {
     id: ThreadId,
     name: Option<String>,
-    /// Its OS id, where the platform can signal it.
-    tid: Option<usize>,
+    /// Its OS identity and stack bounds, where stacks are taken.
+    os: Option<stack::OsThread>,
 }
 
 /// The state of one watch that the loop and the watcher share: see the
@@ -405,6 +553,37 @@ struct Side {
     next_tick: u64,
     /// The stall reported as ongoing, until the loop is back.
     ongoing: Option<Stall>,
+    /// The loop thread's scheduler figures, kept open.
+    schedstat: Option<stack::SchedStat>,
+    /// Their last sample, at a wake-up the loop had answered: (time, on a
+    /// CPU, waiting for one).
+    healthy: Option<(u64, u64, u64)>,
+    /// The running reporter, fed in order (see [`Reports`]).
+    reports: Option<Reports>,
+}
+
+impl Side {
+    /// Samples the loop thread's scheduler figures at `now`.
+    fn sample(&mut self, thread: &LoopThread, now: u64) -> Option<(u64, u64, u64)> {
+        let tid = thread.os.as_ref().map(stack::tid_of)?;
+        if self.schedstat.as_ref().map(stack::SchedStat::tid) != Some(tid) {
+            self.schedstat = stack::SchedStat::open(tid);
+            self.healthy = None;
+        }
+        let (on_cpu, waiting) = self.schedstat.as_ref()?.read()?;
+        Some((now, on_cpu, waiting))
+    }
+
+    /// The figures since the last healthy sample.
+    fn over_stall(&mut self, thread: &LoopThread, now: u64) -> Option<CpuFigures> {
+        let (start, on_cpu, waiting) = self.healthy?;
+        let (_, on_cpu_now, waiting_now) = self.sample(thread, now)?;
+        Some(CpuFigures {
+            span: Duration::from_nanos(now.saturating_sub(start)),
+            on_cpu: Duration::from_nanos(on_cpu_now.saturating_sub(on_cpu)),
+            waiting_for_cpu: Duration::from_nanos(waiting_now.saturating_sub(waiting)),
+        })
+    }
 }
 
 impl Watched {
@@ -506,7 +685,7 @@ impl Watched {
         *thread = Some(Arc::new(LoopThread {
             id: current.id(),
             name: current.name().map(str::to_owned),
-            tid: stack::current_tid(),
+            os: stack::OsThread::current(),
         }));
     }
 
@@ -523,17 +702,34 @@ impl Watched {
                 self.lags.stalls.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(thread) = lock(&self.thread).clone() {
-                self.report(&Stall {
-                    thread,
-                    duration: Duration::from_nanos(ended),
-                    ongoing: false,
-                    stack: noticed.and_then(|stall| stall.stack),
-                });
+                let (stack, cpu) = match noticed {
+                    Some(stall) => (stall.stack, stall.cpu),
+                    None => (
+                        Err(Arc::from("the stall ended before it was noticed")),
+                        side.over_stall(&thread, now),
+                    ),
+                };
+                self.report(
+                    &mut side,
+                    Stall {
+                        thread,
+                        duration: Duration::from_nanos(ended),
+                        ongoing: false,
+                        stack,
+                        cpu,
+                    },
+                );
             }
         }
         let pending = if now >= side.next_tick {
             side.next_tick = (side.next_tick + self.period).max(now + 1);
-            self.on_tick(now)
+            let pending = self.on_tick(now);
+            if pending.is_none() {
+                if let Some(thread) = lock(&self.thread).clone() {
+                    side.healthy = side.sample(&thread, now);
+                }
+            }
+            pending
         } else {
             self.pending_since()
         };
@@ -545,15 +741,20 @@ impl Watched {
                     // Relaxed: a duration to report, nothing more.
                     let last_poll = self.last_poll.load(Ordering::Relaxed);
                     let duration = Duration::from_nanos(now.saturating_sub(last_poll));
-                    let stack = thread.tid.and_then(stack::stack_of).map(Arc::from);
+                    let cpu = side.over_stall(&thread, now);
+                    let stack = match &thread.os {
+                        Some(os) => stack::stack_of(os).map(Arc::from).map_err(Arc::from),
+                        None => Err(Arc::from(stack::NO_THREAD)),
+                    };
                     let stall = Stall {
                         thread,
                         duration,
                         ongoing: true,
                         stack,
+                        cpu,
                     };
-                    self.report(&stall);
-                    side.ongoing = Some(stall);
+                    side.ongoing = Some(stall.clone());
+                    self.report(&mut side, stall);
                 }
             } else {
                 next = next.min(since + self.threshold);
@@ -562,27 +763,80 @@ impl Watched {
         next
     }
 
-    /// Runs the reporter, containing a panic.
-    fn report(&self, stall: &Stall) {
-        let reporter = lock(&self.reporter).clone();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reporter(stall)));
-        drop(outcome); // the panic hook has printed it; the watch goes on
+    /// Hands `stall` to the reporter, off the watcher's path (see
+    /// [`Reports`]).
+    fn report(&self, side: &mut Side, stall: Stall) {
+        let reports = side
+            .reports
+            .get_or_insert_with(|| Reports::new(lock(&self.reporter).clone()));
+        reports.send(stall);
     }
 }
 
-/// The default reporter: asyncio-style lines on stderr, the stack only in
-/// the first report of a stall.
+/// Runs a reporter, containing a panic.
+fn run_reporter(reporter: &Reporter, stall: &Stall) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reporter(stall)));
+    drop(outcome); // the panic hook has printed it; the watch goes on
+}
+
+/// One watch's reporter, on a thread of its own (started at its first
+/// stall, gone with the watch): a reporter that blocks holds up its own
+/// watch's later reports, never a capture or another watch's report.
+/// Reports arrive in order.
+#[cfg(not(loom))]
+struct Reports {
+    queue: std::sync::mpsc::Sender<Stall>,
+}
+
+#[cfg(not(loom))]
+impl Reports {
+    fn new(reporter: Reporter) -> Reports {
+        let (queue, stalls) = std::sync::mpsc::channel::<Stall>();
+        let spawned = std::thread::Builder::new()
+            .name("offload-stall-report".into())
+            .spawn(move || {
+                for stall in stalls {
+                    run_reporter(&reporter, &stall);
+                }
+            });
+        if let Err(error) = spawned {
+            eprintln!("offload: LoopWatch cannot start its reporter thread: {error}");
+        }
+        Reports { queue }
+    }
+
+    fn send(&self, stall: Stall) {
+        // An error: the reporter thread could not start; the stall is
+        // counted in the stats all the same.
+        let _ = self.queue.send(stall);
+    }
+}
+
+/// Under loom: the reporter runs in place.
+#[cfg(loom)]
+struct Reports {
+    reporter: Reporter,
+}
+
+#[cfg(loom)]
+impl Reports {
+    fn new(reporter: Reporter) -> Reports {
+        Reports { reporter }
+    }
+
+    fn send(&self, stall: Stall) {
+        run_reporter(&self.reporter, &stall);
+    }
+}
+
+/// The default reporter: asyncio-style lines on stderr, the summary and
+/// at most 8 application frames in the first report of a stall, the
+/// summary alone when it ends.
 fn report_to_stderr(stall: &Stall) {
     if stall.is_ongoing() {
         eprintln!("{stall}");
     } else {
-        struct Headline<'a>(&'a Stall);
-        impl fmt::Display for Headline<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.headline(f)
-            }
-        }
-        eprintln!("{}", Headline(stall));
+        eprintln!("{}", stall.summary());
     }
 }
 
