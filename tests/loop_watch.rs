@@ -136,6 +136,32 @@ fn a_blocked_loop_is_reported_while_blocked_with_the_blocking_function() {
                 assert!(ongoing
                     .to_string()
                     .contains("blocking_function_under_watch"));
+                // The one-line summary names the application's frame; the
+                // short form keeps at most 8 of its frames, `{:#}` them all.
+                let summary = ongoing.summary();
+                assert!(!summary.contains('\n'), "{summary}");
+                assert!(
+                    summary.contains("in loop_watch::blocking_function_under_watch"),
+                    "{executor:?}: {summary}"
+                );
+                let numbered = |text: String| {
+                    text.lines()
+                        .filter(|line| {
+                            line.trim_start()
+                                .split(':')
+                                .next()
+                                .unwrap()
+                                .parse::<usize>()
+                                .is_ok()
+                        })
+                        .count()
+                };
+                assert!(numbered(ongoing.to_string()) <= 8, "{ongoing}");
+                assert_eq!(
+                    numbered(format!("{ongoing:#}")),
+                    ongoing.stack().unwrap().len(),
+                    "{ongoing:#}"
+                );
             } else {
                 eprintln!("skipped the stack check: stacks are taken on Linux only");
             }

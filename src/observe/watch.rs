@@ -368,6 +368,40 @@ impl Stall {
         Summary(self).to_string()
     }
 
+    /// A reporter for [`LoopWatch::on_stall`] (cargo feature `tracing`):
+    /// one `tracing` event a report, at level `WARN` while the stall lasts
+    /// and `INFO` when it is over, with the fields `thread`, `duration_ms`,
+    /// `cause` and `summary` (see [`summary`](Self::summary)).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let watch = offload::LoopWatch::new(Duration::from_millis(50)).on_stall(offload::Stall::trace);
+    /// # drop(watch);
+    /// ```
+    #[cfg(feature = "tracing")]
+    pub fn trace(&self) {
+        let thread = match &self.thread.name {
+            Some(name) => name.clone(),
+            None => format!("{:?}", self.thread.id),
+        };
+        let duration_ms = self.duration.as_secs_f64() * 1e3;
+        let cause = self
+            .cause()
+            .map_or_else(|| "unknown".to_owned(), |cause| cause.to_string());
+        let summary = self.summary();
+        if self.ongoing {
+            tracing::warn!(thread, duration_ms, cause, summary, "event loop stalled");
+        } else {
+            tracing::info!(
+                thread,
+                duration_ms,
+                cause,
+                summary,
+                "event loop stall ended"
+            );
+        }
+    }
+
     fn headline(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.duration.as_secs_f64() * 1e3;
         match &self.thread.name {
@@ -495,6 +529,52 @@ impl LoopStats {
         let mut lags = Histogram::new();
         self.lags.recorder.merge_into(&mut lags);
         lags
+    }
+}
+
+/// One line: the sample count, the lag's median, 99th percentile and
+/// maximum as rounded durations (two significant digits: `2.1 ms`), and the
+/// stalls.
+///
+/// ```
+/// let watch = offload::LoopWatch::new(std::time::Duration::from_millis(50));
+/// let line = watch.stats().to_string();
+/// assert!(line.starts_with("0 lag samples"), "{line}");
+/// # drop(watch);
+/// ```
+impl fmt::Display for LoopStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lags = self.lags();
+        write!(
+            f,
+            "{} lag samples: p50 {}, p99 {}, max {}; {} stalls",
+            lags.count(),
+            Rounded(lags.p50()),
+            Rounded(lags.p99()),
+            Rounded(lags.max()),
+            self.stalls()
+        )
+    }
+}
+
+/// A duration with two significant digits in the largest unit that keeps
+/// it at 1 or more: `850 µs`, `2.1 ms`, `31 ms`, `1.2 s`.
+struct Rounded(Duration);
+
+impl fmt::Display for Rounded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos() as f64;
+        let (value, unit) = match nanos {
+            n if n >= 1e9 => (n / 1e9, "s"),
+            n if n >= 1e6 => (n / 1e6, "ms"),
+            n if n >= 1e3 => (n / 1e3, "µs"),
+            n => (n, "ns"),
+        };
+        if value < 10.0 && unit != "ns" {
+            write!(f, "{value:.1} {unit}")
+        } else {
+            write!(f, "{value:.0} {unit}")
+        }
     }
 }
 
@@ -941,5 +1021,95 @@ impl Watched {
         let mut lags = Histogram::new();
         self.lags.recorder.merge_into(&mut lags);
         lags.count()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounded_durations_keep_two_significant_digits() {
+        let shown = |nanos| Rounded(Duration::from_nanos(nanos)).to_string();
+        assert_eq!(shown(2_130_000), "2.1 ms");
+        assert_eq!(shown(31_400_000), "31 ms");
+        assert_eq!(shown(850_000), "850 µs");
+        assert_eq!(shown(1_240_000_000), "1.2 s");
+        assert_eq!(shown(420), "420 ns");
+    }
+
+    #[test]
+    fn a_stall_is_starved_when_most_of_it_waited_for_a_cpu() {
+        let figures = |on_cpu, waiting| CpuFigures {
+            span: Duration::from_millis(100),
+            on_cpu: Duration::from_millis(on_cpu),
+            waiting_for_cpu: Duration::from_millis(waiting),
+        };
+        assert_eq!(figures(20, 70).cause(), StallCause::StarvedOfCpu);
+        assert_eq!(figures(90, 5).cause(), StallCause::Running);
+        assert_eq!(figures(3, 2).cause(), StallCause::Blocked);
+    }
+
+    #[cfg(feature = "tracing")]
+    #[test]
+    fn the_tracing_reporter_emits_one_event_with_the_fields() {
+        use std::sync::Mutex as StdMutex;
+        use tracing::field::{Field, Visit};
+
+        /// Records the fields of every event.
+        #[derive(Default)]
+        struct Fields(StdMutex<Vec<Vec<(String, String)>>>);
+        struct Visitor(Vec<(String, String)>);
+        impl Visit for Visitor {
+            fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+                self.0.push((field.name().to_owned(), format!("{value:?}")));
+            }
+        }
+        impl tracing::Subscriber for &'static Fields {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, event: &tracing::Event<'_>) {
+                let mut visitor = Visitor(Vec::new());
+                event.record(&mut visitor);
+                self.0.lock().unwrap().push(visitor.0);
+            }
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+
+        let fields: &'static Fields = Box::leak(Box::default());
+        let current = std::thread::current();
+        let stall = Stall {
+            thread: Arc::new(LoopThread {
+                id: current.id(),
+                name: Some("loop".into()),
+                os: None,
+            }),
+            duration: Duration::from_millis(42),
+            ongoing: true,
+            stack: Err(Arc::from("no stack here")),
+            cpu: Some(CpuFigures {
+                span: Duration::from_millis(40),
+                on_cpu: Duration::from_millis(38),
+                waiting_for_cpu: Duration::ZERO,
+            }),
+        };
+        tracing::subscriber::with_default(fields, || stall.trace());
+        let events = fields.0.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        let names: Vec<&str> = events[0].iter().map(|(name, _)| name.as_str()).collect();
+        for field in ["thread", "duration_ms", "cause", "summary"] {
+            assert!(names.contains(&field), "{names:?}");
+        }
+        assert!(
+            events[0].contains(&("cause".into(), "\"running\"".into())),
+            "{events:?}"
+        );
     }
 }
