@@ -60,9 +60,12 @@ static SIGNAL: OnceLock<Option<libc::c_int>> = OnceLock::new();
 const POLL_EVERY: Duration = Duration::from_micros(50);
 
 /// Copies the registers and stack window of `thread` (of this process),
-/// waiting at most about `patience` for a signalled thread to answer; or
-/// says why it could not.
-pub(crate) fn capture(thread: &OsThread, patience: Duration) -> Result<Captured, String> {
+/// waiting at most about `patience` for a signalled thread to answer, and
+/// says which way (`"signal"` or `"/proc"`); or says why it could not.
+pub(crate) fn capture(
+    thread: &OsThread,
+    patience: Duration,
+) -> Result<(Captured, &'static str), String> {
     if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
         return Err("stacks are taken on x86_64 and aarch64 only".into());
     }
@@ -78,10 +81,10 @@ pub(crate) fn capture(thread: &OsThread, patience: Duration) -> Result<Captured,
             ));
         }
         match stat.state {
-            'R' => return by_signal(thread, patience),
+            'R' => return by_signal(thread, patience).map(|captured| (captured, "signal")),
             'S' | 'D' => {
                 if let Some(captured) = from_proc(thread)? {
-                    return Ok(captured);
+                    return Ok((captured, "/proc"));
                 }
                 // It moved on while it was copied: look again.
             }

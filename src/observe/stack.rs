@@ -58,6 +58,17 @@ impl fmt::Display for Frame {
     }
 }
 
+/// What taking a stack cost the watcher thread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StackCost {
+    /// How the copy was taken: `"signal"` or `"/proc"`.
+    pub(crate) via: &'static str,
+    /// From the first check to the copy in hand.
+    pub(crate) copy: std::time::Duration,
+    /// Unwinding and symbolizing the copy.
+    pub(crate) unwind: std::time::Duration,
+}
+
 /// How long the watcher waits for a stalled thread to answer the signal.
 #[cfg(all(target_os = "linux", not(loom)))]
 const PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -118,13 +129,23 @@ impl OsThread {
     not(loom),
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-pub(crate) fn stack_of(thread: &OsThread) -> Result<Vec<Frame>, String> {
-    let captured = super::signal::capture(thread, PATIENCE)?;
+pub(crate) fn stack_of(thread: &OsThread) -> Result<(Vec<Frame>, StackCost), String> {
+    let started = std::time::Instant::now();
+    let (captured, via) = super::signal::capture(thread, PATIENCE)?;
+    let copied = started.elapsed();
     let addresses = super::unwind::unwind(&captured);
     if addresses.is_empty() {
         return Err("the stack could not be unwound".into());
     }
-    Ok(symbolize(&addresses))
+    let frames = symbolize(&addresses);
+    Ok((
+        frames,
+        StackCost {
+            via,
+            copy: copied,
+            unwind: started.elapsed() - copied,
+        },
+    ))
 }
 
 /// Not on this architecture: say why.
@@ -133,13 +154,13 @@ pub(crate) fn stack_of(thread: &OsThread) -> Result<Vec<Frame>, String> {
     not(loom),
     not(any(target_arch = "x86_64", target_arch = "aarch64"))
 ))]
-pub(crate) fn stack_of(_thread: &OsThread) -> Result<Vec<Frame>, String> {
+pub(crate) fn stack_of(_thread: &OsThread) -> Result<(Vec<Frame>, StackCost), String> {
     Err("stacks are taken on x86_64 and aarch64 only".into())
 }
 
 /// No way to take another thread's stack here.
 #[cfg(not(all(target_os = "linux", not(loom))))]
-pub(crate) fn stack_of(_thread: &OsThread) -> Result<Vec<Frame>, String> {
+pub(crate) fn stack_of(_thread: &OsThread) -> Result<(Vec<Frame>, StackCost), String> {
     Err("stacks are taken on Linux only".into())
 }
 

@@ -55,9 +55,9 @@ pub(crate) fn unwind(captured: &Captured) -> Vec<usize> {
     if fp == 0 {
         // The `/proc` path knows no frame pointer, and code built with
         // frame pointers (Rust's std is) finds its caller through it. Try
-        // the innermost frame records on the copied stack (a word that
-        // points higher up the stack, followed by a code address) and keep
-        // the walk that goes furthest.
+        // the innermost frame records on the copied stack (a word followed
+        // by a code address: the saved frame pointer and the return
+        // address) and keep the walk that goes furthest.
         let candidates: Vec<u64> = frame_records(modules, captured)
             .take(FRAME_RECORD_TRIES)
             .collect();
@@ -81,7 +81,6 @@ fn frame_records<'a>(
     captured: &'a Captured,
 ) -> impl Iterator<Item = u64> + 'a {
     let start = captured.stack_start as u64;
-    let end = start + captured.stack.len() as u64;
     let words: Vec<u64> = captured
         .stack
         .chunks_exact(8)
@@ -89,8 +88,13 @@ fn frame_records<'a>(
         .collect();
     (0..words.len().saturating_sub(1)).filter_map(move |i| {
         let here = start + 8 * i as u64;
-        let (saved, ret) = (words[i], words[i + 1]);
-        (saved > here && saved < end && modules.ranges.iter().any(|range| range.contains(&ret)))
+        // The saved frame pointer is not checked: a caller built without
+        // frame pointers leaves anything in that register.
+        let ret = words[i + 1];
+        modules
+            .ranges
+            .iter()
+            .any(|range| range.contains(&ret))
             .then_some(here)
     })
 }

@@ -58,18 +58,30 @@ const MAX_DEFAULT_PERIOD: Duration = Duration::from_millis(100);
 /// how long the loop takes to poll it (its *lag*). A loop that takes longer
 /// than the threshold is blocked: the watcher reports a [`Stall`] at once,
 /// while the loop is still blocked, with the loop thread's stack (Linux:
-/// taken with a signal, see [`Stall::stack`]), and again with the final
-/// duration when the loop polls the watch again. The default reporter
-/// writes to stderr, in the spirit of asyncio's debug mode:
+/// see [`Stall::stack`]) and what it did with its time
+/// ([`Stall::cause`]), and again with the final duration when the loop
+/// polls the watch again. The default reporter writes to stderr, in the
+/// spirit of asyncio's debug mode: the [summary](Stall::summary) and at
+/// most 8 of the application's own frames (`{:#}` of a `Stall` prints
+/// every frame):
 ///
 /// ```text
-/// event loop on thread 'main' blocked for 30 ms and still blocked
+/// event loop on thread 'main' blocked for 30 ms and still blocked (running) in stall::render_report
 ///    0: stall::render_report
-///    1: tokio::runtime::scheduler::current_thread::Context::enter
+///              at examples/stall.rs:53
+///    7: stall::serve::{{closure}}
+///              at examples/stall.rs:95
 ///    ...
-///    7: stall::main
-/// event loop on thread 'main' was blocked for 50 ms
+/// event loop on thread 'main' was blocked for 50 ms (running) in stall::render_report
 /// ```
+///
+/// Taking the stack is safe beside the program's own signal handling: a
+/// loop thread in a system call is never signalled (its stack is read
+/// through `/proc`, so the call is not interrupted), and a running one
+/// only after checks (the signal's action still offload's, not blocked,
+/// not pending, the same thread); the handler only copies. Where a check
+/// fails, the stall comes without a stack, and
+/// [`Stall::no_stack_reason`] says why.
 ///
 /// It works on any executor and needs no timer from it. It runs until it is
 /// dropped (or its task aborted); the watcher thread stops when the last
@@ -227,6 +239,8 @@ pub struct Stall {
     duration: Duration,
     ongoing: bool,
     stack: Result<Arc<[Frame]>, Arc<str>>,
+    /// What taking the stack cost, where one was taken.
+    cost: Option<stack::StackCost>,
     cpu: Option<CpuFigures>,
 }
 
@@ -448,6 +462,15 @@ impl fmt::Display for Stall {
         if f.alternate() {
             for (i, frame) in stack.iter().enumerate() {
                 write!(f, "\n  {i:>2}: {frame}")?;
+            }
+            if let Some(cost) = &self.cost {
+                write!(
+                    f,
+                    "\n  (stack copied through {} in {}, unwound and symbolized in {})",
+                    cost.via,
+                    Rounded(cost.copy),
+                    Rounded(cost.unwind)
+                )?;
             }
         } else {
             let mut own = stack
@@ -782,10 +805,11 @@ impl Watched {
                 self.lags.stalls.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(thread) = lock(&self.thread).clone() {
-                let (stack, cpu) = match noticed {
-                    Some(stall) => (stall.stack, stall.cpu),
+                let (stack, cost, cpu) = match noticed {
+                    Some(stall) => (stall.stack, stall.cost, stall.cpu),
                     None => (
                         Err(Arc::from("the stall ended before it was noticed")),
+                        None,
                         side.over_stall(&thread, now),
                     ),
                 };
@@ -796,6 +820,7 @@ impl Watched {
                         duration: Duration::from_nanos(ended),
                         ongoing: false,
                         stack,
+                        cost,
                         cpu,
                     },
                 );
@@ -822,15 +847,17 @@ impl Watched {
                     let last_poll = self.last_poll.load(Ordering::Relaxed);
                     let duration = Duration::from_nanos(now.saturating_sub(last_poll));
                     let cpu = side.over_stall(&thread, now);
-                    let stack = match &thread.os {
-                        Some(os) => stack::stack_of(os).map(Arc::from).map_err(Arc::from),
-                        None => Err(Arc::from(stack::NO_THREAD)),
+                    let (stack, cost) = match thread.os.as_ref().map(stack::stack_of) {
+                        Some(Ok((frames, cost))) => (Ok(Arc::from(frames)), Some(cost)),
+                        Some(Err(why)) => (Err(Arc::from(why)), None),
+                        None => (Err(Arc::from(stack::NO_THREAD)), None),
                     };
                     let stall = Stall {
                         thread,
                         duration,
                         ongoing: true,
                         stack,
+                        cost,
                         cpu,
                     };
                     side.ongoing = Some(stall.clone());
@@ -1094,6 +1121,7 @@ mod tests {
             duration: Duration::from_millis(42),
             ongoing: true,
             stack: Err(Arc::from("no stack here")),
+            cost: None,
             cpu: Some(CpuFigures {
                 span: Duration::from_millis(40),
                 on_cpu: Duration::from_millis(38),
