@@ -29,6 +29,10 @@
 //!    watched with a 5 ms threshold and a 1 ms period, until 1 000 stalls
 //!    were captured (the first argument changes the count): how many of
 //!    its calls returned `EINTR`.
+//! 5. **A slow reporter.** Part 2's futures row (user code) again, alone and
+//!    beside a second loop that stalls without pause and whose reporter
+//!    sleeps 1 s on each report: the difference in delay is what the slow
+//!    reporter costs another watch.
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
@@ -326,6 +330,26 @@ fn eintr(captures: usize) -> (usize, usize, usize) {
     (calls, interrupted, with_stack)
 }
 
+/// Part 5's neighbour: a loop on its own thread that stalls again and
+/// again, watched by a reporter that sleeps 1 s; runs until `stop`.
+fn slow_neighbour(stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let watch = LoopWatch::new(THRESHOLD).on_stall(|stall| {
+            if stall.is_ongoing() {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        run_watched(Executor::Futures, watch, async {
+            while !stop.load(Ordering::Relaxed) {
+                black_box(spin_for(STALL));
+                let yielded = std::cell::Cell::new(false);
+                turn_until(|| yielded.replace(true)).await;
+            }
+        });
+    })
+}
+
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -503,6 +527,24 @@ fn main() -> Result<()> {
     let (calls, interrupted, with_stack) = eintr(captures);
     println!(
         "{calls} calls, {interrupted} returned EINTR; {with_stack} of {captures} captures had a stack"
+    );
+
+    println!("\n## 5. A reporter that sleeps 1 s on another watch\n");
+    let mut alone = detection(Executor::Futures, Kind::UserCode).delays;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let neighbour = slow_neighbour(stop.clone());
+    let mut beside = detection(Executor::Futures, Kind::UserCode).delays;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    neighbour.join().expect("the neighbour loop");
+    alone.sort();
+    beside.sort();
+    println!(
+        "delay p50 / max: alone {} / {}, beside the slow reporter {} / {} (+{} at p50)",
+        ms(quantile(&alone, 0.5)),
+        ms(quantile(&alone, 1.0)),
+        ms(quantile(&beside, 0.5)),
+        ms(quantile(&beside, 1.0)),
+        ms(quantile(&beside, 0.5).saturating_sub(quantile(&alone, 0.5)))
     );
     Ok(())
 }
