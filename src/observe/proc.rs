@@ -66,7 +66,10 @@ pub(crate) struct Stat {
 
 /// A thread's `stat`; `None` if it has exited.
 pub(crate) fn stat(tid: usize) -> Option<Stat> {
-    let text = task_file(tid, "stat").ok()?;
+    parse_stat(&task_file(tid, "stat").ok()?)
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
     // The name (field 2) is in parentheses and may hold anything: the
     // fields after its last ')' are plain. Field 3 is the state; field 22
     // (the 20th after the name) the start time.
@@ -108,10 +111,16 @@ pub(crate) struct InSyscall {
     pub(crate) pc: usize,
 }
 
-/// `None` if the thread runs user code, has exited, or the file is not
-/// readable; the call `-1` (blocked, not in a system call) is kept.
-pub(crate) fn syscall(tid: usize) -> Option<InSyscall> {
-    let text = task_file(tid, "syscall").ok()?;
+/// `Ok(None)` if the thread runs user code (or the line is not
+/// understood); the call `-1` (blocked, not in a system call) is kept. An
+/// error if the file cannot be read (the thread exited, or the kernel does
+/// not offer it).
+pub(crate) fn syscall(tid: usize) -> io::Result<Option<InSyscall>> {
+    let text = task_file(tid, "syscall")?;
+    Ok(parse_syscall(&text))
+}
+
+fn parse_syscall(text: &str) -> Option<InSyscall> {
     let fields: Vec<&str> = text.split_ascii_whitespace().collect();
     if fields.len() < 3 {
         return None; // "running"
@@ -184,5 +193,43 @@ impl SchedStat {
         let text = std::str::from_utf8(&buffer[..len]).ok()?;
         let mut fields = text.split_ascii_whitespace();
         Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_after_a_name_with_parentheses() {
+        let line = "1234 (a) b) (c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21\n";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.state, stat.start_time), ('S', 987654));
+    }
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(
+            parse_syscall("-1 0x7ffd1000 0x7f001234\n"),
+            Some(InSyscall {
+                call: vec![u64::MAX],
+                sp: 0x7ffd1000,
+                pc: 0x7f001234,
+            })
+        );
+        let in_call = parse_syscall("7 0x0 0x0 0x1f4 0x0 0x0 0x0 0x7ffc2000 0x7f005678\n").unwrap();
+        assert_eq!(
+            (in_call.call.len(), in_call.sp, in_call.pc),
+            (7, 0x7ffc2000, 0x7f005678)
+        );
+    }
+
+    #[test]
+    fn this_thread_is_known_to_proc() {
+        let me = OsThread::current().unwrap();
+        assert!(me.stack.contains(&(&me as *const OsThread as usize)));
+        assert_eq!(stat(me.tid).unwrap().state, 'R');
+        assert!(SchedStat::open(me.tid).unwrap().read().is_some());
     }
 }

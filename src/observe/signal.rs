@@ -97,7 +97,8 @@ pub(crate) fn capture(
 /// The `/proc` path: `Ok(None)` if the thread left its call during the
 /// copy.
 fn from_proc(thread: &OsThread) -> Result<Option<Captured>, String> {
-    let Some(before) = proc::syscall(thread.tid) else {
+    let unreadable = |error| format!("cannot read the loop thread's /proc syscall file: {error}");
+    let Some(before) = proc::syscall(thread.tid).map_err(unreadable)? else {
         return Ok(None); // running again
     };
     if !thread.stack.contains(&before.sp) {
@@ -106,7 +107,7 @@ fn from_proc(thread: &OsThread) -> Result<Option<Captured>, String> {
     let len = (thread.stack.end - before.sp).min(STACK_WINDOW);
     let stack = proc::read_memory(before.sp, len)
         .map_err(|error| format!("cannot read the loop thread's stack: {error}"))?;
-    if proc::syscall(thread.tid).as_ref() != Some(&before) {
+    if proc::syscall(thread.tid).map_err(unreadable)?.as_ref() != Some(&before) {
         return Ok(None);
     }
     Ok(Some(Captured {
