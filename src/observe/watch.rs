@@ -804,7 +804,10 @@ impl Watched {
             if noticed.is_none() {
                 self.lags.stalls.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(thread) = lock(&self.thread).clone() {
+            // Bound first: a guard in the `if let` would be held through the
+            // capture, and the loop's poll takes this lock.
+            let thread = lock(&self.thread).clone();
+            if let Some(thread) = thread {
                 let (stack, cost, cpu) = match noticed {
                     Some(stall) => (stall.stack, stall.cost, stall.cpu),
                     None => (
@@ -830,7 +833,10 @@ impl Watched {
             side.next_tick = (side.next_tick + self.period).max(now + 1);
             let pending = self.on_tick(now);
             if pending.is_none() {
-                if let Some(thread) = lock(&self.thread).clone() {
+                // Bound first: a guard in the `if let` would be held through the
+                // capture, and the loop's poll takes this lock.
+                let thread = lock(&self.thread).clone();
+                if let Some(thread) = thread {
                     side.healthy = side.sample(&thread, now);
                 }
             }
@@ -841,7 +847,10 @@ impl Watched {
         let mut next = side.next_tick;
         if let (Some(since), None) = (pending, &side.ongoing) {
             if now.saturating_sub(since) >= self.threshold {
-                if let Some(thread) = lock(&self.thread).clone() {
+                // Bound first: a guard in the `if let` would be held through the
+                // capture, and the loop's poll takes this lock.
+                let thread = lock(&self.thread).clone();
+                if let Some(thread) = thread {
                     self.lags.stalls.fetch_add(1, Ordering::Relaxed);
                     // Relaxed: a duration to report, nothing more.
                     let last_poll = self.last_poll.load(Ordering::Relaxed);
