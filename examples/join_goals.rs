@@ -24,6 +24,10 @@
 //!   every offload call ≤ 0.7× the sequential median, and offload's median
 //!   ≤ chili's.
 //!
+//! The coarse table also counts the runs whose two halves ran on two
+//! threads (`split`): on a loaded machine the times mean little, but a
+//! join that kept its second half to itself shows as a run not split.
+//!
 //! Prints the machine's load average first: on a shared machine the figures
 //! are indicative only.
 
@@ -106,8 +110,9 @@ fn time(f: impl FnOnce()) -> Duration {
 /// A 2-thread pool of each kind, behind one interface.
 trait Coarse {
     fn build() -> Self;
-    /// `join(work, work)` inside the pool.
-    fn join(&self, iters: u64);
+    /// `join(work, work)` inside the pool; whether the halves ran on two
+    /// threads.
+    fn join(&self, iters: u64) -> bool;
     /// Occupies one worker with `iters` of work; returns once it started.
     fn occupy(&self, iters: u64);
 }
@@ -119,8 +124,11 @@ impl Coarse for offload::Pool {
             .build()
             .expect("offload pool")
     }
-    fn join(&self, iters: u64) {
-        self.install(|| black_box(offload::join(|| hash_job(1, iters), || hash_job(2, iters))));
+    fn join(&self, iters: u64) -> bool {
+        self.install(|| {
+            let (a, b) = offload::join(|| half(1, iters), || half(2, iters));
+            a != b
+        })
     }
     fn occupy(&self, iters: u64) {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -140,8 +148,11 @@ impl Coarse for rayon::ThreadPool {
             .build()
             .expect("rayon pool")
     }
-    fn join(&self, iters: u64) {
-        self.install(|| black_box(rayon::join(|| hash_job(1, iters), || hash_job(2, iters))));
+    fn join(&self, iters: u64) -> bool {
+        self.install(|| {
+            let (a, b) = rayon::join(|| half(1, iters), || half(2, iters));
+            a != b
+        })
     }
     fn occupy(&self, iters: u64) {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -153,23 +164,34 @@ impl Coarse for rayon::ThreadPool {
     }
 }
 
-/// One run of a scenario on a pool of kind `P`.
-fn coarse_run<P: Coarse>(scenario: &str, iters: u64, warm: &P) -> Duration {
+/// One half of a coarse join: its work, then the thread that ran it.
+fn half(seed: u64, iters: u64) -> thread::ThreadId {
+    black_box(hash_job(seed, iters));
+    thread::current().id()
+}
+
+/// One run of a scenario on a pool of kind `P`: its time, and whether the
+/// halves ran on two threads.
+fn coarse_run<P: Coarse>(scenario: &str, iters: u64, warm: &P) -> (Duration, bool) {
     match scenario {
         "fresh" => {
             let pool = P::build();
-            time(|| pool.join(iters))
+            let start = Instant::now();
+            let split = pool.join(iters);
+            (start.elapsed(), split)
         }
         "warm" => {
             warm.join(iters / 8);
-            time(|| warm.join(iters))
+            let start = Instant::now();
+            let split = warm.join(iters);
+            (start.elapsed(), split)
         }
         _ => {
             warm.join(iters / 8);
             let start = Instant::now();
             warm.occupy(iters / 4);
-            warm.join(iters);
-            start.elapsed()
+            let split = warm.join(iters);
+            (start.elapsed(), split)
         }
     }
 }
@@ -187,9 +209,14 @@ fn coarse(config: &Config) {
     let mut met = true;
     for scenario in ["fresh", "warm", "frees"] {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut ours_split, mut theirs_split) = (0, 0);
         for _ in 0..config.runs {
-            ours.push(coarse_run(scenario, iters, &offload_pool));
-            theirs.push(coarse_run(scenario, iters, &rayon_pool));
+            let (t, split) = coarse_run(scenario, iters, &offload_pool);
+            ours.push(t);
+            ours_split += usize::from(split);
+            let (t, split) = coarse_run(scenario, iters, &rayon_pool);
+            theirs.push(t);
+            theirs_split += usize::from(split);
         }
         let reference = median(theirs.clone());
         let worst = ours.iter().max().copied().unwrap_or_default();
@@ -206,6 +233,8 @@ fn coarse(config: &Config) {
             ms(reference),
             format!("{:.2}", worst.as_secs_f64() / reference.as_secs_f64()),
             format!("{within}/{}", ours.len()),
+            format!("{ours_split}/{}", ours.len()),
+            format!("{theirs_split}/{}", theirs.len()),
             list(&ours),
             list(&theirs),
         ]);
@@ -217,6 +246,8 @@ fn coarse(config: &Config) {
         "rayon median",
         "worst/rayon",
         "runs ≤ 1.05×",
+        "offload split",
+        "rayon split",
         "offload runs",
         "rayon runs",
     ]
