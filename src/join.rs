@@ -137,20 +137,13 @@ where
         worker: &'a WorkerThread,
         job_b: &'a StackJob<B, RB>,
         job_b_ref: JobRef,
-        requested: bool,
     }
 
     impl<B: FnOnce() -> RB + Send, RB: Send> Drop for ReclaimOnUnwind<'_, B, RB> {
         fn drop(&mut self) {
             self.worker.unpublish();
             let popped = self.worker.pop();
-            drop_quietly(reclaim(
-                self.worker,
-                self.job_b,
-                self.job_b_ref,
-                self.requested,
-                popped,
-            ));
+            drop_quietly(reclaim(self.worker, self.job_b, self.job_b_ref, popped));
         }
     }
 
@@ -163,13 +156,12 @@ where
     // inline) or its latch is set: `reclaim` waits for one of them, on the
     // normal path and, through the guard, when `a` unwinds.
     let job_b_ref = unsafe { job_b.as_job_ref() };
-    let requested = worker.publish(job_b_ref);
+    worker.publish(job_b_ref);
 
     let guard = ReclaimOnUnwind {
         worker,
         job_b: &job_b,
         job_b_ref,
-        requested,
     };
     let ra = a();
     std::mem::forget(guard);
@@ -177,8 +169,8 @@ where
     worker.unpublish();
     let rb = match worker.pop() {
         // Nobody took it (the common case when every worker is busy).
-        Some(job) if job == job_b_ref && !requested => job_b.run_inline(),
-        popped => reclaim(worker, &job_b, job_b_ref, requested, popped).into_return_value(),
+        Some(job) if job == job_b_ref => job_b.run_inline(),
+        popped => reclaim(worker, &job_b, job_b_ref, popped).into_return_value(),
     };
     (ra, rb)
 }
@@ -186,14 +178,12 @@ where
 /// Takes `job_b` back and returns its result, `popped` being what this
 /// worker's deque gave after `a`: runs `b` here once it is on top of the
 /// deque (first running the jobs pushed above it), or waits for the worker
-/// that stole it, running other jobs meanwhile. `requested`: `b` was
-/// published on a share request.
+/// that stole it, running other jobs meanwhile.
 #[cold]
 fn reclaim<B, RB>(
     worker: &WorkerThread,
     job_b: &StackJob<B, RB>,
     job_b_ref: JobRef,
-    requested: bool,
     mut popped: Option<JobRef>,
 ) -> JobResult<RB>
 where
@@ -202,14 +192,7 @@ where
 {
     loop {
         match popped {
-            Some(job) if job == job_b_ref => {
-                if requested {
-                    // Published on request, but nobody took it: the
-                    // request still stands.
-                    worker.restore_share_request();
-                }
-                return JobResult::call(|| job_b.run_inline());
-            }
+            Some(job) if job == job_b_ref => return JobResult::call(|| job_b.run_inline()),
             Some(job) => worker.execute(job),
             None => {
                 worker.wait_until(|| job_b.latch.probe());

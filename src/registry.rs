@@ -514,16 +514,6 @@ impl Registry {
         self.share_requested[index].store(false, Ordering::Relaxed);
     }
 
-    /// Raises worker `index`'s flag again: it shared a half on request, but
-    /// nobody took it, so the request still stands. The idle worker that
-    /// asked may be asleep by now, and a sleeper asks no more: without
-    /// this, a busy worker whose shared half came back to it would never
-    /// share again, and the sleeper would never be woken for its work.
-    pub(crate) fn restore_share_request(&self, index: usize) {
-        // Relaxed: a hint (see `share_requested`).
-        self.share_requested[index].store(true, Ordering::Relaxed);
-    }
-
     /// Asks every worker but `index` to publish a join half.
     pub(crate) fn request_share(&self, index: usize) {
         for (other, flag) in self.share_requested.iter().enumerate() {

@@ -31,9 +31,11 @@
 //! - every [`SHARE_CHECK_EVERY`]th inline join checks its own flag (one
 //!   Relaxed load of a cache line that only changes when somebody is
 //!   idle); if raised, it clears it and makes that join a shared one;
-//! - a half published on request that comes back unstolen raises the flag
-//!   again ([`Registry::restore_share_request`]): the worker that asked may
-//!   be asleep by now, and asks no more.
+//! - a half published on request that comes back unstolen does not raise
+//!   the flag again: publishing woke a sleeper, and a worker still idle
+//!   raises it itself at its next idle step. (Raising it again for it
+//!   would make a busy worker publish a small half every
+//!   [`SHARE_CHECK_EVERY`] joins for nobody.)
 //!
 //! A flag is only a hint: losing one costs parallelism, never a job, since
 //! a published half is always run by its owner when nobody took it.
@@ -360,13 +362,10 @@ impl WorkerThread {
     }
 
     /// Publishes a join half: pushes it on this worker's deque, where any
-    /// idle worker can steal it, and wakes a sleeper for it. Returns
-    /// whether it was published on a share request (beyond
-    /// [`SHARED_DEPTH`]).
+    /// idle worker can steal it, and wakes a sleeper for it.
     #[inline]
-    pub(crate) fn publish(&self, job: JobRef) -> bool {
-        let depth = self.published.get();
-        self.published.set(depth + 1);
+    pub(crate) fn publish(&self, job: JobRef) {
+        self.published.set(self.published.get() + 1);
         if mutant!("join_publish_no_wake") {
             // Broken variant: the half is stealable, but a worker asleep
             // since before the push is never told.
@@ -374,20 +373,12 @@ impl WorkerThread {
         } else {
             self.push(job);
         }
-        depth >= SHARED_DEPTH
     }
 
     /// The join whose half was published last is taking it back.
     #[inline]
     pub(crate) fn unpublish(&self) {
         self.published.set(self.published.get() - 1);
-    }
-
-    /// Raises this worker's share request again (see
-    /// [`Registry::restore_share_request`]).
-    #[cold]
-    pub(crate) fn restore_share_request(&self) {
-        self.registry.restore_share_request(self.index);
     }
 
     /// Pops the most recent job of this worker's own deque.
