@@ -93,7 +93,8 @@ pub(crate) struct Registry {
     /// waiting for that.
     exit: Mutex<Exit>,
     /// Per worker: an idle worker asks it to publish a join half (see
-    /// [`crate::worker`]). Padded: each is read on every join of its worker.
+    /// [`crate::worker`]). Padded: each is read often by its worker (every
+    /// 64th inline join).
     share_requested: Box<[CachePadded<AtomicBool>]>,
     /// Live [`Pool`](crate::Pool) handles; the last one to go terminates.
     handles: AtomicUsize,
