@@ -617,8 +617,8 @@ impl Pool {
     /// [`shutdown_async`](Pool::shutdown_async), to wait more). Called from
     /// one of this pool's own workers, it only starts the shutdown and
     /// returns `false`. The calling thread parks, even on a worker of
-    /// another pool (which shares its private `join` halves first, but runs
-    /// no job while it waits); with a timeout too large for an `Instant`
+    /// another pool (whose published `join` halves others can take, but
+    /// which runs no job while it waits); with a timeout too large for an `Instant`
     /// it waits as [`shutdown`](Pool::shutdown) does.
     ///
     /// ```

@@ -119,8 +119,9 @@ pub(crate) struct Registry {
     /// Set once every worker has exited, with the parkers of the threads
     /// waiting for that.
     exit: Mutex<Exit>,
-    /// Per worker: an idle worker asks it to share a private join half (see
-    /// [`crate::worker`]). Padded: each is read on every join of its worker.
+    /// Per worker: an idle worker asks it to publish a join half (see
+    /// [`crate::worker`]). Padded: each is read often by its worker (every
+    /// 64th inline join).
     share_requested: Box<[CachePadded<AtomicBool>]>,
     /// Live [`Pool`](crate::Pool) handles, counting one held by each
     /// Task's job until it has run or been dropped (see
@@ -336,14 +337,9 @@ impl Registry {
 
     /// Blocks until every worker has exited or `deadline` passed; returns
     /// whether they all exited. Parks the calling thread, also on a worker
-    /// of another pool, which runs none of its jobs meanwhile (it shares its
-    /// private join halves first, so that other workers can).
+    /// of another pool, which runs none of its jobs meanwhile (its join
+    /// halves are in its deque, where other workers can take them).
     pub(crate) fn wait_until_exited_or(&self, deadline: Instant) -> bool {
-        WorkerThread::with_current(|worker| {
-            if let Some(worker) = worker {
-                worker.share_all_private();
-            }
-        });
         let waker = Waker::from(StdArc::new(ThreadWaker(thread::current())));
         if self.exited_or_register(&waker) {
             return true;
@@ -600,17 +596,7 @@ impl Registry {
         self.share_requested[index].store(false, Ordering::Relaxed);
     }
 
-    /// Raises worker `index`'s flag again: it shared a half on request, but
-    /// nobody took it, so the request still stands. The idle worker that
-    /// asked may be asleep by now, and a sleeper asks no more: without
-    /// this, a busy worker whose shared half came back to it would never
-    /// share again, and the sleeper would never be woken for its work.
-    pub(crate) fn restore_share_request(&self, index: usize) {
-        // Relaxed: a hint (see `share_requested`).
-        self.share_requested[index].store(true, Ordering::Relaxed);
-    }
-
-    /// Asks every worker but `index` to share a private join half.
+    /// Asks every worker but `index` to publish a join half.
     pub(crate) fn request_share(&self, index: usize) {
         for (other, flag) in self.share_requested.iter().enumerate() {
             // Relaxed: a hint. Load first: a raised flag is not written

@@ -9,9 +9,8 @@
 //! - no `std::sync::atomic`, `std::cell::UnsafeCell`, `std::sync::Mutex` or
 //!   `std::thread` outside this module (the crossbeam queues are wrapped in
 //!   [`crate::queue`] for the same reason), with one exception: a worker's
-//!   private join stack in [`crate::worker`] is a `std::cell::UnsafeCell`
-//!   that only its owner thread ever touches, so there is nothing for loom
-//!   to check;
+//!   plain `std::cell::Cell`s in [`crate::worker`], which only its owner
+//!   thread ever touches, so there is nothing for loom to check;
 //! - every spin loop calls [`spin_loop`] so loom can schedule other threads;
 //! - total-order arguments use [`fence`]`(SeqCst)`, never SeqCst accesses,
 //!   because loom models SeqCst accesses as AcqRel.

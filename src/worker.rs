@@ -16,31 +16,31 @@
 //! of which pool: spawns from a worker go to its own deque, and `join` /
 //! `scope` run on the current worker.
 //!
-//! # Private join halves and share requests
+//! # Join halves and share requests
 //!
-//! The second half of a `join` does not go to the shared deque: it goes to
-//! the worker's *private* stack, which no other thread reads, so a join
-//! costs a few plain memory operations (see [`crate::join`]). Work is shared
-//! on demand instead (private deques with steal requests, after Acar,
-//! Charguéraud and Rainey, PPoPP 2013, and in the spirit of heartbeat
-//! scheduling):
+//! The second half of a `join` near the root of a recursion is *published*:
+//! pushed on the worker's deque, with a sleeper woken for it
+//! ([`WorkerThread::publish`]), so that any worker that goes idle while the
+//! first half runs can steal it (see [`crate::join`]). Deeper joins run
+//! inline, and work is shared from them on demand (after Acar, Charguéraud
+//! and Rainey's private deques with steal requests, PPoPP 2013, and in the
+//! spirit of heartbeat scheduling):
 //!
 //! - a worker that finds no work raises the `share_requested` flag of every
 //!   other worker (a load first, so a raised flag is not written again);
-//! - a worker pushing a join half, and every [`SHARE_CHECK_EVERY`]th
-//!   inline join, checks its own flag (one Relaxed load of a cache line that only changes when
-//!   somebody is idle); if raised, it clears it and moves its **oldest**
-//!   private half, the largest piece of work it has, to its shared deque,
-//!   waking a sleeper for it;
-//! - a worker that must wait (for a stolen half, a scope, a Task) first
-//!   moves all its private halves to its shared deque, so none is stranded
-//!   behind a blocked worker.
+//! - every [`SHARE_CHECK_EVERY`]th inline join checks its own flag (one
+//!   Relaxed load of a cache line that only changes when somebody is
+//!   idle); if raised, it clears it and makes that join a shared one;
+//! - a half published on request that comes back unstolen does not raise
+//!   the flag again: publishing woke a sleeper, and a worker still idle
+//!   raises it itself at its next idle step. (Raising it again for it
+//!   would make a busy worker publish a small half every
+//!   [`SHARE_CHECK_EVERY`] joins for nobody.)
 //!
-//! A flag is only a hint: losing one costs parallelism, never a job, since a
-//! private half is always run by its owner when nobody took it. When every
-//! worker is busy nobody asks, and joins stay private.
+//! A flag is only a hint: losing one costs parallelism, never a job, since
+//! a published half is always run by its owner when nobody took it.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr;
@@ -53,14 +53,14 @@ use crate::blocking::spares::Place;
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::injector::MAX_BATCH;
 use crate::job::{JobRef, StackJob};
-use crate::join::{PRIVATE_DEPTH, SHARE_CHECK_EVERY};
+use crate::join::{SHARED_DEPTH, SHARE_CHECK_EVERY};
 use crate::latch::Latch;
 use crate::parker::Parker;
 use crate::queue::{Steal, Worker};
 use crate::registry::Registry;
 use crate::sleep::{Sleep, Spinning};
 use crate::spin::SpinLearner;
-use crate::sync::{self, Arc, StdArc};
+use crate::sync::{self, mutant, Arc, StdArc};
 use crate::unwind::drop_quietly;
 
 sync::thread_local! {
@@ -72,12 +72,11 @@ pub(crate) struct WorkerThread {
     index: usize,
     registry: Arc<Registry>,
     deque: Worker<JobRef>,
-    /// Join halves not shared yet: `private[shared..]`, oldest first. Only
-    /// this thread touches it (see module docs).
-    private: UnsafeCell<Vec<JobRef>>,
-    /// How many of the oldest entries of `private` were moved to `deque`.
-    shared: Cell<usize>,
-    /// Joins so far, to pick the private ones (see [`crate::join`]).
+    /// Join halves this worker published to `deque` and has not taken
+    /// back yet, stolen or not: the depth of its shared joins (see
+    /// [`crate::join`]).
+    published: Cell<usize>,
+    /// Inline joins so far, to pick the ones that look for a share request.
     joins: Cell<u32>,
     rng: Cell<u64>,
     /// Jobs this worker has executed, and when it last took a batch from
@@ -149,9 +148,7 @@ impl WorkerThread {
     /// place to another thread while `f` blocks, if jobs are waiting, and
     /// takes it back before returning (also if `f` panics).
     pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
-        // Nothing private may wait behind a thread that blocks: shared, a
-        // join half of the caller's counts as waiting work.
-        self.share_all_private();
+        // A join half of the caller's is in its deque: waiting work.
         if !self.has_work() {
             return f();
         }
@@ -221,8 +218,7 @@ impl WorkerThread {
             index,
             registry,
             deque,
-            private: UnsafeCell::new(Vec::with_capacity(64)),
-            shared: Cell::new(0),
+            published: Cell::new(0),
             joins: Cell::new(0),
             rng: Cell::new(seed),
             jobs_run: Cell::new(0),
@@ -269,7 +265,6 @@ impl WorkerThread {
     /// (see [`idle::run_until`]). Whoever makes `done()` true must then
     /// unpark this worker's parker.
     pub(crate) fn wait_until(&self, done: impl Fn() -> bool) {
-        self.share_all_private();
         idle::run_until(self, done);
     }
 
@@ -285,7 +280,6 @@ impl WorkerThread {
         step_out: impl Fn(),
         step_in: impl Fn(),
     ) -> bool {
-        self.share_all_private();
         let queues = LoopQueues {
             worker: self,
             step_out,
@@ -349,88 +343,42 @@ impl WorkerThread {
         self.registry.sleep.notify_one();
     }
 
-    /// Whether the next join runs inline (see [`crate::join`]). Every
+    /// Whether the next join runs inline (see [`crate::join`]): not while
+    /// fewer than [`SHARED_DEPTH`] halves are published; beyond that, every
     /// [`SHARE_CHECK_EVERY`]th inline join looks for a share request and,
-    /// if there is one, shares the oldest private half and makes this join
-    /// a private one instead.
+    /// if there is one, takes it and makes this join a shared one.
     #[inline]
     pub(crate) fn next_join_is_inline(&self) -> bool {
-        // SAFETY: as in `push_private`.
-        let private = unsafe { (*self.private.get()).len() } - self.shared.get();
-        if private < PRIVATE_DEPTH {
+        if self.published.get() < SHARED_DEPTH {
             return false;
         }
         let joins = self.joins.get().wrapping_add(1);
         self.joins.set(joins);
         if joins % SHARE_CHECK_EVERY == 0 && self.registry.share_requested(self.index) {
-            self.share_oldest_private();
+            self.registry.clear_share_request(self.index);
             return false;
         }
         true
     }
 
-    /// Pushes a join half on the private stack; shares the oldest private
-    /// half if an idle worker asked (see module docs).
+    /// Publishes a join half: pushes it on this worker's deque, where any
+    /// idle worker can steal it, and wakes a sleeper for it.
     #[inline]
-    pub(crate) fn push_private(&self, job: JobRef) {
-        // SAFETY: `private` is touched only by this thread, and by none of
-        // our callees while this borrow lives.
-        unsafe { (*self.private.get()).push(job) };
-        if self.registry.share_requested(self.index) {
-            self.share_oldest_private();
-        }
-    }
-
-    /// Takes `job` back from the private stack if it is still there (on
-    /// top). If it is not, it was shared, and so was everything older: the
-    /// private stack is then empty.
-    #[inline]
-    pub(crate) fn pop_private(&self, job: JobRef) -> bool {
-        // SAFETY: as in `push_private`.
-        let private = unsafe { &mut *self.private.get() };
-        if private.len() > self.shared.get() && private.last() == Some(&job) {
-            private.pop();
-            true
+    pub(crate) fn publish(&self, job: JobRef) {
+        self.published.set(self.published.get() + 1);
+        if mutant!("join_publish_no_wake") {
+            // Broken variant: the half is stealable, but a worker asleep
+            // since before the push is never told.
+            self.deque.push(job);
         } else {
-            debug_assert_eq!(private.len(), self.shared.get(), "join halves out of order");
-            private.clear();
-            self.shared.set(0);
-            false
-        }
-    }
-
-    #[cold]
-    fn share_oldest_private(&self) {
-        self.registry.clear_share_request(self.index);
-        // SAFETY: as in `push_private`.
-        let private = unsafe { &*self.private.get() };
-        let oldest = self.shared.get();
-        if let Some(&job) = private.get(oldest) {
-            self.shared.set(oldest + 1);
             self.push(job);
         }
     }
 
-    /// Raises this worker's share request again (see
-    /// [`Registry::restore_share_request`]).
-    #[cold]
-    pub(crate) fn restore_share_request(&self) {
-        self.registry.restore_share_request(self.index);
-    }
-
-    /// Moves every private join half to the shared deque (before waiting).
-    pub(crate) fn share_all_private(&self) {
-        // SAFETY: as in `push_private`.
-        let private = unsafe { &*self.private.get() };
-        let first = self.shared.get();
-        if first == private.len() {
-            return;
-        }
-        for &job in &private[first..] {
-            self.deque.push(job);
-        }
-        self.shared.set(private.len());
-        self.registry.sleep.notify_one();
+    /// The join whose half was published last is taking it back.
+    #[inline]
+    pub(crate) fn unpublish(&self) {
+        self.published.set(self.published.get() - 1);
     }
 
     /// Pops the most recent job of this worker's own deque.

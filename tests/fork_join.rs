@@ -460,3 +460,98 @@ fn a_panic_deep_in_a_recursion_still_runs_every_branch() {
         }
     });
 }
+
+// ---- a join's second half is taken by whichever worker is free ----------
+//
+// In these tests the two halves of a join meet at a barrier: the join can
+// only complete if another worker takes the second half while the first
+// one waits, without the first half joining again or polling anything. A
+// pool that keeps the half to itself hangs, which the timeout turns into a
+// failure. (After rayon-core's `join_context_second` and its barrier
+// tests.)
+
+/// Both halves of `pool.install(|| join(..))` meet at a barrier; returns
+/// the threads that ran them.
+fn halves_meet(pool: &offload::Pool) -> (thread::ThreadId, thread::ThreadId) {
+    let barrier = std::sync::Barrier::new(2);
+    pool.install(|| {
+        offload::join(
+            || {
+                barrier.wait();
+                thread::current().id()
+            },
+            || {
+                barrier.wait();
+                thread::current().id()
+            },
+        )
+    })
+}
+
+#[test]
+fn halves_meet_at_a_barrier_on_a_fresh_pool() {
+    timed(|| {
+        // Fresh pools: the other worker may not have started, may be
+        // spinning or asleep when the join starts; each time it must take
+        // the half. Then on the same pool, warm.
+        for _ in 0..20 {
+            let pool = pool(2, "meet-fresh");
+            let (a, b) = halves_meet(&pool);
+            assert_ne!(a, b, "the halves ran on two workers");
+            let (a, b) = halves_meet(&pool);
+            assert_ne!(a, b);
+        }
+    });
+}
+
+#[test]
+fn halves_meet_at_a_barrier_from_outside_the_pool() {
+    timed(|| {
+        for _ in 0..10 {
+            let pool = pool(2, "meet-out");
+            let barrier = std::sync::Barrier::new(2);
+            pool.join(|| barrier.wait(), || barrier.wait());
+        }
+    });
+}
+
+#[test]
+fn a_worker_that_frees_up_during_the_first_half_takes_the_second() {
+    timed(|| {
+        for _ in 0..10 {
+            // One worker is busy when the join starts: it frees up only
+            // once the first half runs, and must then take the second half
+            // (the first waits for it at the barrier).
+            let pool = pool(2, "meet-later");
+            let gate = common::Gate::hold(&pool);
+            let barrier = std::sync::Barrier::new(2);
+            let gate = std::sync::Mutex::new(Some(gate));
+            pool.install(|| {
+                offload::join(
+                    || {
+                        drop(gate.lock().unwrap().take().unwrap().open());
+                        barrier.wait();
+                    },
+                    || barrier.wait(),
+                )
+            });
+        }
+    });
+}
+
+#[test]
+fn nested_halves_meet_at_a_barrier() {
+    timed(|| {
+        // The first half joins once more, then waits: the outer and the
+        // inner second halves must both be taken, by the two other workers.
+        for _ in 0..10 {
+            let pool = pool(3, "meet-nested");
+            let barrier = std::sync::Barrier::new(3);
+            let meet = || {
+                barrier.wait();
+            };
+            pool.install(|| offload::join(meet, || offload::join(meet, meet)));
+            pool.install(|| offload::join(|| offload::join(meet, meet), meet));
+        }
+    });
+}

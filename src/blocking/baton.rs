@@ -1,7 +1,7 @@
 //! [`Baton`]: who holds a worker's place, and who waits for it back.
 //!
 //! A worker's *place* is its [`WorkerThread`](crate::worker::WorkerThread):
-//! its deque, its private join stack, its sleep index and parker. Exactly
+//! its deque, its count of published join halves, its sleep index and parker. Exactly
 //! one thread at a time runs jobs in it, the *holder*. The place starts
 //! with its *home* thread (the worker thread that owns the `WorkerThread`
 //! on its stack) and passes between threads only at two moments:

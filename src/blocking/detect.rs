@@ -105,8 +105,8 @@
 //!
 //! # What it does not see
 //!
-//! A join half that a blocked worker keeps on its private stack (not yet
-//! shared) waits for it; so does the rest of the blocked job. A thread
+//! A join half that a blocked worker runs inline (deeper than the halves it
+//! publishes) waits for it; so does the rest of the blocked job. A thread
 //! that spins on a lock reads `R` and is never blocked in this sense. Where
 //! the platform has no `/proc` (anything but Linux), detection is off.
 
