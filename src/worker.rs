@@ -231,7 +231,7 @@ impl WorkerThread {
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
-        worker.runner().bind_current_thread();
+        worker.runner().bind_home_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
         let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
         if let Some(hook) = &worker.registry.on_start {
