@@ -669,7 +669,7 @@ impl Drop for CurrentGuard {
 /// Runs a user hook, containing its panic: a hook failure must not take a
 /// worker (and the pool's thread count) down. The default panic hook has
 /// already reported it.
-fn run_hook(hook: impl FnOnce()) {
+pub(crate) fn run_hook(hook: impl FnOnce()) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)) {
         drop_quietly(payload);
     }
