@@ -708,6 +708,17 @@ pub struct Builder {
 impl Builder {
     /// The number of worker threads (default: [`num_cpus::get`]). Zero is
     /// an [`InvalidInput`](io::ErrorKind::InvalidInput) error at `build`.
+    ///
+    /// `threads` is the number of CPU jobs the pool runs at once while none
+    /// blocks. A job that blocks (marked with [`blocking`](crate::blocking),
+    /// or seen by [`detect_blocking`](Builder::detect_blocking)) is
+    /// compensated by a spare thread that runs other jobs meanwhile, so
+    /// that `threads` threads stay on the CPU; at most
+    /// [`max_blocking_threads`](Builder::max_blocking_threads) compensate at
+    /// once. So the pool runs at most `threads + max_blocking_threads` of
+    /// its CPU jobs at once (blocked ones included), and
+    /// [`spawn_blocking`](Pool::spawn_blocking) jobs on spare threads of
+    /// their own.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
         self
@@ -811,6 +822,20 @@ impl Builder {
     /// within about as long again, and the first blocked job of a busy
     /// period within about 20 ms. On a 2-core machine the detector costs
     /// about 0.2% of the CPU time of a saturated pool (BENCHMARKS.md).
+    ///
+    /// The rule for helpers, stated: each *runner* (a thread running the
+    /// pool's jobs: a worker, or a helper) seen blocked gets one helper
+    /// while jobs wait, and keeps it until it is back (the helper leaves
+    /// between two jobs). A helper's own block is compensated like a
+    /// worker's, so that a load where every job blocks still keeps
+    /// `threads` threads on the CPU. A runner counts as blocked only after
+    /// 100 µs inside one job off the CPU, and the detector starts at most
+    /// one helper per blocked runner per look, so new threads start at
+    /// most one per blocked runner per 100 µs. Helpers and
+    /// [`blocking`](crate::blocking)'s stand-ins together number at most
+    /// [`max_blocking_threads`](Builder::max_blocking_threads): the pool
+    /// runs at most `threads + max_blocking_threads` CPU jobs at once,
+    /// however the blocks pile up.
     ///
     /// Explicit marking stays cheaper and immediate: prefer
     /// [`Pool::spawn_blocking`] or [`blocking`](crate::blocking) where you

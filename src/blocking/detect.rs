@@ -36,6 +36,12 @@
 //!   jobs while `helpers > blocked` (one compare-and-swap decides), or when
 //!   it finds no job. So the threads running CPU jobs number `threads`,
 //!   give or take one job's length around each change.
+//! - The bound: a helper is a runner too, and its own block is
+//!   compensated like a worker's (a load where every job blocks keeps
+//!   ramping); but a spare may compensate only while fewer than
+//!   `max_blocking_threads` stand-ins and helpers run (see
+//!   [`super::spares`]), so a pile-up of blocked helpers stops there, and
+//!   the pool runs at most `threads + max_blocking_threads` jobs at once.
 //!
 //! # The flag protocol
 //!
