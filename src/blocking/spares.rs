@@ -59,7 +59,7 @@ use crate::observe::metrics::Tally;
 use crate::parker::Parker;
 use crate::priority::{self, WorkerPriority};
 use crate::registry::Registry;
-use crate::sync::{lock, thread, Arc, AtomicBool, Mutex, Ordering, StdArc};
+use crate::sync::{lock, mutant, thread, Arc, AtomicBool, Mutex, Ordering, StdArc};
 use crate::worker::{run_hook, WorkerThread};
 
 /// Names thread `i` of a pool.
@@ -248,7 +248,13 @@ impl Spares {
         registry: &Arc<Registry>,
         job: JobRef,
     ) {
-        if state.jobs >= self.config.max {
+        // The mutant counts stand-ins and helpers with the blocking jobs.
+        let counted = if mutant!("spares_turns_count_as_jobs") {
+            state.jobs + state.turns
+        } else {
+            state.jobs
+        };
+        if counted >= self.config.max {
             state.queue.push_back(job);
             return;
         }
