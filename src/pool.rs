@@ -384,7 +384,13 @@ impl Pool {
         let mut task = None;
         let admitted = registry.spares().try_submit(registry, || {
             let job = job.take().expect("made once");
-            let (cell, made) = new_task(job, None, registry.tally().spawned());
+            // Only an admitted job takes a handle and its spawner's
+            // context: a refusal allocates and clones nothing.
+            let (cell, made) = new_task(
+                keeping_alive(registry, job),
+                None,
+                registry.tally().spawned(),
+            );
             task = Some(made);
             cell
         });

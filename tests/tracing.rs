@@ -1,5 +1,6 @@
 //! Feature `tracing`: a job runs inside the span current where it was
-//! spawned (`spawn`, `spawn_blocking`, `try_spawn`, `Permit::spawn`), and
+//! spawned (`spawn`, `spawn_blocking`, `try_spawn`, `try_spawn_blocking`,
+//! `Permit::spawn`), and
 //! `join` halves, `scope` jobs and `install` bodies inside the span current
 //! where `join`, `scope` or `install` was called, on whatever thread runs
 //! them. A global subscriber (this binary's own process) gives the spans
@@ -45,6 +46,10 @@ fn spawned_jobs_run_in_the_spawners_span() {
         assert_eq!(pool.spawn(current).wait().unwrap(), expected);
         assert_eq!(pool.spawn_blocking(current).wait().unwrap(), expected);
         assert_eq!(pool.try_spawn(current).unwrap().wait().unwrap(), expected);
+        assert_eq!(
+            pool.try_spawn_blocking(current).unwrap().wait().unwrap(),
+            expected
+        );
         let permit = pool.try_reserve().unwrap();
         assert_eq!(permit.spawn(current).wait().unwrap(), expected);
         // The free functions, from outside any pool (the global pool).
