@@ -38,6 +38,8 @@ exit_no_drain           pool     pool_spawn_races_exit
 injector_link_relaxed   injector injector_pushes_race_a_worker
 injector_unlock_relaxed injector injector_consumers_take_turns
 injector_stub_swapped   injector injector_empty_check_sees_every_push
+push_again_keeps_link   injector injector_push_again_races_a_push
+stop_ignores_task       stop     stop_if_cancelled_races_cancel_and_completion
 slots_release_skips_line flow    slot_release_wakes_a_reserve_waiter
 slots_waiting_stored    flow     slot_release_wakes_a_reserve_waiter
 slot_leaked             flow     try_acquire_races_start_and_cancel

@@ -62,8 +62,13 @@ impl JoinError {
         matches!(self.repr, Repr::Panic(_))
     }
 
-    /// Whether the job was cancelled before it started: its Task was
-    /// dropped, or the pool was shut down, before a worker picked it up.
+    /// Whether the job was cancelled: before it started (its Task was
+    /// cancelled or dropped, or the pool was shut down, before a worker
+    /// picked it up), or while it ran, when it stopped itself with
+    /// [`stop_if_cancelled`](crate::stop_if_cancelled) (which needs
+    /// `panic = "unwind"`, the default). A job that checks
+    /// [`is_cancelled`](crate::is_cancelled) and returns early resolves to
+    /// what it returned instead.
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
         matches!(self.repr, Repr::Cancelled)

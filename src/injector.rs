@@ -14,8 +14,8 @@
 //! no job is queued, so the list is never empty.
 //!
 //! - **Push** (any thread): `prev = back.swap(job)`; `prev.next = job`.
-//!   (`job.next` is null: a job is pushed once, and its header was made
-//!   with a null link.) The swap is the push's linearization point: from it
+//!   (`job.next` is null: its header was made with a null link, or
+//!   `push_again` cleared the stale one of a job taken and pushed again.) The swap is the push's linearization point: from it
 //!   on, `back != stub` and [`Injector::is_empty`] is false. The job becomes
 //!   reachable from `front` once the link is written; between the two the
 //!   push is *in flight*.
@@ -116,6 +116,22 @@ impl Injector {
     /// A job is pushed once in its life, so its `next` is still the null
     /// that [`JobHeader::new`] wrote (published by the swap in `link`).
     pub(crate) fn push(&self, job: JobRef) {
+        self.link(job.header());
+    }
+
+    /// Pushes `job` again after it was taken from a queue (this one's or a
+    /// deque, where it may have arrived in an injector batch): its `next`
+    /// still holds the link it had here, so it is cleared first. The
+    /// thread that took the job owns its header's link from then on
+    /// (invariant 1: no producer links to a job that has been taken).
+    pub(crate) fn push_again(&self, job: JobRef) {
+        // SAFETY: a JobRef's header is live while it is held (see
+        // `JobRef::new`).
+        let header = unsafe { job.header().as_ref() };
+        if !mutant!("push_again_keeps_link") {
+            // Relaxed: published by the swap in `link`, as a new header's null.
+            header.next.store(ptr::null_mut(), Ordering::Relaxed);
+        }
         self.link(job.header());
     }
 

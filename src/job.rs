@@ -46,6 +46,10 @@ pub(crate) struct JobHeader {
     /// The job queued behind this one while it is on the injector
     /// (see [`crate::injector`]); unused elsewhere.
     pub(crate) next: AtomicPtr<JobHeader>,
+    /// Whether this is a Task's job, which [`Mode::Cancel`] resolves
+    /// without running anything: `shutdown_now` takes such jobs out of the
+    /// queues at once (see [`crate::registry`]). Never changes.
+    task: bool,
 }
 
 impl JobHeader {
@@ -54,6 +58,15 @@ impl JobHeader {
         Self {
             execute_fn,
             next: AtomicPtr::new(ptr::null_mut()),
+            task: false,
+        }
+    }
+
+    /// [`new`](Self::new), for a Task's job.
+    pub(crate) fn new_task(execute_fn: unsafe fn(NonNull<JobHeader>, Mode, &Tally<'_>)) -> Self {
+        Self {
+            task: true,
+            ..Self::new(execute_fn)
         }
     }
 }
@@ -80,6 +93,14 @@ impl JobRef {
     #[inline]
     pub(crate) fn header(self) -> NonNull<JobHeader> {
         self.0
+    }
+
+    /// Whether this is a Task's job (see `JobHeader::task`).
+    #[inline]
+    pub(crate) fn is_task(self) -> bool {
+        // SAFETY: the constructor's contract: the header is live while the
+        // JobRef is held, and `task` is written before it is shared.
+        unsafe { self.0.as_ref().task }
     }
 
     /// Executes the job; a Task's job counts itself in `tally`, the

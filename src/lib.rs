@@ -22,18 +22,23 @@
 //! # });
 //! ```
 //!
+//! - [`Pool::global`]: a handle to the pool the free functions use, for its
+//!   metrics, shedding and shutdown.
 //! - [`Pool::spawn`] / [`spawn`]: queue a job, get a [`Task`] (cancel it by
 //!   dropping it or with [`cancel`](Task::cancel), [`detach`](Task::detach)
 //!   it, [`wait`](Task::wait) on it, with a
 //!   [timeout](Task::wait_timeout) if need be). A running job sees its
-//!   cancellation through [`is_cancelled`].
+//!   cancellation through [`is_cancelled`], or stops there with
+//!   [`stop_if_cancelled`] (its Task then resolves as cancelled).
 //! - Blocking calls: [`Pool::spawn_blocking`] / [`spawn_blocking`] run one
 //!   on a spare thread, never on a worker (Python's `asyncio.to_thread`);
 //!   [`blocking`] inside a job lends the worker's place to a spare thread
 //!   while the call blocks ([`Builder::max_blocking_threads`]).
 //! - Backpressure: [`Builder::max_queued`] bounds the queue;
 //!   [`Pool::try_spawn`] refuses a job when it is full ([`TrySpawnError`]),
-//!   [`Pool::reserve`] waits for room (a [`Permit`]). For Python's
+//!   [`Pool::reserve`] waits for room (a [`Permit`]) and
+//!   [`Pool::try_reserve`] takes it or refuses at once
+//!   ([`TryReserveError`]). For Python's
 //!   `Executor.map(..., buffersize=n)`, see [`Pool::spawn`]'s example with
 //!   `futures::StreamExt::buffered`.
 //! - [`join`], [`scope`], [`Pool::install`]: fork-join inside the pool,
@@ -47,6 +52,38 @@
 //!   jobs queued and running, totals, busy time, and sampled queue-wait
 //!   and run-time [`Histogram`]s.
 //!
+//! Cargo features (off by default):
+//! - `metrics`: `Metrics::record` writes a snapshot to the `metrics`
+//!   crate's facade, for any exporter (Prometheus, StatsD, OpenTelemetry).
+//! - `tracing`: every job runs inside the `tracing` span that was current
+//!   where it was made: [`spawn`], [`spawn_blocking`], [`Pool::try_spawn`]
+//!   and [`Permit::spawn`] capture it (as `tracing::Instrument` would), and
+//!   the halves of a [`join`], the jobs of a [`scope`] and an
+//!   [`install`](Pool::install) body run in the span current where `join`,
+//!   `scope`, `install` (or [`Scope::spawn`]) was called, on whichever
+//!   thread runs them. The span moves with the closure (no allocation of
+//!   its own); with no subscriber, capturing it is a look at the global
+//!   dispatcher. Without the feature nothing is captured.
+//!
+//! **Other context** (task-locals, an OpenTelemetry `Context`, profiler
+//! labels, a request id) does not follow a job by itself: a job may run on
+//! any worker, long after the spawn. Capture it in the closure and install
+//! it for the job's duration, which costs nothing beyond the value moved:
+//!
+//! ```
+//! thread_local!(static REQUEST: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+//!
+//! REQUEST.with(|r| r.set(42));
+//! let request = REQUEST.with(|r| r.get()); // captured where the job is made
+//! let seen = offload::spawn(move || {
+//!     let previous = REQUEST.with(|r| r.replace(request)); // installed where it runs
+//!     let seen = REQUEST.with(|r| r.get());
+//!     REQUEST.with(|r| r.set(previous)); // (a guard does this on unwind too)
+//!     seen
+//! });
+//! assert_eq!(seen.wait().unwrap(), 42);
+//! ```
+//!
 //! A panicking job never takes a worker down: its Task resolves to a
 //! [`JoinError`] that carries the panic payload.
 //!
@@ -57,6 +94,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod blocking;
+mod context;
 mod error;
 mod flow;
 mod idle;
@@ -85,8 +123,8 @@ pub mod loom_api;
 
 pub use blocking::blocking;
 pub use error::JoinError;
-pub use flow::cancel::is_cancelled;
-pub use flow::{Permit, Reserve, ShutdownError, TrySpawnError};
+pub use flow::cancel::{is_cancelled, stop_if_cancelled};
+pub use flow::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
 pub use observe::histogram::Histogram;
 pub use observe::metrics::Metrics;
 pub use observe::stack::Frame;
@@ -178,8 +216,11 @@ where
     RB: Send,
 {
     WorkerThread::with_current(|worker| match worker {
-        Some(worker) => join_on_worker(worker, a, b),
-        None => blocking::with_away_or_global(|registry| join::join_in(registry, a, b)),
+        // `a` runs here, in the caller's context already.
+        Some(worker) => join_on_worker(worker, a, context::wrap(b)),
+        None => blocking::with_away_or_global(|registry| {
+            join::join_in(registry, context::wrap(a), context::wrap(b))
+        }),
     })
 }
 
@@ -207,6 +248,8 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
-        None => blocking::with_away_or_global(|registry| scope::scope_in(registry, op)),
+        None => blocking::with_away_or_global(|registry| {
+            scope::scope_in(registry, scope::in_current_context(op))
+        }),
     })
 }

@@ -56,6 +56,10 @@ impl Injector {
     pub fn push(&self, job: Job) {
         self.0.push(job.0);
     }
+    /// Queues `job` again after a pop took it (`shutdown_now`'s sweep).
+    pub fn push_again(&self, job: Job) {
+        self.0.push_again(job.0);
+    }
     /// Whether no job is queued or being pushed.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -9,8 +9,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::blocking::spares::{NameFn, SpareConfig};
+use crate::context::Context as JobContext;
 use crate::flow::slots::Slot;
-use crate::flow::{Reserve, TrySpawnError};
+use crate::flow::{Permit, Reserve, TryReserveError, TrySpawnError};
+use crate::observe::metrics::SAMPLE_EVERY;
 use crate::priority::{self, WorkerPriority};
 use crate::queue::Worker;
 use crate::registry::{Hook, Registry};
@@ -40,10 +42,14 @@ use crate::worker::{in_worker, WorkerThread};
 /// - [`shutdown`](Pool::shutdown) stops accepting jobs, runs every queued
 ///   one and joins the threads;
 /// - [`shutdown_now`](Pool::shutdown_now) stops accepting, cancels queued
-///   jobs (their Tasks resolve to a cancelled [`JoinError`](crate::JoinError))
-///   and waits for the running ones;
-/// - dropping the last handle never blocks: queued jobs still run, and the
-///   threads exit when there are none left;
+///   jobs at once (their Tasks resolve to a cancelled
+///   [`JoinError`](crate::JoinError) before it waits) and waits for the
+///   running ones;
+/// - dropping the last handle never blocks: queued jobs still run, and so
+///   do the jobs that running jobs spawn meanwhile (as in rayon: every
+///   Task's job holds the pool, so a detached continuation is never lost);
+///   the threads exit once no Task's job is left. Only an explicit
+///   shutdown refuses new jobs;
 /// - from async code, whose thread must not park:
 ///   [`shutdown_async`](Pool::shutdown_async) and
 ///   [`shutdown_now_async`](Pool::shutdown_now_async) return a [`Shutdown`]
@@ -66,6 +72,47 @@ impl Pool {
         Pool::builder()
             .build()
             .expect("offload: failed to start the pool's threads")
+    }
+
+    /// A handle to the global pool: the one that [`offload::spawn`](crate::spawn)
+    /// and the other free functions use outside any pool. It is created
+    /// with one worker per core on first use, or as
+    /// [`Builder::build_global`] configured it (call that first).
+    ///
+    /// Everything a `Pool` offers works on it: [`metrics`](Pool::metrics),
+    /// [`try_spawn`](Pool::try_spawn), [`reserve`](Pool::reserve),
+    /// [`try_reserve`](Pool::try_reserve), shutdown. Every call returns a
+    /// handle to the same threads; dropping one never stops them (the
+    /// process keeps a handle of its own).
+    ///
+    /// **Shutting it down is for good.** After
+    /// [`shutdown`](Pool::shutdown) (or `shutdown_now`, or their timed and
+    /// async forms) on the global pool, it is not rebuilt:
+    /// [`offload::spawn`](crate::spawn) and
+    /// [`spawn_blocking`](crate::spawn_blocking) outside any pool return
+    /// Tasks that are already cancelled, `try_spawn` and `try_reserve`
+    /// refuse with `is_shutdown()`, [`join`](crate::join) and
+    /// [`scope`](crate::scope) outside any pool panic, and
+    /// [`Builder::build_global`] still reports
+    /// [`AlreadyExists`](io::ErrorKind::AlreadyExists). Shut it down once,
+    /// at the end of `main`, to let queued jobs finish (or cancel them)
+    /// before the process exits.
+    ///
+    /// ```
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::global();
+    /// let task = offload::spawn(|| 6 * 7); // the same pool
+    /// assert_eq!(task.await.unwrap(), 42);
+    /// assert!(pool.metrics().spawned() >= 1);
+    /// match pool.try_spawn(|| 1) {
+    ///     Ok(task) => assert_eq!(task.await.unwrap(), 1),
+    ///     Err(busy) => assert!(busy.is_full()), // shed: answer 503
+    /// }
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn global() -> Pool {
+        global().clone()
     }
 
     /// A [`Builder`] to configure a pool.
@@ -113,17 +160,19 @@ impl Pool {
     /// | [`completed`](crate::Metrics::completed) | total jobs that ran and returned |
     /// | [`panicked`](crate::Metrics::panicked) | total jobs that ran and panicked |
     /// | [`cancelled`](crate::Metrics::cancelled) | total jobs discarded unrun: by their Task's cancel or drop, or by a shutdown |
-    /// | [`refused`](crate::Metrics::refused) | total `try_spawn` refusals (full or shut down) |
+    /// | [`stopped`](crate::Metrics::stopped) | total jobs that ran and stopped themselves through [`stop_if_cancelled`](crate::stop_if_cancelled) |
+    /// | [`refused`](crate::Metrics::refused) | total `try_spawn` and `try_reserve` refusals (full or shut down) |
     /// | [`busy`](crate::Metrics::busy) | per worker: uptime minus the time its thread was parked for want of work (measured at the sleep transitions) |
     /// | [`steals`](crate::Metrics::steals) | total batches a worker stole from another's deque |
     /// | [`queue_wait`](crate::Metrics::queue_wait) | sampled: spawn to start, a [`Histogram`](crate::Histogram) |
     /// | [`run_time`](crate::Metrics::run_time) | sampled: start to end |
     /// | [`blocked`](crate::Metrics::blocked) | now: threads away from their worker's place in [`blocking`](crate::blocking) |
+    /// | [`detected_total`](crate::Metrics::detected_total) | total blocked runners the blocking detector noticed ([`Builder::detect_blocking`]) |
     /// | [`spare_threads`](crate::Metrics::spare_threads) | now: spare threads alive |
     /// | [`reserve_waiters`](crate::Metrics::reserve_waiters) | now: [`reserve`](Pool::reserve) waiters in line |
     ///
     /// Once every job has ended, `spawned = completed + panicked +
-    /// cancelled`. A resolved Task's job is already counted when its
+    /// cancelled + stopped`. A resolved Task's job is already counted when its
     /// `await` or [`wait`](crate::Task::wait) returns (a cancelled one
     /// when its job is discarded: at the latest, once
     /// [`shutdown`](Pool::shutdown) returns).
@@ -132,7 +181,11 @@ impl Pool {
     /// a short job, so one Task in 64 carries a spawn timestamp: the first
     /// and every 64th spawned by each worker, and by each thread outside
     /// the pool. Only those read the clock (at spawn, start and end), so
-    /// the histograms hold about 1/64 of the jobs.
+    /// the histograms hold about 1/64 of the jobs
+    /// ([`Builder::metrics_sample_every`] changes the rate).
+    ///
+    /// For rates and recent latencies, take snapshots at intervals and
+    /// subtract them with [`Metrics::since`](crate::Metrics::since).
     ///
     /// ```
     /// // Detection off: otherwise a helper would run `waiting` while `busy`
@@ -371,6 +424,62 @@ impl Pool {
         Reserve::new(self.clone())
     }
 
+    /// Reserves a free slot in the pool's queue at once, or refuses: the
+    /// form of [`reserve`](Pool::reserve) that never waits, for a server
+    /// that sheds a request before it reads its body (an HTTP 503).
+    ///
+    /// It refuses as [`try_spawn`](Pool::try_spawn) does: when
+    /// [`max_queued`](Builder::max_queued) jobs (and unused permits) are
+    /// waiting to start, or `reserve` waiters are in line (they came
+    /// first), or the pool has been shut down. On an unbounded pool it
+    /// refuses only after shutdown. A refusal never blocks, allocates
+    /// nothing and counts in [`Metrics::refused`](crate::Metrics::refused).
+    ///
+    /// ```
+    /// // Detection off: otherwise a helper would take the queued job while
+    /// // `running` sits in `recv`.
+    /// let pool = offload::Pool::builder()
+    ///     .threads(1)
+    ///     .max_queued(1)
+    ///     .detect_blocking(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let running = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap(); // the worker is busy; the queue is empty
+    /// let permit = pool.try_reserve().expect("one slot");
+    /// assert!(pool.try_reserve().unwrap_err().is_full()); // shed this request
+    /// let queued = permit.spawn(|| 1); // the body was read: run it
+    /// release.send(()).unwrap();
+    /// assert_eq!(queued.wait().unwrap(), 1);
+    /// # running.wait().unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`TryReserveError`]: [`is_full`](TryReserveError::is_full) or
+    /// [`is_shutdown`](TryReserveError::is_shutdown).
+    pub fn try_reserve(&self) -> Result<Permit, TryReserveError> {
+        if self.registry.is_terminating() {
+            self.registry.tally().refused();
+            return Err(TryReserveError::shutdown());
+        }
+        let slot = match self.registry.slots() {
+            None => None,
+            Some(slots) => match Slot::try_acquire(slots) {
+                Some(slot) => Some(slot),
+                None => {
+                    self.registry.tally().refused();
+                    return Err(TryReserveError::full());
+                }
+            },
+        };
+        Ok(Permit::new(self.clone(), slot))
+    }
+
     /// Runs `a` and `b`, potentially in parallel on this pool, and returns
     /// both results. Blocks the caller until both are done; a panic in either
     /// is re-raised after both finished.
@@ -393,7 +502,11 @@ impl Pool {
         RA: Send,
         RB: Send,
     {
-        crate::join::join_in(&self.registry, a, b)
+        crate::join::join_in(
+            &self.registry,
+            crate::context::wrap(a),
+            crate::context::wrap(b),
+        )
     }
 
     /// Runs `op` on a worker of this pool with a [`Scope`] whose jobs may
@@ -408,7 +521,7 @@ impl Pool {
         OP: FnOnce(&Scope<'scope>) -> R + Send,
         R: Send,
     {
-        crate::scope::scope_in(&self.registry, op)
+        crate::scope::scope_in(&self.registry, crate::scope::in_current_context(op))
     }
 
     /// Runs `op` on a worker of this pool, blocking the caller until it
@@ -437,6 +550,7 @@ impl Pool {
             // A helper of this pool runs its jobs as a worker would.
             return op();
         }
+        let op = crate::context::wrap(op);
         in_worker(&self.registry, |_| op())
     }
 
@@ -452,14 +566,45 @@ impl Pool {
 
     /// Stops accepting jobs, cancels every queued job (its Task resolves to
     /// a cancelled [`JoinError`](crate::JoinError)), and waits for the jobs
-    /// already running to finish and the threads to exit. Workers cancel
-    /// the queued jobs as they take them, so while every worker is stuck in
-    /// a job the queued Tasks stay pending; a job that never returns keeps
-    /// this call waiting. Called from one of this pool's own workers, it
-    /// only starts the shutdown.
+    /// already running to finish and the threads to exit: Python's
+    /// `shutdown(cancel_futures=True)`.
+    ///
+    /// The calling thread cancels the queued jobs itself, before it waits:
+    /// those queued from outside, on the workers' own deques, waiting for a
+    /// spare thread ([`spawn_blocking`](Pool::spawn_blocking)), and the
+    /// [`reserve`](Pool::reserve) waiters in line (which resolve to
+    /// [`ShutdownError`](crate::ShutdownError)). So every Task queued before
+    /// the call has resolved by the time it waits, even while every worker
+    /// is stuck in a job. Jobs already running are told through
+    /// [`is_cancelled`](crate::is_cancelled); a job that never returns keeps
+    /// this call waiting (use [`shutdown_now_async`](Pool::shutdown_now_async)
+    /// or a thread to bound the wait). Called from one of this pool's own
+    /// workers, it cancels the queued jobs and only starts the shutdown.
     ///
     /// Parts of a `join`, `scope` or `install` that is already running are
     /// not cancellable: they run, so that their caller can return.
+    ///
+    /// ```
+    /// // Detection off: otherwise a helper would run the queued jobs while
+    /// // `stuck` sits in `recv`.
+    /// let pool = offload::Pool::builder().threads(1).detect_blocking(false).build().unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let stuck = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap();
+    /// let queued: Vec<_> = (0..100).map(|i| pool.spawn(move || i)).collect();
+    /// let shutdown = pool.shutdown_now_async(); // the worker is still stuck
+    /// assert!(queued.iter().all(|task| task.is_finished()));
+    /// for task in queued {
+    ///     assert!(task.wait().unwrap_err().is_cancelled());
+    /// }
+    /// release.send(()).unwrap();
+    /// pollster::block_on(shutdown);
+    /// stuck.wait().unwrap();
+    /// ```
     pub fn shutdown_now(&self) {
         self.registry.terminate(true);
         self.wait_for_workers();
@@ -521,7 +666,9 @@ impl Pool {
 
     /// Starts [`shutdown_now`](Pool::shutdown_now) and returns a future
     /// that resolves once every thread has exited (see
-    /// [`shutdown_async`](Pool::shutdown_async)).
+    /// [`shutdown_async`](Pool::shutdown_async)). As `shutdown_now` does,
+    /// it cancels every queued job before it returns: their Tasks have
+    /// resolved by then, even while every worker is stuck in a job.
     pub fn shutdown_now_async(&self) -> Shutdown {
         self.registry.terminate(true);
         Shutdown {
@@ -629,9 +776,39 @@ pub struct Builder {
     worker_priority: WorkerPriority,
     on_start: Option<Hook>,
     on_stop: Option<Hook>,
+    metrics_sample_every: Option<u32>,
 }
 
 impl Builder {
+    /// Times one Task in `n` for the [`queue_wait`](crate::Metrics::queue_wait)
+    /// and [`run_time`](crate::Metrics::run_time) histograms of
+    /// [`Pool::metrics`] (default: 64): the first and every `n`th spawned
+    /// by each worker and by each thread outside the pool. 1 times every
+    /// Task; 0 is an [`InvalidInput`](io::ErrorKind::InvalidInput) error
+    /// at `build`.
+    ///
+    /// A timed Task reads the clock three times (at its spawn, start and
+    /// end) and bumps two histogram buckets; an untimed one does neither.
+    /// So at 1 each Task pays that much more than at the default, which
+    /// matters only for jobs of a few microseconds or less;
+    /// `cargo run --release --example spawn_cost` measures it on your
+    /// machine (empty jobs, 64 against 1, in one run). A power of two is
+    /// tested with a mask; any other `n` with a division per spawn. Choose a smaller `n` for low job rates, where 1 in 64
+    /// leaves too few samples for a p99 (after 600 jobs, 10 samples).
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).metrics_sample_every(1).build().unwrap();
+    /// for i in 0..10 {
+    ///     pool.spawn(move || i).wait().unwrap();
+    /// }
+    /// assert_eq!(pool.metrics().run_time().count(), 10);
+    /// assert!(offload::Pool::builder().metrics_sample_every(0).build().is_err());
+    /// ```
+    pub fn metrics_sample_every(mut self, n: u32) -> Self {
+        self.metrics_sample_every = Some(n);
+        self
+    }
+
     /// The number of worker threads (default: [`num_cpus::get`]). Zero is
     /// an [`InvalidInput`](io::ErrorKind::InvalidInput) error at `build`.
     pub fn threads(mut self, threads: usize) -> Self {
@@ -847,6 +1024,12 @@ impl Builder {
                 "offload: max_queued must be at least 1 (a pool must admit a job)",
             ));
         }
+        if self.metrics_sample_every == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offload: metrics_sample_every must be at least 1 (1 times every Task)",
+            ));
+        }
         if self.max_blocking_threads == Some(0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -874,6 +1057,7 @@ impl Builder {
             self.max_queued,
             spares,
             detect_blocking,
+            self.metrics_sample_every.map_or(SAMPLE_EVERY, u64::from),
         ));
 
         // An error, or a panic (`thread_name` is user code, and std panics
@@ -985,12 +1169,13 @@ impl fmt::Debug for Builder {
             .field("worker_priority", &self.worker_priority)
             .field("on_thread_start", &self.on_start.as_ref().map(|_| ".."))
             .field("on_thread_stop", &self.on_stop.as_ref().map(|_| ".."))
+            .field("metrics_sample_every", &self.metrics_sample_every)
             .finish()
     }
 }
 
 /// [`Pool::spawn`] on `registry`.
-pub(crate) fn spawn_on<F, T>(registry: &Registry, job: F) -> Task<T>
+pub(crate) fn spawn_on<F, T>(registry: &Arc<Registry>, job: F) -> Task<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -1000,13 +1185,13 @@ where
 }
 
 /// Queues `job` on `registry`, holding `slot` until it starts.
-pub(crate) fn spawn_with_slot<F, T>(registry: &Registry, job: F, slot: Option<Slot>) -> Task<T>
+pub(crate) fn spawn_with_slot<F, T>(registry: &Arc<Registry>, job: F, slot: Option<Slot>) -> Task<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let spawned_at = registry.tally().spawned();
-    let (job, task) = new_task(job, slot, spawned_at);
+    let (job, task) = new_task(keeping_alive(registry, job), slot, spawned_at);
     registry.submit(job);
     task
 }
@@ -1018,9 +1203,30 @@ where
     T: Send + 'static,
 {
     let spawned_at = registry.tally().spawned();
-    let (job, task) = new_task(job, None, spawned_at);
+    let (job, task) = new_task(keeping_alive(registry, job), None, spawned_at);
     registry.spares().submit(registry, job);
     task
+}
+
+/// `job`, running in the context of its spawner (see [`crate::context`])
+/// and holding a handle to its pool until it has run or been dropped:
+/// a Task's job counts as a handle, so that the pool terminates once the
+/// last [`Pool`] is gone *and* no Task's job is left, and the jobs that
+/// running jobs spawn meanwhile still run (as rayon's `spawn` does).
+fn keeping_alive<F, T>(registry: &Arc<Registry>, job: F) -> impl FnOnce() -> T + Send + 'static
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = Pool::from_registry(Arc::clone(registry));
+    let context = JobContext::capture();
+    move || {
+        // Dropped when the job returns or unwinds, or with the closure if
+        // the job is cancelled before it starts.
+        let _pool = pool;
+        let _entered = context.enter();
+        job()
+    }
 }
 
 /// [`Builder::max_blocking_threads`]'s default: tokio's.

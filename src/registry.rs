@@ -6,7 +6,10 @@
 //!
 //! `Running` → `Terminating` (set by `shutdown`, `shutdown_now` or the drop
 //! of the last [`Pool`](crate::Pool) handle; `shutdown_now` also sets
-//! `CANCEL_QUEUED`) → every worker has exited.
+//! `CANCEL_QUEUED`) → every worker has exited. Every Task's job holds a
+//! handle until it has run or been dropped, so the last handle goes once
+//! the user's handles are gone and no Task's job is left: until then, the
+//! jobs that running jobs spawn are accepted and run.
 //!
 //! While terminating, submissions are refused (their Tasks resolve as
 //! cancelled) and a worker exits once it finds no work. The last worker to
@@ -28,6 +31,30 @@
 //! One of the two drains sees the job, so every accepted job is run or
 //! cancelled and every Task resolves. (A spawn that races with shutdown may
 //! therefore still run; one that starts after shutdown returned is cancelled.)
+//!
+//! # `shutdown_now` does not wait for a worker
+//!
+//! After setting `CANCEL_QUEUED`, the thread that calls `shutdown_now`
+//! sweeps the queues itself: it pops every job from both injectors and
+//! steals every job from each worker's deque, resolves each Task's job as
+//! cancelled on the spot (the cell's own protocol decides, as for any
+//! `Mode::Cancel`), and pushes the other jobs (join halves, scope jobs,
+//! install bodies, which their callers wait for) back onto the injectors.
+//! So every Task queued before the call resolves before it returns, even
+//! while every worker is stuck in a job.
+//!
+//! A batch that a worker is moving from the injector or another deque into
+//! its own at that moment is in no queue for an instant. Store-buffering
+//! once more: the taker lands the batch, ends its spin with a
+//! `fence(SeqCst)` (only a spinner takes a batch: see [`crate::idle`]),
+//! and only then reads the execution mode for the batch's first job; the
+//! sweep sets `CANCEL_QUEUED`, fences, then looks at the deques. So either
+//! the sweep finds the batch in the taker's deque, or the taker executes
+//! its first job in cancel mode and cancels the rest as it reaches them:
+//! it does not get stuck in a job with Tasks of the batch behind it. (The
+//! loom stand-in for the deques steals under a lock, which would order the
+//! two sides by itself, so no model checks this pair.) The blocking queue
+//! is emptied by `Spares::close`, and the reserve line by `Slots::close`.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -95,7 +122,9 @@ pub(crate) struct Registry {
     /// Per worker: an idle worker asks it to share a private join half (see
     /// [`crate::worker`]). Padded: each is read on every join of its worker.
     share_requested: Box<[CachePadded<AtomicBool>]>,
-    /// Live [`Pool`](crate::Pool) handles; the last one to go terminates.
+    /// Live [`Pool`](crate::Pool) handles, counting one held by each
+    /// Task's job until it has run or been dropped (see
+    /// `crate::pool::keeping_alive`); the last one to go terminates.
     handles: AtomicUsize,
     /// The queue slots of a bounded pool (`Builder::max_queued`).
     slots: Option<Arc<Slots>>,
@@ -120,6 +149,7 @@ impl Registry {
         max_queued: Option<usize>,
         spares: SpareConfig,
         detect_blocking: bool,
+        sample_every: u64,
     ) -> Self {
         let num_threads = stealers.len();
         Self {
@@ -138,7 +168,7 @@ impl Registry {
             batons: (0..num_threads).map(|_| Baton::new()).collect(),
             spares: Spares::new(spares, num_threads),
             detector: Detector::new(num_threads, detect_blocking),
-            stats: PoolStats::new(num_threads),
+            stats: PoolStats::sampling(num_threads, sample_every),
             on_start,
             on_stop,
         }
@@ -269,6 +299,9 @@ impl Registry {
         // Waiters for a queue slot resolve: no slot will be worth having.
         if let Some(slots) = &self.slots {
             slots.close();
+        }
+        if cancel_queued {
+            self.cancel_queued_tasks();
         }
         // Wake every sleeper (its fence pairs with theirs): it will see the
         // flag and exit, or run what is left first.
@@ -495,6 +528,54 @@ impl Registry {
             }
         }
         None
+    }
+
+    /// `shutdown_now`'s sweep, on the calling thread: resolves every Task
+    /// queued on the injectors and the workers' deques as cancelled now,
+    /// even while every worker is stuck in a job (module docs). The other
+    /// jobs found there are parts of computations already running (join
+    /// halves, scope jobs, install bodies), which must run: they go back to
+    /// the injector they came from (a deque's to the shared one, which
+    /// helpers may take from as they may from a deque), for the workers.
+    fn cancel_queued_tasks(&self) {
+        // SeqCst fence: pairs with the fence that ends a taker's spin, after
+        // its batch landed and before it reads the execution mode (module
+        // docs): either this sweep sees the batch in the taker's deque, or
+        // the taker sees `CANCEL_QUEUED` and cancels the batch itself.
+        fence(Ordering::SeqCst);
+        let tally = self.tally();
+        let mut parts = Vec::new();
+        let mut place_parts = Vec::new();
+        let sort = |job: JobRef, parts: &mut Vec<JobRef>| {
+            if job.is_task() {
+                job.execute(Mode::Cancel, &tally);
+            } else {
+                parts.push(job);
+            }
+        };
+        while let Some(job) = self.injector.pop_waiting() {
+            sort(job, &mut parts);
+        }
+        while let Some(job) = self.place_jobs.pop_waiting() {
+            sort(job, &mut place_parts);
+        }
+        for stealer in self.stealers.iter() {
+            loop {
+                match stealer.steal() {
+                    Steal::Success(job) => sort(job, &mut parts),
+                    Steal::Empty => break,
+                    Steal::Retry => crate::sync::spin_loop(),
+                }
+            }
+        }
+        for job in parts {
+            self.injector.push_again(job);
+            self.after_inject();
+        }
+        for job in place_parts {
+            self.place_jobs.push_again(job);
+            self.after_inject();
+        }
     }
 
     /// Cancels every job left on the injectors (no worker will run them).

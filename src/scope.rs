@@ -68,6 +68,8 @@ impl<'scope> Scope<'scope> {
             // SAFETY: valid now; not used after the decrement.
             unsafe { CountLatch::decrement(&this.pending) };
         };
+        // It runs in the context current here (see `crate::context`).
+        let body = crate::context::wrap(body);
         // SAFETY: `body` borrows only data outliving 'scope, and the scope
         // does not return before `body` ran (see above).
         let job_ref = unsafe { HeapJob::into_job_ref(body) };
@@ -92,6 +94,19 @@ impl fmt::Debug for Scope<'_> {
         f.debug_struct("Scope")
             .field("pending", &self.pending)
             .finish_non_exhaustive()
+    }
+}
+
+/// `op`, run inside the context current now (see `crate::context`): for a
+/// scope body that may run on another thread.
+pub(crate) fn in_current_context<'scope, OP, R>(op: OP) -> impl FnOnce(&Scope<'scope>) -> R + Send
+where
+    OP: FnOnce(&Scope<'scope>) -> R + Send,
+{
+    let context = crate::context::Context::capture();
+    move |scope: &Scope<'scope>| {
+        let _entered = context.enter();
+        op(scope)
     }
 }
 

@@ -141,7 +141,7 @@ where
     fn allocate(func: F, slot: Option<Slot>, spawned_at: u64) -> (JobRef, Task<T>) {
         let cell = Box::new(Cell {
             header: Header {
-                job: JobHeader::new(Self::execute),
+                job: JobHeader::new_task(Self::execute),
                 state: AtomicUsize::new(JOB_REF | TASK_REF),
                 waker: UnsafeCell::new(None),
                 slot: UnsafeCell::new(slot),
@@ -221,8 +221,23 @@ where
                         .then(|| unsafe { cancel::enter_task(state) });
                     panic::catch_unwind(AssertUnwindSafe(func))
                 };
-                tally.finished(result.is_err(), start);
-                result.map_err(JoinError::panic)
+                match result {
+                    Ok(value) => {
+                        tally.finished(false, start);
+                        Ok(value)
+                    }
+                    // The job stopped itself (`stop_if_cancelled`): a
+                    // cancellation, not a panic.
+                    Err(payload) if payload.is::<cancel::Stop>() => {
+                        tally.stopped(start);
+                        drop_quietly(payload);
+                        Err(JoinError::cancelled())
+                    }
+                    Err(payload) => {
+                        tally.finished(true, start);
+                        Err(JoinError::panic(payload))
+                    }
+                }
             }
             Mode::Cancel => {
                 drop_quietly(func);

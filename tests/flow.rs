@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::{is_terminating, pool, spin_until, timed, Counter, DropCounter, Gate};
 use futures::StreamExt;
-use offload::{Permit, Pool, Reserve, ShutdownError, Task, TrySpawnError};
+use offload::{Permit, Pool, Reserve, ShutdownError, Task, TryReserveError, TrySpawnError};
 
 /// How long a job or the test waits for something that must happen (a
 /// cancellation to be seen, a waiter to resolve) before it reports failure.
@@ -1499,4 +1499,114 @@ fn buffered_over_tasks_keeps_order_and_bounds_jobs_in_flight() {
 #[test]
 fn buffer_unordered_over_tasks_bounds_jobs_in_flight() {
     timed(|| map_on_executors(true));
+}
+
+// ---- try_reserve -------------------------------------------------------
+
+#[test]
+fn try_reserve_error_is_an_error_for_any_thread() {
+    fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<TryReserveError>();
+    timed(|| {
+        let pool = bounded(1, 1, "try-reserve-err");
+        pool.shutdown();
+        let err = pool.try_reserve().unwrap_err();
+        assert!(err.is_shutdown() && !err.is_full());
+        assert_eq!(err.to_string(), "offload: the pool has been shut down");
+        assert!(format!("{err:?}").contains("TryReserveError"));
+        // It converts with `?` into the usual boxed error.
+        let boxed: Box<dyn std::error::Error + Send + Sync> = err.into();
+        assert!(boxed.to_string().contains("shut down"));
+    });
+}
+
+#[test]
+fn try_reserve_takes_free_slots_and_refuses_when_full() {
+    timed(|| {
+        let pool = bounded(1, 3, "try-reserve");
+        let gates = gate_all(&pool);
+        let before = pool.metrics().refused();
+        let permits: Vec<Permit> = (0..3)
+            .map(|i| match pool.try_reserve() {
+                Ok(permit) => permit,
+                Err(err) => panic!("try_reserve {i} refused: {err}; {}", slots_debug(&pool)),
+            })
+            .collect();
+        // Unused permits count as taken: a fourth is refused, as a try_spawn.
+        let err = pool.try_reserve().unwrap_err();
+        assert!(err.is_full() && !err.is_shutdown());
+        assert_eq!(err.to_string(), "offload: the pool's queue is full");
+        assert_full(&pool, "three unused permits");
+        assert_eq!(pool.metrics().refused(), before + 2);
+        // Dropping one unused permit gives its slot back.
+        let mut permits = permits.into_iter();
+        drop(permits.next());
+        let again = pool.try_reserve().expect("the dropped permit's slot");
+        let tasks: Vec<Task<u32>> = permits
+            .chain([again])
+            .enumerate()
+            .map(|(i, permit)| permit.spawn(move || i as u32))
+            .collect();
+        open_all(gates);
+        let sum: u32 = tasks.into_iter().map(|t| t.wait().unwrap()).sum();
+        assert_eq!(sum, 3);
+        assert_all_slots_free(&pool, "try_reserve");
+    });
+}
+
+#[test]
+fn try_reserve_does_not_pass_a_waiter_in_line() {
+    timed(|| {
+        let pool = bounded(1, 1, "try-reserve-line");
+        let gates = gate_all(&pool);
+        let first = pool.try_reserve().expect("the one slot");
+        let mut waiter = pool.reserve();
+        assert!(poll_once(&mut waiter).is_pending());
+        drop(first); // the slot goes to the waiter, not to a try_reserve
+        assert!(pool.try_reserve().unwrap_err().is_full());
+        let granted = futures::executor::block_on(waiter).expect("the pool runs");
+        drop(granted);
+        open_all(gates);
+        assert_all_slots_free(&pool, "a waiter served before try_reserve");
+    });
+}
+
+#[test]
+fn try_reserve_on_an_unbounded_pool_refuses_only_after_shutdown() {
+    timed(|| {
+        let pool = pool(1, "try-reserve-unbounded");
+        let permits: Vec<Permit> = (0..100).map(|_| pool.try_reserve().unwrap()).collect();
+        let tasks: Vec<Task<usize>> = permits
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| p.spawn(move || i))
+            .collect();
+        assert_eq!(
+            tasks.into_iter().map(|t| t.wait().unwrap()).sum::<usize>(),
+            4950
+        );
+        let permit = pool.try_reserve().unwrap();
+        pool.shutdown();
+        assert!(pool.try_reserve().unwrap_err().is_shutdown());
+        // A permit taken before shutdown spawns a cancelled Task.
+        assert!(permit.spawn(|| ()).wait().unwrap_err().is_cancelled());
+    });
+}
+
+#[test]
+fn try_reserve_then_await_on_tokio_smol_and_futures() {
+    timed(|| {
+        let pool = bounded(2, 4, "try-reserve-exec");
+        let job = |pool: &Pool, n: u64| {
+            let permit = pool.try_reserve().expect("room");
+            permit.spawn(move || n * 2)
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(job(&pool, 1)).unwrap(), 2);
+        assert_eq!(smol::block_on(job(&pool, 2)).unwrap(), 4);
+        assert_eq!(futures::executor::block_on(job(&pool, 3)).unwrap(), 6);
+        assert_all_slots_free(&pool, "awaited permits");
+    });
 }

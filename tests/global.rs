@@ -150,3 +150,30 @@ fn nested_free_functions_inside_global_jobs() {
         assert_eq!(counter.load(Ordering::Relaxed), 30);
     });
 }
+
+#[test]
+fn pool_global_is_a_handle_to_the_configured_global_pool() {
+    assert!(init_global().is_ok());
+    timed(|| {
+        let global = Pool::global();
+        assert_eq!(global.threads(), GLOBAL_THREADS);
+        assert!(global.spawn(name).wait().unwrap().starts_with("global-"));
+        // The free functions and the handle see the same counters.
+        let before = global.metrics().spawned();
+        let tasks: Vec<_> = (0..10).map(|i| offload::spawn(move || i)).collect();
+        for task in tasks {
+            task.wait().unwrap();
+        }
+        assert!(global.metrics().spawned() >= before + 10);
+        // try_spawn and try_reserve work on it; an unbounded global pool
+        // admits everything.
+        let task = global.try_spawn(|| 6 * 7).expect("admitted");
+        assert_eq!(pollster::block_on(task).unwrap(), 42);
+        let permit = global.try_reserve().expect("admitted");
+        assert_eq!(permit.spawn(name).wait().unwrap().get(..7), Some("global-"));
+        // Dropping handles never stops the global pool.
+        drop(global);
+        drop(Pool::global());
+        assert_eq!(offload::spawn(|| 1).wait().unwrap(), 1);
+    });
+}

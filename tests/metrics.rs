@@ -324,3 +324,94 @@ fn a_snapshot_is_a_plain_value() {
     assert_eq!(m.clone().spawned(), 0);
     assert!(format!("{m:?}").contains("spawned: 0"));
 }
+
+#[test]
+fn since_covers_the_interval_and_keeps_the_gauges() {
+    timed(|| {
+        let pool = Pool::builder()
+            .threads(1)
+            .detect_blocking(false)
+            .metrics_sample_every(1)
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            pool.spawn(move || i).wait().unwrap();
+        }
+        let earlier = pool.metrics();
+        for i in 0..25 {
+            pool.spawn(move || i).wait().unwrap();
+        }
+        let gate = Gate::hold(&pool);
+        let queued = pool.spawn(|| ());
+        let now = pool.metrics();
+        let interval = now.since(&earlier);
+        // Counts over the interval: 25 jobs, the gate and the queued one.
+        assert_eq!(interval.spawned(), 27, "{interval:?}");
+        assert_eq!(interval.completed(), 25, "{interval:?}");
+        assert_eq!(interval.run_time().count(), 25);
+        assert_eq!(interval.queue_wait().count(), 26); // the queued one has not started
+        assert!(interval.run_time().max() <= now.run_time().max());
+        assert_eq!(interval.uptime(), now.uptime() - earlier.uptime());
+        assert!(interval.busy()[0] <= interval.uptime());
+        // Gauges as of the later snapshot.
+        assert_eq!((interval.running(), interval.queued()), (1, 1));
+        // Swapped snapshots give zeros, never wrapped counts.
+        let backwards = earlier.since(&now);
+        assert_eq!((backwards.spawned(), backwards.run_time().count()), (0, 0));
+        assert_eq!(backwards.uptime(), std::time::Duration::ZERO);
+        gate.release();
+        queued.wait().unwrap();
+    });
+}
+
+#[test]
+fn metrics_sample_every_sets_the_share_of_timed_tasks() {
+    timed(|| {
+        for (every, timed_jobs) in [(1, 12), (3, 4), (4, 3), (64, 1)] {
+            let pool = Pool::builder()
+                .threads(1)
+                .metrics_sample_every(every)
+                .build()
+                .unwrap();
+            // From outside the pool: one counter block, so the 1st, the
+            // (every+1)th, ... are timed.
+            for i in 0..12 {
+                pool.spawn(move || i).wait().unwrap();
+            }
+            let m = pool.metrics();
+            assert_eq!(m.run_time().count(), timed_jobs, "every {every}: {m:?}");
+            assert_eq!(m.queue_wait().count(), timed_jobs, "every {every}");
+        }
+        let err = Pool::builder().metrics_sample_every(0).build().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn detected_total_counts_unmarked_blocking_that_came_and_went() {
+    timed(|| {
+        // Detection on (the default on Linux): a job blocks without saying
+        // so while another waits behind it.
+        let pool = Pool::builder().threads(1).build().unwrap();
+        let before = pool.metrics();
+        assert_eq!(before.detected_total(), 0);
+        let (release, gate) = mpsc::channel::<()>();
+        let (started_tx, started) = mpsc::channel();
+        let blocked = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            gate.recv().unwrap();
+        });
+        started.recv().unwrap();
+        let behind = pool.spawn(|| 1);
+        // The detector notices within milliseconds; poll (under the test's
+        // timeout) rather than guess how long.
+        common::spin_until(|| pool.metrics().detected_total() >= 1);
+        assert_eq!(behind.wait().unwrap(), 1); // run by a helper meanwhile
+        release.send(()).unwrap();
+        blocked.wait().unwrap();
+        let after = pool.metrics();
+        assert!(after.since(&before).detected_total() >= 1);
+        assert!(after.to_string().contains("in all"), "{after}");
+    });
+}

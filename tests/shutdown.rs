@@ -615,3 +615,267 @@ fn a_panicking_shutdown_waker_does_not_take_the_worker_down() {
         assert!(std::pin::Pin::new(&mut shutdown).poll(&mut cx).is_ready());
     });
 }
+
+// ---- shutdown_now resolves queued Tasks before it returns ---------------
+
+/// One worker stuck in a job that had queued `on_deque` Tasks on its own
+/// deque first; `injected` more Tasks queued from outside; `blocking` more
+/// waiting for the one spare thread, which is stuck too. Returns the stuck
+/// jobs' releases and every queued Task.
+#[allow(clippy::type_complexity)]
+fn stuck_pool_with_queued_tasks(
+    prefix: &'static str,
+    on_deque: usize,
+    injected: usize,
+    blocking: usize,
+) -> (
+    Pool,
+    Vec<mpsc::Sender<()>>,
+    Vec<offload::Task<usize>>,
+    Counter,
+) {
+    let pool = Pool::builder()
+        .threads(1)
+        .max_blocking_threads(1)
+        .detect_blocking(false) // the stuck worker must hold the queue
+        .thread_name(move |i| format!("{prefix}-{i}"))
+        .build()
+        .unwrap();
+    let ran = Counter::new();
+    let (started_tx, started) = mpsc::channel();
+    let (release_cpu, gate) = mpsc::channel::<()>();
+    let inner = pool.clone();
+    let inner_ran = ran.clone();
+    let stuck = pool.spawn(move || {
+        let tasks: Vec<_> = (0..on_deque)
+            .map(|i| {
+                let ran = inner_ran.clone();
+                inner.spawn(move || {
+                    ran.incr();
+                    i
+                })
+            })
+            .collect();
+        started_tx.send(tasks).unwrap();
+        let _ = gate.recv();
+        0
+    });
+    let mut tasks = started.recv().unwrap();
+    let (blocking_started_tx, blocking_started) = mpsc::channel();
+    let (release_blocking, blocking_gate) = mpsc::channel::<()>();
+    let stuck_blocking = pool.spawn_blocking(move || {
+        blocking_started_tx.send(()).unwrap();
+        let _ = blocking_gate.recv();
+        0
+    });
+    blocking_started.recv().unwrap();
+    for i in 0..injected {
+        let ran = ran.clone();
+        tasks.push(pool.spawn(move || {
+            ran.incr();
+            i
+        }));
+    }
+    for i in 0..blocking {
+        let ran = ran.clone();
+        tasks.push(pool.spawn_blocking(move || {
+            ran.incr();
+            i
+        }));
+    }
+    stuck.detach();
+    stuck_blocking.detach();
+    (pool, vec![release_cpu, release_blocking], tasks, ran)
+}
+
+#[test]
+fn shutdown_now_async_resolves_every_queued_task_before_it_returns() {
+    timed(|| {
+        let (pool, releases, tasks, ran) = stuck_pool_with_queued_tasks("now-sweep", 300, 600, 100);
+        assert_eq!(tasks.len(), 1000);
+        assert!(tasks.iter().all(|t| !t.is_finished()));
+        let start = std::time::Instant::now();
+        let shutdown = pool.shutdown_now_async();
+        let elapsed = start.elapsed();
+        // Every queued Task has resolved, with both stuck jobs still stuck.
+        let unresolved = tasks.iter().filter(|t| !t.is_finished()).count();
+        assert_eq!(
+            unresolved, 0,
+            "{unresolved} of 1000 queued Tasks still pending"
+        );
+        eprintln!("shutdown_now_async resolved 1000 queued Tasks in {elapsed:?}");
+        for task in tasks {
+            assert!(task.wait().unwrap_err().is_cancelled());
+        }
+        assert_eq!(ran.get(), 0);
+        let metrics = pool.metrics();
+        assert!(metrics.cancelled() >= 1000, "{metrics:?}");
+        drop(releases);
+        pollster::block_on(shutdown);
+    });
+}
+
+#[test]
+fn shutdown_now_resolves_queued_tasks_while_it_waits_for_a_stuck_job() {
+    timed(|| {
+        let (pool, releases, tasks, ran) =
+            stuck_pool_with_queued_tasks("now-sweep-sync", 10, 10, 10);
+        let p = pool.clone();
+        let shutdown = thread::spawn(move || p.shutdown_now());
+        // The stuck jobs hold `shutdown_now`, not the queued Tasks: each
+        // resolves, awaited on tokio, smol and a futures executor in turn.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let result = match i % 3 {
+                0 => rt.block_on(task),
+                1 => smol::block_on(task),
+                _ => futures::executor::block_on(task),
+            };
+            assert!(result.unwrap_err().is_cancelled());
+        }
+        assert!(!shutdown.is_finished());
+        assert_eq!(ran.get(), 0);
+        drop(releases);
+        shutdown.join().unwrap();
+    });
+}
+
+#[test]
+fn shutdown_now_sweep_leaves_running_computations_their_parts() {
+    timed(|| {
+        // Jobs of a running join and scope, and an install body from
+        // outside, are queued while the pool's one worker is stuck: the
+        // sweep takes them out of the queues but they still run.
+        let pool = pool(1, "now-sweep-parts");
+        let (started_tx, started) = mpsc::channel();
+        let (release, gate) = mpsc::channel::<()>();
+        let joined = pool.spawn(move || {
+            offload::join(
+                move || {
+                    offload::scope(move |s| {
+                        s.spawn(|_| ());
+                        started_tx.send(()).unwrap();
+                        let _ = gate.recv();
+                    });
+                    1
+                },
+                || 2,
+            )
+        });
+        started.recv().unwrap();
+        let p = pool.clone();
+        let (installing_tx, installing) = mpsc::channel();
+        let install = thread::spawn(move || {
+            installing_tx.send(()).unwrap();
+            p.install(|| 3)
+        });
+        installing.recv().unwrap();
+        let queued = pool.spawn(|| 4);
+        let shutdown = pool.shutdown_now_async();
+        assert!(queued.wait().unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        assert_eq!(joined.wait().unwrap(), (1, 2));
+        pollster::block_on(shutdown);
+        // The install either ran before the shutdown or panics as any
+        // install on a shut-down pool does; it never hangs.
+        if let Ok(n) = install.join() {
+            assert_eq!(n, 3);
+        }
+    });
+}
+
+// ---- dropping the last handle: continuations still run -----------------
+
+/// A 2-thread pool that reports each thread's stop.
+fn pool_reporting_stops(prefix: &'static str) -> (Pool, mpsc::Receiver<usize>) {
+    let (stop_tx, stops) = mpsc::channel();
+    let stop_tx = Mutex::new(stop_tx);
+    let pool = Pool::builder()
+        .threads(2)
+        .detect_blocking(false)
+        .thread_name(move |i| format!("{prefix}-{i}"))
+        .on_thread_stop(move |i| stop_tx.lock().unwrap().send(i).unwrap())
+        .build()
+        .unwrap();
+    (pool, stops)
+}
+
+#[test]
+fn jobs_spawned_by_running_jobs_after_the_last_handle_is_dropped_still_run() {
+    timed(|| {
+        let (pool, stops) = pool_reporting_stops("detached");
+        let (dropped_tx, dropped) = mpsc::channel::<()>();
+        let (tasks_tx, tasks) = mpsc::channel();
+        let parent = pool.spawn(move || {
+            dropped.recv().unwrap(); // the last user handle is gone now
+                                     // A continuation chain three deep, a blocking job, and one
+                                     // spawned from inside the blocking job.
+            let chained = offload::spawn(|| {
+                offload::spawn(|| offload::spawn(|| 7).wait().unwrap() * 2)
+                    .wait()
+                    .unwrap()
+                    + 1
+            });
+            let blocking = offload::spawn_blocking(|| offload::spawn(|| 3).wait().unwrap());
+            tasks_tx.send((chained, blocking)).unwrap();
+            1
+        });
+        parent.detach();
+        drop(pool);
+        dropped_tx.send(()).unwrap();
+        let (chained, blocking) = tasks.recv().unwrap();
+        // Awaited from tokio and smol.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(chained).unwrap(), 15);
+        assert_eq!(smol::block_on(blocking).unwrap(), 3);
+        // Then, with no work left, both threads exit.
+        let mut stopped: Vec<usize> = stops.iter().collect();
+        stopped.sort_unstable();
+        assert_eq!(stopped, [0, 1]);
+    });
+}
+
+#[test]
+fn a_detached_continuation_runs_after_the_last_handle_is_dropped() {
+    timed(|| {
+        let (pool, stops) = pool_reporting_stops("continuation");
+        let (done_tx, done) = futures::channel::oneshot::channel();
+        let (go_tx, go) = mpsc::channel::<()>();
+        pool.spawn(move || {
+            go.recv().unwrap();
+            offload::spawn(move || done_tx.send(42).unwrap()).detach();
+        })
+        .detach();
+        drop(pool);
+        go_tx.send(()).unwrap();
+        assert_eq!(futures::executor::block_on(done).unwrap(), 42);
+        assert_eq!(stops.iter().count(), 2);
+    });
+}
+
+#[test]
+fn an_explicit_shutdown_still_refuses_jobs_spawned_by_running_jobs() {
+    timed(|| {
+        let (pool, stops) = pool_reporting_stops("explicit");
+        let (go_tx, go) = mpsc::channel::<()>();
+        let parent = pool.spawn(move || {
+            go.recv().unwrap();
+            let cpu = offload::spawn(|| 1).wait();
+            let blocking = offload::spawn_blocking(|| 2).wait();
+            (
+                cpu.unwrap_err().is_cancelled(),
+                blocking.unwrap_err().is_cancelled(),
+            )
+        });
+        let shutdown = pool.shutdown_async();
+        drop(pool);
+        go_tx.send(()).unwrap();
+        assert_eq!(pollster::block_on(parent).unwrap(), (true, true));
+        pollster::block_on(shutdown);
+        assert_eq!(stops.iter().count(), 2);
+    });
+}

@@ -5,7 +5,8 @@
 //! detection in half the rounds (helpers then run jobs beside the
 //! workers whenever a job blocks), and lets 8 driver
 //! threads issue a random mix of: spawn, `try_spawn`, `reserve` (resolved by
-//! `Reserve::wait`, `futures::executor::block_on` or `Reserve::wait_timeout`;
+//! `Reserve::wait`, `futures::executor::block_on` or `Reserve::wait_timeout`,
+//! or `try_reserve`;
 //! the permit used, or dropped unused, sometimes on another thread),
 //! `.await` (`futures::executor::block_on`), a single poll, `Task::wait`,
 //! `Task::wait_timeout` (zero or short), `Task::cancel` (the Task kept),
@@ -14,7 +15,8 @@
 //! `shutdown` / `shutdown_now` (from a driver or from inside a job) at
 //! random points; one spawn in ten (of a job that does not fork) is a
 //! `spawn_blocking`. The jobs are
-//! plain (some long, polling `is_cancelled` to stop early, some inside
+//! plain (some long, polling `is_cancelled` to stop early, by returning or
+//! through `stop_if_cancelled`, some inside
 //! `offload::blocking`), panicking, `join`ing (one kind with a panicking
 //! half, some with a half inside `offload::blocking`),
 //! `scope`d, or spawn further jobs of their own pool (by `spawn` or
@@ -32,7 +34,10 @@
 //!   shutdown started, and the refused job never ran;
 //! - a job (or a `join` half or `scope` job it started) saw
 //!   `is_cancelled()` only if its Task was cancelled or dropped, or the
-//!   pool was shut down now;
+//!   pool was shut down now; a job that called `stop_if_cancelled` then
+//!   unwound there, produced nothing, and its Task resolved as cancelled;
+//!   a `try_reserve` refused as full happened on a bounded pool, one
+//!   refused as shut down after a shutdown started;
 //! - every closure, output and panic payload was dropped exactly once;
 //! - every Task resolved (`Ok`, or a `JoinError` that is a panic of the
 //!   right job or a cancellation), and every Task still held is finished as
@@ -191,6 +196,9 @@ struct Rec {
     cancel_requested: AtomicBool,
     /// The job (or a part it started) saw `offload::is_cancelled()`.
     saw_cancel: AtomicBool,
+    /// The job called `offload::stop_if_cancelled()` after it saw its
+    /// cancellation: it must have unwound there.
+    stopped: AtomicBool,
 }
 
 impl Rec {
@@ -390,6 +398,7 @@ impl Round {
             shutdown_seen_at_spawn: AtomicBool::new(false),
             cancel_requested: AtomicBool::new(false),
             saw_cancel: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
         });
         self.recs.lock().unwrap().push(Arc::clone(&rec));
         *self.live_closures.lock().unwrap() += 1;
@@ -481,7 +490,8 @@ impl Round {
                     "{payloads} payloads, {payload_drops} payload drops"
                 ));
             }
-            if runs == 1 && (outputs + payloads) != 1 {
+            let stopped = rec.stopped.load(SC);
+            if runs == 1 && (outputs + payloads) != 1 && !(stopped && outputs + payloads == 0) {
                 problems.push(format!(
                     "ran, but produced {outputs} outputs and {payloads} payloads"
                 ));
@@ -498,13 +508,16 @@ impl Round {
                 REFUSED if runs != 0 || outputs != 0 => {
                     problems.push(format!("refused by try_spawn, but ran {runs} times"));
                 }
-                GOT_OK | GOT_PANIC if runs != 1 => {
+                GOT_OK | GOT_PANIC if runs != 1 || stopped => {
                     problems.push(format!(
-                        "resolved {} with {runs} runs",
+                        "resolved {} with {runs} runs (stopped: {stopped})",
                         FATES[usize::from(fate)]
                     ));
                 }
-                GOT_CANCELLED if runs != 0 || !(now || refused || cancel) => {
+                GOT_CANCELLED if runs != 0 && !stopped => {
+                    problems.push(format!("cancelled with {runs} runs, but never stopped"));
+                }
+                GOT_CANCELLED if !(now || refused || cancel) => {
                     problems.push(format!(
                         "cancelled with {runs} runs; shutdown_now {now}, refused {refused}, \
                          cancel() {cancel}"
@@ -676,7 +689,21 @@ fn reserve_job(
     depth: u32,
     on_worker: bool,
 ) -> Option<(Arc<Rec>, Task<Out>)> {
-    let outcome = match rng.below(3) {
+    let outcome = match rng.below(4) {
+        3 => match pool.try_reserve() {
+            Ok(permit) => Some(Ok(permit)),
+            Err(err) => {
+                if err.is_full() && round.max_queued.is_none() {
+                    round.fail("try_reserve: an unbounded pool was full".to_owned());
+                }
+                if err.is_shutdown() && !round.shutdown_started.load(SC) {
+                    round.fail("try_reserve refused as shut down before any shutdown".to_owned());
+                }
+                // Counted by `Metrics::refused`, as `try_spawn`'s are.
+                round.extra.refused.fetch_add(1, SC);
+                return None;
+            }
+        },
         0 => Some(pool.reserve().wait()),
         1 if !on_worker => Some(futures::executor::block_on(pool.reserve())),
         1 => Some(pool.reserve().wait()),
@@ -732,9 +759,18 @@ fn run_job(round: &Arc<Round>, rec: &Arc<Rec>, pool: Option<&Pool>, seed: u64) -
     rec.look_for_cancel();
     match rec.kind {
         Kind::Plain if rng.chance(10) => {
-            // A long one, which stops early once cancelled.
+            // A long one, which stops early once cancelled: by returning,
+            // or (one in two) by `stop_if_cancelled`, which unwinds.
+            let unwind = rng.chance(50);
             for _ in 0..8 {
                 if rec.look_for_cancel() {
+                    if unwind {
+                        rec.stopped.store(true, SC);
+                        offload::stop_if_cancelled();
+                        round.fail(format!(
+                            "job #{id}: stop_if_cancelled returned after is_cancelled()"
+                        ));
+                    }
                     break;
                 }
                 std::hint::black_box(spin_work(2_000));
@@ -1324,7 +1360,8 @@ fn run_round(round: &Arc<Round>, mut rng: Rng) {
 /// Once every Task of the round resolved and every thread exited: the
 /// pool's metrics count what the ledger counted (module docs).
 fn check_metrics(round: &Round, pool: &Pool) {
-    let (mut spawned, mut refused, mut completed, mut panicked, mut never_ran) = (0, 0, 0, 0, 0);
+    let (mut spawned, mut refused, mut completed, mut panicked, mut never_ran, mut stopped) =
+        (0, 0, 0, 0, 0, 0);
     for rec in round.recs.lock().unwrap().iter() {
         if rec.fate.load(SC) == REFUSED {
             refused += 1;
@@ -1334,6 +1371,7 @@ fn check_metrics(round: &Round, pool: &Pool) {
         match (rec.runs.load(SC), rec.outputs.load(SC)) {
             (0, _) => never_ran += 1,
             (_, 1) => completed += 1,
+            _ if rec.stopped.load(SC) => stopped += 1,
             _ => panicked += 1,
         }
     }
@@ -1344,6 +1382,7 @@ fn check_metrics(round: &Round, pool: &Pool) {
         panicked,
         never_ran + extra.cancelled.load(SC),
         refused + extra.refused.load(SC),
+        stopped,
         0,
         0,
     ];
@@ -1354,13 +1393,14 @@ fn check_metrics(round: &Round, pool: &Pool) {
         m.panicked(),
         m.cancelled(),
         m.refused(),
+        m.stopped(),
         m.queued(),
         m.running(),
     ];
     if counted != ledger {
         round.fail(format!(
-            "Pool::metrics (spawned, completed, panicked, cancelled, refused, queued, \
-             running) {counted:?}, the ledger {ledger:?}\n{m}"
+            "Pool::metrics (spawned, completed, panicked, cancelled, refused, stopped, \
+             queued, running) {counted:?}, the ledger {ledger:?}\n{m}"
         ));
     }
 }

@@ -184,3 +184,41 @@ fn injector_empty_check_sees_every_push() {
         assert_eq!(drops.get(), 2);
     });
 }
+
+/// `shutdown_now`'s sweep takes a job that is not a Task's (a join half)
+/// and pushes it again while a producer pushes: the job's link still
+/// points at the job that followed it, so `push_again` must clear it, or
+/// the queue runs into a cycle and a job is taken twice (mutant
+/// `push_again_keeps_link`). Every job is taken exactly once.
+#[test]
+fn injector_push_again_races_a_push() {
+    model("injector_push_again_races_a_push", || {
+        let injector = Arc::new(Injector::new());
+        let log = RunLog::default();
+        let drops = DropCount::new();
+        let (first, first_task) = job(1, &log, &drops);
+        let (second, second_task) = job(2, &log, &drops);
+        injector.push(first);
+        injector.push(second);
+
+        let producer = {
+            let (injector, log, drops) = (injector.clone(), log.clone(), drops.clone());
+            thread::spawn(move || {
+                let (third, third_task) = job(3, &log, &drops);
+                injector.push(third);
+                third_task
+            })
+        };
+        let taken = injector.pop().expect("two jobs were pushed");
+        injector.push_again(taken);
+        let third_task = producer.join().unwrap();
+        assert_eq!(run_all(&injector), 3);
+        assert!(injector.is_empty());
+        assert_eq!(
+            [output(first_task), output(second_task), output(third_task)],
+            [1, 2, 3]
+        );
+        assert_eq!(log.lock().unwrap().len(), 3);
+        assert_eq!(drops.get(), 3);
+    });
+}

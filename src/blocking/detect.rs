@@ -599,6 +599,9 @@ impl Watcher<'_> {
         let mut next_read: Option<Instant> = None;
         let mut note = |seen: &Seen, (flagged, unmoved): (bool, bool)| {
             acted |= flagged;
+            if flagged {
+                registry.stats().detected();
+            }
             if unmoved {
                 next_read = Some(next_read.map_or(seen.next_read, |at| at.min(seen.next_read)));
             }

@@ -30,7 +30,7 @@ use std::cell::Cell;
 use std::ptr;
 
 use crate::registry::Registry;
-use crate::sync::AtomicUsize;
+use crate::sync::{mutant, AtomicUsize};
 
 /// The cancellation source of the code running on a thread (module docs).
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +52,19 @@ impl CancelScope {
         pool: ptr::null(),
         worker_pool: ptr::null(),
     };
+
+    /// Whether [`stop_if_cancelled`] unwinds here: the scope belongs to a
+    /// Task's job (whose Task then resolves as cancelled), and that Task or
+    /// the pool asked it to stop.
+    fn stops(self) -> bool {
+        if mutant!("stop_ignores_task") {
+            // Broken variant: only the pool's request is heard.
+            // SAFETY: as in `is_cancelled`.
+            let pool = unsafe { self.pool.as_ref() };
+            return !self.task.is_null() && pool.is_some_and(Registry::cancel_requested);
+        }
+        !self.task.is_null() && self.is_cancelled()
+    }
 
     /// Whether this scope's Task or pool asked its jobs to stop.
     fn is_cancelled(self) -> bool {
@@ -153,6 +166,8 @@ pub(crate) unsafe fn enter_captured(captured: CancelScope) -> Entered {
 /// A long job polls this now and then (one thread-local read and one or two
 /// loads, a few nanoseconds) and returns early; its Task then resolves to
 /// whatever it returned. A job that never looks runs to the end, as before.
+/// To have the Task resolve as cancelled instead, without encoding "stopped
+/// early" in the job's own type, call [`stop_if_cancelled`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -178,4 +193,66 @@ pub(crate) unsafe fn enter_captured(captured: CancelScope) -> Entered {
 #[inline]
 pub fn is_cancelled() -> bool {
     current().is_cancelled()
+}
+
+/// The payload of [`stop_if_cancelled`]'s unwind: the job side of a Task
+/// recognises it and resolves the Task as cancelled (see `crate::task`).
+#[derive(Debug)]
+pub(crate) struct Stop;
+
+/// Stops the running job if it has been asked to stop: tokio's `abort`,
+/// cooperatively. Inside a Task's job (or the `join` halves, `scope` jobs
+/// and `install` bodies it runs), if [`is_cancelled`] is true (its Task
+/// was cancelled or dropped, or its pool was shut down with
+/// [`shutdown_now`](crate::Pool::shutdown_now)), it unwinds the job, and
+/// the Task resolves to a [`JoinError`](crate::JoinError) whose
+/// [`is_cancelled`](crate::JoinError::is_cancelled) is true (never
+/// [`is_panic`](crate::JoinError::is_panic)). Otherwise it returns at once,
+/// for the cost of [`is_cancelled`].
+///
+/// It does nothing off a pool's thread, and outside a Task's job: a
+/// [`join`](crate::join), [`scope`](crate::scope) or
+/// [`install`](crate::Pool::install) called from outside any pool has no
+/// Task to resolve, so it runs on.
+///
+/// The unwind is [`std::panic::resume_unwind`] with a private payload: the
+/// panic hook does not run (nothing is printed), destructors run as for a
+/// panic, and the worker goes on with its next job. It needs
+/// `panic = "unwind"` (the default); built with `panic = "abort"`, this
+/// function never unwinds and the job goes on, so check [`is_cancelled`]
+/// too if you build both ways. A `catch_unwind` inside the job catches the
+/// unwind like a panic: re-raise what it caught with `resume_unwind`.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pool = offload::Pool::builder().threads(1).build().unwrap();
+/// let (started_tx, started) = std::sync::mpsc::channel();
+/// let mut task = pool.spawn(move || {
+///     started_tx.send(()).unwrap();
+///     let mut sum = 0u64;
+///     for chunk in 0..u64::MAX {
+///         offload::stop_if_cancelled(); // unwinds once the Task is cancelled
+///         sum = sum.wrapping_add(std::hint::black_box(chunk));
+///     }
+///     sum
+/// });
+/// started.recv().unwrap();
+/// task.cancel();
+/// let err = task.wait_timeout(Duration::from_secs(10)).expect("it stopped").unwrap_err();
+/// assert!(err.is_cancelled() && !err.is_panic());
+/// ```
+#[inline]
+pub fn stop_if_cancelled() {
+    #[cfg(panic = "unwind")]
+    if current().stops() {
+        stop();
+    }
+}
+
+#[cfg(panic = "unwind")]
+#[cold]
+#[inline(never)]
+fn stop() -> ! {
+    std::panic::resume_unwind(Box::new(Stop))
 }

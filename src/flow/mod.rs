@@ -4,7 +4,8 @@
 //!
 //! - A bounded pool (`Builder::max_queued(n)`) counts the jobs waiting to
 //!   start in [`slots::Slots`]. `try_spawn` takes a slot or refuses at once;
-//!   `reserve` waits for one in a FIFO line ([`Permit`]); plain `spawn`
+//!   `reserve` waits for one in a FIFO line ([`Permit`]), `try_reserve`
+//!   takes one or refuses at once, as `try_spawn` does; plain `spawn`
 //!   takes one even past the bound. A job gives its slot back when it
 //!   starts or is cancelled.
 //! - A Task's `cancel` (or drop) sets a bit that its running job reads
@@ -15,4 +16,4 @@ pub(crate) mod cancel;
 pub(crate) mod permit;
 pub(crate) mod slots;
 
-pub use permit::{Permit, Reserve, ShutdownError, TrySpawnError};
+pub use permit::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};

@@ -1,5 +1,5 @@
 //! The public face of a bounded queue: [`TrySpawnError`], [`Reserve`],
-//! [`Permit`] and [`ShutdownError`].
+//! [`Permit`], [`TryReserveError`] and [`ShutdownError`].
 
 use std::error::Error;
 use std::fmt;
@@ -77,6 +77,61 @@ impl<F> fmt::Display for TrySpawnError<F> {
 
 impl<F> Error for TrySpawnError<F> {}
 
+/// Why [`Pool::try_reserve`] refused to reserve a queue slot.
+///
+/// ```
+/// let pool = offload::Pool::builder().threads(1).max_queued(1).build().unwrap();
+/// let permit = pool.try_reserve().expect("a free slot");
+/// let err = pool.try_reserve().unwrap_err(); // the one slot is taken
+/// assert!(err.is_full());
+/// drop(permit);
+/// pool.shutdown();
+/// let err = pool.try_reserve().unwrap_err();
+/// assert!(err.is_shutdown());
+/// assert_eq!(err.to_string(), "offload: the pool has been shut down");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TryReserveError {
+    full: bool,
+}
+
+impl TryReserveError {
+    pub(crate) fn full() -> Self {
+        Self { full: true }
+    }
+
+    pub(crate) fn shutdown() -> Self {
+        Self { full: false }
+    }
+
+    /// The pool's queue held [`max_queued`](crate::Builder::max_queued) jobs
+    /// waiting to start (unused permits included), or a
+    /// [`reserve`](Pool::reserve) waiter was first in line for the next
+    /// free slot.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The pool was shut down.
+    #[must_use]
+    pub fn is_shutdown(&self) -> bool {
+        !self.full
+    }
+}
+
+impl fmt::Display for TryReserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.full {
+            "offload: the pool's queue is full"
+        } else {
+            "offload: the pool has been shut down"
+        })
+    }
+}
+
+impl Error for TryReserveError {}
+
 /// [`Pool::reserve`] found the pool shut down (before or while waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownError(());
@@ -117,6 +172,10 @@ pub struct Permit {
 }
 
 impl Permit {
+    pub(crate) fn new(pool: Pool, slot: Option<Slot>) -> Self {
+        Self { pool, slot }
+    }
+
     /// Queues `job` in the reserved slot and returns its [`Task`], as
     /// [`Pool::spawn`] does. If the pool has been shut down meanwhile, the
     /// Task is already cancelled (and the slot freed).

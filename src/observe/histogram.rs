@@ -144,6 +144,26 @@ impl Histogram {
         }
     }
 
+    /// The durations recorded since `earlier`, a histogram of the same
+    /// recorder taken before (see [`Metrics::since`](crate::Metrics::since)):
+    /// bucket counts, count and sum subtract; the maximum becomes the
+    /// upper edge of the highest non-empty bucket, capped at `self`'s.
+    pub(crate) fn since(&self, earlier: &Histogram) -> Histogram {
+        let mut interval = Histogram::new();
+        let mut highest = None;
+        for (index, (now, before)) in self.buckets.iter().zip(earlier.buckets.iter()).enumerate() {
+            let n = now.saturating_sub(*before);
+            interval.buckets[index] = n;
+            if n != 0 {
+                highest = Some(index);
+            }
+        }
+        interval.count = interval.buckets.iter().sum();
+        interval.sum = self.sum.saturating_sub(earlier.sum);
+        interval.max = highest.map_or(0, |index| bucket_max(index).min(self.max));
+        interval
+    }
+
     /// How many durations were recorded.
     #[must_use]
     pub fn count(&self) -> u64 {

@@ -49,9 +49,42 @@ use crossbeam_utils::CachePadded;
 use super::histogram::{bump, Histogram, Recorder};
 use crate::sync::{thread_slot, Ordering, StatCounter, THREAD_SLOTS};
 
-/// One Task in this many carries a spawn timestamp, per counter block (a
-/// worker's place, a thread's slot): the first one, then every 64th.
+/// By default one Task in this many carries a spawn timestamp, per counter
+/// block (a worker's place, a thread's slot): the first one, then every
+/// 64th (`Builder::metrics_sample_every` changes it).
 pub(crate) const SAMPLE_EVERY: u64 = 64;
+
+/// Which spawns carry a timestamp: those whose count (per block, from
+/// zero) is a multiple of `every`. A power of two is tested with a mask,
+/// so the default costs no division.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    every: u64,
+    /// `every - 1` if `every` is a power of two, else `u64::MAX`.
+    mask: u64,
+}
+
+impl Sample {
+    /// One spawn in `every` (at least 1).
+    pub(crate) fn every(every: u64) -> Self {
+        let every = every.max(1);
+        let mask = if every.is_power_of_two() {
+            every - 1
+        } else {
+            u64::MAX
+        };
+        Self { every, mask }
+    }
+
+    #[inline]
+    fn takes(self, count: u64) -> bool {
+        if self.mask != u64::MAX {
+            count & self.mask == 0
+        } else {
+            count % self.every == 0
+        }
+    }
+}
 
 /// The job counts of one block.
 #[derive(Default)]
@@ -61,6 +94,7 @@ pub(crate) struct Counts {
     completed: StatCounter,
     panicked: StatCounter,
     cancelled: StatCounter,
+    stopped: StatCounter,
     refused: StatCounter,
 }
 
@@ -94,6 +128,9 @@ pub(crate) struct Place {
 /// Every counter of a pool.
 pub(crate) struct PoolStats {
     epoch: Instant,
+    sample: Sample,
+    /// Blocked runners the detector noticed (its thread only).
+    detected: CachePadded<StatCounter>,
     places: Box<[CachePadded<Place>]>,
     threads: Box<[CachePadded<Counts>]>,
     shared: CachePadded<Counts>,
@@ -102,9 +139,17 @@ pub(crate) struct PoolStats {
 
 impl PoolStats {
     /// The counters of a pool of `workers` workers, starting now.
+    #[cfg_attr(not(loom), allow(dead_code))] // for the loom models
     pub(crate) fn new(workers: usize) -> Self {
+        Self::sampling(workers, SAMPLE_EVERY)
+    }
+
+    /// [`new`](Self::new), timing one Task in `every` per block.
+    pub(crate) fn sampling(workers: usize, every: u64) -> Self {
         Self {
             epoch: Instant::now(),
+            sample: Sample::every(every),
+            detected: CachePadded::new(StatCounter::new(0)),
             places: (0..workers)
                 .map(|_| {
                     CachePadded::new(Place {
@@ -130,6 +175,7 @@ impl PoolStats {
         let place = &self.places[index];
         Tally {
             epoch: &self.epoch,
+            sample: self.sample,
             counts: &place.counts,
             own: true,
             timing: &place.timing,
@@ -147,11 +193,18 @@ impl PoolStats {
         };
         Tally {
             epoch: &self.epoch,
+            sample: self.sample,
             counts,
             own,
             timing: &self.shared_timing,
             own_timing: false,
         }
+    }
+
+    /// The blocking detector noticed a blocked runner (its thread only).
+    #[cold]
+    pub(crate) fn detected(&self) {
+        bump(&self.detected, true, 1);
     }
 
     /// Worker place `index` stole a batch from another worker (its holder
@@ -211,7 +264,10 @@ impl PoolStats {
             completed: 0,
             panicked: 0,
             cancelled: 0,
+            stopped: 0,
             refused: 0,
+            // Relaxed: a snapshot.
+            detected_total: self.detected.load(Ordering::Relaxed),
             busy: Vec::with_capacity(self.places.len()),
             steals: 0,
             queue_wait: Histogram::new(),
@@ -235,6 +291,7 @@ impl PoolStats {
             metrics.completed += counts.completed.load(Ordering::Relaxed);
             metrics.panicked += counts.panicked.load(Ordering::Relaxed);
             metrics.cancelled += counts.cancelled.load(Ordering::Relaxed);
+            metrics.stopped += counts.stopped.load(Ordering::Relaxed);
             metrics.started += counts.started.load(Ordering::Relaxed);
             metrics.spawned += counts.spawned.load(Ordering::Relaxed);
             metrics.refused += counts.refused.load(Ordering::Relaxed);
@@ -279,6 +336,7 @@ pub(crate) struct PoolFigures {
 #[derive(Clone, Copy)]
 pub(crate) struct Tally<'a> {
     epoch: &'a Instant,
+    sample: Sample,
     counts: &'a Counts,
     /// Whether this thread is the only writer of `counts`.
     own: bool,
@@ -293,7 +351,7 @@ impl Tally<'_> {
     /// the epoch, plus one).
     #[inline]
     pub(crate) fn spawned(&self) -> u64 {
-        if bump(&self.counts.spawned, self.own, 1) % SAMPLE_EVERY != 0 {
+        if !self.sample.takes(bump(&self.counts.spawned, self.own, 1)) {
             return 0;
         }
         nanos_since(self.epoch, Instant::now()).saturating_add(1)
@@ -323,6 +381,19 @@ impl Tally<'_> {
         let waited = nanos_since(self.epoch, now).saturating_sub(stamp - 1);
         self.timing.wait.record(waited, self.own_timing);
         Some(now)
+    }
+
+    /// Counts the end of a Task's job that stopped itself
+    /// ([`stop_if_cancelled`](crate::stop_if_cancelled)); records the run
+    /// time of a sampled one.
+    #[cold]
+    pub(crate) fn stopped(&self, start: Option<Instant>) {
+        if let Some(start) = start {
+            self.timing
+                .run
+                .record(nanos_since(&start, Instant::now()), self.own_timing);
+        }
+        bump(&self.counts.stopped, self.own, 1);
     }
 
     /// Counts the end of a Task's job, which panicked or not; records the
@@ -388,7 +459,9 @@ pub struct Metrics {
     completed: u64,
     panicked: u64,
     cancelled: u64,
+    stopped: u64,
     refused: u64,
+    detected_total: u64,
     busy: Vec<Duration>,
     steals: u64,
     queue_wait: Histogram,
@@ -400,6 +473,68 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// What happened between `earlier` and this snapshot, both of the same
+    /// pool, for a service that exports rates and recent latencies: every
+    /// count ([`spawned`](Metrics::spawned), [`completed`](Metrics::completed),
+    /// [`detected_total`](Metrics::detected_total), ...), the per-worker
+    /// [`busy`](Metrics::busy) times and the [`queue_wait`](Metrics::queue_wait)
+    /// and [`run_time`](Metrics::run_time) histograms cover the interval
+    /// only, [`uptime`](Metrics::uptime) is the interval's length (so
+    /// `busy / uptime` is each worker's utilisation over it), and the
+    /// gauges ([`queued`](Metrics::queued), [`running`](Metrics::running),
+    /// [`blocked`](Metrics::blocked), [`detected_blocked`](Metrics::detected_blocked),
+    /// [`spare_threads`](Metrics::spare_threads),
+    /// [`reserve_waiters`](Metrics::reserve_waiters)) are as of `self`.
+    ///
+    /// An interval histogram's [`max`](Histogram::max) is the upper edge of
+    /// its highest non-empty bucket (at most the maximum so far), since the
+    /// exact maximum of an interval is not kept; its mean is exact. A
+    /// count that went down (snapshots of different pools, or swapped)
+    /// gives zero, never a wrapped value.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// let earlier = pool.metrics();
+    /// let tasks: Vec<_> = (0..100).map(|i| pool.spawn(move || i)).collect();
+    /// for task in tasks {
+    ///     task.wait().unwrap();
+    /// }
+    /// let interval = pool.metrics().since(&earlier);
+    /// assert_eq!(interval.spawned(), 100);
+    /// assert_eq!(interval.completed(), 100);
+    /// assert!(interval.uptime() <= pool.metrics().uptime());
+    /// ```
+    #[must_use]
+    pub fn since(&self, earlier: &Metrics) -> Metrics {
+        Metrics {
+            threads: self.threads,
+            uptime: self.uptime.saturating_sub(earlier.uptime),
+            spawned: self.spawned.saturating_sub(earlier.spawned),
+            started: self.started.saturating_sub(earlier.started),
+            completed: self.completed.saturating_sub(earlier.completed),
+            panicked: self.panicked.saturating_sub(earlier.panicked),
+            cancelled: self.cancelled.saturating_sub(earlier.cancelled),
+            stopped: self.stopped.saturating_sub(earlier.stopped),
+            refused: self.refused.saturating_sub(earlier.refused),
+            detected_total: self.detected_total.saturating_sub(earlier.detected_total),
+            busy: self
+                .busy
+                .iter()
+                .enumerate()
+                .map(|(i, busy)| {
+                    busy.saturating_sub(earlier.busy.get(i).copied().unwrap_or_default())
+                })
+                .collect(),
+            steals: self.steals.saturating_sub(earlier.steals),
+            queue_wait: self.queue_wait.since(&earlier.queue_wait),
+            run_time: self.run_time.since(&earlier.run_time),
+            blocked: self.blocked,
+            detected_blocked: self.detected_blocked,
+            spare_threads: self.spare_threads,
+            reserve_waiters: self.reserve_waiters,
+        }
+    }
+
     /// The number of worker threads ([`Pool::threads`](crate::Pool::threads)).
     #[must_use]
     pub fn threads(&self) -> usize {
@@ -432,6 +567,7 @@ impl Metrics {
         self.started
             .saturating_sub(self.completed)
             .saturating_sub(self.panicked)
+            .saturating_sub(self.stopped)
     }
 
     /// Tasks spawned since the pool was built, including those spawned
@@ -465,7 +601,17 @@ impl Metrics {
         self.cancelled
     }
 
-    /// [`try_spawn`](crate::Pool::try_spawn) calls refused, as full or
+    /// Jobs that started and then stopped themselves through
+    /// [`stop_if_cancelled`](crate::stop_if_cancelled) (their Tasks
+    /// resolved as cancelled). Once every job has ended, `spawned =
+    /// completed + panicked + cancelled + stopped`.
+    #[must_use]
+    pub fn stopped(&self) -> u64 {
+        self.stopped
+    }
+
+    /// [`try_spawn`](crate::Pool::try_spawn) and
+    /// [`try_reserve`](crate::Pool::try_reserve) calls refused, as full or
     /// after shutdown.
     #[must_use]
     pub fn refused(&self) -> u64 {
@@ -514,6 +660,17 @@ impl Metrics {
         self.blocked
     }
 
+    /// Blocked runners the detector has noticed since the pool was built
+    /// (see [`Builder::detect_blocking`](crate::Builder::detect_blocking)):
+    /// the cumulative count behind [`detected_blocked`](Metrics::detected_blocked),
+    /// so that unmarked blocking that came and went between two snapshots
+    /// leaves a trace (compare with [`since`](Metrics::since)). Each time a
+    /// worker (or a helper) is found blocked inside a job counts once.
+    #[must_use]
+    pub fn detected_total(&self) -> u64 {
+        self.detected_total
+    }
+
     /// Threads that the blocking detector sees blocked inside a job now,
     /// a job that blocked without [`blocking`](crate::blocking) (see
     /// [`Builder::detect_blocking`](crate::Builder::detect_blocking)):
@@ -551,7 +708,9 @@ impl fmt::Debug for Metrics {
             .field("completed", &self.completed)
             .field("panicked", &self.panicked)
             .field("cancelled", &self.cancelled)
+            .field("stopped", &self.stopped)
             .field("refused", &self.refused)
+            .field("detected_total", &self.detected_total)
             .field("busy", &self.busy)
             .field("steals", &self.steals)
             .field("queue_wait", &self.queue_wait)
@@ -573,6 +732,107 @@ impl fmt::Debug for Metrics {
 /// run time:   p50 7.0µs, p99 9.0µs, max 12.0µs (n = 16)
 /// blocking: 0 blocked, 0 detected, 0 spare threads; 0 reserve waiters
 /// ```
+/// Writing a snapshot to the [`metrics`] facade (feature `metrics`).
+#[cfg(feature = "metrics")]
+impl Metrics {
+    /// Writes every figure of this snapshot to the [`metrics`] crate's
+    /// facade, under names that start with `prefix` (say `"offload"`), so
+    /// that whatever `metrics` exporter the program installed (Prometheus,
+    /// StatsD, OpenTelemetry) publishes them. Call it on each scrape, or
+    /// from a timer; it only sets values, so calling it often is harmless.
+    /// With no recorder installed it does nothing. Needs the `metrics`
+    /// feature.
+    ///
+    /// | name | kind | labels | figure |
+    /// |---|---|---|---|
+    /// | `{prefix}_threads` | gauge | | [`threads`](Metrics::threads) |
+    /// | `{prefix}_uptime_seconds` | gauge | | [`uptime`](Metrics::uptime) |
+    /// | `{prefix}_queued` | gauge | | [`queued`](Metrics::queued) |
+    /// | `{prefix}_running` | gauge | | [`running`](Metrics::running) |
+    /// | `{prefix}_spawned_total` | counter | | [`spawned`](Metrics::spawned) |
+    /// | `{prefix}_completed_total` | counter | | [`completed`](Metrics::completed) |
+    /// | `{prefix}_panicked_total` | counter | | [`panicked`](Metrics::panicked) |
+    /// | `{prefix}_cancelled_total` | counter | | [`cancelled`](Metrics::cancelled) |
+    /// | `{prefix}_stopped_total` | counter | | [`stopped`](Metrics::stopped) |
+    /// | `{prefix}_refused_total` | counter | | [`refused`](Metrics::refused) |
+    /// | `{prefix}_steals_total` | counter | | [`steals`](Metrics::steals) |
+    /// | `{prefix}_busy_microseconds_total` | counter | `worker` (its index) | [`busy`](Metrics::busy) (microseconds: the facade's counters are integers) |
+    /// | `{prefix}_detected_total` | counter | | [`detected_total`](Metrics::detected_total) |
+    /// | `{prefix}_blocked` | gauge | | [`blocked`](Metrics::blocked) |
+    /// | `{prefix}_detected_blocked` | gauge | | [`detected_blocked`](Metrics::detected_blocked) |
+    /// | `{prefix}_spare_threads` | gauge | | [`spare_threads`](Metrics::spare_threads) |
+    /// | `{prefix}_reserve_waiters` | gauge | | [`reserve_waiters`](Metrics::reserve_waiters) |
+    /// | `{prefix}_queue_wait_seconds` | gauge | `quantile`: `0.5`, `0.9`, `0.99`, `1` | [`queue_wait`](Metrics::queue_wait)'s quantiles (`1` is the max) |
+    /// | `{prefix}_queue_wait_samples_total` | counter | | its [`count`](Histogram::count) |
+    /// | `{prefix}_queue_wait_mean_seconds` | gauge | | its [`mean`](Histogram::mean) |
+    /// | `{prefix}_run_time_seconds` | gauge | `quantile` as above | [`run_time`](Metrics::run_time)'s quantiles |
+    /// | `{prefix}_run_time_samples_total` | counter | | its count |
+    /// | `{prefix}_run_time_mean_seconds` | gauge | | its mean |
+    ///
+    /// The pool's histograms are already aggregated (and sampled: see
+    /// [`Builder::metrics_sample_every`](crate::Builder::metrics_sample_every)),
+    /// so they are published as quantile gauges with their sample count and
+    /// mean, the shape of a Prometheus summary, rather than fed again into
+    /// the facade's histograms, which take single observations. Counters
+    /// are set with `absolute`, so a snapshot recorded twice counts once.
+    ///
+    /// ```
+    /// use metrics_exporter_prometheus::PrometheusBuilder;
+    ///
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let page = recorder.handle();
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// pool.spawn(|| 6 * 7).wait().unwrap();
+    /// metrics::with_local_recorder(&recorder, || pool.metrics().record("offload"));
+    /// let text = page.render(); // what GET /metrics serves
+    /// assert!(text.contains("offload_spawned_total 1"), "{text}");
+    /// assert!(text.contains("offload_threads 2"), "{text}");
+    /// ```
+    pub fn record(&self, prefix: &str) {
+        use metrics::{counter, gauge};
+
+        let name = |suffix: &str| format!("{prefix}_{suffix}");
+        let set = |suffix: &str, value: f64| gauge!(name(suffix)).set(value);
+        let count = |suffix: &str, value: u64| counter!(name(suffix)).absolute(value);
+
+        set("threads", self.threads as f64);
+        set("uptime_seconds", self.uptime.as_secs_f64());
+        set("queued", self.queued() as f64);
+        set("running", self.running() as f64);
+        count("spawned_total", self.spawned);
+        count("completed_total", self.completed);
+        count("panicked_total", self.panicked);
+        count("cancelled_total", self.cancelled);
+        count("stopped_total", self.stopped);
+        count("refused_total", self.refused);
+        count("steals_total", self.steals);
+        count("detected_total", self.detected_total);
+        for (worker, busy) in self.busy.iter().enumerate() {
+            let micros = u64::try_from(busy.as_micros()).unwrap_or(u64::MAX);
+            counter!(name("busy_microseconds_total"), "worker" => worker.to_string())
+                .absolute(micros);
+        }
+        set("blocked", self.blocked as f64);
+        set("detected_blocked", self.detected_blocked as f64);
+        set("spare_threads", self.spare_threads as f64);
+        set("reserve_waiters", self.reserve_waiters as f64);
+        for (what, histogram) in [
+            ("queue_wait", &self.queue_wait),
+            ("run_time", &self.run_time),
+        ] {
+            for (label, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99), ("1", 1.0)] {
+                gauge!(name(&format!("{what}_seconds")), "quantile" => label)
+                    .set(histogram.quantile(q).as_secs_f64());
+            }
+            count(&format!("{what}_samples_total"), histogram.count());
+            set(
+                &format!("{what}_mean_seconds"),
+                histogram.mean().as_secs_f64(),
+            );
+        }
+    }
+}
+
 impl fmt::Display for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let busy: Duration = self.busy.iter().sum();
@@ -593,15 +853,19 @@ impl fmt::Display for Metrics {
         )?;
         writeln!(
             f,
-            "jobs: {} spawned, {} completed, {} panicked, {} cancelled, {} refused",
-            self.spawned, self.completed, self.panicked, self.cancelled, self.refused
+            "jobs: {} spawned, {} completed, {} panicked, {} cancelled, {} stopped, {} refused",
+            self.spawned, self.completed, self.panicked, self.cancelled, self.stopped, self.refused
         )?;
         writeln!(f, "queue wait: {}", self.queue_wait)?;
         writeln!(f, "run time:   {}", self.run_time)?;
         write!(
             f,
-            "blocking: {} blocked, {} detected, {} spare threads; {} reserve waiters",
-            self.blocked, self.detected_blocked, self.spare_threads, self.reserve_waiters
+            "blocking: {} blocked, {} detected ({} in all), {} spare threads; {} reserve waiters",
+            self.blocked,
+            self.detected_blocked,
+            self.detected_total,
+            self.spare_threads,
+            self.reserve_waiters
         )
     }
 }
