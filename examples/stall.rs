@@ -13,14 +13,26 @@
 //!    stall while it is happening and names `render_report` on the stack;
 //!    with the call moved to `offload::spawn`, it reports nothing.
 //! 2. **Detection.** On tokio, smol and a futures executor, ten stalls of
-//!    50 ms each (a `thread::sleep` in `stall_for`), each begun just after
-//!    the loop answered a wake-up (the worst case): how long after the stall
-//!    began the report came (the bound is threshold + period = 30 ms, plus
-//!    the signal and the symbolization), and whether the stack names
-//!    `stall_for`.
+//!    50 ms each, in a blocking system call (a `thread::sleep` in
+//!    `stall_for`: the stack is copied through `/proc`) and in user code (a
+//!    spin in `spin_for`: through a signal), each begun just after the loop
+//!    answered a wake-up (the worst case): how long after the stall began
+//!    the report came (the bound is threshold + period = 30 ms, plus the
+//!    capture and the symbolization), whether the stack names the function,
+//!    and what the capture cost the watcher (copy p50/p99, unwinding and
+//!    symbolizing p50/max, from each report's `{:#}` form).
 //! 3. **Cost.** Process CPU of an idle tokio loop over 3 s without a watch
 //!    and with one at three periods (getrusage), and the throughput of a busy
 //!    loop (small tasks) with and without one, in alternating rounds.
+//! 4. **No EINTR.** A loop stalled again and again in `poll(2)` with a
+//!    30 ms timeout (a call the kernel never restarts after a signal),
+//!    watched with a 5 ms threshold and a 1 ms period, until 1 000 stalls
+//!    were captured (the first argument changes the count): how many of
+//!    its calls returned `EINTR`.
+//! 5. **A slow reporter.** Part 2's futures row (user code) again, alone and
+//!    beside a second loop that stalls without pause and whose reporter
+//!    sleeps 1 s on each report: the difference in delay is what the slow
+//!    reporter costs another watch.
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
@@ -132,6 +144,51 @@ enum Executor {
     Futures,
 }
 
+/// The stall of part 2 in user code: a spin of `duration`.
+#[inline(never)]
+fn spin_for(duration: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        std::hint::spin_loop();
+    }
+    start.elapsed()
+}
+
+/// Where a stall of part 2 is spent.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// In a blocking system call (`stall_for`).
+    Syscall,
+    /// In user code (`spin_for`).
+    UserCode,
+}
+
+/// The capture's cost, read back from the trailer of a report's `{:#}`
+/// form ("stack copied through X in 85 µs, unwound and symbolized in
+/// 2.3 ms").
+fn capture_cost(stall: &Stall) -> Option<(Duration, Duration)> {
+    let full = format!("{stall:#}");
+    let line = full.lines().last()?;
+    let rest = line.split_once("stack copied through ")?.1;
+    let (copy, unwind) = rest.split_once(", unwound and symbolized in ")?;
+    let copy = copy.split_once(" in ")?.1;
+    let unwind = unwind.trim_end_matches(')');
+    Some((parse_rounded(copy)?, parse_rounded(unwind)?))
+}
+
+fn parse_rounded(text: &str) -> Option<Duration> {
+    let (value, unit) = text.trim().split_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let scale = match unit {
+        "ns" => 1e-9,
+        "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(value * scale))
+}
+
 /// Runs `body` on `executor` with `watch` polled by the same loop.
 fn run_watched<T>(
     executor: Executor,
@@ -170,23 +227,43 @@ async fn turn_until(done: impl Fn() -> bool) {
     }
 }
 
-/// Part 2 on one executor: the delay from each stall's start to its
-/// ongoing report, and how many stacks named `stall_for`.
-fn detection(executor: Executor) -> (Vec<Duration>, usize) {
+/// What part 2 measured on one executor and kind of stall.
+struct Detected {
+    /// From each stall's start to its ongoing report.
+    delays: Vec<Duration>,
+    /// How many stacks named the stalling function.
+    named: usize,
+    /// Each capture's copy, and its unwinding and symbolizing.
+    costs: Vec<(Duration, Duration)>,
+}
+
+/// Part 2 on one executor.
+fn detection(executor: Executor, kind: Kind) -> Detected {
     let started = Arc::new(Mutex::new(Instant::now()));
     let delays = Arc::new(Mutex::new(Vec::new()));
     let named = Arc::new(Mutex::new(0));
-    let (start, delay, name) = (started.clone(), delays.clone(), named.clone());
+    let costs = Arc::new(Mutex::new(Vec::new()));
+    let (start, delay, name, cost) = (
+        started.clone(),
+        delays.clone(),
+        named.clone(),
+        costs.clone(),
+    );
+    let function = match kind {
+        Kind::Syscall => "stall_for",
+        Kind::UserCode => "spin_for",
+    };
     let watch = LoopWatch::new(THRESHOLD).on_stall(move |stall| {
         if stall.is_ongoing() {
             delay.lock().unwrap().push(start.lock().unwrap().elapsed());
             let names = stall.stack().unwrap_or_default().iter();
             if names
                 .filter_map(|frame| frame.function())
-                .any(|f| f.contains("stall_for"))
+                .any(|f| f.contains(function))
             {
                 *name.lock().unwrap() += 1;
             }
+            cost.lock().unwrap().extend(capture_cost(stall));
         }
     });
     let stats = watch.stats();
@@ -197,14 +274,87 @@ fn detection(executor: Executor) -> (Vec<Duration>, usize) {
             // next one comes a whole period later, the worst case.
             turn_until(|| stats.samples() > 2 * i + 1).await;
             *started.lock().unwrap() = Instant::now();
-            black_box(stall_for(STALL));
+            match kind {
+                Kind::Syscall => black_box(stall_for(STALL)),
+                Kind::UserCode => black_box(spin_for(STALL)),
+            };
             turn_until(|| stats.stalls() > i).await;
         }
         turn_until(|| delays.lock().unwrap().len() >= STALLS).await;
     });
     let delays = delays.lock().unwrap().clone();
     let named = *named.lock().unwrap();
-    (delays, named)
+    let costs = costs.lock().unwrap().clone();
+    Detected {
+        delays,
+        named,
+        costs,
+    }
+}
+
+/// One `poll(2)` of `timeout_ms` with nothing to wait for: `true` if it
+/// returned `EINTR`.
+#[inline(never)]
+fn poll_interrupted(timeout_ms: i32) -> bool {
+    // SAFETY: poll with no descriptors only sleeps.
+    let polled = unsafe { libc::poll(std::ptr::null_mut(), 0, timeout_ms) };
+    polled < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+}
+
+/// Part 4: `captures` stalls in `poll(2)`; returns the calls made, how
+/// many returned `EINTR`, and how many stalls had a stack.
+fn eintr(captures: usize) -> (usize, usize, usize) {
+    let stacks = Arc::new(Mutex::new((0usize, 0usize)));
+    let seen = stacks.clone();
+    let watch = LoopWatch::new(Duration::from_millis(5))
+        .period(Duration::from_millis(1))
+        .on_stall(move |stall| {
+            if stall.is_ongoing() {
+                let mut seen = seen.lock().unwrap();
+                seen.0 += 1;
+                seen.1 += usize::from(stall.stack().is_some());
+            }
+        });
+    let (mut calls, mut interrupted) = (0, 0);
+    let yielded = std::cell::Cell::new(false);
+    run_watched(Executor::Futures, watch, async {
+        while stacks.lock().unwrap().0 < captures {
+            // A turn of the loop between the calls: the watch is polled.
+            yielded.set(false);
+            turn_until(|| yielded.replace(true)).await;
+            calls += 1;
+            interrupted += usize::from(poll_interrupted(30));
+        }
+    });
+    let with_stack = stacks.lock().unwrap().1;
+    (calls, interrupted, with_stack)
+}
+
+/// Part 5's neighbour: a loop on its own thread that stalls again and
+/// again, watched by a reporter that sleeps 1 s; runs until `stop`.
+fn slow_neighbour(stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let watch = LoopWatch::new(THRESHOLD).on_stall(|stall| {
+            if stall.is_ongoing() {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        run_watched(Executor::Futures, watch, async {
+            while !stop.load(Ordering::Relaxed) {
+                black_box(spin_for(STALL));
+                let yielded = std::cell::Cell::new(false);
+                turn_until(|| yielded.replace(true)).await;
+            }
+        });
+    })
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Part 3a: process CPU per second of an idle tokio loop, with or without a
@@ -295,22 +445,46 @@ fn main() -> Result<()> {
     );
     let mut rows = Vec::new();
     for executor in [Executor::Tokio, Executor::Smol, Executor::Futures] {
-        let (mut delays, named) = detection(executor);
-        delays.sort();
-        rows.push(vec![
-            format!("{executor:?}"),
-            format!("{}", delays.len()),
-            ms(delays[delays.len() / 2]),
-            ms(*delays.last().unwrap()),
-            format!("{named}/{}", delays.len()),
-        ]);
+        for kind in [Kind::Syscall, Kind::UserCode] {
+            let Detected {
+                mut delays,
+                named,
+                costs,
+            } = detection(executor, kind);
+            delays.sort();
+            let mut copies: Vec<Duration> = costs.iter().map(|cost| cost.0).collect();
+            let mut unwinds: Vec<Duration> = costs.iter().map(|cost| cost.1).collect();
+            copies.sort();
+            unwinds.sort();
+            rows.push(vec![
+                format!("{executor:?}"),
+                format!("{kind:?}"),
+                format!("{}", delays.len()),
+                ms(quantile(&delays, 0.5)),
+                ms(quantile(&delays, 1.0)),
+                format!("{named}/{}", delays.len()),
+                format!(
+                    "{:.0} / {:.0} µs",
+                    quantile(&copies, 0.5).as_secs_f64() * 1e6,
+                    quantile(&copies, 0.99).as_secs_f64() * 1e6
+                ),
+                format!(
+                    "{} / {}",
+                    ms(quantile(&unwinds, 0.5)),
+                    ms(quantile(&unwinds, 1.0))
+                ),
+            ]);
+        }
     }
     let headers = [
         "executor",
+        "stalled in",
         "reported",
         "delay p50",
         "delay max",
-        "stack names stall_for",
+        "stack names it",
+        "copy p50 / p99",
+        "unwind+symbolize p50 / max",
     ];
     support::table::print(&headers.map(String::from), &rows, 1, false);
 
@@ -343,6 +517,34 @@ fn main() -> Result<()> {
     println!(
         "busy loop, tasks/s: {busy_bare:.0} bare, {busy_watched:.0} watched ({:.3}×; median of 7 × 1 s, alternating)",
         busy_watched / busy_bare
+    );
+
+    let captures = std::env::args()
+        .nth(1)
+        .and_then(|arg| arg.parse().ok())
+        .unwrap_or(1_000);
+    println!("\n## 4. EINTR: {captures} stalls captured in poll(2) (30 ms timeout; threshold 5 ms, period 1 ms)\n");
+    let (calls, interrupted, with_stack) = eintr(captures);
+    println!(
+        "{calls} calls, {interrupted} returned EINTR; {with_stack} of {captures} captures had a stack"
+    );
+
+    println!("\n## 5. A reporter that sleeps 1 s on another watch\n");
+    let mut alone = detection(Executor::Futures, Kind::UserCode).delays;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let neighbour = slow_neighbour(stop.clone());
+    let mut beside = detection(Executor::Futures, Kind::UserCode).delays;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    neighbour.join().expect("the neighbour loop");
+    alone.sort();
+    beside.sort();
+    println!(
+        "delay p50 / max: alone {} / {}, beside the slow reporter {} / {} (+{} at p50)",
+        ms(quantile(&alone, 0.5)),
+        ms(quantile(&alone, 1.0)),
+        ms(quantile(&beside, 0.5)),
+        ms(quantile(&beside, 1.0)),
+        ms(quantile(&beside, 0.5).saturating_sub(quantile(&alone, 0.5)))
     );
     Ok(())
 }

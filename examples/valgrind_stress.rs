@@ -25,10 +25,13 @@
 //! exit: memcheck must report no error and no byte definitely or
 //! indirectly lost. It avoids the global pool, whose threads live for ever.
 //!
-//! Then a `LoopWatch` on a futures loop sees three stalls, one in a loop
-//! that allocates without pause: the signal handler, the stack walk and the
-//! symbolization run under memcheck, and the watcher thread exits once the
-//! watch is dropped.
+//! Then a `LoopWatch` on a futures loop sees three stalls, two in a system
+//! call and one in a loop that allocates without pause: the watcher's
+//! checks, its `/proc` reads and the reporting run under memcheck (under
+//! valgrind the kernel shows valgrind's registers and signal mask for the
+//! thread, so the stalls come without stacks, with the reason; natively
+//! they have stacks), and the watcher thread exits once the watch is
+//! dropped.
 //!
 //! It checks its results and exits non-zero on a wrong one. Sized to take a
 //! few seconds natively and well under two minutes under memcheck; pass a
@@ -370,8 +373,9 @@ fn main() {
     for index in 0..rounds {
         round(index);
     }
-    watched_stalls();
+    // The watch's part panics only on a wrong result: let it be seen.
     drop(panic::take_hook());
+    watched_stalls();
     println!("valgrind_stress: {rounds} rounds done");
 }
 
@@ -389,7 +393,10 @@ fn watched_stalls() {
         .period(Duration::from_millis(5))
         .on_stall(move |stall| {
             if stall.is_ongoing() {
-                let _ = tx.lock().unwrap().send(stall.stack().map(<[_]>::len));
+                let _ = tx.lock().unwrap().send((
+                    stall.stack().map(<[_]>::len),
+                    stall.no_stack_reason().map(str::to_owned),
+                ));
             }
         });
     let stats = watch.stats();
@@ -421,8 +428,13 @@ fn watched_stalls() {
                     }
                 }
             };
+            // Natively, a stack. Under valgrind the kernel's view of the
+            // thread (its registers in /proc, its signal mask) is valgrind's
+            // own, so the checks before a capture fail and the stall comes
+            // without a stack, with the reason: the safe outcome.
+            let (frames, why) = frames;
             if cfg!(target_os = "linux") {
-                assert!(frames.is_some_and(|n| n > 0), "a stack was taken");
+                assert!(frames.is_some_and(|n| n > 0) || why.is_some(), "{why:?}");
             }
         }
     };
@@ -433,7 +445,9 @@ fn watched_stalls() {
         }
     };
     futures::executor::block_on(both);
-    assert_eq!(stats.stalls(), 3);
+    // Three, or more where valgrind, which runs one thread at a time, held
+    // the loop off past the threshold between them.
+    assert!(stats.stalls() >= 3, "{stats:?}");
     // The watch is gone: its watcher thread exits (Linux: by name).
     #[cfg(target_os = "linux")]
     while std::fs::read_dir("/proc/self/task")

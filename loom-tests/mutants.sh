@@ -50,6 +50,7 @@ stepped_out_keeps_grant flow     a_waiter_steps_out_while_its_worker_runs_a_job
 baton_wanted_not_raised blocking baton_lend_and_come_back
 watch_swap_before_waker observe  loop_watch_tick_races_first_poll
 capture_give_up_stores  observe  capture_slot_timeout_races_the_handler
+capture_ignores_target  stall_capture  capture_slot_beside_the_proc_path
 spin_round_leaks_token  sleep    a_spinning_waiter_passes_wakeup_on
 unflag_load_then_store  detect   detected_runner_and_helper_counts_return_to_zero
 dormancy_no_fence       detect   dormant_detector_is_woken_by_a_push_that_wakes_nobody

@@ -128,7 +128,7 @@ pub use flow::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
 pub use observe::histogram::Histogram;
 pub use observe::metrics::Metrics;
 pub use observe::stack::Frame;
-pub use observe::watch::{LoopStats, LoopWatch, Stall};
+pub use observe::watch::{LoopStats, LoopWatch, Stall, StallCause};
 pub use pool::{Builder, Pool, Shutdown};
 pub use priority::WorkerPriority;
 pub use scope::Scope;

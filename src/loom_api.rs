@@ -541,21 +541,33 @@ impl CaptureSlot {
     }
     /// The requester arms it for thread `tid`.
     pub fn request(&self, tid: usize) {
-        self.0.request(tid)
+        self.0.request(tid, 0..usize::MAX)
     }
-    /// The requester's check: the frames, once the handler is done.
+    /// The requester's check: the words the handler copied, once it is
+    /// done.
     pub fn poll(&self) -> Option<Vec<usize>> {
-        self.0.poll().map(|captured| captured.frames)
+        self.0.poll().map(|captured| {
+            captured
+                .stack
+                .chunks_exact(std::mem::size_of::<usize>())
+                .map(|word| usize::from_ne_bytes(word.try_into().unwrap()))
+                .collect()
+        })
     }
     /// The requester stops waiting: `false` if a handler is writing.
     pub fn give_up(&self) -> bool {
         self.0.give_up()
     }
-    /// A handler on thread `tid` writes `frames` if the slot is armed for it.
-    pub fn answer(&self, tid: usize, frames: &[usize]) {
-        self.0.answer(tid, |buffer| {
-            buffer[..frames.len()].copy_from_slice(frames);
-            (frames.len(), 0)
+    /// A handler on thread `tid` copies `words` (its "stack") if the slot
+    /// is armed for it.
+    pub fn answer(&self, tid: usize, words: &[usize]) {
+        self.0.answer(tid, |buffer, _stack| {
+            for (i, word) in words.iter().enumerate() {
+                let at = i * std::mem::size_of::<usize>();
+                buffer.stack[at..at + std::mem::size_of::<usize>()]
+                    .copy_from_slice(&word.to_ne_bytes());
+            }
+            buffer.len = std::mem::size_of_val(words);
         })
     }
 }

@@ -1,7 +1,8 @@
 //! `LoopWatch`: stalls reported while they happen (with the blocked
 //! function on the stack, Linux), once per stall, with an honest duration;
 //! a healthy loop reports nothing; a panicking reporter does not stop the
-//! watch; the watcher thread goes away with the last watch.
+//! watch; the watcher thread goes away with the last watch, and a watch's
+//! reporter thread with its watch.
 //!
 //! The tests of this file run one at a time (`ONE_AT_A_TIME`): they count
 //! the process's watcher threads. The stalls are the behaviour under test;
@@ -131,11 +132,37 @@ fn a_blocked_loop_is_reported_while_blocked_with_the_blocking_function() {
                     names
                         .iter()
                         .any(|name| name.contains("blocking_function_under_watch")),
-                    "{executor:?}: the stack names the blocking function: {ongoing}"
+                    "{executor:?}: the stack names the blocking function: {ongoing:#}"
                 );
                 assert!(ongoing
                     .to_string()
                     .contains("blocking_function_under_watch"));
+                // The one-line summary names the application's frame; the
+                // short form keeps at most 8 of its frames, `{:#}` them all.
+                let summary = ongoing.summary();
+                assert!(!summary.contains('\n'), "{summary}");
+                assert!(
+                    summary.contains("in loop_watch::blocking_function_under_watch"),
+                    "{executor:?}: {summary}"
+                );
+                let numbered = |text: String| {
+                    text.lines()
+                        .filter(|line| {
+                            line.trim_start()
+                                .split(':')
+                                .next()
+                                .unwrap()
+                                .parse::<usize>()
+                                .is_ok()
+                        })
+                        .count()
+                };
+                assert!(numbered(ongoing.to_string()) <= 8, "{ongoing}");
+                assert_eq!(
+                    numbered(format!("{ongoing:#}")),
+                    ongoing.stack().unwrap().len(),
+                    "{ongoing:#}"
+                );
             } else {
                 eprintln!("skipped the stack check: stacks are taken on Linux only");
             }
@@ -349,5 +376,37 @@ fn capture_while_the_loop_allocates() {
                 .count();
             assert!(named > 0, "{stalls:?}");
         }
+    });
+}
+
+/// How many reporter threads this process has (Linux: by name).
+#[cfg(target_os = "linux")]
+fn reporter_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "offload-stall-r") // comm keeps 15 bytes
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_watch_reporter_thread_ends_with_its_watch() {
+    let _serial = one_at_a_time();
+    timed(|| {
+        common::spin_until(|| reporter_threads() == 0); // earlier tests'
+        let (report, reported) = reporting_to();
+        let watch = LoopWatch::new(Duration::from_millis(10))
+            .period(Duration::from_millis(2))
+            .on_stall(report);
+        run_watched(Executor::Futures, watch, async {
+            yield_once().await;
+            let stall = blocking_function_under_watch(&reported);
+            assert!(stall.is_ongoing());
+            assert_eq!(reporter_threads(), 1, "one reporter thread for the watch");
+            reports_until_the_end(&reported).await;
+        });
+        // The watch is dropped: its reporter thread ends.
+        common::spin_until(|| reporter_threads() == 0);
     });
 }

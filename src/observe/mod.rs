@@ -4,8 +4,11 @@
 //!   polls and a watcher thread that times it, reports [`Stall`](crate::Stall)s
 //!   while they happen and keeps [`LoopStats`](crate::LoopStats).
 //! - [`stack`]: the stalled thread's stack, symbolized on the watcher
-//!   thread; [`capture`] (the slot's protocol) and `signal` (Linux: the
-//!   signal handler, the crate's only one) take it.
+//!   thread; `signal` (Linux: the signal handler, the crate's only one,
+//!   and the `/proc` path for a thread in a system call) copies its
+//!   registers and the top of its stack, through [`capture`]'s slot;
+//!   `unwind` walks the copy with the loaded objects' DWARF CFI; `proc`
+//!   reads what `/proc` says of the thread.
 //! - [`metrics`]: `Pool::metrics`, counters kept per worker and per
 //!   thread, summed into a [`Metrics`](crate::Metrics) snapshot, with the
 //!   [`Histogram`](crate::Histogram)s of sampled timings.
@@ -21,6 +24,14 @@ pub(crate) mod capture;
 pub(crate) mod histogram;
 pub(crate) mod metrics;
 #[cfg(all(target_os = "linux", not(loom)))]
+mod proc;
+#[cfg(all(target_os = "linux", not(loom)))]
 mod signal;
 pub(crate) mod stack;
+#[cfg(all(
+    target_os = "linux",
+    not(loom),
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod unwind;
 pub(crate) mod watch;

@@ -1,43 +1,51 @@
-//! Platform code of the stall detector (Linux): the loop thread's OS id,
-//! and taking its stack from the watcher thread with a signal.
+//! Platform code of the stall detector (Linux): taking a copy of a stalled
+//! thread's registers and of the top of its stack, from the watcher thread.
 //!
-//! This is the one module with a signal handler. The watcher arms the
-//! [capture slot](super::capture), sends a real-time signal to the stalled
-//! thread with `tgkill`, and polls the slot. The handler runs on the stalled
-//! thread, walks its own stack and stores the return addresses; the watcher
-//! symbolizes them afterwards ([`super::stack`]), never the handler.
+//! Two paths, chosen by the thread's state in `/proc`:
+//! - **Sleeping in the kernel** (`S`, `D`): no signal. The watcher reads
+//!   the thread's user stack pointer and program counter from
+//!   `/proc/self/task/<tid>/syscall`, copies the stack window itself with
+//!   `process_vm_readv` (memory unmapped meanwhile is an error, not a
+//!   fault), and reads `syscall` again: if the thread is no longer in the
+//!   same call, the copy may be torn, and it tries once more, then gives
+//!   up. So a capture never interrupts a system call of the user's (no
+//!   `EINTR`).
+//! - **Running user code** (`R`): a real-time signal, sent with `tgkill`
+//!   after these checks, each of which, failing, gives a stall without a
+//!   stack and the reason: offload's handler is still the signal's action
+//!   (`sigaction` query: a program may reset it, or a library take it);
+//!   the thread neither blocks the signal nor has one pending (`status`:
+//!   `SigBlk`, `SigPnd`, `ShdPnd`; a program reading it with `signalfd`
+//!   blocks it, and signals sent to it would pile up); and the thread is
+//!   the one that registered (its start time, field 22 of `stat`, so a
+//!   reused id is never signalled). The watcher then arms the
+//!   [capture slot](super::capture) and polls it.
 //!
-//! Why the handler is async-signal-safe (it may interrupt the thread
-//! anywhere, inside `malloc` or while it holds any lock):
-//! - it calls `gettid` (a raw system call), reads and writes `errno` (its
-//!   own thread's, restored before it returns), touches only atomics and
-//!   the preallocated slot buffer ([`super::capture`]), and never allocates,
-//!   locks or formats;
-//! - it walks the stack with `backtrace::trace_unsynchronized`, which on
-//!   Linux is libgcc's `_Unwind_Backtrace`. With glibc 2.35 or later and
-//!   libgcc 12 or later, the unwinder finds each frame's unwind table with
-//!   `_dl_find_object`, which is lock-free and async-signal-safe (glibc's
-//!   manual says so), instead of `dl_iterate_phdr` and its loader lock; it
-//!   allocates nothing. Its one-time set-up (a `pthread_once` in libgcc)
-//!   is done by a first walk on the watcher thread before the handler is
-//!   installed, so the handler never runs it. This is how sampling
-//!   profilers (pprof-rs) walk stacks in a signal handler; the test
-//!   `tests/loop_watch.rs::capture_while_the_loop_allocates` takes stacks
-//!   while the loop thread is inside `malloc`, where a lock in the handler's
-//!   path would deadlock.
+//! The handler only copies: the interrupted registers from the kernel's
+//! `ucontext` and the bytes from the interrupted stack pointer upwards,
+//! clamped to the thread's stack bounds (which the loop thread recorded
+//! when it first polled its watch, and the request carries), into the
+//! preallocated slot. It calls `gettid` (a raw system call), reads and
+//! restores `errno` and does atomics and plain copies: no unwinder, lock,
+//! allocation or thread-local. The watcher unwinds the copy afterwards
+//! ([`super::unwind`]). It is installed with `SA_SIGINFO | SA_RESTART |
+//! SA_ONSTACK`: on the thread's alternate signal stack where it has one (a
+//! thread near the end of its stack still answers), and a call the signal
+//! interrupts restarts where the kernel can restart it. A thread that
+//! enters a system call between the state check and the signal's delivery
+//! is the one case a signal reaches a call; the window is a few
+//! microseconds.
 //!
 //! The signal: the highest real-time signal with no handler when the first
 //! capture is made (real-time signals are queued and have no default use).
-//! If none is free, stalls are reported without stacks. The handler is
-//! installed with `SA_RESTART`, so a system call it interrupts restarts (or
-//! returns `EINTR` where the kernel never restarts it, as every caller of
-//! such calls must already handle).
+//! If none is free, stalls are reported without stacks.
 
 use std::ffi::c_void;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::capture::{CaptureSlot, Captured};
+use super::capture::{Buffer, CaptureSlot, Captured, STACK_WINDOW};
+use super::proc::{self, OsThread};
 use crate::sync::{lock, Mutex};
 
 static SLOT: CaptureSlot = CaptureSlot::new();
@@ -49,36 +57,131 @@ static REQUESTS: Mutex<()> = Mutex::new(());
 static SIGNAL: OnceLock<Option<libc::c_int>> = OnceLock::new();
 
 /// How often the watcher looks at the slot while it waits.
-const POLL_EVERY: Duration = Duration::from_micros(100);
+const POLL_EVERY: Duration = Duration::from_micros(50);
 
-/// Takes the stack of thread `tid` (of this process), waiting at most about
-/// `patience` for it to answer. `None` if it did not (blocked signals, an
-/// uninterruptible sleep) or no signal was free.
-pub(crate) fn capture(tid: usize, patience: Duration) -> Option<Captured> {
-    let signal = (*SIGNAL.get_or_init(install))?;
+/// Copies the registers and stack window of `thread` (of this process),
+/// waiting at most about `patience` for a signalled thread to answer, and
+/// says which way (`"signal"` or `"/proc"`); or says why it could not.
+pub(crate) fn capture(
+    thread: &OsThread,
+    patience: Duration,
+) -> Result<(Captured, &'static str), String> {
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        return Err("stacks are taken on x86_64 and aarch64 only".into());
+    }
+    if thread.stack.is_empty() {
+        return Err("the loop thread's stack bounds are unknown".into());
+    }
+    for _ in 0..2 {
+        let stat = proc::stat(thread.tid).ok_or("the loop thread has exited")?;
+        if stat.start_time != thread.start_time {
+            return Err(format!(
+                "thread id {} now belongs to another thread (the loop thread has exited)",
+                thread.tid
+            ));
+        }
+        match stat.state {
+            'R' => return by_signal(thread, patience).map(|captured| (captured, "signal")),
+            'S' | 'D' => {
+                if let Some(captured) = from_proc(thread)? {
+                    return Ok((captured, "/proc"));
+                }
+                // It moved on while it was copied: look again.
+            }
+            other => return Err(format!("the loop thread is in state '{other}'")),
+        }
+    }
+    Err("the loop thread kept moving between system calls while it was copied".into())
+}
+
+/// The `/proc` path: `Ok(None)` if the thread left its call during the
+/// copy.
+fn from_proc(thread: &OsThread) -> Result<Option<Captured>, String> {
+    let unreadable = |error| format!("cannot read the loop thread's /proc syscall file: {error}");
+    let Some(before) = proc::syscall(thread.tid).map_err(unreadable)? else {
+        return Ok(None); // running again
+    };
+    if !thread.stack.contains(&before.sp) {
+        return Err("the stack pointer is outside the loop thread's stack".into());
+    }
+    let len = (thread.stack.end - before.sp).min(STACK_WINDOW);
+    let stack = proc::read_memory(before.sp, len)
+        .map_err(|error| format!("cannot read the loop thread's stack: {error}"))?;
+    if proc::syscall(thread.tid).map_err(unreadable)?.as_ref() != Some(&before) {
+        return Ok(None);
+    }
+    Ok(Some(Captured {
+        regs: [before.pc, before.sp, 0, 0],
+        stack_start: before.sp,
+        stack,
+        missing: None,
+    }))
+}
+
+/// The signal path, after its checks (module docs).
+fn by_signal(thread: &OsThread, patience: Duration) -> Result<Captured, String> {
+    let signal = (*SIGNAL.get_or_init(install)).ok_or("no real-time signal was free")?;
+    if !handler_installed(signal) {
+        return Err(format!(
+            "signal {signal}'s action is no longer offload's handler (the program changed it)"
+        ));
+    }
+    let state = proc::signal_state(thread.tid, signal).ok_or("the loop thread has exited")?;
+    if state.blocked {
+        return Err(format!("the loop thread blocks signal {signal}"));
+    }
+    if state.pending {
+        return Err(format!(
+            "signal {signal} is already pending for the loop thread"
+        ));
+    }
     let _one_at_a_time = lock(&REQUESTS);
-    SLOT.request(tid);
-    // SAFETY: tgkill only sends a signal; the target is a thread of our own
-    // process (a stale id fails with ESRCH, or reaches a thread whose
-    // handler sees the id mismatch and ignores it).
-    let sent =
-        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::pid_t, signal) } == 0;
+    SLOT.request(thread.tid, thread.stack.clone());
+    // SAFETY: tgkill only sends a signal to a thread of our own process,
+    // checked above to be the registered one (a thread that exited since
+    // makes it fail with ESRCH, and a handler on another thread with the id
+    // reused within these microseconds sees the slot armed for its id but
+    // copies only within the registered stack's bounds, which its stack
+    // pointer is not in).
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            thread.tid as libc::pid_t,
+            signal,
+        )
+    } == 0;
     let deadline = Instant::now() + patience;
     loop {
         if let Some(captured) = SLOT.poll() {
-            return Some(captured);
+            return match captured.missing {
+                Some(why) => Err(why.into()),
+                None => Ok(captured),
+            };
         }
         if (!sent || Instant::now() >= deadline) && SLOT.give_up() {
-            return None;
+            return Err(if sent {
+                format!("the loop thread did not answer signal {signal} within {patience:?}")
+            } else {
+                "the signal could not be sent".into()
+            });
         }
         std::thread::sleep(POLL_EVERY);
     }
 }
 
+/// Whether `signal`'s action is still our handler.
+fn handler_installed(signal: libc::c_int) -> bool {
+    // SAFETY: sigaction only reads the action into `old`, a valid pointer.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == on_signal as *const () as usize
+    }
+}
+
 /// Picks a free real-time signal and installs the handler on it.
 fn install() -> Option<libc::c_int> {
-    // The unwinder's one-time set-up runs here, never in the handler.
-    backtrace::trace(|_| true);
     for signal in (libc::SIGRTMIN()..=libc::SIGRTMAX()).rev() {
         // SAFETY: sigaction is given valid pointers; a zeroed `sigaction` is a
         // valid "no handler" value to read into. The handler installed is an
@@ -92,7 +195,7 @@ fn install() -> Option<libc::c_int> {
             }
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
             libc::sigemptyset(&mut action.sa_mask);
             if libc::sigaction(signal, &action, std::ptr::null_mut()) == 0 {
                 return Some(signal);
@@ -107,44 +210,64 @@ extern "C" fn on_signal(_signal: libc::c_int, _info: *mut libc::siginfo_t, conte
     // SAFETY: `__errno_location` returns this thread's errno, always valid.
     let errno = unsafe { *libc::__errno_location() };
     let tid = crate::priority::current_tid() as usize;
-    SLOT.answer(tid, |frames| {
-        let mut len = 0;
-        // SAFETY: `trace_unsynchronized` is unsafe because it takes no lock
-        // against concurrent traces, which matters only for unwinders that
-        // are not thread-safe (Windows' dbghelp); libgcc's is. The walk is
-        // async-signal-safe (module docs), and the closure only stores into
-        // the slot's preallocated buffer, within its bounds.
-        unsafe {
-            backtrace::trace_unsynchronized(|frame| {
-                frames[len] = frame.ip() as usize;
-                len += 1;
-                len < frames.len()
-            });
-        }
-        (len, interrupted_pc(context))
-    });
+    SLOT.answer(tid, |buffer, stack| copy(buffer, stack, context));
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// The program counter where the signal interrupted the thread, from the
-/// kernel's saved context; 0 where we do not know the layout.
-fn interrupted_pc(context: *mut c_void) -> usize {
+/// The handler's copy into the slot's buffer.
+fn copy(buffer: &mut Buffer, stack: std::ops::Range<usize>, context: *mut c_void) {
+    let Some(regs) = registers(context) else {
+        buffer.missing = Some("the interrupted registers are not read on this architecture");
+        return;
+    };
+    buffer.regs = regs;
+    let sp = regs[1];
+    if !stack.contains(&sp) {
+        buffer.missing = Some("the stack pointer is outside the loop thread's stack");
+        return;
+    }
+    let len = (stack.end - sp).min(STACK_WINDOW);
+    // SAFETY: [sp, sp + len) lies within the interrupted thread's stack
+    // (this thread's: the slot was armed for its id, and `stack` is the
+    // bounds it recorded), between its stack pointer and its top, which is
+    // mapped; the buffer holds STACK_WINDOW bytes, and the two never
+    // overlap (the buffer is a static).
+    unsafe { std::ptr::copy_nonoverlapping(sp as *const u8, buffer.stack.as_mut_ptr(), len) };
+    buffer.stack_start = sp;
+    buffer.len = len;
+}
+
+/// The interrupted pc, sp, frame pointer and link register, from the
+/// kernel's saved context; `None` where we do not know its layout.
+fn registers(context: *mut c_void) -> Option<[usize; 4]> {
     let context = context as *const libc::ucontext_t;
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: for an SA_SIGINFO handler the kernel passes a valid
         // ucontext_t as the third argument, alive for the handler's run.
-        unsafe { (*context).uc_mcontext.gregs[libc::REG_RIP as usize] as usize }
+        let gregs = unsafe { &(*context).uc_mcontext.gregs };
+        Some([
+            gregs[libc::REG_RIP as usize] as usize,
+            gregs[libc::REG_RSP as usize] as usize,
+            gregs[libc::REG_RBP as usize] as usize,
+            0,
+        ])
     }
     #[cfg(target_arch = "aarch64")]
     {
         // SAFETY: as above.
-        unsafe { (*context).uc_mcontext.pc as usize }
+        let mcontext = unsafe { &(*context).uc_mcontext };
+        Some([
+            mcontext.pc as usize,
+            mcontext.sp as usize,
+            mcontext.regs[29] as usize,
+            mcontext.regs[30] as usize,
+        ])
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = context;
-        0
+        None
     }
 }

@@ -58,29 +58,120 @@ impl fmt::Display for Frame {
     }
 }
 
+/// What taking a stack cost the watcher thread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StackCost {
+    /// How the copy was taken: `"signal"` or `"/proc"`.
+    pub(crate) via: &'static str,
+    /// From the first check to the copy in hand.
+    pub(crate) copy: std::time::Duration,
+    /// Unwinding and symbolizing the copy.
+    pub(crate) unwind: std::time::Duration,
+}
+
 /// How long the watcher waits for a stalled thread to answer the signal.
 #[cfg(all(target_os = "linux", not(loom)))]
 const PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The stack of thread `tid`, symbolized; `None` where the platform gives
-/// no way to take it, or the thread did not answer.
+/// The calling thread as the OS knows it (recorded by a loop thread when
+/// it first polls its watch), and its scheduler figures.
 #[cfg(all(target_os = "linux", not(loom)))]
-pub(crate) fn stack_of(tid: usize) -> Option<Vec<Frame>> {
-    let captured = super::signal::capture(tid, PATIENCE)?;
-    // Frames before the interrupted one are the handler's and the
-    // unwinder's own.
-    let start = captured.frames.iter().position(|&ip| ip == captured.pc);
-    let frames = &captured.frames[start.unwrap_or(0)..];
-    // The unwinder ends some stacks with a null return address.
-    let frames = frames.strip_suffix(&[0]).unwrap_or(frames);
-    let mut stack = Vec::with_capacity(frames.len());
-    for (i, &ip) in frames.iter().enumerate() {
+pub(crate) use super::proc::{OsThread, SchedStat};
+
+/// Why a stall of a thread not known to the OS layer has no stack.
+pub(crate) const NO_THREAD: &str = "stacks are taken on Linux only";
+
+/// The OS id of a thread.
+#[cfg(all(target_os = "linux", not(loom)))]
+pub(crate) fn tid_of(thread: &OsThread) -> usize {
+    thread.tid
+}
+
+/// Where stacks are not taken, nothing is known of a thread.
+#[cfg(not(all(target_os = "linux", not(loom))))]
+pub(crate) fn tid_of(_thread: &OsThread) -> usize {
+    0
+}
+
+/// Where the scheduler's figures are not read.
+#[cfg(not(all(target_os = "linux", not(loom))))]
+#[derive(Debug)]
+pub(crate) struct SchedStat;
+
+#[cfg(not(all(target_os = "linux", not(loom))))]
+impl SchedStat {
+    pub(crate) fn open(_tid: usize) -> Option<SchedStat> {
+        None
+    }
+    pub(crate) fn tid(&self) -> usize {
+        0
+    }
+    pub(crate) fn read(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+/// Where stacks are not taken, nothing is known of a thread.
+#[cfg(not(all(target_os = "linux", not(loom))))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OsThread;
+
+#[cfg(not(all(target_os = "linux", not(loom))))]
+impl OsThread {
+    pub(crate) fn current() -> Option<OsThread> {
+        None
+    }
+}
+
+/// The stack of `thread`, symbolized; or why there is none.
+#[cfg(all(
+    target_os = "linux",
+    not(loom),
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub(crate) fn stack_of(thread: &OsThread) -> Result<(Vec<Frame>, StackCost), String> {
+    let started = std::time::Instant::now();
+    let (captured, via) = super::signal::capture(thread, PATIENCE)?;
+    let copied = started.elapsed();
+    let addresses = super::unwind::unwind(&captured);
+    if addresses.is_empty() {
+        return Err("the stack could not be unwound".into());
+    }
+    let frames = symbolize(&addresses);
+    Ok((
+        frames,
+        StackCost {
+            via,
+            copy: copied,
+            unwind: started.elapsed() - copied,
+        },
+    ))
+}
+
+/// Not on this architecture: say why.
+#[cfg(all(
+    target_os = "linux",
+    not(loom),
+    not(any(target_arch = "x86_64", target_arch = "aarch64"))
+))]
+pub(crate) fn stack_of(_thread: &OsThread) -> Result<(Vec<Frame>, StackCost), String> {
+    Err("stacks are taken on x86_64 and aarch64 only".into())
+}
+
+/// No way to take another thread's stack here.
+#[cfg(not(all(target_os = "linux", not(loom))))]
+pub(crate) fn stack_of(_thread: &OsThread) -> Result<(Vec<Frame>, StackCost), String> {
+    Err("stacks are taken on Linux only".into())
+}
+
+/// Names the addresses of a stack (innermost first: the interrupted
+/// program counter, then return addresses).
+#[cfg(all(target_os = "linux", not(loom)))]
+fn symbolize(addresses: &[usize]) -> Vec<Frame> {
+    let mut stack = Vec::with_capacity(addresses.len());
+    for (i, &ip) in addresses.iter().enumerate() {
         // A return address points after the call: look up the call itself.
-        let lookup = if i == 0 && start.is_some() {
-            ip
-        } else {
-            ip.saturating_sub(1)
-        };
+        let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
         let before = stack.len();
         backtrace::resolve(lookup as *mut std::ffi::c_void, |symbol| {
             stack.push(Frame {
@@ -99,13 +190,34 @@ pub(crate) fn stack_of(tid: usize) -> Option<Vec<Frame>> {
             });
         }
     }
-    Some(stack)
+    stack
 }
 
-/// No way to take another thread's stack here.
-#[cfg(not(all(target_os = "linux", not(loom))))]
-pub(crate) fn stack_of(_tid: usize) -> Option<Vec<Frame>> {
-    None
+/// Whether `frame` is the application's own: a Rust function (a path with
+/// `::`; the C library's and the loader's frames have none) outside the
+/// standard library, the executors and offload.
+pub(crate) fn is_application(frame: &Frame) -> bool {
+    const NOT_APPLICATION: [&str; 10] = [
+        "std::",
+        "core::",
+        "alloc::",
+        "tokio::",
+        "smol::",
+        "async_executor::",
+        "async_task::",
+        "futures::",
+        "futures_",
+        "offload::",
+    ];
+    let Some(name) = frame.function() else {
+        return false;
+    };
+    // `<T as Trait>::f` names the type first.
+    let name = name.trim_start_matches('<');
+    name.contains("::")
+        && !NOT_APPLICATION
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
 }
 
 /// The calling thread's OS id, where the platform can signal it.

@@ -29,8 +29,9 @@
 //!   going on (when the threshold is crossed), once when the loop is back.
 //! - The reported duration is the time since the loop last polled the watch,
 //!   so it is at least the stall's length and at most one period more.
-//! - The reporter runs on the watcher thread, never on the loop; a panic in
-//!   it is caught and the watcher goes on.
+//! - The reporter runs on a thread of its watch's own, never on the loop
+//!   or the watcher: a reporter that blocks delays no capture and no other
+//!   watch's report. A panic in it is caught and the watch goes on.
 //! - The watcher thread exists only while some watch is registered (first
 //!   polled and not yet dropped); one thread serves every watch.
 
@@ -57,18 +58,30 @@ const MAX_DEFAULT_PERIOD: Duration = Duration::from_millis(100);
 /// how long the loop takes to poll it (its *lag*). A loop that takes longer
 /// than the threshold is blocked: the watcher reports a [`Stall`] at once,
 /// while the loop is still blocked, with the loop thread's stack (Linux:
-/// taken with a signal, see [`Stall::stack`]), and again with the final
-/// duration when the loop polls the watch again. The default reporter
-/// writes to stderr, in the spirit of asyncio's debug mode:
+/// see [`Stall::stack`]) and what it did with its time
+/// ([`Stall::cause`]), and again with the final duration when the loop
+/// polls the watch again. The default reporter writes to stderr, in the
+/// spirit of asyncio's debug mode: the [summary](Stall::summary) and at
+/// most 8 of the application's own frames (`{:#}` of a `Stall` prints
+/// every frame):
 ///
 /// ```text
-/// event loop on thread 'main' blocked for 30 ms and still blocked
+/// event loop on thread 'main' blocked for 30 ms and still blocked (running) in stall::render_report
 ///    0: stall::render_report
-///    1: tokio::runtime::scheduler::current_thread::Context::enter
+///              at examples/stall.rs:53
+///    7: stall::serve::{{closure}}
+///              at examples/stall.rs:95
 ///    ...
-///    7: stall::main
-/// event loop on thread 'main' was blocked for 50 ms
+/// event loop on thread 'main' was blocked for 50 ms (running) in stall::render_report
 /// ```
+///
+/// Taking the stack is safe beside the program's own signal handling: a
+/// loop thread in a system call is never signalled (its stack is read
+/// through `/proc`, so the call is not interrupted), and a running one
+/// only after checks (the signal's action still offload's, not blocked,
+/// not pending, the same thread); the handler only copies. Where a check
+/// fails, the stall comes without a stack, and
+/// [`Stall::no_stack_reason`] says why.
 ///
 /// It works on any executor and needs no timer from it. It runs until it is
 /// dropped (or its task aborted); the watcher thread stops when the last
@@ -217,14 +230,67 @@ impl fmt::Debug for LoopWatch {
 }
 
 /// A stall of a watched loop, as given to [`LoopWatch::on_stall`]'s
-/// reporter. Its `Display` is the report line, followed by the stack (one
-/// frame a line, innermost first) where one was taken.
+/// reporter. Its `Display` is the [`summary`](Self::summary) line followed
+/// by at most 8 of the application's own frames; the alternate form
+/// (`{:#}`) prints the whole stack (one frame a line, innermost first).
 #[derive(Clone)]
 pub struct Stall {
     thread: Arc<LoopThread>,
     duration: Duration,
     ongoing: bool,
-    stack: Option<Arc<[Frame]>>,
+    stack: Result<Arc<[Frame]>, Arc<str>>,
+    /// What taking the stack cost, where one was taken.
+    cost: Option<stack::StackCost>,
+    cpu: Option<CpuFigures>,
+}
+
+/// What the stalled thread did with its time, by the scheduler's figures
+/// over the stall ([`Stall::cause`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StallCause {
+    /// Most of the stall was spent off the CPU and not waiting for one:
+    /// sleeping or blocked in the kernel (a blocking call on the loop).
+    Blocked,
+    /// Most of the stall was spent running: code on the loop that computes
+    /// for too long.
+    Running,
+    /// Most of the stall was spent runnable but waiting for a CPU: the
+    /// machine is overloaded, or other threads (the pool's, say) share the
+    /// loop's cores. The stack then shows where the thread was preempted,
+    /// not a culprit.
+    StarvedOfCpu,
+}
+
+impl fmt::Display for StallCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StallCause::Blocked => "blocked",
+            StallCause::Running => "running",
+            StallCause::StarvedOfCpu => "starved of CPU",
+        })
+    }
+}
+
+/// The loop thread's scheduler figures over a stall.
+#[derive(Clone, Copy, Debug)]
+struct CpuFigures {
+    /// The span they cover.
+    span: Duration,
+    on_cpu: Duration,
+    waiting_for_cpu: Duration,
+}
+
+impl CpuFigures {
+    fn cause(&self) -> StallCause {
+        if self.waiting_for_cpu * 2 > self.span {
+            StallCause::StarvedOfCpu
+        } else if self.on_cpu * 2 > self.span {
+            StallCause::Running
+        } else {
+            StallCause::Blocked
+        }
+    }
 }
 
 impl Stall {
@@ -252,13 +318,102 @@ impl Stall {
     }
 
     /// The blocked thread's stack when the stall was noticed, innermost
-    /// frame first. Linux only (taken with a signal; see the
+    /// frame first. Linux on x86_64 and aarch64 only (see the
     /// `offload::observe` notes in `ARCHITECTURE.md`); `None` elsewhere, or
-    /// if the thread did not answer the signal within 100 ms, or no
-    /// real-time signal was free. Both reports of one stall carry the same
-    /// stack.
+    /// when it could not be taken safely: [`no_stack_reason`] says why.
+    /// Both reports of one stall carry the same stack.
+    ///
+    /// [`no_stack_reason`]: Self::no_stack_reason
     pub fn stack(&self) -> Option<&[Frame]> {
-        self.stack.as_deref()
+        self.stack.as_deref().ok()
+    }
+
+    /// Why [`stack`](Self::stack) is `None`: the platform, or a check
+    /// that failed (the program changed the signal's action, the loop
+    /// thread blocks it, the thread id was reused, the thread did not
+    /// answer, …). `None` when there is a stack.
+    pub fn no_stack_reason(&self) -> Option<&str> {
+        self.stack.as_ref().err().map(|why| &**why)
+    }
+
+    /// What the thread did over the stall, by the scheduler's figures
+    /// (Linux: `/proc/self/task/<tid>/schedstat`, from the loop's last
+    /// answered wake-up to the report); `None` where they are not kept.
+    pub fn cause(&self) -> Option<StallCause> {
+        self.cpu.as_ref().map(CpuFigures::cause)
+    }
+
+    /// How long, over the stall, the thread was runnable but waited for a
+    /// CPU (the scheduler's run-queue time); `None` where not known.
+    pub fn waited_for_cpu(&self) -> Option<Duration> {
+        self.cpu.map(|cpu| cpu.waiting_for_cpu)
+    }
+
+    /// How long, over the stall, the thread ran on a CPU; `None` where not
+    /// known.
+    pub fn on_cpu(&self) -> Option<Duration> {
+        self.cpu.map(|cpu| cpu.on_cpu)
+    }
+
+    /// The first frame of the stack that is the application's own: a Rust
+    /// function outside std, core, alloc, tokio, smol, async-executor,
+    /// futures and offload.
+    pub fn application_frame(&self) -> Option<&Frame> {
+        self.stack()
+            .unwrap_or_default()
+            .iter()
+            .find(|frame| stack::is_application(frame))
+    }
+
+    /// The report in one line: the thread, the duration, the cause, and
+    /// the first frame of the application's own (or why there is none).
+    ///
+    /// ```text
+    /// event loop on thread 'main' blocked for 31 ms and still blocked (running) in app::render_report
+    /// event loop on thread 'main' blocked for 130 ms and still blocked (starved of CPU: waited 120 ms for a CPU; the machine is overloaded or other threads share its cores)
+    /// ```
+    pub fn summary(&self) -> String {
+        struct Summary<'a>(&'a Stall);
+        impl fmt::Display for Summary<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.summary_line(f)
+            }
+        }
+        Summary(self).to_string()
+    }
+
+    /// A reporter for [`LoopWatch::on_stall`] (cargo feature `tracing`):
+    /// one `tracing` event a report, at level `WARN` while the stall lasts
+    /// and `INFO` when it is over, with the fields `thread`, `duration_ms`,
+    /// `cause` and `summary` (see [`summary`](Self::summary)).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let watch = offload::LoopWatch::new(Duration::from_millis(50)).on_stall(offload::Stall::trace);
+    /// # drop(watch);
+    /// ```
+    #[cfg(feature = "tracing")]
+    pub fn trace(&self) {
+        let thread = match &self.thread.name {
+            Some(name) => name.clone(),
+            None => format!("{:?}", self.thread.id),
+        };
+        let duration_ms = self.duration.as_secs_f64() * 1e3;
+        let cause = self
+            .cause()
+            .map_or_else(|| "unknown".to_owned(), |cause| cause.to_string());
+        let summary = self.summary();
+        if self.ongoing {
+            tracing::warn!(thread, duration_ms, cause, summary, "event loop stalled");
+        } else {
+            tracing::info!(
+                thread,
+                duration_ms,
+                cause,
+                summary,
+                "event loop stall ended"
+            );
+        }
     }
 
     fn headline(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -273,13 +428,62 @@ impl Stall {
             write!(f, " was blocked for {millis:.0} ms")
         }
     }
+
+    fn summary_line(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.headline(f)?;
+        if let Some(cpu) = &self.cpu {
+            match cpu.cause() {
+                StallCause::StarvedOfCpu => write!(
+                    f,
+                    " (starved of CPU: waited {} ms for a CPU, ran {} ms; the machine is \
+                     overloaded or other threads share its cores)",
+                    cpu.waiting_for_cpu.as_millis(),
+                    cpu.on_cpu.as_millis()
+                )?,
+                cause => write!(f, " ({cause})")?,
+            }
+        }
+        match (self.application_frame(), &self.stack) {
+            (Some(frame), _) => write!(f, " in {}", frame.function().unwrap_or_default()),
+            (None, Err(why)) => write!(f, "; no stack: {why}"),
+            (None, Ok(_)) => Ok(()),
+        }
+    }
 }
+
+/// How many application frames `Display` prints (the alternate form prints
+/// them all).
+const SHORT_STACK: usize = 8;
 
 impl fmt::Display for Stall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.headline(f)?;
-        for (i, frame) in self.stack().unwrap_or_default().iter().enumerate() {
-            write!(f, "\n  {i:>2}: {frame}")?;
+        self.summary_line(f)?;
+        let stack = self.stack().unwrap_or_default();
+        if f.alternate() {
+            for (i, frame) in stack.iter().enumerate() {
+                write!(f, "\n  {i:>2}: {frame}")?;
+            }
+            if let Some(cost) = &self.cost {
+                write!(
+                    f,
+                    "\n  (stack copied through {} in {}, unwound and symbolized in {})",
+                    cost.via,
+                    Rounded(cost.copy),
+                    Rounded(cost.unwind)
+                )?;
+            }
+        } else {
+            let mut own = stack
+                .iter()
+                .enumerate()
+                .filter(|(_, frame)| stack::is_application(frame));
+            for (i, frame) in own.by_ref().take(SHORT_STACK) {
+                write!(f, "\n  {i:>2}: {frame}")?;
+            }
+            let more = own.count();
+            if more > 0 {
+                write!(f, "\n      … and {more} more")?;
+            }
         }
         Ok(())
     }
@@ -296,6 +500,7 @@ impl fmt::Debug for Stall {
                 "stack_frames",
                 &self.stack.as_ref().map(|stack| stack.len()),
             )
+            .field("cpu", &self.cpu)
             .finish()
     }
 }
@@ -350,6 +555,52 @@ impl LoopStats {
     }
 }
 
+/// One line: the sample count, the lag's median, 99th percentile and
+/// maximum as rounded durations (two significant digits: `2.1 ms`), and the
+/// stalls.
+///
+/// ```
+/// let watch = offload::LoopWatch::new(std::time::Duration::from_millis(50));
+/// let line = watch.stats().to_string();
+/// assert!(line.starts_with("0 lag samples"), "{line}");
+/// # drop(watch);
+/// ```
+impl fmt::Display for LoopStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lags = self.lags();
+        write!(
+            f,
+            "{} lag samples: p50 {}, p99 {}, max {}; {} stalls",
+            lags.count(),
+            Rounded(lags.p50()),
+            Rounded(lags.p99()),
+            Rounded(lags.max()),
+            self.stalls()
+        )
+    }
+}
+
+/// A duration with two significant digits in the largest unit that keeps
+/// it at 1 or more: `850 µs`, `2.1 ms`, `31 ms`, `1.2 s`.
+struct Rounded(Duration);
+
+impl fmt::Display for Rounded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos() as f64;
+        let (value, unit) = match nanos {
+            n if n >= 1e9 => (n / 1e9, "s"),
+            n if n >= 1e6 => (n / 1e6, "ms"),
+            n if n >= 1e3 => (n / 1e3, "µs"),
+            n => (n, "ns"),
+        };
+        if value < 10.0 && unit != "ns" {
+            write!(f, "{value:.1} {unit}")
+        } else {
+            write!(f, "{value:.0} {unit}")
+        }
+    }
+}
+
 impl fmt::Debug for LoopStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoopStats")
@@ -376,8 +627,8 @@ type Reporter = Arc<dyn Fn(&Stall) + Send + Sync>;
 struct LoopThread {
     id: ThreadId,
     name: Option<String>,
-    /// Its OS id, where the platform can signal it.
-    tid: Option<usize>,
+    /// Its OS identity and stack bounds, where stacks are taken.
+    os: Option<stack::OsThread>,
 }
 
 /// The state of one watch that the loop and the watcher share: see the
@@ -405,6 +656,37 @@ struct Side {
     next_tick: u64,
     /// The stall reported as ongoing, until the loop is back.
     ongoing: Option<Stall>,
+    /// The loop thread's scheduler figures, kept open.
+    schedstat: Option<stack::SchedStat>,
+    /// Their last sample, at a wake-up the loop had answered: (time, on a
+    /// CPU, waiting for one).
+    healthy: Option<(u64, u64, u64)>,
+    /// The running reporter, fed in order (see [`Reports`]).
+    reports: Option<Reports>,
+}
+
+impl Side {
+    /// Samples the loop thread's scheduler figures at `now`.
+    fn sample(&mut self, thread: &LoopThread, now: u64) -> Option<(u64, u64, u64)> {
+        let tid = thread.os.as_ref().map(stack::tid_of)?;
+        if self.schedstat.as_ref().map(stack::SchedStat::tid) != Some(tid) {
+            self.schedstat = stack::SchedStat::open(tid);
+            self.healthy = None;
+        }
+        let (on_cpu, waiting) = self.schedstat.as_ref()?.read()?;
+        Some((now, on_cpu, waiting))
+    }
+
+    /// The figures since the last healthy sample.
+    fn over_stall(&mut self, thread: &LoopThread, now: u64) -> Option<CpuFigures> {
+        let (start, on_cpu, waiting) = self.healthy?;
+        let (_, on_cpu_now, waiting_now) = self.sample(thread, now)?;
+        Some(CpuFigures {
+            span: Duration::from_nanos(now.saturating_sub(start)),
+            on_cpu: Duration::from_nanos(on_cpu_now.saturating_sub(on_cpu)),
+            waiting_for_cpu: Duration::from_nanos(waiting_now.saturating_sub(waiting)),
+        })
+    }
 }
 
 impl Watched {
@@ -506,7 +788,7 @@ impl Watched {
         *thread = Some(Arc::new(LoopThread {
             id: current.id(),
             name: current.name().map(str::to_owned),
-            tid: stack::current_tid(),
+            os: stack::OsThread::current(),
         }));
     }
 
@@ -522,38 +804,73 @@ impl Watched {
             if noticed.is_none() {
                 self.lags.stalls.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(thread) = lock(&self.thread).clone() {
-                self.report(&Stall {
-                    thread,
-                    duration: Duration::from_nanos(ended),
-                    ongoing: false,
-                    stack: noticed.and_then(|stall| stall.stack),
-                });
+            // Bound first: a guard in the `if let` would be held through the
+            // capture, and the loop's poll takes this lock.
+            let thread = lock(&self.thread).clone();
+            if let Some(thread) = thread {
+                let (stack, cost, cpu) = match noticed {
+                    Some(stall) => (stall.stack, stall.cost, stall.cpu),
+                    None => (
+                        Err(Arc::from("the stall ended before it was noticed")),
+                        None,
+                        side.over_stall(&thread, now),
+                    ),
+                };
+                self.report(
+                    &mut side,
+                    Stall {
+                        thread,
+                        duration: Duration::from_nanos(ended),
+                        ongoing: false,
+                        stack,
+                        cost,
+                        cpu,
+                    },
+                );
             }
         }
         let pending = if now >= side.next_tick {
             side.next_tick = (side.next_tick + self.period).max(now + 1);
-            self.on_tick(now)
+            let pending = self.on_tick(now);
+            if pending.is_none() {
+                // Bound first: a guard in the `if let` would be held through the
+                // capture, and the loop's poll takes this lock.
+                let thread = lock(&self.thread).clone();
+                if let Some(thread) = thread {
+                    side.healthy = side.sample(&thread, now);
+                }
+            }
+            pending
         } else {
             self.pending_since()
         };
         let mut next = side.next_tick;
         if let (Some(since), None) = (pending, &side.ongoing) {
             if now.saturating_sub(since) >= self.threshold {
-                if let Some(thread) = lock(&self.thread).clone() {
+                // Bound first: a guard in the `if let` would be held through the
+                // capture, and the loop's poll takes this lock.
+                let thread = lock(&self.thread).clone();
+                if let Some(thread) = thread {
                     self.lags.stalls.fetch_add(1, Ordering::Relaxed);
                     // Relaxed: a duration to report, nothing more.
                     let last_poll = self.last_poll.load(Ordering::Relaxed);
                     let duration = Duration::from_nanos(now.saturating_sub(last_poll));
-                    let stack = thread.tid.and_then(stack::stack_of).map(Arc::from);
+                    let cpu = side.over_stall(&thread, now);
+                    let (stack, cost) = match thread.os.as_ref().map(stack::stack_of) {
+                        Some(Ok((frames, cost))) => (Ok(Arc::from(frames)), Some(cost)),
+                        Some(Err(why)) => (Err(Arc::from(why)), None),
+                        None => (Err(Arc::from(stack::NO_THREAD)), None),
+                    };
                     let stall = Stall {
                         thread,
                         duration,
                         ongoing: true,
                         stack,
+                        cost,
+                        cpu,
                     };
-                    self.report(&stall);
-                    side.ongoing = Some(stall);
+                    side.ongoing = Some(stall.clone());
+                    self.report(&mut side, stall);
                 }
             } else {
                 next = next.min(since + self.threshold);
@@ -562,27 +879,80 @@ impl Watched {
         next
     }
 
-    /// Runs the reporter, containing a panic.
-    fn report(&self, stall: &Stall) {
-        let reporter = lock(&self.reporter).clone();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reporter(stall)));
-        drop(outcome); // the panic hook has printed it; the watch goes on
+    /// Hands `stall` to the reporter, off the watcher's path (see
+    /// [`Reports`]).
+    fn report(&self, side: &mut Side, stall: Stall) {
+        let reports = side
+            .reports
+            .get_or_insert_with(|| Reports::new(lock(&self.reporter).clone()));
+        reports.send(stall);
     }
 }
 
-/// The default reporter: asyncio-style lines on stderr, the stack only in
-/// the first report of a stall.
+/// Runs a reporter, containing a panic.
+fn run_reporter(reporter: &Reporter, stall: &Stall) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reporter(stall)));
+    drop(outcome); // the panic hook has printed it; the watch goes on
+}
+
+/// One watch's reporter, on a thread of its own (started at its first
+/// stall, gone with the watch): a reporter that blocks holds up its own
+/// watch's later reports, never a capture or another watch's report.
+/// Reports arrive in order.
+#[cfg(not(loom))]
+struct Reports {
+    queue: std::sync::mpsc::Sender<Stall>,
+}
+
+#[cfg(not(loom))]
+impl Reports {
+    fn new(reporter: Reporter) -> Reports {
+        let (queue, stalls) = std::sync::mpsc::channel::<Stall>();
+        let spawned = std::thread::Builder::new()
+            .name("offload-stall-report".into())
+            .spawn(move || {
+                for stall in stalls {
+                    run_reporter(&reporter, &stall);
+                }
+            });
+        if let Err(error) = spawned {
+            eprintln!("offload: LoopWatch cannot start its reporter thread: {error}");
+        }
+        Reports { queue }
+    }
+
+    fn send(&self, stall: Stall) {
+        // An error: the reporter thread could not start; the stall is
+        // counted in the stats all the same.
+        let _ = self.queue.send(stall);
+    }
+}
+
+/// Under loom: the reporter runs in place.
+#[cfg(loom)]
+struct Reports {
+    reporter: Reporter,
+}
+
+#[cfg(loom)]
+impl Reports {
+    fn new(reporter: Reporter) -> Reports {
+        Reports { reporter }
+    }
+
+    fn send(&self, stall: Stall) {
+        run_reporter(&self.reporter, &stall);
+    }
+}
+
+/// The default reporter: asyncio-style lines on stderr, the summary and
+/// at most 8 application frames in the first report of a stall, the
+/// summary alone when it ends.
 fn report_to_stderr(stall: &Stall) {
     if stall.is_ongoing() {
         eprintln!("{stall}");
     } else {
-        struct Headline<'a>(&'a Stall);
-        impl fmt::Display for Headline<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.headline(f)
-            }
-        }
-        eprintln!("{}", Headline(stall));
+        eprintln!("{}", stall.summary());
     }
 }
 
@@ -687,5 +1057,96 @@ impl Watched {
         let mut lags = Histogram::new();
         self.lags.recorder.merge_into(&mut lags);
         lags.count()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounded_durations_keep_two_significant_digits() {
+        let shown = |nanos| Rounded(Duration::from_nanos(nanos)).to_string();
+        assert_eq!(shown(2_130_000), "2.1 ms");
+        assert_eq!(shown(31_400_000), "31 ms");
+        assert_eq!(shown(850_000), "850 µs");
+        assert_eq!(shown(1_240_000_000), "1.2 s");
+        assert_eq!(shown(420), "420 ns");
+    }
+
+    #[test]
+    fn a_stall_is_starved_when_most_of_it_waited_for_a_cpu() {
+        let figures = |on_cpu, waiting| CpuFigures {
+            span: Duration::from_millis(100),
+            on_cpu: Duration::from_millis(on_cpu),
+            waiting_for_cpu: Duration::from_millis(waiting),
+        };
+        assert_eq!(figures(20, 70).cause(), StallCause::StarvedOfCpu);
+        assert_eq!(figures(90, 5).cause(), StallCause::Running);
+        assert_eq!(figures(3, 2).cause(), StallCause::Blocked);
+    }
+
+    #[cfg(feature = "tracing")]
+    #[test]
+    fn the_tracing_reporter_emits_one_event_with_the_fields() {
+        use std::sync::Mutex as StdMutex;
+        use tracing::field::{Field, Visit};
+
+        /// Records the fields of every event.
+        #[derive(Default)]
+        struct Fields(StdMutex<Vec<Vec<(String, String)>>>);
+        struct Visitor(Vec<(String, String)>);
+        impl Visit for Visitor {
+            fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+                self.0.push((field.name().to_owned(), format!("{value:?}")));
+            }
+        }
+        impl tracing::Subscriber for &'static Fields {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, event: &tracing::Event<'_>) {
+                let mut visitor = Visitor(Vec::new());
+                event.record(&mut visitor);
+                self.0.lock().unwrap().push(visitor.0);
+            }
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+
+        let fields: &'static Fields = Box::leak(Box::default());
+        let current = std::thread::current();
+        let stall = Stall {
+            thread: Arc::new(LoopThread {
+                id: current.id(),
+                name: Some("loop".into()),
+                os: None,
+            }),
+            duration: Duration::from_millis(42),
+            ongoing: true,
+            stack: Err(Arc::from("no stack here")),
+            cost: None,
+            cpu: Some(CpuFigures {
+                span: Duration::from_millis(40),
+                on_cpu: Duration::from_millis(38),
+                waiting_for_cpu: Duration::ZERO,
+            }),
+        };
+        tracing::subscriber::with_default(fields, || stall.trace());
+        let events = fields.0.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        let names: Vec<&str> = events[0].iter().map(|(name, _)| name.as_str()).collect();
+        for field in ["thread", "duration_ms", "cause", "summary"] {
+            assert!(names.contains(&field), "{names:?}");
+        }
+        assert!(
+            events[0].contains(&("cause".into(), "\"running\"".into())),
+            "{events:?}"
+        );
     }
 }
