@@ -92,9 +92,12 @@ fn round(index: usize) {
     let mut builder = Pool::builder()
         .threads(threads)
         .thread_name(move |i| format!("vg{index}-{i}"))
-        .on_thread_start(move |_| {
-            let end = ThreadEnd(end_tx.lock().unwrap().clone());
-            THREAD_END.with(|slot| *slot.borrow_mut() = Some(end));
+        .on_thread_start(move |i| {
+            // Workers only (spares take the indices from `threads` on).
+            if i < threads {
+                let end = ThreadEnd(end_tx.lock().unwrap().clone());
+                THREAD_END.with(|slot| *slot.borrow_mut() = Some(end));
+            }
         });
     if index % 2 == 1 {
         builder = builder.max_queued(8);
@@ -105,8 +108,9 @@ fn round(index: usize) {
         .blocking_keep_alive(keep_alive)
         .build()
         .expect("build the pool");
-    // Spare threads run no `on_thread_start` hook: their jobs register
-    // their thread's end, once per thread.
+    // Spare threads run the `on_thread_start` hook too, which leaves them
+    // alone: their jobs register their thread's end, once per thread (a
+    // spare that ran none of our jobs is not waited for).
     let spares_end = SpareEnds {
         tx: Arc::new(Mutex::new(spare_end_tx)),
         count: Arc::new(AtomicUsize::new(0)),

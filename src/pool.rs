@@ -328,6 +328,79 @@ impl Pool {
         self.registry.spares().max()
     }
 
+    /// Runs `job` on a spare thread as [`spawn_blocking`](Pool::spawn_blocking)
+    /// does, if the queue of blocking jobs has room, or gives it back at
+    /// once.
+    ///
+    /// The job is refused when [`max_blocking_threads`](Builder::max_blocking_threads)
+    /// blocking jobs run and [`max_queued_blocking`](Builder::max_queued_blocking)
+    /// more wait for a spare thread, or after shutdown (without
+    /// `max_queued_blocking` only then). A refusal never blocks and
+    /// allocates nothing: the error hands the closure back
+    /// ([`TrySpawnError::into_inner`]), to run elsewhere, retry, or answer
+    /// "busy".
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// let pool = offload::Pool::builder()
+    ///     .max_blocking_threads(1)
+    ///     .max_queued_blocking(1)
+    ///     .build()
+    ///     .unwrap();
+    /// let (release, gate) = mpsc::channel::<()>();
+    /// let (started_tx, started) = mpsc::channel();
+    /// // Holds the one spare thread for blocking jobs...
+    /// let running = pool.spawn_blocking(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap();
+    /// // ...so one more job waits for it, and the next is refused.
+    /// let queued = pool.try_spawn_blocking(|| 1).expect("one place in the queue");
+    /// let refused = pool.try_spawn_blocking(|| 2).unwrap_err();
+    /// assert!(refused.is_full());
+    /// release.send(()).unwrap();
+    /// assert_eq!(queued.wait().unwrap(), 1);
+    /// # running.wait().unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`TrySpawnError`]: [`is_full`](TrySpawnError::is_full) or
+    /// [`is_shutdown`](TrySpawnError::is_shutdown), with the job inside.
+    pub fn try_spawn_blocking<F, T>(&self, job: F) -> Result<Task<T>, TrySpawnError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        use crate::blocking::spares::Refused;
+
+        let registry = &self.registry;
+        if registry.is_terminating() {
+            registry.tally().refused();
+            return Err(TrySpawnError::shutdown(job));
+        }
+        let mut job = Some(job);
+        let mut task = None;
+        let admitted = registry.spares().try_submit(registry, || {
+            let job = job.take().expect("made once");
+            let (cell, made) = new_task(job, None, registry.tally().spawned());
+            task = Some(made);
+            cell
+        });
+        match admitted {
+            Ok(()) => Ok(task.expect("made when admitted")),
+            Err(refused) => {
+                registry.tally().refused();
+                let job = job.take().expect("not made when refused");
+                Err(match refused {
+                    Refused::Full => TrySpawnError::full(job),
+                    Refused::Shutdown => TrySpawnError::shutdown(job),
+                })
+            }
+        }
+    }
+
     /// Queues `job` if the pool's queue has room, or gives it back at once.
     ///
     /// On a bounded pool ([`Builder::max_queued`]) the job is refused when
@@ -769,6 +842,7 @@ pub struct Builder {
     threads: Option<usize>,
     max_queued: Option<usize>,
     max_blocking_threads: Option<usize>,
+    max_queued_blocking: Option<usize>,
     blocking_keep_alive: Option<Duration>,
     detect_blocking: Option<bool>,
     thread_name: Option<NameFn>,
@@ -811,6 +885,17 @@ impl Builder {
 
     /// The number of worker threads (default: [`num_cpus::get`]). Zero is
     /// an [`InvalidInput`](io::ErrorKind::InvalidInput) error at `build`.
+    ///
+    /// `threads` is the number of CPU jobs the pool runs at once while none
+    /// blocks. A job that blocks (marked with [`blocking`](crate::blocking),
+    /// or seen by [`detect_blocking`](Builder::detect_blocking)) is
+    /// compensated by a spare thread that runs other jobs meanwhile, so
+    /// that `threads` threads stay on the CPU; at most
+    /// [`max_blocking_threads`](Builder::max_blocking_threads) compensate at
+    /// once. So the pool runs at most `threads + max_blocking_threads` of
+    /// its CPU jobs at once (blocked ones included), and
+    /// [`spawn_blocking`](Pool::spawn_blocking) jobs on spare threads of
+    /// their own.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
         self
@@ -840,19 +925,46 @@ impl Builder {
         self
     }
 
-    /// The most spare threads at once, beyond the `threads` workers
-    /// (default: 512, as tokio's blocking pool). Zero is an
+    /// The most blocking jobs running at once on spare threads, and apart
+    /// from them the most spare threads compensating for blocked workers
+    /// at once (default: 512, as tokio's blocking pool). Zero is an
     /// [`InvalidInput`](io::ErrorKind::InvalidInput) error at `build`.
     ///
-    /// Spare threads run [`Pool::spawn_blocking`] jobs and stand in for
-    /// workers blocked in [`blocking`](crate::blocking). They are started
-    /// when needed and exit after [`blocking_keep_alive`](Builder::blocking_keep_alive)
-    /// idle. Past the cap, `spawn_blocking` jobs wait in a FIFO queue for a
-    /// spare thread, and `blocking` inside a job runs without a stand-in
-    /// (the worker blocks, as it would without `blocking`). CPU jobs never
-    /// wait for blocking ones: those never run on the workers.
+    /// Spare threads run [`Pool::spawn_blocking`] jobs, stand in for
+    /// workers blocked in [`blocking`](crate::blocking), and help while a
+    /// worker is blocked without it ([`detect_blocking`](Builder::detect_blocking)).
+    /// They are started when needed and exit after
+    /// [`blocking_keep_alive`](Builder::blocking_keep_alive) idle. The rule:
+    ///
+    /// - At most `max` spare threads run `spawn_blocking` jobs at once;
+    ///   past that, the jobs wait in a FIFO queue for one (see
+    ///   [`max_queued_blocking`](Builder::max_queued_blocking)).
+    /// - At most `max` *other* spare threads compensate at once (stand-ins
+    ///   and helpers); past that, `blocking` inside a job runs without a
+    ///   stand-in (the worker blocks, as it would without `blocking`).
+    /// - The two are counted apart, so compensation never takes a thread
+    ///   that a `spawn_blocking` job needs: a job that, inside `blocking`,
+    ///   waits for a `spawn_blocking` job gets its answer at every
+    ///   `max ≥ 1`. An idle spare serves either.
+    ///
+    /// So a pool has at most `threads + 2 × max` threads, plus one for the
+    /// blocking detector. CPU jobs never wait for blocking jobs: those never
+    /// run on the workers.
     pub fn max_blocking_threads(mut self, max: usize) -> Self {
         self.max_blocking_threads = Some(max);
+        self
+    }
+
+    /// Bounds the [`Pool::spawn_blocking`] jobs waiting for a spare thread
+    /// (all [`max_blocking_threads`](Builder::max_blocking_threads) run
+    /// one) that [`Pool::try_spawn_blocking`] admits (default: unbounded).
+    /// Zero is an [`InvalidInput`](io::ErrorKind::InvalidInput) error at
+    /// `build`.
+    ///
+    /// Plain `spawn_blocking` is never refused: its jobs are queued past
+    /// the bound and counted, so they delay the next admission.
+    pub fn max_queued_blocking(mut self, max: usize) -> Self {
+        self.max_queued_blocking = Some(max);
         self
     }
 
@@ -878,14 +990,29 @@ impl Builder {
     /// more and its thread is not on a CPU (Linux: its state in
     /// `/proc/self/task/<tid>/stat` is `S` or `D`, sleeping in the kernel;
     /// a job that computes, or waits for a core, reads `R`). For each such
-    /// worker, while jobs wait, a spare thread (counted in
-    /// [`max_blocking_threads`](Builder::max_blocking_threads)) runs the
+    /// worker, while jobs wait, a spare thread (one of the
+    /// [`max_blocking_threads`](Builder::max_blocking_threads) that may
+    /// compensate at once) runs the
     /// pool's other jobs until the blocked one is back; so a pool keeps
     /// `threads` threads on CPU jobs, give or take one job around each
     /// change. A job that blocks after computing for a while is noticed
     /// within about as long again, and the first blocked job of a busy
     /// period within about 20 ms. On a 2-core machine the detector costs
     /// about 0.2% of the CPU time of a saturated pool (BENCHMARKS.md).
+    ///
+    /// The rule for helpers, stated: each *runner* (a thread running the
+    /// pool's jobs: a worker, or a helper) seen blocked gets one helper
+    /// while jobs wait, and keeps it until it is back (the helper leaves
+    /// between two jobs). A helper's own block is compensated like a
+    /// worker's, so that a load where every job blocks still keeps
+    /// `threads` threads on the CPU. A runner counts as blocked only after
+    /// 100 µs inside one job off the CPU, and the detector starts at most
+    /// one helper per blocked runner per look, so new threads start at
+    /// most one per blocked runner per 100 µs. Helpers and
+    /// [`blocking`](crate::blocking)'s stand-ins together number at most
+    /// [`max_blocking_threads`](Builder::max_blocking_threads): the pool
+    /// runs at most `threads + max_blocking_threads` CPU jobs at once,
+    /// however the blocks pile up.
     ///
     /// Explicit marking stays cheaper and immediate: prefer
     /// [`Pool::spawn_blocking`] or [`blocking`](crate::blocking) where you
@@ -992,16 +1119,40 @@ impl Builder {
         self
     }
 
-    /// Runs `hook(i)` on worker `i` when it starts, before it runs any job.
-    /// A panic in the hook is reported by the panic hook and then ignored:
-    /// the worker serves as usual.
+    /// Runs `hook(i)` on every thread that runs the pool's jobs when it
+    /// starts, before it runs any job: worker `i` (`0..threads`), and each
+    /// spare thread (see [`max_blocking_threads`](Builder::max_blocking_threads)),
+    /// which takes the indices from `threads` on, as
+    /// [`thread_name`](Builder::thread_name) does. So per-thread set-up
+    /// (a thread-local connection, an attached JVM, affinity, a tracing
+    /// subscriber) is there for every job: `spawn_blocking` jobs, and the
+    /// CPU jobs that a spare thread runs while it stands in for a blocked
+    /// worker or helps. A panic in the hook is reported by the panic hook
+    /// and then ignored: the thread serves as usual.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    ///
+    /// thread_local!(static READY: Cell<bool> = const { Cell::new(false) });
+    /// let pool = offload::Pool::builder()
+    ///     .threads(1)
+    ///     .on_thread_start(|_| READY.with(|ready| ready.set(true)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(pool.spawn(|| READY.with(Cell::get)).wait().unwrap());
+    /// assert!(pool.spawn_blocking(|| READY.with(Cell::get)).wait().unwrap());
+    /// ```
     pub fn on_thread_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.on_start = Some(Box::new(hook));
         self
     }
 
-    /// Runs `hook(i)` on worker `i` after its last job, before it exits. A
-    /// panic in the hook is reported by the panic hook and then ignored.
+    /// Runs `hook(i)` on every thread that runs the pool's jobs (worker `i`,
+    /// or a spare thread, as for [`on_thread_start`](Builder::on_thread_start))
+    /// after its last job, before it exits: a spare thread when it has been
+    /// idle for [`blocking_keep_alive`](Builder::blocking_keep_alive) or the
+    /// pool shuts down. A panic in the hook is reported by the panic hook
+    /// and then ignored.
     pub fn on_thread_stop(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.on_stop = Some(Box::new(hook));
         self
@@ -1036,6 +1187,12 @@ impl Builder {
                 "offload: max_blocking_threads must be at least 1",
             ));
         }
+        if self.max_queued_blocking == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offload: max_queued_blocking must be at least 1 (a pool must admit a job)",
+            ));
+        }
         let deques: Vec<Worker<_>> = (0..threads).map(|_| Worker::new_lifo()).collect();
         let stealers = deques.iter().map(Worker::stealer).collect();
         let spares = SpareConfig {
@@ -1048,6 +1205,7 @@ impl Builder {
             name: self.thread_name,
             stack_size: self.stack_size,
             priority: self.worker_priority,
+            max_queued: self.max_queued_blocking,
         };
         let detect_blocking = DETECTION_AVAILABLE && self.detect_blocking.unwrap_or(true);
         let registry = Arc::new(Registry::new(
@@ -1162,6 +1320,7 @@ impl fmt::Debug for Builder {
             .field("threads", &self.threads)
             .field("max_queued", &self.max_queued)
             .field("max_blocking_threads", &self.max_blocking_threads)
+            .field("max_queued_blocking", &self.max_queued_blocking)
             .field("blocking_keep_alive", &self.blocking_keep_alive)
             .field("detect_blocking", &self.detect_blocking)
             .field("thread_name", &self.thread_name.as_ref().map(|_| ".."))

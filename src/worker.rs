@@ -231,7 +231,7 @@ impl WorkerThread {
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
-        worker.runner().bind_current_thread();
+        worker.runner().bind_home_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
         let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
         if let Some(hook) = &worker.registry.on_start {
@@ -669,7 +669,7 @@ impl Drop for CurrentGuard {
 /// Runs a user hook, containing its panic: a hook failure must not take a
 /// worker (and the pool's thread count) down. The default panic hook has
 /// already reported it.
-fn run_hook(hook: impl FnOnce()) {
+pub(crate) fn run_hook(hook: impl FnOnce()) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)) {
         drop_quietly(payload);
     }

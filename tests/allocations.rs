@@ -117,3 +117,42 @@ fn try_spawn_allocates_the_cell_when_admitted_and_nothing_when_refused() {
         assert_eq!(admitted.wait().unwrap(), 7);
     });
 }
+
+#[test]
+fn try_spawn_blocking_allocates_nothing_when_refused() {
+    timed(|| {
+        let pool = offload::Pool::builder()
+            .threads(1)
+            .max_blocking_threads(1)
+            .max_queued_blocking(1)
+            .build()
+            .unwrap();
+        // Hold the one spare thread for blocking jobs, and fill the queue.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let holder = pool.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            gate.recv().unwrap();
+        });
+        started.recv().unwrap();
+        let admitted = pool.try_spawn_blocking(|| 7).expect("one place queued");
+
+        const REFUSALS: usize = 10_000;
+        let before = allocations();
+        for i in 0..REFUSALS {
+            let refused = pool
+                .try_spawn_blocking(move || i)
+                .expect_err("the queue is full");
+            assert!(refused.is_full());
+        }
+        assert_eq!(
+            allocations() - before,
+            0,
+            "allocations for {REFUSALS} refusals"
+        );
+
+        release.send(()).unwrap();
+        holder.wait().unwrap();
+        assert_eq!(admitted.wait().unwrap(), 7);
+    });
+}

@@ -581,3 +581,178 @@ fn blocking_inside_a_blocking_job_just_runs() {
         assert_eq!(name, "inner1");
     });
 }
+
+/// A job that, inside `blocking`, waits for a `spawn_blocking` job gets its
+/// answer at every `max_blocking_threads`, 1 included: the stand-in that
+/// holds a spare while the job is away is counted apart from blocking jobs.
+#[test]
+fn a_job_inside_blocking_that_waits_for_spawn_blocking_completes_at_every_cap() {
+    for max in 1..=3 {
+        timed(move || {
+            let pool = marked_pool(1, "starve")
+                .max_blocking_threads(max)
+                .build()
+                .unwrap();
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let (started_tx, started_rx) = mpsc::channel();
+            let waiter = pool.spawn(move || {
+                started_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                // A job waits behind this one: the place is lent to a
+                // stand-in, which takes a spare thread.
+                let (stood_in, answer) = offload::blocking(|| {
+                    (
+                        thread_name(),
+                        offload::spawn_blocking(|| 42).wait().unwrap(),
+                    )
+                });
+                (stood_in, answer)
+            });
+            started_rx.recv().unwrap();
+            let behind = pool.spawn(thread_name);
+            go_tx.send(()).unwrap();
+            assert_eq!(behind.wait().unwrap(), "starve1", "ran on the stand-in");
+            assert_eq!(waiter.wait().unwrap(), ("starve0".to_owned(), 42));
+        });
+    }
+}
+
+/// Every thread that runs the pool's jobs ran the pool's `on_thread_start`
+/// hook first (a thread-local it sets is there for every job: on the
+/// worker, on a stand-in, on a `spawn_blocking` spare, join halves and
+/// scope jobs included), and runs `on_thread_stop` when it leaves.
+#[test]
+fn every_thread_that_runs_jobs_ran_the_start_hook_and_runs_the_stop_hook() {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    thread_local!(static SET_UP: Cell<Option<usize>> = const { Cell::new(None) });
+    /// The hook's index on this thread, or a panic: no set-up here.
+    fn set_up() -> usize {
+        SET_UP
+            .with(Cell::get)
+            .unwrap_or_else(|| panic!("a job ran on {} without set-up", thread_name()))
+    }
+
+    timed(|| {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let stops = Arc::new(AtomicUsize::new(0));
+        let (s, t) = (Arc::clone(&starts), Arc::clone(&stops));
+        let pool = marked_pool(1, "hooked")
+            .on_thread_start(move |i| {
+                SET_UP.with(|set| set.set(Some(i)));
+                s.fetch_add(1, Ordering::Relaxed);
+            })
+            .on_thread_stop(move |i| {
+                assert_eq!(SET_UP.with(Cell::get), Some(i), "stop after start");
+                t.fetch_add(1, Ordering::Relaxed);
+            })
+            .build()
+            .unwrap();
+        // A stand-in runs plain jobs, join halves and scope jobs.
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = mpsc::channel();
+        let lender = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            let mine = set_up();
+            offload::blocking(|| thread::sleep(Duration::from_millis(20)));
+            mine
+        });
+        started_rx.recv().unwrap();
+        let behind: Vec<_> = (0..4)
+            .map(|_| {
+                pool.spawn(|| {
+                    let (a, b) = offload::join(set_up, set_up);
+                    let in_scope = Mutex::new(Vec::new());
+                    offload::scope(|s| {
+                        for _ in 0..2 {
+                            s.spawn(|_| in_scope.lock().unwrap().push(set_up()));
+                        }
+                    });
+                    // Every call above checked its thread's set-up; a join
+                    // half may have run on another thread than this one.
+                    assert_eq!(in_scope.into_inner().unwrap().len(), 2);
+                    (thread_name(), set_up(), a.min(b))
+                })
+            })
+            .collect();
+        go_tx.send(()).unwrap();
+        assert_eq!(lender.wait().unwrap(), 0);
+        let mut on_spare = 0;
+        for task in behind {
+            let (name, index, _) = task.wait().unwrap();
+            if name != "hooked0" {
+                on_spare += 1;
+                assert!(index >= 1, "{name} ran with a worker's set-up");
+            }
+        }
+        assert!(on_spare > 0, "the stand-in ran some of the jobs");
+        // Blocking jobs on spare threads.
+        let blocking: Vec<_> = (0..4).map(|_| pool.spawn_blocking(set_up)).collect();
+        for task in blocking {
+            assert!(task.wait().unwrap() >= 1);
+        }
+        pool.shutdown();
+        let started = starts.load(Ordering::Relaxed);
+        assert!(started >= 2, "the worker and at least one spare");
+        assert_eq!(
+            stops.load(Ordering::Relaxed),
+            started,
+            "every thread's stop"
+        );
+    });
+}
+
+/// `try_spawn_blocking` admits a job while the blocking queue has room and
+/// hands it back when it is full or the pool is shut down.
+#[test]
+fn try_spawn_blocking_refuses_past_max_queued_blocking_and_after_shutdown() {
+    timed(|| {
+        let pool = marked_pool(1, "tsb")
+            .max_blocking_threads(1)
+            .max_queued_blocking(2)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let running = pool
+            .try_spawn_blocking(move || {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                0
+            })
+            .expect("a spare is free");
+        started_rx.recv().unwrap();
+        let queued: Vec<_> = (1..=2)
+            .map(|i| pool.try_spawn_blocking(move || i).expect("room queued"))
+            .collect();
+        let refused = pool.try_spawn_blocking(|| 3).unwrap_err();
+        assert!(refused.is_full());
+        assert_eq!(refused.into_inner()(), 3, "the job comes back, never run");
+        // Plain spawn_blocking is never refused; it is queued and counted.
+        let forced = pool.spawn_blocking(|| 4);
+        assert!(pool.try_spawn_blocking(|| 5).unwrap_err().is_full());
+        release_tx.send(()).unwrap();
+        assert_eq!(running.wait().unwrap(), 0);
+        for (i, task) in queued.into_iter().enumerate() {
+            assert_eq!(task.wait().unwrap(), i + 1);
+        }
+        assert_eq!(forced.wait().unwrap(), 4);
+        // Room again.
+        assert_eq!(pool.try_spawn_blocking(|| 6).unwrap().wait().unwrap(), 6);
+        pool.shutdown();
+        let refused = pool.try_spawn_blocking(|| 7).unwrap_err();
+        assert!(refused.is_shutdown());
+    });
+}
+
+#[test]
+fn zero_max_queued_blocking_is_invalid_input() {
+    let err = Pool::builder()
+        .threads(1)
+        .max_queued_blocking(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+}

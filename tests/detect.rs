@@ -208,3 +208,70 @@ fn shutdown_now_while_a_detected_job_blocks() {
         spin_until(|| threads_named("stopnow") == 0);
     });
 }
+
+/// The helper rule, on the pile-up pattern (one long unmarked sleep, then
+/// many short ones, on one worker): each runner seen blocked, helpers
+/// included, gets one helper, and at most `max_blocking_threads` threads
+/// compensate at once, so at most `threads + max_blocking_threads` jobs
+/// run at once; every job completes.
+#[test]
+fn helpers_pile_up_no_further_than_max_blocking_threads() {
+    use std::sync::atomic::AtomicUsize;
+
+    timed(|| {
+        const THREADS: usize = 1;
+        const MAX: usize = 2;
+        let pool = named_pool(THREADS, "pile")
+            .max_blocking_threads(MAX)
+            .build()
+            .unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let counted = |running: &Arc<AtomicUsize>, peak: &Arc<AtomicUsize>, sleep: Duration| {
+            let (running, peak) = (Arc::clone(running), Arc::clone(peak));
+            move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                thread::sleep(sleep);
+                running.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        // The long sleep lasts at least 50 ms, and until a short job ran
+        // beside it (on a helper: the worker is in it).
+        let helped = Arc::new(AtomicBool::new(false));
+        let long = {
+            let (running, peak, helped) =
+                (Arc::clone(&running), Arc::clone(&peak), Arc::clone(&helped));
+            pool.spawn(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_millis(50) || !helped.load(Ordering::SeqCst)
+                {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+            })
+        };
+        let short: Vec<_> = (0..200)
+            .map(|_| {
+                let job = counted(&running, &peak, Duration::from_micros(500));
+                let helped = Arc::clone(&helped);
+                pool.spawn(move || {
+                    job();
+                    helped.store(true, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        long.wait().unwrap();
+        for task in short {
+            task.wait().unwrap();
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(
+            peak <= THREADS + MAX,
+            "{peak} jobs at once on {THREADS} thread(s) and {MAX} compensating"
+        );
+        assert!(peak >= 2, "a short job ran beside the long sleep");
+    });
+}

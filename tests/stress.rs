@@ -1226,6 +1226,11 @@ fn build_pool(round: &Arc<Round>, exits: mpsc::Sender<usize>) -> Pool {
     builder
         .thread_name(move |i| format!("{name}{i}"))
         .on_thread_start(move |i| {
+            // Spare threads run the hooks too (from index `threads` on);
+            // their lives are tracked by `note_spare_thread`.
+            if i >= on_start.threads {
+                return;
+            }
             on_start.starts[i].fetch_add(1, SC);
             let guard = ExitGuard {
                 round: Arc::clone(&on_start),
@@ -1235,6 +1240,9 @@ fn build_pool(round: &Arc<Round>, exits: mpsc::Sender<usize>) -> Pool {
             EXIT_GUARD.with(|slot| *slot.borrow_mut() = Some(guard));
         })
         .on_thread_stop(move |i| {
+            if i >= on_stop.threads {
+                return;
+            }
             on_stop.stops[i].fetch_add(1, SC);
             if !on_stop.shutdown_started.load(SC) {
                 on_stop.fail(format!(

@@ -36,6 +36,12 @@
 //!   jobs while `helpers > blocked` (one compare-and-swap decides), or when
 //!   it finds no job. So the threads running CPU jobs number `threads`,
 //!   give or take one job's length around each change.
+//! - The bound: a helper is a runner too, and its own block is
+//!   compensated like a worker's (a load where every job blocks keeps
+//!   ramping); but a spare may compensate only while fewer than
+//!   `max_blocking_threads` stand-ins and helpers run (see
+//!   [`super::spares`]), so a pile-up of blocked helpers stops there, and
+//!   the pool runs at most `threads + max_blocking_threads` jobs at once.
 //!
 //! # The flag protocol
 //!
@@ -164,6 +170,10 @@ pub(crate) struct Runner {
     started_at: StatCounter,
     /// The OS id of the thread that runs it (0: unknown).
     tid: StatCounter,
+    /// A place's home thread (its worker thread, which lives as long as
+    /// the pool): the one thread whose `/proc` file the detector keeps
+    /// open (0: none, a helper's runner).
+    home: StatCounter,
     /// The detector's verdict: blocked inside a job (the flag protocol).
     blocked: AtomicBool,
 }
@@ -174,8 +184,19 @@ impl Runner {
             progress: StatCounter::new(0),
             started_at: StatCounter::new(0),
             tid: StatCounter::new(0),
+            home: StatCounter::new(0),
             blocked: AtomicBool::new(false),
         }
+    }
+
+    /// The calling thread is this place's home thread, and runs its jobs
+    /// from now on.
+    pub(crate) fn bind_home_thread(&self) {
+        let tid = crate::observe::stack::current_tid().unwrap_or(0) as u64;
+        // Relaxed: as `bind_current_thread`; a stale read costs one look
+        // through a file opened for it alone.
+        self.home.store(tid, Ordering::Relaxed);
+        self.tid.store(tid, Ordering::Relaxed);
     }
 
     /// The calling thread runs this runner's jobs from now on.
@@ -226,6 +247,12 @@ impl Runner {
     fn tid(&self) -> u64 {
         // Relaxed: see `bind_current_thread`.
         self.tid.load(Ordering::Relaxed)
+    }
+
+    /// Whether `tid` is this runner's home thread (see `home`).
+    fn is_home(&self, tid: u64) -> bool {
+        // Relaxed: see `bind_home_thread`.
+        tid != 0 && self.home.load(Ordering::Relaxed) == tid
     }
 
     fn is_flagged(&self) -> bool {
@@ -699,7 +726,9 @@ fn look(
     }
     // Read again after as long again as it has been in this job.
     seen.next_read = now + now.saturating_duration_since(seen.since).max(THRESHOLD);
-    match states.is_blocked(runner.tid()) {
+    // Only a home thread's file stays open (see `super::thread_state`).
+    let tid = runner.tid();
+    match states.is_blocked(tid, runner.is_home(tid)) {
         Some(true) if !runner.is_flagged() => {
             compensation.flag(runner);
             if progress_now() != progress {

@@ -5,7 +5,8 @@
 //! HTTP call, a sync database driver, `std::fs`, a `sleep` in a library)
 //! leaves its core idle while the jobs queued behind it wait. Two ways out,
 //! both on the pool's *spare threads* ([`spares`]), at most
-//! `Builder::max_blocking_threads` of them:
+//! `Builder::max_blocking_threads` running blocking jobs and as many
+//! others compensating:
 //!
 //! - **`spawn_blocking(f)`** runs `f` on a spare thread, never on a worker:
 //!   the workers' CPU jobs do not wait behind it, however long it blocks.
@@ -91,12 +92,20 @@ crate::sync::thread_local! {
 /// While `f` runs, this thread is not a worker: a `join` or `scope` inside
 /// `f` runs on the pool's workers, and [`spawn`](crate::spawn) still
 /// queues on this pool. No compensation happens when nothing waits, when
-/// `Builder::max_blocking_threads` spare threads are busy, or while the
-/// pool shuts down.
+/// `Builder::max_blocking_threads` spare threads already compensate, or
+/// while the pool shuts down. A stand-in never takes a thread that
+/// [`spawn_blocking`](crate::spawn_blocking) jobs need (the two are
+/// counted apart), so `f` may wait for such a job.
 ///
 /// Prefer [`Pool::spawn_blocking`](crate::Pool::spawn_blocking) for a job
-/// that is one blocking call from start to end: it never takes a worker.
-/// `blocking` is for a job that blocks in the middle of CPU work.
+/// that is one blocking call from start to end (a request that is one
+/// database query, one HTTP call): it never takes a worker, so it neither
+/// waits in the queue behind CPU jobs before the call nor, after it, for
+/// the stand-in's current job to end, which `blocking` does (up to one CPU
+/// job's length) to give this thread its place back. Such a job wrapped in
+/// `blocking` can answer later than the same job left unmarked;
+/// `examples/sqlite_request.rs` measures the three. `blocking` is for a
+/// job that blocks in the middle of CPU work.
 ///
 /// ```
 /// use std::time::Duration;

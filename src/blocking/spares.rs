@@ -14,13 +14,25 @@
 //!   a worker's place (until it passes the place on, see
 //!   [`baton`](super::baton)), or a helper's turn (until it is not needed,
 //!   see [`detect`](super::detect)). Between two pieces of work it takes the
-//!   oldest queued blocking job; else it waits, listed as idle, for a
-//!   piece of work in its [`Mailbox`] until `keep_alive` passes, and then
-//!   exits.
+//!   oldest queued blocking job (if fewer than `max` run); else it waits,
+//!   listed as idle, for a piece of work in its [`Mailbox`] until
+//!   `keep_alive` passes, and then exits.
+//! - The two kinds of work are counted apart, each capped at `max`:
+//!   `jobs`, the spares running a blocking job, and `turns`, those
+//!   standing in or helping. A count goes up under the lock when work is
+//!   handed out and down when the spare asks for its next work. So a
+//!   stand-in that holds a spare while its lender waits for a blocking job
+//!   never keeps that job from a spare of its own: the lender's wait ends
+//!   at every `max ≥ 1`. Live spares number at most `2 × max`: a new one
+//!   starts only when none is idle, so all others are counted.
 //! - Work goes to an idle spare (the most recently idle: the others time
-//!   out sooner), else to a new one while fewer than `max` exist. Past
-//!   `max` a blocking job joins a FIFO queue, and a stand-in or a helper
-//!   is refused (the worker blocks uncompensated).
+//!   out sooner), else to a new one. Past `max` running blocking jobs a
+//!   blocking job joins a FIFO queue (`try_submit` refuses it instead
+//!   past `max_queued` queued ones); past `max` turns a stand-in or a
+//!   helper is refused (the worker blocks uncompensated).
+//! - Each spare runs the user's `on_thread_start` hook before its first
+//!   work and `on_thread_stop` after its last, as a worker does: every job
+//!   of the pool runs where the user's per-thread set-up ran.
 //! - A new thread counts as one of the pool's live threads (`Registry`'s
 //!   `live_workers`) before it starts, and stops counting when it exits,
 //!   so `shutdown` waits for the spares too. Threads are started only
@@ -33,7 +45,8 @@
 //!   else to the pool's workers, so nothing is lost; a stand-in is
 //!   refused. The first such failure of a pool is reported on stderr.
 //! - `close` refuses new work; spares finish what they run and what is
-//!   queued (or cancel the queue, for `shutdown_now`), then exit.
+//!   queued (or cancel the queue, for `shutdown_now`: [`Spares::take_queued`]
+//!   takes the jobs no spare has started), then exit.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -46,8 +59,8 @@ use crate::observe::metrics::Tally;
 use crate::parker::Parker;
 use crate::priority::{self, WorkerPriority};
 use crate::registry::Registry;
-use crate::sync::{lock, thread, Arc, AtomicBool, Mutex, Ordering, StdArc};
-use crate::worker::WorkerThread;
+use crate::sync::{lock, mutant, thread, Arc, AtomicBool, Mutex, Ordering, StdArc};
+use crate::worker::{run_hook, WorkerThread};
 
 /// Names thread `i` of a pool.
 pub(crate) type NameFn = Box<dyn Fn(usize) -> String + Send + Sync>;
@@ -62,6 +75,18 @@ pub(crate) struct SpareConfig {
     pub(crate) name: Option<NameFn>,
     pub(crate) stack_size: Option<usize>,
     pub(crate) priority: WorkerPriority,
+    /// The most blocking jobs queued for `try_submit`
+    /// (`Builder::max_queued_blocking`); `None`: unbounded.
+    pub(crate) max_queued: Option<usize>,
+}
+
+/// Why [`Spares::try_submit`] refused a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `max_queued` blocking jobs wait for a spare.
+    Full,
+    /// The pool is shutting down.
+    Shutdown,
 }
 
 /// What a spare thread does next.
@@ -91,18 +116,50 @@ struct Mailbox {
     parker: StdArc<Parker>,
 }
 
+/// The two kinds of work a spare can run, each with its own cap (module
+/// docs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// A blocking job.
+    Job,
+    /// A stand-in's or a helper's turn: compensation.
+    Turn,
+}
+
+impl Work {
+    fn kind(&self) -> Kind {
+        match self {
+            Work::Job(_) => Kind::Job,
+            Work::StandIn(_) | Work::Help => Kind::Turn,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// No new work: the pool is shutting down.
     closed: bool,
     /// Live spare threads, started or about to be.
     threads: usize,
+    /// Spares running a blocking job now (at most `max`).
+    jobs: usize,
+    /// Spares running a stand-in's or a helper's turn now (at most `max`).
+    turns: usize,
     /// Spares started so far, to name the next one.
     started: usize,
     /// Idle spares, most recently idle last.
     idle: Vec<StdArc<Mailbox>>,
     /// Blocking jobs waiting for a spare (past `max`), oldest first.
     queue: VecDeque<JobRef>,
+}
+
+impl State {
+    fn running(&mut self, kind: Kind) -> &mut usize {
+        match kind {
+            Kind::Job => &mut self.jobs,
+            Kind::Turn => &mut self.turns,
+        }
+    }
 }
 
 /// A pool's spare threads (module docs).
@@ -145,15 +202,59 @@ impl Spares {
 
     /// Runs `job` (a blocking Task's cell) on a spare thread: an idle one,
     /// a new one, or the first to be free (module docs). Cancels it if the
-    /// pool is shutting down.
+    /// pool is shutting down. Never refused: past `max_queued` it is queued
+    /// all the same (and counted, so it delays the next `try_submit`).
     pub(crate) fn submit(&self, registry: &Arc<Registry>, job: JobRef) {
-        let mut state = lock(&self.state);
+        let state = lock(&self.state);
         if state.closed {
             drop(state);
             job.execute(Mode::Cancel, &registry.tally());
             return;
         }
-        if state.threads >= self.config.max && state.idle.is_empty() {
+        self.submit_locked(state, registry, job);
+    }
+
+    /// [`submit`](Self::submit) if the queue has room, asking `make` for the
+    /// job only then: a refusal allocates nothing and never blocks.
+    pub(crate) fn try_submit(
+        &self,
+        registry: &Arc<Registry>,
+        make: impl FnOnce() -> JobRef,
+    ) -> Result<(), Refused> {
+        let state = lock(&self.state);
+        if state.closed {
+            return Err(Refused::Shutdown);
+        }
+        let queues = state.jobs >= self.config.max;
+        if queues
+            && self
+                .config
+                .max_queued
+                .is_some_and(|bound| state.queue.len() >= bound)
+        {
+            return Err(Refused::Full);
+        }
+        // Made under the lock, so that the room it saw is still there: one
+        // allocation, no user code (the closure is only moved).
+        let job = make();
+        self.submit_locked(state, registry, job);
+        Ok(())
+    }
+
+    /// `submit` past the `closed` check.
+    fn submit_locked(
+        &self,
+        mut state: crate::sync::MutexGuard<'_, State>,
+        registry: &Arc<Registry>,
+        job: JobRef,
+    ) {
+        // The mutant counts stand-ins and helpers with the blocking jobs.
+        let counted = if mutant!("spares_turns_count_as_jobs") {
+            state.jobs + state.turns
+        } else {
+            state.jobs
+        };
+        if counted >= self.config.max {
             state.queue.push_back(job);
             return;
         }
@@ -174,11 +275,17 @@ impl Spares {
         }
     }
 
+    /// Takes every queued blocking job out (those no spare has started),
+    /// oldest first, for the caller to cancel or run.
+    pub(crate) fn take_queued(&self) -> VecDeque<JobRef> {
+        std::mem::take(&mut lock(&self.state).queue)
+    }
+
     /// Starts a stand-in for the worker whose place is `place` (an idle
     /// spare, or a new one); returns whether one took it.
     pub(crate) fn stand_in(&self, registry: &Arc<Registry>, place: Place) -> bool {
         let state = lock(&self.state);
-        if state.closed || (state.threads >= self.config.max && state.idle.is_empty()) {
+        if state.closed || state.turns >= self.config.max {
             return false;
         }
         self.dispatch(state, registry, Work::StandIn(place)).is_ok()
@@ -192,7 +299,7 @@ impl Spares {
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn help(&self, registry: &Arc<Registry>) -> bool {
         let state = lock(&self.state);
-        if state.threads >= self.config.max && state.idle.is_empty() {
+        if state.turns >= self.config.max {
             return false;
         }
         self.dispatch(state, registry, Work::Help).is_ok()
@@ -207,6 +314,8 @@ impl Spares {
         registry: &Arc<Registry>,
         work: Work,
     ) -> Result<(), Work> {
+        let kind = work.kind();
+        *state.running(kind) += 1;
         if let Some(mailbox) = state.idle.pop() {
             *lock(&mailbox.work) = Some(work);
             drop(state);
@@ -227,7 +336,10 @@ impl Spares {
             Ok(()) => Ok(()),
             Err(error) => {
                 self.report_failure(&error);
-                lock(&self.state).threads -= 1;
+                let mut state = lock(&self.state);
+                state.threads -= 1;
+                *state.running(kind) -= 1;
+                drop(state);
                 registry.workers_exited(1, None);
                 let work = lock(&mailbox.work).take();
                 Err(work.expect("a thread that never started took no work"))
@@ -255,7 +367,7 @@ impl Spares {
             }
             builder.spawn(move || {
                 priority::apply_to_current_thread(priority);
-                spare_main(&registry, &mailbox);
+                spare_main(&registry, &mailbox, index);
             })
         }));
         match started {
@@ -278,20 +390,29 @@ impl Spares {
         }
     }
 
-    /// The next work of the spare whose mailbox is `mailbox`, waiting for
-    /// it until `keep_alive` passes; `None` when the spare should exit
-    /// (it is uncounted then).
-    fn next(&self, mailbox: &StdArc<Mailbox>) -> Option<Work> {
+    /// The next work of the spare whose mailbox is `mailbox`, which has
+    /// just finished work of kind `finished`, waiting for it until
+    /// `keep_alive` passes; `None` when the spare should exit (it is
+    /// uncounted then).
+    fn next(&self, mailbox: &StdArc<Mailbox>, finished: Kind) -> Option<Work> {
         // Set on the first wait; `None` inside for a keep-alive too large
         // for an `Instant` (no expiry).
         let mut deadline: Option<Option<Instant>> = None;
+        let mut finished = Some(finished);
         loop {
             let mut state = lock(&self.state);
+            if let Some(kind) = finished.take() {
+                *state.running(kind) -= 1;
+            }
+            // Work in the mailbox was counted by whoever put it there.
             if let Some(work) = lock(&mailbox.work).take() {
                 return Some(work);
             }
-            if let Some(job) = state.queue.pop_front() {
-                return Some(Work::Job(job));
+            if state.jobs < self.config.max {
+                if let Some(job) = state.queue.pop_front() {
+                    state.jobs += 1;
+                    return Some(Work::Job(job));
+                }
             }
             let listed = state.idle.iter().any(|m| StdArc::ptr_eq(m, mailbox));
             let expired = deadline
@@ -329,15 +450,16 @@ impl Spares {
     /// resolve as cancelled), else the spares run them first. Called by
     /// the registry before any worker may exit (module docs).
     pub(crate) fn close(&self, cancel_queued: bool, tally: &Tally<'_>) {
-        let (idle, cancelled) = {
+        let idle = {
             let mut state = lock(&self.state);
             state.closed = true;
-            let cancelled = if cancel_queued {
-                std::mem::take(&mut state.queue)
-            } else {
-                VecDeque::new()
-            };
-            (std::mem::take(&mut state.idle), cancelled)
+            std::mem::take(&mut state.idle)
+        };
+        // Closed first: nothing joins the queue after this take.
+        let cancelled = if cancel_queued {
+            self.take_queued()
+        } else {
+            VecDeque::new()
         };
         for mailbox in idle {
             mailbox.parker.unpark();
@@ -351,12 +473,18 @@ impl Spares {
 /// The life of a spare thread: run the work it was started with, then
 /// whatever comes next, until it is idle for `keep_alive` or the pool
 /// closes.
-fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>) {
+fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>, index: usize) {
     // SAFETY: `registry` (an Arc this thread holds) outlives the guard.
     let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(registry) };
+    // The user's set-up runs before any job of the pool on this thread,
+    // and its tear-down after the last, as on a worker.
+    if let Some(hook) = &registry.on_start {
+        run_hook(|| hook(index));
+    }
     let spares = registry.spares();
     let mut work = lock(&mailbox.work).take();
     while let Some(next) = work {
+        let kind = next.kind();
         match next {
             Work::Job(job) => {
                 super::run_away_from(registry, || {
@@ -367,7 +495,10 @@ fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>) {
             Work::StandIn(place) => unsafe { WorkerThread::stand_in(place.0) },
             Work::Help => super::detect::help(registry),
         }
-        work = spares.next(mailbox);
+        work = spares.next(mailbox, kind);
+    }
+    if let Some(hook) = &registry.on_stop {
+        run_hook(|| hook(index));
     }
     registry.workers_exited(1, None);
 }
@@ -377,6 +508,8 @@ impl fmt::Debug for Spares {
         let state = lock(&self.state);
         f.debug_struct("Spares")
             .field("threads", &state.threads)
+            .field("jobs", &state.jobs)
+            .field("turns", &state.turns)
             .field("idle", &state.idle.len())
             .field("queued", &state.queue.len())
             .field("max", &self.config.max)

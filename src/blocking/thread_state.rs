@@ -8,11 +8,15 @@
 //! systems), and others that a pool's thread never shows while it runs a
 //! job (stopped, traced, zombie). Only `S` and `D` count as blocked.
 //!
-//! Each thread's file is opened once and re-read with `pread` at offset 0,
-//! which makes the kernel render it afresh: one system call per look. No
-//! `unsafe` here: std's `FileExt::read_at` is `pread`. Elsewhere there is
-//! no such file, so nothing is ever blocked and `Builder::detect_blocking`
-//! has no effect.
+//! A worker thread's file is opened once and re-read with `pread` at
+//! offset 0, which makes the kernel render it afresh: one system call per
+//! look. Any other thread (a stand-in, a helper: spare threads come and go,
+//! and their ids with them) is read through a file opened for that one
+//! look and closed at once: a pool that lives for weeks never holds a
+//! descriptor for a thread that is gone, and holds at most one per worker
+//! (closed when the detector exits, after the workers). No `unsafe` here:
+//! std's `FileExt::read_at` is `pread`. Elsewhere there is no such file,
+//! so nothing is ever blocked and `Builder::detect_blocking` has no effect.
 
 // Read only by the detector thread, which loom builds do not have.
 #![cfg_attr(loom, allow(dead_code))]
@@ -20,25 +24,25 @@
 use std::collections::HashMap;
 use std::fs::File;
 
-/// Cached `/proc` files of the threads looked at (module docs).
+/// Cached `/proc` files of the worker threads looked at (module docs).
 #[derive(Default)]
 pub(crate) struct ThreadStates {
+    /// Keyed by thread id; only threads that live as long as the pool's
+    /// workers (the callers say which), so at most one per worker.
     files: HashMap<u64, File>,
 }
-
-/// The most files kept open; past it the cache starts afresh (threads come
-/// and go: stand-ins, helpers).
-const MAX_OPEN: usize = 1024;
 
 impl ThreadStates {
     /// Whether thread `tid` of this process sleeps in the kernel (`S` or
     /// `D`); `None` if it cannot tell (no such thread any more, no `/proc`,
-    /// tid 0).
-    pub(crate) fn is_blocked(&mut self, tid: u64) -> Option<bool> {
+    /// tid 0). With `keep`, the thread is a worker, which lives as long as
+    /// the pool: its file stays open for the next look; else it is closed
+    /// before this returns.
+    pub(crate) fn is_blocked(&mut self, tid: u64, keep: bool) -> Option<bool> {
         if tid == 0 {
             return None;
         }
-        let state = self.read_state(tid);
+        let state = self.read_state(tid, keep);
         if state.is_none() {
             self.files.remove(&tid);
         }
@@ -46,17 +50,22 @@ impl ThreadStates {
     }
 
     #[cfg(target_os = "linux")]
-    fn read_state(&mut self, tid: u64) -> Option<u8> {
+    fn read_state(&mut self, tid: u64, keep: bool) -> Option<u8> {
+        use std::collections::hash_map::Entry;
         use std::os::unix::fs::FileExt;
 
-        if !self.files.contains_key(&tid) {
-            if self.files.len() >= MAX_OPEN {
-                self.files.clear();
+        let open = || File::open(format!("/proc/self/task/{tid}/stat")).ok();
+        // A file opened for this look only is dropped (closed) on return.
+        let once;
+        let file = if keep {
+            match self.files.entry(tid) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => entry.insert(open()?),
             }
-            let file = File::open(format!("/proc/self/task/{tid}/stat")).ok()?;
-            self.files.insert(tid, file);
-        }
-        let file = self.files.get(&tid)?;
+        } else {
+            once = open()?;
+            &once
+        };
         // `pid (comm) S ...`: comm may hold spaces and parentheses, so the
         // state follows the last `)`. 512 bytes hold the state: comm is at
         // most 16 bytes.
@@ -66,8 +75,14 @@ impl ThreadStates {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn read_state(&mut self, _tid: u64) -> Option<u8> {
+    fn read_state(&mut self, _tid: u64, _keep: bool) -> Option<u8> {
         None
+    }
+
+    /// Files held open now.
+    #[cfg(test)]
+    fn open_files(&self) -> usize {
+        self.files.len()
     }
 }
 
@@ -93,7 +108,7 @@ mod tests {
     fn reads_this_thread_as_running_and_a_sleeper_as_blocked() {
         let mut states = ThreadStates::default();
         let me = crate::observe::stack::current_tid().unwrap() as u64;
-        assert_eq!(states.is_blocked(me), Some(false));
+        assert_eq!(states.is_blocked(me, true), Some(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let sleeper = std::thread::spawn(move || {
@@ -104,13 +119,15 @@ mod tests {
         let tid = rx.recv().unwrap();
         // It blocks in `recv` (a futex): poll until the state shows it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while states.is_blocked(tid) != Some(true) {
+        while states.is_blocked(tid, false) != Some(true) {
             assert!(std::time::Instant::now() < deadline, "never seen blocked");
             std::thread::yield_now();
         }
         done_tx.send(()).unwrap();
         sleeper.join().unwrap();
-        assert_eq!(states.is_blocked(tid), None);
-        assert_eq!(states.is_blocked(0), None);
+        assert_eq!(states.is_blocked(tid, false), None);
+        assert_eq!(states.is_blocked(0, true), None);
+        // Only the kept thread's file stays open.
+        assert_eq!(states.open_files(), 1);
     }
 }

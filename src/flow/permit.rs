@@ -39,7 +39,8 @@ impl<F> TrySpawnError<F> {
 
     /// The pool's queue held [`max_queued`](crate::Builder::max_queued) jobs
     /// waiting to start (or a [`reserve`](Pool::reserve) waiter was first in
-    /// line for the next free slot).
+    /// line for the next free slot); from [`Pool::try_spawn_blocking`], the
+    /// blocking queue held [`max_queued_blocking`](crate::Builder::max_queued_blocking).
     #[must_use]
     pub fn is_full(&self) -> bool {
         self.full
