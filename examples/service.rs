@@ -222,7 +222,8 @@ impl App {
         };
         // Shed before reading the body: a slot in the pool's queue now, or
         // a 503 at once. (With the closure in hand, `pool.try_spawn(job)`
-        // does the same.)
+        // does the same; `offload::spawn(job)` queues on the global pool
+        // without asking, past any bound.)
         let Ok(permit) = self.pool.try_reserve() else {
             return busy();
         };
