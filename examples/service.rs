@@ -101,8 +101,8 @@ pub async fn serve(
     // The stall detector: a future that the loop must poll now and then.
     // A watcher thread notices when it does not, and reports the loop
     // thread's stack while the loop is still stuck. (With offload's cargo
-    // feature `tracing`, `.on_stall(offload::Stall::trace)` does the same
-    // as `report_stall`, with the fields named in its docs.)
+    // feature `tracing`, `.on_stall(offload::Stall::trace)` is a ready-made
+    // `report_stall`: WARN while the stall lasts, INFO once it is over.)
     let watch = offload::LoopWatch::new(config.stall_threshold).on_stall(report_stall);
     let app = Arc::new(App {
         pool,

@@ -350,7 +350,7 @@ fn a_full_cpu_queue_is_a_503() {
     let mut queued = server
         .pool
         .try_spawn(gated(&started_tx, &gate))
-        .unwrap_or_else(|_| panic!("the queue's one slot is free"));
+        .expect("the queue's one slot is free");
 
     let shed = request(server.addr, "POST", "/hash?rounds=1", "secret");
     assert_eq!(
@@ -385,7 +385,7 @@ fn a_full_blocking_queue_is_a_503() {
     let mut queued = server
         .pool
         .try_spawn_blocking(gated(&started_tx, &gate))
-        .unwrap_or_else(|_| panic!("the queue's one place is free"));
+        .expect("the queue's one place is free");
 
     assert_eq!(get(server.addr, "/city?name=Paris").status, 503);
     // CPU work does not wait for the blocking jobs.
