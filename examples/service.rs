@@ -3,11 +3,11 @@
 //! every piece of work that could hold it up sent to the offload pool.
 //!
 //! ```text
-//! cargo run --example service                   # listens on 127.0.0.1:3000
-//! curl -d secret '127.0.0.1:3000/hash?rounds=1000000'   # CPU work, on a worker
-//! curl '127.0.0.1:3000/city?name=Paris'                 # a SQLite query, on a spare thread
-//! curl 127.0.0.1:3000/metrics                           # the pool's and the loop's figures
-//! curl '127.0.0.1:3000/stall?ms=300'   # blocks the loop on purpose: watch the log
+//! cargo run --example service          # on 127.0.0.1:3000; `-- IP:PORT` for another
+//! curl -d secret '127.0.0.1:3000/hash?rounds=1000000'  # CPU work, on a worker
+//! curl '127.0.0.1:3000/city?name=Paris'  # a SQLite query, on a spare thread
+//! curl 127.0.0.1:3000/metrics            # the pool's and the loop's figures
+//! curl '127.0.0.1:3000/stall?ms=300'     # blocks the loop on purpose: see the log
 //! ```
 //!
 //! What it shows, route by route:
@@ -79,7 +79,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         timeout: Duration::from_secs(10),
         stall_threshold: Duration::from_millis(100),
     };
-    let listener = TcpListener::bind("127.0.0.1:3000").await?;
+    let addr = std::env::args().nth(1);
+    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:3000")).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
