@@ -300,11 +300,6 @@ fn every_route_answers() {
     assert_eq!(hash.body, format!("{expected:016x}\n"));
     assert_eq!(request(addr, "POST", "/hash", "secret").status, 400);
     assert_eq!(request(addr, "POST", "/hash?rounds=x", "").status, 400);
-    let too_big = "x".repeat(65 << 10);
-    assert_eq!(
-        request(addr, "POST", "/hash?rounds=1", &too_big).status,
-        400
-    );
 
     let city = get(addr, "/city?name=Paris");
     assert_eq!(
