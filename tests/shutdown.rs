@@ -832,10 +832,12 @@ fn jobs_spawned_by_running_jobs_after_the_last_handle_is_dropped_still_run() {
             .unwrap();
         assert_eq!(rt.block_on(chained).unwrap(), 15);
         assert_eq!(smol::block_on(blocking).unwrap(), 3);
-        // Then, with no work left, both threads exit.
+        // Then, with no work left, both workers exit, and so does the
+        // spare thread that ran the blocking job (spares run the stop
+        // hook too, with indices from `threads` on).
         let mut stopped: Vec<usize> = stops.iter().collect();
         stopped.sort_unstable();
-        assert_eq!(stopped, [0, 1]);
+        assert!(stopped.len() >= 3 && stopped[..2] == [0, 1], "{stopped:?}");
     });
 }
 
