@@ -1133,8 +1133,10 @@ impl Builder {
     /// (a thread-local connection, an attached JVM, affinity, a tracing
     /// subscriber) is there for every job: `spawn_blocking` jobs, and the
     /// CPU jobs that a spare thread runs while it stands in for a blocked
-    /// worker or helps. A panic in the hook is reported by the panic hook
-    /// and then ignored: the thread serves as usual.
+    /// worker or helps. A table indexed by `i` must therefore hold more
+    /// than `threads` entries (or skip `i >= threads`). A panic in the hook
+    /// is reported by the panic hook and then ignored: the thread serves as
+    /// usual.
     ///
     /// ```
     /// use std::cell::Cell;

@@ -197,7 +197,9 @@ fn symbolize(addresses: &[usize]) -> Vec<Frame> {
 /// `::`; the C library's and the loader's frames have none) outside the
 /// standard library, the executors and offload.
 pub(crate) fn is_application(frame: &Frame) -> bool {
-    const NOT_APPLICATION: [&str; 10] = [
+    // The runtimes, executors and server frameworks a loop's stack passes
+    // through on its way to the application's handler.
+    const NOT_APPLICATION: [&str; 17] = [
         "std::",
         "core::",
         "alloc::",
@@ -205,9 +207,16 @@ pub(crate) fn is_application(frame: &Frame) -> bool {
         "smol::",
         "async_executor::",
         "async_task::",
+        "async_io::",
         "futures::",
         "futures_",
         "offload::",
+        "hyper::",
+        "hyper_util::",
+        "h2::",
+        "tower::",
+        "axum::",
+        "tracing::",
     ];
     let Some(name) = frame.function() else {
         return false;

@@ -356,8 +356,9 @@ impl Stall {
     }
 
     /// The first frame of the stack that is the application's own: a Rust
-    /// function outside std, core, alloc, tokio, smol, async-executor,
-    /// futures and offload.
+    /// function outside std, core, alloc, the runtimes and executors
+    /// (tokio, smol, async-executor, async-io, futures), the server
+    /// frameworks (hyper, h2, tower, axum), tracing and offload.
     pub fn application_frame(&self) -> Option<&Frame> {
         self.stack()
             .unwrap_or_default()
