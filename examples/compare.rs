@@ -695,7 +695,7 @@ fn calibrate() -> (u64, Duration) {
 /// late as they are.
 #[cfg(target_os = "linux")]
 async fn ticker(stop: Arc<AtomicBool>) -> std::io::Result<Vec<Duration>> {
-    use support::clock::{arm, monotonic_ns, timerfd};
+    use support::clock::{arm, expirations, monotonic_ns, timerfd};
 
     let fd = timerfd()?;
     let period = TICK.as_nanos() as u64;
@@ -705,30 +705,12 @@ async fn ticker(stop: Arc<AtomicBool>) -> std::io::Result<Vec<Duration>> {
     let mut lateness = Vec::with_capacity(1024);
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let mut guard = fd.readable().await?;
-        let read = guard.try_io(|fd| {
-            let mut expirations = 0u64;
-            // SAFETY: reads 8 bytes into `expirations` from our timerfd.
-            let n = unsafe {
-                libc::read(
-                    std::os::fd::AsRawFd::as_raw_fd(fd.get_ref()),
-                    (&mut expirations as *mut u64).cast(),
-                    8,
-                )
-            };
-            if n == 8 {
-                Ok(expirations)
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-        if let Ok(expirations) = read {
-            let now = monotonic_ns();
-            for _ in 0..expirations? {
-                ticks += 1;
-                let due = start + ticks * period;
-                lateness.push(Duration::from_nanos(now.saturating_sub(due)));
-            }
+        let expirations = expirations(&fd).await?;
+        let now = monotonic_ns();
+        for _ in 0..expirations {
+            ticks += 1;
+            let due = start + ticks * period;
+            lateness.push(Duration::from_nanos(now.saturating_sub(due)));
         }
     }
     Ok(lateness)

@@ -156,7 +156,7 @@ mod linux {
 
     /// A 1 ms ticker on the current runtime until `stop`: each tick's lateness.
     async fn ticker(stop: Arc<AtomicBool>) -> std::io::Result<Vec<Duration>> {
-        use super::support::clock::{arm, monotonic_ns, timerfd};
+        use super::support::clock::{arm, expirations, monotonic_ns, timerfd};
         let fd = timerfd()?;
         let period = 1_000_000u64;
         let start = monotonic_ns();
@@ -164,31 +164,13 @@ mod linux {
         let mut lateness = Vec::new();
         let mut ticks = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let mut guard = fd.readable().await?;
-            let read = guard.try_io(|fd| {
-                let mut expirations = 0u64;
-                // SAFETY: reads 8 bytes into `expirations` from our timerfd.
-                let n = unsafe {
-                    libc::read(
-                        std::os::fd::AsRawFd::as_raw_fd(fd.get_ref()),
-                        (&mut expirations as *mut u64).cast(),
-                        8,
-                    )
-                };
-                if n == 8 {
-                    Ok(expirations)
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-            if let Ok(expirations) = read {
-                let now = monotonic_ns();
-                for _ in 0..expirations? {
-                    ticks += 1;
-                    lateness.push(Duration::from_nanos(
-                        now.saturating_sub(start + ticks * period),
-                    ));
-                }
+            let expirations = expirations(&fd).await?;
+            let now = monotonic_ns();
+            for _ in 0..expirations {
+                ticks += 1;
+                lateness.push(Duration::from_nanos(
+                    now.saturating_sub(start + ticks * period),
+                ));
             }
         }
         Ok(lateness)

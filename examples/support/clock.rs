@@ -67,3 +67,32 @@ pub fn arm(fd: &AsyncFd<OwnedFd>, deadline_ns: u64, period_ns: u64) -> std::io::
     }
     Ok(())
 }
+
+/// Waits until `fd` (a [`timerfd`]) has expired at least once, and returns
+/// how many times it expired since the last read.
+#[cfg(target_os = "linux")]
+pub async fn expirations(fd: &AsyncFd<OwnedFd>) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut guard = fd.readable().await?;
+        let read = guard.try_io(|fd| {
+            let mut expirations = 0u64;
+            // SAFETY: reads 8 bytes into `expirations` from our timerfd.
+            let n = unsafe {
+                libc::read(
+                    fd.get_ref().as_raw_fd(),
+                    (&mut expirations as *mut u64).cast(),
+                    8,
+                )
+            };
+            if n == 8 {
+                Ok(expirations)
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        if let Ok(expirations) = read {
+            return expirations;
+        }
+    }
+}
