@@ -1130,7 +1130,7 @@ fn print_goals(goals: &[Goal], markdown: bool) {
         }
     } else {
         for g in goals {
-            println!("{:<48}{:<8}{}", g.name, verdict(g.met), g.figure);
+            println!("{:<48}{:<10}{}", g.name, verdict(g.met), g.figure);
         }
     }
 }
