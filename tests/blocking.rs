@@ -611,7 +611,12 @@ fn a_job_inside_blocking_that_waits_for_spawn_blocking_completes_at_every_cap() 
             started_rx.recv().unwrap();
             let behind = pool.spawn(thread_name);
             go_tx.send(()).unwrap();
-            assert_eq!(behind.wait().unwrap(), "starve1", "ran on the stand-in");
+            // Usually the stand-in runs it ("starve1"), but the lender may
+            // come back before the stand-in reached it, and then runs it
+            // itself: either way it runs, and the point is that the waiter
+            // gets its answer while the stand-in holds a spare.
+            let ran_on = behind.wait().unwrap();
+            assert!(ran_on == "starve0" || ran_on == "starve1", "{ran_on}");
             assert_eq!(waiter.wait().unwrap(), ("starve0".to_owned(), 42));
         });
     }
