@@ -16,14 +16,16 @@
 #[allow(dead_code)]
 #[path = "../examples/server/app.rs"]
 mod app;
+mod client;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use app::{Config, Flavor, JobEvent, Mode};
+use client::{receive, Reply};
 
 /// The bound on every wait: a server that hangs fails the test instead.
 const WAIT: Duration = Duration::from_secs(10);
@@ -145,19 +147,9 @@ fn wait_for(events: &mpsc::Receiver<JobEvent>, want: &[JobEvent]) {
     }
 }
 
-/// A response: status code and body.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: String,
-}
-
 /// Connects to `addr` with every read and write bounded by [`WAIT`].
 fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
-    stream
+    client::connect(addr, WAIT)
 }
 
 /// Writes a request for `target`; with `close`, one that asks the server
@@ -169,37 +161,6 @@ fn send(stream: &mut TcpStream, method: &str, target: &str, close: bool) {
         "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n"
     )
     .expect("write the request");
-}
-
-/// Reads one response (hyper sends a `content-length` with every one).
-fn receive(reader: &mut BufReader<TcpStream>) -> Reply {
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("read the status line");
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not a status line: {line:?}"));
-    let mut length = 0;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("read a header");
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().expect("a content-length");
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).expect("read the body");
-    Reply {
-        status,
-        body: String::from_utf8(body).expect("a UTF-8 body"),
-    }
 }
 
 /// One request on a connection of its own.

@@ -11,11 +11,12 @@
 //! them to each server's channel; every wait is bounded by [`WAIT`], and
 //! nothing sleeps.
 
+mod client;
 #[allow(dead_code)]
 #[path = "../examples/service.rs"]
 mod service;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -205,17 +206,8 @@ impl Drop for Server {
 
 // ---- a client --------------------------------------------------------------
 
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: String,
-}
-
 fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
-    stream
+    client::connect(addr, WAIT)
 }
 
 /// Writes a request, kept alive so that hyper watches the connection
@@ -229,37 +221,12 @@ fn send(stream: &mut TcpStream, method: &str, target: &str, body: &str) {
     .expect("write the request");
 }
 
-/// Reads one response (hyper sends a `content-length` with every one).
+/// Reads one response.
 fn receive(stream: TcpStream) -> Reply {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("read the status line");
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not a status line: {line:?}"));
-    let mut length = 0;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("read a header");
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().expect("a content-length");
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).expect("read the body");
-    Reply {
-        status,
-        body: String::from_utf8(body).expect("a UTF-8 body"),
-    }
+    client::receive(&mut BufReader::new(stream))
 }
+
+use client::Reply;
 
 fn request(addr: SocketAddr, method: &str, target: &str, body: &str) -> Reply {
     let mut stream = connect(addr);
