@@ -24,6 +24,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use crate::flow::cancel::{self, CancelScope};
+use crate::job_priority::Priority;
 use crate::latch::Latch;
 use crate::observe::metrics::Tally;
 use crate::sync::{AtomicPtr, UnsafeCell};
@@ -50,6 +51,9 @@ pub(crate) struct JobHeader {
     /// without running anything: `shutdown_now` takes such jobs out of the
     /// queues at once (see [`crate::registry`]). Never changes.
     task: bool,
+    /// The job's priority: the lane it is queued in, and the running
+    /// priority while it runs (see [`crate::job_priority`]). Never changes.
+    priority: Priority,
 }
 
 impl JobHeader {
@@ -59,7 +63,13 @@ impl JobHeader {
             execute_fn,
             next: AtomicPtr::new(ptr::null_mut()),
             task: false,
+            priority: Priority::Normal,
         }
+    }
+
+    /// This header, for a job of `priority`.
+    pub(crate) fn with_priority(self, priority: Priority) -> Self {
+        Self { priority, ..self }
     }
 
     /// [`new`](Self::new), for a Task's job.
@@ -101,6 +111,13 @@ impl JobRef {
         // SAFETY: the constructor's contract: the header is live while the
         // JobRef is held, and `task` is written before it is shared.
         unsafe { self.0.as_ref().task }
+    }
+
+    /// The job's priority (see `JobHeader::priority`).
+    #[inline]
+    pub(crate) fn priority(self) -> Priority {
+        // SAFETY: as for `is_task`.
+        unsafe { self.0.as_ref().priority }
     }
 
     /// Executes the job; a Task's job counts itself in `tally`, the
@@ -170,9 +187,11 @@ where
     F: FnOnce() -> R + Send,
     R: Send,
 {
-    pub(crate) fn new(func: F, latch: Latch) -> Self {
+    /// A job of `priority` (the running priority of the job that makes
+    /// it, for a `join` half; see [`crate::job_priority`]).
+    pub(crate) fn new(func: F, latch: Latch, priority: Priority) -> Self {
         Self {
-            header: JobHeader::new(Self::execute),
+            header: JobHeader::new(Self::execute).with_priority(priority),
             func: UnsafeCell::new(Some(func)),
             result: UnsafeCell::new(JobResult::None),
             latch,
@@ -258,7 +277,8 @@ where
     /// waits for every job it spawned before its borrows end).
     pub(crate) unsafe fn into_job_ref(func: F) -> JobRef {
         let boxed = Box::new(HeapJob {
-            header: JobHeader::new(Self::execute),
+            // The spawning job's priority (see `crate::job_priority`).
+            header: JobHeader::new(Self::execute).with_priority(crate::job_priority::current()),
             func,
             cancel: cancel::current(),
         });

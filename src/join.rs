@@ -48,6 +48,7 @@ use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::job::{JobRef, JobResult, StackJob};
+use crate::job_priority::Priority;
 use crate::latch::Latch;
 use crate::registry::Registry;
 use crate::sync::Arc;
@@ -81,7 +82,12 @@ where
 /// one of its helpers (which has no place to share halves from, see
 /// [`crate::blocking::detect`]), both halves in turn on the helper; else on
 /// a worker, the caller waiting.
-pub(crate) fn join_in<A, B, RA, RB>(registry: &Arc<Registry>, a: A, b: B) -> (RA, RB)
+pub(crate) fn join_in<A, B, RA, RB>(
+    registry: &Arc<Registry>,
+    priority: Priority,
+    a: A,
+    b: B,
+) -> (RA, RB)
 where
     A: FnOnce() -> RA + Send,
     B: FnOnce() -> RB + Send,
@@ -91,7 +97,7 @@ where
     if crate::blocking::detect::is_helping(registry) {
         return join_inline(a, b);
     }
-    in_worker(registry, |worker| join_on_worker(worker, a, b))
+    in_worker(registry, priority, |worker| join_on_worker(worker, a, b))
 }
 
 /// `a()` then `b()`; if `a` panics, `b` runs while the panic unwinds.
@@ -151,7 +157,8 @@ where
     // worker's deque), and they keep the pool, and so this worker's
     // parker, alive.
     let latch = unsafe { Latch::for_worker(worker.parker()) };
-    let job_b = StackJob::new(b, latch);
+    // The half inherits the running job's priority, and so its lane.
+    let job_b = StackJob::new(b, latch, worker.running_priority());
     // SAFETY: `job_b` stays on this stack until it is taken back (and run
     // inline) or its latch is set: `reclaim` waits for one of them, on the
     // normal path and, through the guard, when `a` unwinds.

@@ -100,6 +100,7 @@ mod flow;
 mod idle;
 mod injector;
 mod job;
+mod job_priority;
 mod join;
 mod latch;
 mod observe;
@@ -125,6 +126,7 @@ pub use blocking::blocking;
 pub use error::JoinError;
 pub use flow::cancel::{is_cancelled, stop_if_cancelled};
 pub use flow::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
+pub use job_priority::Priority;
 pub use observe::histogram::Histogram;
 pub use observe::metrics::Metrics;
 pub use observe::stack::Frame;
@@ -161,8 +163,10 @@ where
     T: Send + 'static,
 {
     WorkerThread::with_current(|worker| match worker {
-        Some(worker) => pool::spawn_on(worker.registry(), job),
-        None => blocking::with_away_or_global(|registry| pool::spawn_on(registry, job)),
+        Some(worker) => pool::spawn_on(worker.registry(), worker.running_priority(), job),
+        None => blocking::with_away_or_global(|registry| {
+            pool::spawn_on(registry, job_priority::off_worker(), job)
+        }),
     })
 }
 
@@ -189,8 +193,10 @@ where
     T: Send + 'static,
 {
     WorkerThread::with_current(|worker| match worker {
-        Some(worker) => pool::spawn_blocking_on(worker.registry(), job),
-        None => blocking::with_away_or_global(|registry| pool::spawn_blocking_on(registry, job)),
+        Some(worker) => pool::spawn_blocking_on(worker.registry(), worker.running_priority(), job),
+        None => blocking::with_away_or_global(|registry| {
+            pool::spawn_blocking_on(registry, job_priority::off_worker(), job)
+        }),
     })
 }
 
@@ -219,7 +225,8 @@ where
         // `a` runs here, in the caller's context already.
         Some(worker) => join_on_worker(worker, a, context::wrap(b)),
         None => blocking::with_away_or_global(|registry| {
-            join::join_in(registry, context::wrap(a), context::wrap(b))
+            let priority = job_priority::off_worker();
+            join::join_in(registry, priority, context::wrap(a), context::wrap(b))
         }),
     })
 }
@@ -249,7 +256,8 @@ where
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
         None => blocking::with_away_or_global(|registry| {
-            scope::scope_in(registry, scope::in_current_context(op))
+            let priority = job_priority::off_worker();
+            scope::scope_in(registry, priority, scope::in_current_context(op))
         }),
     })
 }

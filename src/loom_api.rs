@@ -38,7 +38,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = crate::task::new_task(func, None, 0);
+    let (job, task) = crate::task::new_task(func, None, 0, crate::Priority::Normal);
     (Job(job), task)
 }
 
@@ -226,7 +226,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = crate::task::new_task(func, Some(slot.0), 0);
+    let (job, task) = crate::task::new_task(func, Some(slot.0), 0, crate::Priority::Normal);
     (Job(job), task)
 }
 

@@ -12,14 +12,14 @@ use crate::blocking::spares::{NameFn, SpareConfig};
 use crate::context::Context as JobContext;
 use crate::flow::slots::Slot;
 use crate::flow::{Permit, Reserve, TryReserveError, TrySpawnError};
+use crate::job_priority::Priority;
 use crate::observe::metrics::SAMPLE_EVERY;
 use crate::priority::{self, WorkerPriority};
-use crate::queue::Worker;
 use crate::registry::{Hook, Registry};
 use crate::scope::Scope;
 use crate::sync::{thread, Arc};
 use crate::task::{new_task, Task};
-use crate::worker::{in_worker, WorkerThread};
+use crate::worker::{in_worker, WorkerDeques, WorkerThread};
 
 /// A work-stealing pool of CPU worker threads, one per core by default.
 ///
@@ -58,6 +58,8 @@ use crate::worker::{in_worker, WorkerThread};
 /// A spawn after shutdown returns a Task that is already cancelled.
 pub struct Pool {
     registry: Arc<Registry>,
+    /// What this handle's submissions carry (see [`Pool::with_priority`]).
+    priority: Priority,
 }
 
 impl Pool {
@@ -122,7 +124,82 @@ impl Pool {
 
     fn from_registry(registry: Arc<Registry>) -> Pool {
         registry.add_handle();
-        Pool { registry }
+        Pool {
+            registry,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// A handle to the same pool whose submissions carry `priority`:
+    /// [`spawn`](Pool::spawn), [`try_spawn`](Pool::try_spawn),
+    /// [`reserve`](Pool::reserve) and [`try_reserve`](Pool::try_reserve)
+    /// (their [`Permit::spawn`](crate::Permit::spawn)),
+    /// [`spawn_blocking`](Pool::spawn_blocking) and
+    /// [`try_spawn_blocking`](Pool::try_spawn_blocking); and
+    /// [`join`](Pool::join), [`scope`](Pool::scope) and
+    /// [`install`](Pool::install) called from outside the pool. Handles
+    /// clone as any `Pool` does (a clone keeps the priority) and share
+    /// everything else: the threads, the bound, the shutdown, and
+    /// [`metrics`](Pool::metrics), which stay whole-pool.
+    ///
+    /// Work started inside a job inherits the job's priority: the halves of
+    /// its [`join`](crate::join)s, the jobs of its [`scope`](crate::scope)s,
+    /// and its [`offload::spawn`](crate::spawn) and
+    /// [`offload::spawn_blocking`](crate::spawn_blocking) calls.
+    ///
+    /// The rules:
+    ///
+    /// - **Most urgent first.** A free worker starts the most urgent job it
+    ///   can find (in its own deque, the queues of jobs from outside, the
+    ///   other workers' deques) before a less urgent one. A running job is
+    ///   never interrupted: a `High` job that arrives while every worker
+    ///   runs a `Low` one waits for the first of them to end. Queued
+    ///   `spawn_blocking` jobs start in priority order too.
+    /// - **No starvation.** While more urgent jobs are queued, every 8th
+    ///   job a worker starts is the oldest job of a less urgent lane
+    ///   (`Normal` and `Low` taking turns when both wait): under a
+    ///   permanent flood of `High` jobs, `Low` jobs still get at least one
+    ///   start in 16 of each worker, one in 8 when no `Normal` job waits.
+    /// - **A pool that uses only `Normal` pays nothing measurable**: its
+    ///   workers read one more counter, which stays zero, per look for work.
+    /// - **Backpressure is shared.** [`Builder::max_queued`] bounds the
+    ///   queued jobs of every priority together, and a `High` `try_spawn`
+    ///   is refused at the bound as a `Low` one is: the bound caps the
+    ///   memory and the queueing a pool accepts, which every job costs
+    ///   whatever its priority. (A server that must admit urgent requests
+    ///   past a full background queue bounds the background submissions
+    ///   itself, for instance with a semaphore.)
+    ///
+    /// ```
+    /// use offload::Priority;
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// let background = pool.with_priority(Priority::Low);
+    /// let urgent = pool.with_priority(Priority::High);
+    /// let batch: Vec<_> = (0..100u64).map(|i| background.spawn(move || i)).collect();
+    /// // Starts before the queued background jobs (bar one in 8 per worker).
+    /// assert_eq!(urgent.spawn(|| 6 * 7).await.unwrap(), 42);
+    /// assert_eq!(urgent.priority(), Priority::High);
+    /// for task in batch {
+    ///     task.await.unwrap();
+    /// }
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn with_priority(&self, priority: Priority) -> Pool {
+        self.clone().with_priority_moved(priority)
+    }
+
+    /// The priority this handle's submissions carry (`Normal` unless it was
+    /// made by [`with_priority`](Pool::with_priority)).
+    #[must_use]
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    fn with_priority_moved(mut self, priority: Priority) -> Pool {
+        self.priority = priority;
+        self
     }
 
     /// The number of worker threads.
@@ -260,7 +337,7 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        spawn_on(&self.registry, job)
+        spawn_on(&self.registry, self.priority, job)
     }
 
     /// Runs `job`, a blocking call (a sync HTTP client, a sync database
@@ -319,7 +396,7 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        spawn_blocking_on(&self.registry, job)
+        spawn_blocking_on(&self.registry, self.priority, job)
     }
 
     /// [`Builder::max_blocking_threads`]: the most spare threads at once.
@@ -390,6 +467,7 @@ impl Pool {
                 keeping_alive(registry, job),
                 None,
                 registry.tally().spawned(),
+                self.priority,
             );
             task = Some(made);
             cell
@@ -463,7 +541,7 @@ impl Pool {
                 }
             },
         };
-        Ok(spawn_with_slot(&self.registry, job, slot))
+        Ok(spawn_with_slot(&self.registry, self.priority, job, slot))
     }
 
     /// Waits for a free slot in the pool's queue and reserves it: a future
@@ -583,6 +661,7 @@ impl Pool {
     {
         crate::join::join_in(
             &self.registry,
+            self.priority,
             crate::context::wrap(a),
             crate::context::wrap(b),
         )
@@ -600,7 +679,11 @@ impl Pool {
         OP: FnOnce(&Scope<'scope>) -> R + Send,
         R: Send,
     {
-        crate::scope::scope_in(&self.registry, crate::scope::in_current_context(op))
+        crate::scope::scope_in(
+            &self.registry,
+            self.priority,
+            crate::scope::in_current_context(op),
+        )
     }
 
     /// Runs `op` on a worker of this pool, blocking the caller until it
@@ -630,7 +713,7 @@ impl Pool {
             return op();
         }
         let op = crate::context::wrap(op);
-        in_worker(&self.registry, |_| op())
+        in_worker(&self.registry, self.priority, |_| op())
     }
 
     /// Stops accepting jobs, runs every queued job, and waits for the
@@ -779,7 +862,7 @@ impl Default for Pool {
 
 impl Clone for Pool {
     fn clone(&self) -> Self {
-        Pool::from_registry(Arc::clone(&self.registry))
+        Pool::from_registry(Arc::clone(&self.registry)).with_priority_moved(self.priority)
     }
 }
 
@@ -798,6 +881,7 @@ impl fmt::Debug for Pool {
             .field("threads", &self.threads())
             .field("terminating", &self.registry.is_terminating())
             .field("max_queued", &self.max_queued())
+            .field("priority", &self.priority)
             .finish()
     }
 }
@@ -1203,8 +1287,14 @@ impl Builder {
                 "offload: max_queued_blocking must be at least 1 (a pool must admit a job)",
             ));
         }
-        let deques: Vec<Worker<_>> = (0..threads).map(|_| Worker::new_lifo()).collect();
-        let stealers = deques.iter().map(Worker::stealer).collect();
+        let deques: Vec<WorkerDeques> = (0..threads).map(|_| WorkerDeques::new()).collect();
+        let stealers = deques.iter().map(|d| d.normal.stealer()).collect();
+        let lane_stealers = [0, 1].map(|lane| {
+            deques
+                .iter()
+                .map(|d| d.lanes[lane].stealer())
+                .collect::<Box<[_]>>()
+        });
         let spares = SpareConfig {
             max: self
                 .max_blocking_threads
@@ -1220,6 +1310,7 @@ impl Builder {
         let detect_blocking = DETECTION_AVAILABLE && self.detect_blocking.unwrap_or(true);
         let registry = Arc::new(Registry::new(
             stealers,
+            lane_stealers,
             self.on_start,
             self.on_stop,
             self.max_queued,
@@ -1344,35 +1435,45 @@ impl fmt::Debug for Builder {
 }
 
 /// [`Pool::spawn`] on `registry`.
-pub(crate) fn spawn_on<F, T>(registry: &Arc<Registry>, job: F) -> Task<T>
+pub(crate) fn spawn_on<F, T>(registry: &Arc<Registry>, priority: Priority, job: F) -> Task<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let slot = registry.slots().map(Slot::forced);
-    spawn_with_slot(registry, job, slot)
+    spawn_with_slot(registry, priority, job, slot)
 }
 
-/// Queues `job` on `registry`, holding `slot` until it starts.
-pub(crate) fn spawn_with_slot<F, T>(registry: &Arc<Registry>, job: F, slot: Option<Slot>) -> Task<T>
+/// Queues `job` on `registry` at `priority`, holding `slot` until it
+/// starts.
+pub(crate) fn spawn_with_slot<F, T>(
+    registry: &Arc<Registry>,
+    priority: Priority,
+    job: F,
+    slot: Option<Slot>,
+) -> Task<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let spawned_at = registry.tally().spawned();
-    let (job, task) = new_task(keeping_alive(registry, job), slot, spawned_at);
+    let (job, task) = new_task(keeping_alive(registry, job), slot, spawned_at, priority);
     registry.submit(job);
     task
 }
 
 /// [`Pool::spawn_blocking`] on `registry`.
-pub(crate) fn spawn_blocking_on<F, T>(registry: &Arc<Registry>, job: F) -> Task<T>
+pub(crate) fn spawn_blocking_on<F, T>(
+    registry: &Arc<Registry>,
+    priority: Priority,
+    job: F,
+) -> Task<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let spawned_at = registry.tally().spawned();
-    let (job, task) = new_task(keeping_alive(registry, job), None, spawned_at);
+    let (job, task) = new_task(keeping_alive(registry, job), None, spawned_at, priority);
     registry.spares().submit(registry, job);
     task
 }

@@ -67,6 +67,7 @@ use crate::blocking::spares::{SpareConfig, Spares};
 use crate::flow::slots::Slots;
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
+use crate::job_priority::Lanes;
 use crate::observe::metrics::{PoolFigures, PoolStats, Tally};
 use crate::queue::{Steal, Stealer};
 use crate::sleep::{Sleep, Spinning};
@@ -113,6 +114,9 @@ pub(crate) struct Registry {
     /// [`crate::blocking::detect`]).
     place_jobs: Injector,
     stealers: Box<[Stealer<JobRef>]>,
+    /// The `High` and `Low` lanes: `injector` and `stealers` are the
+    /// `Normal` one's (see [`crate::job_priority`]).
+    lanes: Lanes,
     pub(crate) sleep: Sleep,
     flags: AtomicUsize,
     live_workers: AtomicUsize,
@@ -145,6 +149,7 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new(
         stealers: Box<[Stealer<JobRef>]>,
+        lane_stealers: [Box<[Stealer<JobRef>]>; 2],
         on_start: Option<Hook>,
         on_stop: Option<Hook>,
         max_queued: Option<usize>,
@@ -158,6 +163,7 @@ impl Registry {
             place_jobs: Injector::new(),
             sleep: Sleep::new(num_threads),
             stealers,
+            lanes: Lanes::new(lane_stealers),
             flags: AtomicUsize::new(0),
             live_workers: AtomicUsize::new(num_threads),
             exit: Mutex::new(Exit::default()),
@@ -181,6 +187,12 @@ impl Registry {
 
     pub(crate) fn stealers(&self) -> &[Stealer<JobRef>] {
         &self.stealers
+    }
+
+    /// The `High` and `Low` lanes (see [`crate::job_priority`]).
+    #[inline]
+    pub(crate) fn lanes(&self) -> &Lanes {
+        &self.lanes
     }
 
     /// Who holds worker `index`'s place.
@@ -437,10 +449,23 @@ impl Registry {
         });
     }
 
-    /// Pushes `job` on the injector and wakes a worker for it; if every
-    /// worker has already exited, cancels what is left there.
+    /// Pushes `job` on its lane's injector and wakes a worker for it; if
+    /// every worker has already exited, cancels what is left there.
     pub(crate) fn inject(&self, job: JobRef) {
-        self.injector.push(job);
+        match job.priority().lane() {
+            None => self.injector.push(job),
+            Some(_) if mutant!("lane_counted_after_wake") => {
+                // Broken variant: the job is counted only after the fence
+                // and the wake-up, so a spinner going to sleep can miss it
+                // (see `crate::job_priority`).
+                let lane = job.priority().lane().expect("a lane job");
+                self.lanes.injector(lane).push(job);
+                self.after_inject();
+                self.lanes.pushing();
+                return;
+            }
+            Some(lane) => self.lanes.inject(lane, job),
+        }
         self.after_inject();
     }
 
@@ -485,9 +510,11 @@ impl Registry {
     /// if another thread is consuming: for the drains that must not miss a
     /// job (module docs).
     pub(crate) fn drain_injected(&self) -> Option<JobRef> {
-        self.injector
-            .pop_waiting()
+        self.lanes
+            .pop_waiting(0)
+            .or_else(|| self.injector.pop_waiting())
             .or_else(|| self.place_jobs.pop_waiting())
+            .or_else(|| self.lanes.pop_waiting(1))
     }
 
     /// Whether either injector holds a job (exact: see [`crate::injector`]).
@@ -500,7 +527,9 @@ impl Registry {
     /// [`crate::blocking::detect`]).
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn has_waiting_jobs(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|stealer| !stealer.is_empty())
+        !self.injector.is_empty()
+            || self.stealers.iter().any(|stealer| !stealer.is_empty())
+            || self.lanes.busy()
     }
 
     /// Takes one job, the injector's oldest or else one from a worker's
@@ -508,7 +537,21 @@ impl Registry {
     /// that runs it without a place: one job, never a batch, so nothing
     /// is hidden from the sleep protocol's re-checks (see
     /// [`crate::sleep`]).
+    /// While other lanes hold jobs, it takes the most urgent one it finds
+    /// (see [`crate::job_priority`]; a helper is a stopgap, so it keeps no
+    /// count of its own for the starvation bound).
     pub(crate) fn take_one(&self, victim: usize) -> Option<JobRef> {
+        if !self.lanes.busy() {
+            return self.take_one_normal(victim);
+        }
+        self.lanes
+            .take_one(0, victim)
+            .or_else(|| self.take_one_normal(victim))
+            .or_else(|| self.lanes.take_one(1, victim))
+    }
+
+    /// [`take_one`](Self::take_one) in the `Normal` lane.
+    fn take_one_normal(&self, victim: usize) -> Option<JobRef> {
         if let Some(job) = self.injector.pop_waiting() {
             return Some(job);
         }
@@ -542,6 +585,7 @@ impl Registry {
         let tally = self.tally();
         let mut parts = Vec::new();
         let mut place_parts = Vec::new();
+        let mut lane_parts = Vec::new();
         let sort = |job: JobRef, parts: &mut Vec<JobRef>| {
             if job.is_task() {
                 job.execute(Mode::Cancel, &tally);
@@ -563,6 +607,16 @@ impl Registry {
                     Steal::Retry => crate::sync::spin_loop(),
                 }
             }
+        }
+        for lane in 0..2 {
+            while let Some(job) = self.lanes.take_one(lane, 0) {
+                sort(job, &mut lane_parts);
+            }
+        }
+        for job in lane_parts {
+            let lane = job.priority().lane().expect("taken from a lane");
+            self.lanes.inject_again(lane, job);
+            self.after_inject();
         }
         for job in parts {
             self.injector.push_again(job);

@@ -115,7 +115,11 @@ where
 /// the body runs on the helper, whose thread then waits for the scope's
 /// jobs (a wait the detector sees, so another helper runs them if the
 /// workers are busy); else on a worker, the caller waiting.
-pub(crate) fn scope_in<'scope, OP, R>(registry: &Arc<Registry>, op: OP) -> R
+pub(crate) fn scope_in<'scope, OP, R>(
+    registry: &Arc<Registry>,
+    priority: crate::job_priority::Priority,
+    op: OP,
+) -> R
 where
     OP: FnOnce(&Scope<'scope>) -> R + Send,
     R: Send,
@@ -126,7 +130,7 @@ where
             crate::worker::spin_then_park(&parker, done, None);
         });
     }
-    crate::worker::in_worker(registry, |worker| scope_on_worker(worker, op))
+    crate::worker::in_worker(registry, priority, |worker| scope_on_worker(worker, op))
 }
 
 /// Runs a scope on `worker`.

@@ -68,6 +68,7 @@ use crate::error::JoinError;
 use crate::flow::cancel;
 use crate::flow::slots::Slot;
 use crate::job::{JobHeader, JobRef, Mode};
+use crate::job_priority::Priority;
 use crate::observe::metrics::Tally;
 use crate::poll_spin::{self, Seen};
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
@@ -136,12 +137,17 @@ where
         dealloc: Self::dealloc,
     };
 
-    /// Allocates a cell for `func`, holding `slot`, stamped `spawned_at`:
-    /// the job to queue, and its Task.
-    fn allocate(func: F, slot: Option<Slot>, spawned_at: u64) -> (JobRef, Task<T>) {
+    /// Allocates a cell for `func`, holding `slot`, stamped `spawned_at`,
+    /// queued at `priority`: the job to queue, and its Task.
+    fn allocate(
+        func: F,
+        slot: Option<Slot>,
+        spawned_at: u64,
+        priority: Priority,
+    ) -> (JobRef, Task<T>) {
         let cell = Box::new(Cell {
             header: Header {
-                job: JobHeader::new_task(Self::execute),
+                job: JobHeader::new_task(Self::execute).with_priority(priority),
                 state: AtomicUsize::new(JOB_REF | TASK_REF),
                 waker: UnsafeCell::new(None),
                 slot: UnsafeCell::new(slot),
@@ -387,12 +393,17 @@ unsafe fn release(header: NonNull<Header>, bit: usize) {
 /// Creates the cell for `func`, holding `slot` if the pool is bounded and
 /// stamped `spawned_at` (see [`Tally::spawned`]), and returns the job to
 /// queue and its Task.
-pub(crate) fn new_task<F, T>(func: F, slot: Option<Slot>, spawned_at: u64) -> (JobRef, Task<T>)
+pub(crate) fn new_task<F, T>(
+    func: F,
+    slot: Option<Slot>,
+    spawned_at: u64,
+    priority: Priority,
+) -> (JobRef, Task<T>)
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Cell::allocate(func, slot, spawned_at)
+    Cell::allocate(func, slot, spawned_at, priority)
 }
 
 /// A handle to a job submitted to a [`Pool`](crate::Pool): a future of the

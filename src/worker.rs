@@ -53,10 +53,11 @@ use crate::blocking::spares::Place;
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::injector::MAX_BATCH;
 use crate::job::{JobRef, StackJob};
+use crate::job_priority::{Priority, ESCAPE_EVERY};
 use crate::join::{SHARED_DEPTH, SHARE_CHECK_EVERY};
 use crate::latch::Latch;
 use crate::parker::Parker;
-use crate::queue::{Steal, Worker};
+use crate::queue::{Steal, Stealer, Worker};
 use crate::registry::Registry;
 use crate::sleep::{Sleep, Spinning};
 use crate::spin::SpinLearner;
@@ -71,7 +72,18 @@ sync::thread_local! {
 pub(crate) struct WorkerThread {
     index: usize,
     registry: Arc<Registry>,
+    /// The `Normal` lane's deque.
     deque: Worker<JobRef>,
+    /// The `High` and `Low` lanes' deques (see [`crate::job_priority`]).
+    lane_deques: [Worker<JobRef>; 2],
+    /// The priority of the job this place runs now (`Normal` between
+    /// jobs): what the jobs it makes inherit (see [`crate::job_priority`]).
+    running: Cell<Priority>,
+    /// Jobs started while other lanes held jobs, for the starvation bound
+    /// (see [`crate::job_priority`]), and whose turn the next escape is:
+    /// `Low`'s if set, else `Normal`'s.
+    lane_starts: Cell<u32>,
+    low_turn: Cell<bool>,
     /// Join halves this worker published to `deque` and has not taken
     /// back yet, stolen or not: the depth of its shared joins (see
     /// [`crate::join`]).
@@ -86,6 +98,22 @@ pub(crate) struct WorkerThread {
     last_batch: Cell<Option<(Instant, u64)>>,
     /// How long this place's holder spins when idle (see [`crate::spin`]).
     spin: SpinLearner,
+}
+
+/// A worker's deques: the `Normal` lane's and the other lanes' (see
+/// [`crate::job_priority`]).
+pub(crate) struct WorkerDeques {
+    pub(crate) normal: Worker<JobRef>,
+    pub(crate) lanes: [Worker<JobRef>; 2],
+}
+
+impl WorkerDeques {
+    pub(crate) fn new() -> Self {
+        Self {
+            normal: Worker::new_lifo(),
+            lanes: [Worker::new_lifo(), Worker::new_lifo()],
+        }
+    }
 }
 
 /// The work, in time, that a worker takes from the injector at once. A
@@ -113,6 +141,13 @@ impl WorkerThread {
 
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The priority of the job this place runs now (see
+    /// [`crate::job_priority`]).
+    #[inline]
+    pub(crate) fn running_priority(&self) -> Priority {
+        self.running.get()
     }
 
     /// This worker's index in its pool.
@@ -171,7 +206,10 @@ impl WorkerThread {
             }
         }
         let _back = Back(self);
-        crate::blocking::run_away_from(&self.registry, f)
+        let running = self.running.get();
+        crate::job_priority::run_as(running, || {
+            crate::blocking::run_away_from(&self.registry, f)
+        })
     }
 
     /// Waits until this thread, away from the place, holds it again; then
@@ -212,12 +250,16 @@ impl WorkerThread {
     }
 
     /// The body of a worker thread.
-    pub(crate) fn run(index: usize, registry: Arc<Registry>, deque: Worker<JobRef>) {
+    pub(crate) fn run(index: usize, registry: Arc<Registry>, deques: WorkerDeques) {
         let seed = 0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(index as u64 + 1) | 1;
         let worker = WorkerThread {
             index,
             registry,
-            deque,
+            deque: deques.normal,
+            lane_deques: deques.lanes,
+            running: Cell::new(Priority::Normal),
+            lane_starts: Cell::new(0),
+            low_turn: Cell::new(false),
             published: Cell::new(0),
             joins: Cell::new(0),
             rng: Cell::new(seed),
@@ -248,12 +290,12 @@ impl WorkerThread {
             // No other worker is left to wake, so the spin that a steal
             // requires ends without a re-check.
             let spinning = self.registry.sleep.start_spinning();
-            let job = self.steal(&spinning);
+            let job = self.steal_any(&spinning);
             spinning.stop(|| false);
             job
         };
         while let Some(job) = self
-            .pop()
+            .pop_any()
             .or_else(|| self.registry.drain_injected())
             .or_else(steal)
         {
@@ -293,7 +335,10 @@ impl WorkerThread {
     pub(crate) fn execute(&self, job: JobRef) {
         self.jobs_run.set(self.jobs_run.get().wrapping_add(1));
         let tally = self.registry.stats().place(self.index);
+        // Jobs never unwind, so the previous priority is always restored.
+        let running = self.running.replace(job.priority());
         job.execute(self.registry.execution_mode(), &tally);
+        self.running.set(running);
         // The Task count in `tally` is this place's progress for the
         // blocking detector; a flag it set while the job ran is ours to
         // clear.
@@ -336,10 +381,17 @@ impl WorkerThread {
         Some(job)
     }
 
-    /// Pushes `job` on this worker's deque and wakes a sleeper to steal it.
+    /// Pushes `job` on this worker's deque of its lane and wakes a sleeper
+    /// to steal it.
     #[inline]
     pub(crate) fn push(&self, job: JobRef) {
-        self.deque.push(job);
+        match job.priority().lane() {
+            None => self.deque.push(job),
+            Some(lane) => {
+                self.registry.lanes().pushing();
+                self.lane_deques[lane].push(job);
+            }
+        }
         self.registry.sleep.notify_one();
     }
 
@@ -369,6 +421,10 @@ impl WorkerThread {
         if mutant!("join_publish_no_wake") {
             // Broken variant: the half is stealable, but a worker asleep
             // since before the push is never told.
+            debug_assert!(
+                job.priority().lane().is_none(),
+                "the model's halves are Normal"
+            );
             self.deque.push(job);
         } else {
             self.push(job);
@@ -381,17 +437,169 @@ impl WorkerThread {
         self.published.set(self.published.get() - 1);
     }
 
-    /// Pops the most recent job of this worker's own deque.
+    /// Pops the most recent job of this worker's own deque of the running
+    /// priority's lane: where the running job's `join` pushed its half.
     #[inline]
     pub(crate) fn pop(&self) -> Option<JobRef> {
-        self.deque.pop()
+        match self.running.get().lane() {
+            None => self.deque.pop(),
+            Some(lane) => self.pop_lane(lane),
+        }
+    }
+
+    /// Pops this worker's deque of lane `lane`.
+    #[inline]
+    fn pop_lane(&self, lane: usize) -> Option<JobRef> {
+        self.registry.lanes().took(self.lane_deques[lane].pop())
+    }
+
+    /// Pops this worker's own deques, the most urgent lane first.
+    fn pop_any(&self) -> Option<JobRef> {
+        self.pop_lane(0)
+            .or_else(|| self.deque.pop())
+            .or_else(|| self.pop_lane(1))
+    }
+
+    /// Steals from every lane, the most urgent first (the last worker's
+    /// drain).
+    fn steal_any(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
+        self.steal_lane(0, spinning)
+            .or_else(|| self.steal(spinning))
+            .or_else(|| self.steal_lane(1, spinning))
+    }
+
+    /// Whether this worker's deques or any shared queue hold a job of a
+    /// lane other than `Normal`: exact after a `fence(SeqCst)` (see
+    /// [`crate::job_priority`]), and one load while the lanes are empty.
+    fn lanes_have_work(&self) -> bool {
+        let lanes = self.registry.lanes();
+        lanes.busy()
+            && (0..2).any(|lane| !self.lane_deques[lane].is_empty() || lanes.has_work(lane))
+    }
+
+    /// Whether lane `priority` holds a job this worker could take.
+    fn lane_has_work(&self, priority: Priority) -> bool {
+        match priority.lane() {
+            None => {
+                !self.deque.is_empty()
+                    || self.registry.has_injected()
+                    || self.registry.stealers().iter().any(|s| !s.is_empty())
+            }
+            Some(lane) => {
+                !self.lane_deques[lane].is_empty() || self.registry.lanes().has_work(lane)
+            }
+        }
+    }
+
+    /// Takes a job of lane `priority`: from this worker's own deque, else
+    /// the lane's injector (with a batch), else another worker's deque of
+    /// that lane. Only a spinner may (see [`crate::idle`]).
+    fn take_lane(&self, priority: Priority, spinning: &Spinning<'_>) -> Option<JobRef> {
+        match priority.lane() {
+            None => self
+                .deque
+                .pop()
+                .or_else(|| self.take_injected(spinning))
+                .or_else(|| self.steal(spinning)),
+            Some(lane) => self
+                .pop_lane(lane)
+                .or_else(|| self.take_injected_lane(lane, spinning))
+                .or_else(|| self.steal_lane(lane, spinning)),
+        }
+    }
+
+    /// [`take_lane`](Self::take_lane), the oldest job first: the lane's
+    /// injector before the deques (the starvation bound's take).
+    fn take_lane_oldest(&self, priority: Priority, spinning: &Spinning<'_>) -> Option<JobRef> {
+        match priority.lane() {
+            None => self
+                .take_injected(spinning)
+                .or_else(|| self.steal(spinning))
+                .or_else(|| self.deque.pop()),
+            Some(lane) => self
+                .take_injected_lane(lane, spinning)
+                .or_else(|| self.steal_lane(lane, spinning))
+                .or_else(|| self.pop_lane(lane)),
+        }
+    }
+
+    /// The look for work while other lanes hold jobs: the most urgent lane
+    /// first, except every [`ESCAPE_EVERY`]th start, which takes a lower
+    /// lane's oldest job (see [`crate::job_priority`]).
+    fn take_by_priority(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
+        let starts = self.lane_starts.get().wrapping_add(1);
+        let escape = starts % ESCAPE_EVERY == 0;
+        let job = if escape {
+            self.take_escape(spinning)
+        } else {
+            None
+        };
+        let job = job.or_else(|| {
+            Priority::URGENT_FIRST
+                .into_iter()
+                .find_map(|priority| self.take_lane(priority, spinning))
+        });
+        if job.is_some() {
+            self.lane_starts.set(starts);
+        }
+        job
+    }
+
+    /// The starvation bound's take: the oldest job of a lane below the
+    /// most urgent one that holds jobs, `Normal` and `Low` taking turns.
+    fn take_escape(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
+        let top = Priority::URGENT_FIRST
+            .into_iter()
+            .find(|&priority| self.lane_has_work(priority))?;
+        let low_turn = self.low_turn.get();
+        self.low_turn.set(!low_turn);
+        let turns = if low_turn {
+            [Priority::Low, Priority::Normal]
+        } else {
+            [Priority::Normal, Priority::Low]
+        };
+        turns
+            .into_iter()
+            .filter(|&priority| priority < top)
+            .find_map(|priority| self.take_lane_oldest(priority, spinning))
+    }
+
+    /// Takes the oldest job of lane `lane`'s injector and a batch behind
+    /// it. Only a spinner may (see [`crate::idle`]).
+    fn take_injected_lane(&self, lane: usize, _spinning: &Spinning<'_>) -> Option<JobRef> {
+        let lanes = self.registry.lanes();
+        if lanes.injector(lane).is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let job = lanes
+            .injector(lane)
+            .try_pop_batch(&self.lane_deques[lane], self.injector_batch(now));
+        let job = lanes.took(job)?;
+        self.last_batch.set(Some((now, self.jobs_run.get())));
+        Some(job)
+    }
+
+    /// Steals a batch of lane `lane` from another worker (see
+    /// [`steal`](Self::steal)).
+    fn steal_lane(&self, lane: usize, _spinning: &Spinning<'_>) -> Option<JobRef> {
+        let job = self.steal_from(
+            self.registry.lanes().stealers(lane),
+            &self.lane_deques[lane],
+        );
+        self.registry.lanes().took(job)
     }
 
     /// Steals a batch from another worker, starting at a random victim; the
     /// rest of the batch lands in this worker's deque, so only a spinner
     /// may (see [`crate::idle`]).
     fn steal(&self, _spinning: &Spinning<'_>) -> Option<JobRef> {
-        let stealers = self.registry.stealers();
+        self.steal_from(self.registry.stealers(), &self.deque)
+    }
+
+    /// Steals a batch from one of `stealers` into `dest`, starting at a
+    /// random victim.
+    fn steal_from(&self, stealers: &[Stealer<JobRef>], dest: &Worker<JobRef>) -> Option<JobRef> {
         let n = stealers.len();
         if n <= 1 {
             return None;
@@ -403,7 +611,7 @@ impl WorkerThread {
                 if victim == self.index {
                     continue;
                 }
-                match stealers[victim].steal_batch_and_pop(&self.deque) {
+                match stealers[victim].steal_batch_and_pop(dest) {
                     Steal::Success(job) => {
                         self.registry.stats().stole(self.index);
                         return Some(job);
@@ -441,12 +649,20 @@ impl Queues for WorkerThread {
         self.index
     }
 
+    /// While other lanes hold jobs, finds nothing: the choice between
+    /// lanes is `take_shared`'s.
     #[inline]
     fn pop_own(&self) -> Option<JobRef> {
-        self.pop()
+        if self.registry.lanes().busy() {
+            return None;
+        }
+        self.deque.pop()
     }
 
     fn take_shared(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
+        if self.registry.lanes().busy() {
+            return self.take_by_priority(spinning);
+        }
         self.take_injected(spinning)
             .or_else(|| self.steal(spinning))
     }
@@ -455,6 +671,7 @@ impl Queues for WorkerThread {
         !self.deque.is_empty()
             || self.registry.has_injected()
             || self.registry.stealers().iter().any(|s| !s.is_empty())
+            || self.lanes_have_work()
     }
 
     #[inline]
@@ -542,7 +759,7 @@ impl<O: Fn(), I: Fn()> Queues for LoopQueues<'_, O, I> {
     }
 
     fn pop_own(&self) -> Option<JobRef> {
-        self.worker.pop()
+        Queues::pop_own(self.worker)
     }
 
     fn take_shared(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
@@ -674,7 +891,7 @@ pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline:
 /// Runs `op` on a worker of `registry` and returns its result, blocking the
 /// caller (or, on a worker of another pool, running that pool's jobs) until
 /// it is done. Panics in `op` are re-raised here.
-pub(crate) fn in_worker<OP, R>(registry: &Arc<Registry>, op: OP) -> R
+pub(crate) fn in_worker<OP, R>(registry: &Arc<Registry>, priority: Priority, op: OP) -> R
 where
     OP: FnOnce(&WorkerThread) -> R + Send,
     R: Send,
@@ -704,7 +921,7 @@ where
         match current {
             // On a worker of another pool: keep that worker busy while we wait.
             Some(worker) => {
-                let job = StackJob::new(run_on_worker, Latch::new(worker.parker()));
+                let job = StackJob::new(run_on_worker, Latch::new(worker.parker()), priority);
                 // SAFETY: `job` stays on this stack until its latch is set.
                 registry.inject_for_worker(unsafe { job.as_job_ref() });
                 worker.wait_until(|| job.latch.probe());
@@ -713,7 +930,7 @@ where
             // On any other thread: park until done.
             None => {
                 let parker = thread_parker();
-                let job = StackJob::new(run_on_worker, Latch::new(&parker));
+                let job = StackJob::new(run_on_worker, Latch::new(&parker), priority);
                 // SAFETY: `job` stays on this stack until its latch is set.
                 registry.inject_for_worker(unsafe { job.as_job_ref() });
                 spin_then_park(&parker, || job.latch.probe(), None);

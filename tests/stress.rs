@@ -14,7 +14,8 @@
 //! at once, `join` / `scope` / `install` from outside the pool, and
 //! `shutdown` / `shutdown_now` (from a driver or from inside a job) at
 //! random points; one spawn in ten (of a job that does not fork) is a
-//! `spawn_blocking`. The jobs are
+//! `spawn_blocking`. Every submission goes through a handle of a random
+//! priority (`Pool::with_priority`). The jobs are
 //! plain (some long, polling `is_cancelled` to stop early, by returning or
 //! through `stop_if_cancelled`, some inside
 //! `offload::blocking`), panicking, `join`ing (one kind with a panicking
@@ -85,7 +86,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{panic_message, spin_work, Gate};
-use offload::{JoinError, Pool, Task};
+use offload::{JoinError, Pool, Priority, Task};
 
 /// Threads issuing operations in each round.
 const DRIVERS: usize = 8;
@@ -635,6 +636,14 @@ fn submitted(round: &Round, rec: Arc<Rec>, task: Task<Out>) -> (Arc<Rec>, Task<O
     (rec, task)
 }
 
+/// A handle to `pool` with a random priority: every submission of a
+/// driver or a job goes through one, so that the lanes, the starvation
+/// bound and the inheritance of priorities by join halves, scope jobs and
+/// spawns on a worker are all exercised.
+fn with_random_priority(pool: &Pool, rng: &mut Rng) -> Pool {
+    pool.with_priority([Priority::High, Priority::Normal, Priority::Low][rng.below(3)])
+}
+
 /// Spawns a job of a random kind and returns its ledger entry and Task.
 /// One in ten is a `spawn_blocking` job, which runs on a spare thread,
 /// unless it forks and joins: off the workers, `join` and `scope` go to
@@ -642,6 +651,7 @@ fn submitted(round: &Round, rec: Arc<Rec>, task: Task<Out>) -> (Arc<Rec>, Task<O
 fn spawn_job(round: &Arc<Round>, pool: &Pool, rng: &mut Rng, depth: u32) -> (Arc<Rec>, Task<Out>) {
     let (rec, job) = new_job(round, pool, rng, depth);
     let forks = matches!(rec.kind, Kind::Joiner | Kind::JoinPanics | Kind::Scoper);
+    let pool = &with_random_priority(pool, rng);
     let task = if rng.chance(10) && !forks {
         pool.spawn_blocking(job)
     } else {
@@ -659,7 +669,7 @@ fn try_spawn_job(
     depth: u32,
 ) -> Option<(Arc<Rec>, Task<Out>)> {
     let (rec, job) = new_job(round, pool, rng, depth);
-    match pool.try_spawn(job) {
+    match with_random_priority(pool, rng).try_spawn(job) {
         Ok(task) => Some(submitted(round, rec, task)),
         Err(err) => {
             if err.is_full() && round.max_queued.is_none() {
@@ -689,8 +699,9 @@ fn reserve_job(
     depth: u32,
     on_worker: bool,
 ) -> Option<(Arc<Rec>, Task<Out>)> {
+    let handle = with_random_priority(pool, rng);
     let outcome = match rng.below(4) {
-        3 => match pool.try_reserve() {
+        3 => match handle.try_reserve() {
             Ok(permit) => Some(Ok(permit)),
             Err(err) => {
                 if err.is_full() && round.max_queued.is_none() {
@@ -704,12 +715,12 @@ fn reserve_job(
                 return None;
             }
         },
-        0 => Some(pool.reserve().wait()),
-        1 if !on_worker => Some(futures::executor::block_on(pool.reserve())),
-        1 => Some(pool.reserve().wait()),
+        0 => Some(handle.reserve().wait()),
+        1 if !on_worker => Some(futures::executor::block_on(handle.reserve())),
+        1 => Some(handle.reserve().wait()),
         _ => {
             let timeout = Duration::from_micros(rng.below(500) as u64);
-            pool.reserve().wait_timeout(timeout)
+            handle.reserve().wait_timeout(timeout)
         }
     };
     match outcome {

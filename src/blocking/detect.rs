@@ -499,7 +499,9 @@ pub(crate) fn help(registry: &Arc<Registry>) {
             };
             victim = victim.wrapping_add(1);
             runner.job_started(detector.epoch.elapsed());
-            job.execute(registry.execution_mode(), &tally);
+            crate::job_priority::run_as(job.priority(), || {
+                job.execute(registry.execution_mode(), &tally);
+            });
             runner.job_ended(compensation);
         }
     });

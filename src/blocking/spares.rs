@@ -255,7 +255,7 @@ impl Spares {
             state.jobs
         };
         if counted >= self.config.max {
-            state.queue.push_back(job);
+            enqueue(&mut state.queue, job);
             return;
         }
         let Err(Work::Job(job)) = self.dispatch(state, registry, Work::Job(job)) else {
@@ -268,7 +268,7 @@ impl Spares {
             drop(state);
             job.execute(Mode::Cancel, &registry.tally());
         } else if state.threads > 0 {
-            state.queue.push_back(job);
+            enqueue(&mut state.queue, job);
         } else {
             drop(state);
             registry.inject(job);
@@ -488,7 +488,9 @@ fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>, index: usize)
         match next {
             Work::Job(job) => {
                 super::run_away_from(registry, || {
-                    job.execute(registry.execution_mode(), &registry.tally());
+                    crate::job_priority::run_as(job.priority(), || {
+                        job.execute(registry.execution_mode(), &registry.tally());
+                    });
                 });
             }
             // SAFETY: the place was lent to this thread (see `Place`).
@@ -516,4 +518,13 @@ impl fmt::Debug for Spares {
             .field("closed", &state.closed)
             .finish()
     }
+}
+
+/// Queues a blocking job behind those of its priority and ahead of less
+/// urgent ones: the queue stays ordered by priority, first come first
+/// served within one (see [`crate::job_priority`]).
+fn enqueue(queue: &mut VecDeque<JobRef>, job: JobRef) {
+    let priority = job.priority();
+    let at = queue.partition_point(|queued| queued.priority() >= priority);
+    queue.insert(at, job);
 }

@@ -185,7 +185,7 @@ impl Permit {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        spawn_with_slot(self.pool.registry(), job, self.slot)
+        spawn_with_slot(self.pool.registry(), self.pool.priority(), job, self.slot)
     }
 }
 

@@ -1,0 +1,283 @@
+//! Job priorities: [`Priority`], and the lanes that queue `High` and `Low`
+//! jobs beside the `Normal` queues.
+//!
+//! A pool has one lane per priority. The `Normal` lane is the pool's
+//! original queues (the injector and one deque per worker); the `High` and
+//! `Low` lanes, [`Lanes`], are the same again: an injector each, and a
+//! deque each per worker (`WorkerThread`'s `lane_deques`). A job's priority
+//! is in its header (see [`crate::job`]) and decides its lane when it is
+//! pushed: a spawn through [`Pool::with_priority`](crate::Pool::with_priority),
+//! or a `join` half, `scope` job or `offload::spawn` made while a job of
+//! that priority runs (the *running priority*: a worker's `running` cell,
+//! or on a thread that runs jobs without a worker's place, the thread-local
+//! [`RUNNING`]).
+//!
+//! # Which job a free worker starts
+//!
+//! The highest lane that holds a job, looked at in the order the worker
+//! loop uses for one lane (own deque, then the lane's injector, then the
+//! other workers' deques of that lane), with one exception that bounds
+//! starvation: every [`ESCAPE_EVERY`]th job a worker starts while other
+//! lanes hold jobs comes from a lower lane than the highest busy one, the
+//! oldest first (the lane's injector before the deques), `Normal` and
+//! `Low` taking turns (a lane with nothing queued passes its turn on). So
+//! under a flood of higher jobs each lower lane still gets at least one
+//! start in `2 × ESCAPE_EVERY` of each worker, and one in `ESCAPE_EVERY`
+//! when it is the only lower lane with jobs.
+//!
+//! # The fast path: a pool whose jobs are all `Normal`
+//!
+//! [`Lanes::queued`] counts the jobs in the `High` and `Low` lanes: it is
+//! incremented before a push and decremented after a take. While it reads
+//! zero a worker looks only at the `Normal` queues, as a pool without
+//! priorities does: the price of priorities there is one Relaxed load of a
+//! cache line that nobody writes, per look for work.
+//!
+//! Why a Relaxed load is enough: the count is a hint for where to look
+//! first, never the last word on whether work exists. A stale zero costs
+//! at most one `Normal` job started before a `High` one. The sleep
+//! protocol's re-check ([`crate::sleep`]), which decides whether a worker
+//! may park, reads the count after its `fence(SeqCst)`: a pusher increments
+//! it before its push and its own fence, so a re-check whose fence follows
+//! the pusher's in the total order sees the increment (or a later value),
+//! and one whose fence precedes it is the pusher's to wake. Nor can the
+//! count read zero while a job waits in a lane: each job's decrement comes
+//! after its increment in the count's modification order (the taker saw
+//! the job through the queue's Acquire, which the push's Release
+//! published, after the increment), so every value from the increment on
+//! counts the job until it is taken.
+//!
+//! # Backpressure
+//!
+//! [`Builder::max_queued`](crate::Builder::max_queued) bounds the jobs of
+//! every lane together: the bound is on the memory and the wait a pool
+//! lets pile up, which every queued job costs whatever its priority. A
+//! separate bound per lane would let a pool hold three times its bound.
+
+use std::cell::Cell;
+use std::fmt;
+
+use crossbeam_utils::CachePadded;
+
+use crate::injector::Injector;
+use crate::job::JobRef;
+use crate::queue::{Steal, Stealer};
+use crate::sync::{self, AtomicUsize, Ordering};
+
+/// How urgent a job is: a free worker starts the most urgent job it can
+/// find first, with a bounded exception so that lower-priority jobs are
+/// never starved (see [`Pool::with_priority`](crate::Pool::with_priority)
+/// for the rules).
+///
+/// Ordered by urgency: `Low < Normal < High`. `Normal` is the default and
+/// what every job of a pool that never uses priorities runs at.
+///
+/// ```
+/// use offload::Priority;
+///
+/// assert!(Priority::High > Priority::Normal && Priority::Normal > Priority::Low);
+/// assert_eq!(Priority::default(), Priority::Normal);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    /// Background work: runs when no `Normal` or `High` job waits, and
+    /// still gets a bounded share of the starts when they always do.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Latency-critical work: starts before every `Normal` and `Low` job
+    /// queued with it (save the starvation bound's share).
+    High,
+}
+
+impl Priority {
+    /// Every priority, most urgent first: the order in which a worker
+    /// looks at the lanes.
+    pub(crate) const URGENT_FIRST: [Priority; 3] =
+        [Priority::High, Priority::Normal, Priority::Low];
+
+    /// The index of this priority's extra lane in [`Lanes`] (and in a
+    /// worker's `lane_deques`); `None` for `Normal`, whose lane is the
+    /// pool's original queues.
+    #[inline]
+    pub(crate) fn lane(self) -> Option<usize> {
+        match self {
+            Priority::High => Some(0),
+            Priority::Normal => None,
+            Priority::Low => Some(1),
+        }
+    }
+
+    /// The index of this priority in per-priority tables (`URGENT_FIRST`'s
+    /// order).
+    #[inline]
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+}
+
+/// Every `ESCAPE_EVERY`th start of a worker, while lower lanes hold jobs,
+/// takes a lower lane's oldest job (module docs). 8: a `High` job then
+/// waits at most about one lower job's duration more than it would
+/// without the rule on a pool of 8 or more workers (one worker in 8 at a
+/// time runs one), while a lower lane under a flood still gets 1/16 of the
+/// starts: with 1 ms background jobs, about 60 a second per worker.
+pub(crate) const ESCAPE_EVERY: u32 = 8;
+
+/// The `High` and `Low` lanes' shared queues and their count (module docs).
+pub(crate) struct Lanes {
+    /// Jobs in the `High` and `Low` lanes' queues. Padded: every worker
+    /// reads it at each look for work; only lane pushes and takes write it.
+    queued: CachePadded<AtomicUsize>,
+    injectors: [Injector; 2],
+    /// Per lane, the workers' deques of that lane.
+    stealers: [Box<[Stealer<JobRef>]>; 2],
+}
+
+impl Lanes {
+    pub(crate) fn new(stealers: [Box<[Stealer<JobRef>]>; 2]) -> Self {
+        Self {
+            queued: CachePadded::new(AtomicUsize::new(0)),
+            injectors: [Injector::new(), Injector::new()],
+            stealers,
+        }
+    }
+
+    /// Whether a job may wait in the `High` or `Low` lane (module docs).
+    #[inline]
+    pub(crate) fn busy(&self) -> bool {
+        // Relaxed: a hint where to look first; the sleep protocol's
+        // re-checks read it after their fence (module docs).
+        self.queued.load(Ordering::Relaxed) != 0
+    }
+
+    /// Counts a job about to be pushed on lane `lane`.
+    #[inline]
+    pub(crate) fn pushing(&self) {
+        // Relaxed: ordered before the push, and for the sleep protocol by
+        // the pusher's fence that follows (module docs).
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a job taken from a lane's queue.
+    #[inline]
+    pub(crate) fn taken(&self) {
+        // Relaxed: the take's Acquire already orders it after the job's
+        // increment (module docs); nothing is published through it.
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A lane job taken, if any: uncounts it.
+    #[inline]
+    pub(crate) fn took(&self, job: Option<JobRef>) -> Option<JobRef> {
+        if job.is_some() {
+            self.taken();
+        }
+        job
+    }
+
+    /// Lane `lane`'s injector.
+    #[inline]
+    pub(crate) fn injector(&self, lane: usize) -> &Injector {
+        &self.injectors[lane]
+    }
+
+    /// Lane `lane`'s deques.
+    #[inline]
+    pub(crate) fn stealers(&self, lane: usize) -> &[Stealer<JobRef>] {
+        &self.stealers[lane]
+    }
+
+    /// Queues `job` on lane `lane`'s injector (the caller wakes a worker).
+    pub(crate) fn inject(&self, lane: usize, job: JobRef) {
+        self.pushing();
+        self.injectors[lane].push(job);
+    }
+
+    /// [`inject`](Self::inject) for a job taken from a queue before.
+    pub(crate) fn inject_again(&self, lane: usize, job: JobRef) {
+        self.pushing();
+        self.injectors[lane].push_again(job);
+    }
+
+    /// Whether lane `lane`'s injector or any of its deques holds a job.
+    pub(crate) fn has_work(&self, lane: usize) -> bool {
+        !self.injectors[lane].is_empty() || self.stealers[lane].iter().any(|s| !s.is_empty())
+    }
+
+    /// Pops lane `lane`'s injector, waiting for its turn (the drains that
+    /// must not miss a job).
+    pub(crate) fn pop_waiting(&self, lane: usize) -> Option<JobRef> {
+        self.took(self.injectors[lane].pop_waiting())
+    }
+
+    /// Takes one job of lane `lane`: the injector's oldest, or one stolen
+    /// from a deque (looking first at worker `victim % threads`); never a
+    /// batch (a helper's take: see `Registry::take_one`).
+    pub(crate) fn take_one(&self, lane: usize, victim: usize) -> Option<JobRef> {
+        if let Some(job) = self.pop_waiting(lane) {
+            return Some(job);
+        }
+        let stealers = &self.stealers[lane];
+        let n = stealers.len();
+        for offset in 0..n {
+            let stealer = &stealers[(victim + offset) % n];
+            loop {
+                match stealer.steal() {
+                    Steal::Success(job) => return self.took(Some(job)),
+                    Steal::Empty => break,
+                    Steal::Retry => sync::spin_loop(),
+                }
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lanes")
+            // Relaxed: a snapshot for display only.
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+// The running priority of a thread that runs jobs without a worker's place
+// (a spare running a blocking job, a helper, a thread away from its place
+// in `blocking`); `Normal` elsewhere.
+sync::thread_local! {
+    static RUNNING: Cell<Priority> = const { Cell::new(Priority::Normal) };
+}
+
+/// The running priority of the calling thread (module docs): what a `join`
+/// half, a `scope` job or `offload::spawn` made now inherits.
+pub(crate) fn current() -> Priority {
+    crate::worker::WorkerThread::with_current(|worker| match worker {
+        Some(worker) => worker.running_priority(),
+        None => off_worker(),
+    })
+}
+
+/// The running priority of a thread that is not a worker.
+pub(crate) fn off_worker() -> Priority {
+    RUNNING.with(Cell::get)
+}
+
+/// Runs `f` with `priority` as the calling thread's running priority (off
+/// a worker's place), restoring the previous one after, also on unwind.
+pub(crate) fn run_as<R>(priority: Priority, f: impl FnOnce() -> R) -> R {
+    struct Restore(Priority);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RUNNING.with(|running| running.set(self.0));
+        }
+    }
+    let _restore = Restore(RUNNING.with(|running| running.replace(priority)));
+    f()
+}
