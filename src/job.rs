@@ -67,6 +67,12 @@ impl JobHeader {
         }
     }
 
+    /// The job's priority.
+    #[inline]
+    pub(crate) fn priority(&self) -> Priority {
+        self.priority
+    }
+
     /// This header, for a job of `priority`.
     pub(crate) fn with_priority(self, priority: Priority) -> Self {
         Self { priority, ..self }

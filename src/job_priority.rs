@@ -108,17 +108,6 @@ impl Priority {
             Priority::Low => Some(1),
         }
     }
-
-    /// The index of this priority in per-priority tables (`URGENT_FIRST`'s
-    /// order).
-    #[inline]
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Priority::High => 0,
-            Priority::Normal => 1,
-            Priority::Low => 2,
-        }
-    }
 }
 
 /// Every `ESCAPE_EVERY`th start of a worker, while lower lanes hold jobs,

@@ -466,7 +466,7 @@ impl Pool {
             let (cell, made) = new_task(
                 keeping_alive(registry, job),
                 None,
-                registry.tally().spawned(),
+                registry.tally().spawned(self.priority),
                 self.priority,
             );
             task = Some(made);
@@ -1456,7 +1456,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let spawned_at = registry.tally().spawned();
+    let spawned_at = registry.tally().spawned(priority);
     let (job, task) = new_task(keeping_alive(registry, job), slot, spawned_at, priority);
     registry.submit(job);
     task
@@ -1472,7 +1472,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let spawned_at = registry.tally().spawned();
+    let spawned_at = registry.tally().spawned(priority);
     let (job, task) = new_task(keeping_alive(registry, job), None, spawned_at, priority);
     registry.spares().submit(registry, job);
     task

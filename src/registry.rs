@@ -147,6 +147,8 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    // One argument per setting of the `Builder` that the registry keeps.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         stealers: Box<[Stealer<JobRef>]>,
         lane_stealers: [Box<[Stealer<JobRef>]>; 2],

@@ -182,6 +182,8 @@ where
         // SAFETY: the job side's reference keeps the cell alive until `release`.
         let cell = unsafe { Self::from_header(header) };
         let state = &cell.header.state;
+        // SAFETY: the job header is live while the cell is.
+        let priority = unsafe { job.as_ref() }.priority();
 
         // 1. Claim the closure unless the Task cancelled it.
         // Relaxed: ownership is decided by the RMW order on `state` alone; the
@@ -190,7 +192,7 @@ where
         loop {
             if current & CANCELLED != 0 {
                 // The Task took the closure; nothing to run or to hand over.
-                tally.cancelled();
+                tally.cancelled(priority);
                 // SAFETY: our reference, released once.
                 unsafe { release(header, JOB_REF) };
                 return;
@@ -219,7 +221,7 @@ where
         drop(unsafe { cell.header.take_slot() });
         let output = match mode {
             Mode::Run => {
-                let start = tally.started(cell.header.spawned_at);
+                let start = tally.started(cell.header.spawned_at, priority);
                 let result = {
                     // SAFETY: `state` lives until our `release` below, after
                     // the guard has put the previous scope back.
@@ -247,7 +249,7 @@ where
             }
             Mode::Cancel => {
                 drop_quietly(func);
-                tally.cancelled();
+                tally.cancelled(priority);
                 Err(JoinError::cancelled())
             }
         };

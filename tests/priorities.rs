@@ -510,3 +510,50 @@ fn mixed_lanes_on_many_workers_run_every_job_once() {
         assert_eq!(metrics.queued(), 0);
     });
 }
+
+/// `Metrics` split by priority: queued counts while the worker is held,
+/// queue-wait histograms once the jobs ran (every job timed), and the
+/// whole-pool figures still add up.
+#[test]
+fn metrics_count_and_time_each_priority() {
+    timed(|| {
+        let pool = Pool::builder()
+            .threads(1)
+            .detect_blocking(false)
+            .metrics_sample_every(1)
+            .build()
+            .unwrap();
+        let gate = Gate::hold(&pool);
+        let before = pool.metrics();
+        let mut tasks = Vec::new();
+        for (priority, n) in [
+            (Priority::High, 2),
+            (Priority::Normal, 3),
+            (Priority::Low, 4),
+        ] {
+            let handle = pool.with_priority(priority);
+            tasks.extend((0..n).map(|_| handle.spawn(|| ())));
+        }
+        let cancelled = pool.with_priority(Priority::Low).spawn(|| ());
+        cancelled.cancel();
+        let queued = pool.metrics();
+        assert_eq!(queued.queued_at(Priority::High), 2);
+        assert_eq!(queued.queued_at(Priority::Normal), 3);
+        // The cancelled Task's job counts until a worker reaches it.
+        assert_eq!(queued.queued_at(Priority::Low), 5);
+        assert_eq!(queued.queued(), 10);
+        gate.release();
+        wait_all(tasks);
+        pool.shutdown();
+        let done = pool.metrics().since(&before);
+        for priority in [Priority::High, Priority::Normal, Priority::Low] {
+            assert_eq!(done.queued_at(priority), 0, "{priority:?}");
+        }
+        assert_eq!(done.queue_wait_at(Priority::High).count(), 2);
+        assert_eq!(done.queue_wait_at(Priority::Normal).count(), 3);
+        assert_eq!(done.queue_wait_at(Priority::Low).count(), 4);
+        // The gate job's own wait was recorded before `before`.
+        assert_eq!(done.queue_wait().count(), 9);
+        assert_eq!(done.cancelled(), 1);
+    });
+}

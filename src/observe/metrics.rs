@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use super::histogram::{bump, Histogram, Recorder};
+use crate::job_priority::Priority;
 use crate::sync::{thread_slot, Ordering, StatCounter, THREAD_SLOTS};
 
 /// By default one Task in this many carries a spawn timestamp, per counter
@@ -96,12 +97,26 @@ pub(crate) struct Counts {
     cancelled: StatCounter,
     stopped: StatCounter,
     refused: StatCounter,
+    /// The `High` and `Low` lanes' share of `spawned`, `started` and
+    /// `cancelled` (`Normal`'s is the rest): only jobs of those lanes pay
+    /// for them.
+    lanes: [LaneCounts; 2],
+}
+
+/// A lane's job counts in one block (see `Counts::lanes`).
+#[derive(Default)]
+pub(crate) struct LaneCounts {
+    spawned: StatCounter,
+    started: StatCounter,
+    cancelled: StatCounter,
 }
 
 /// The sampled timings of one block.
 pub(crate) struct Timing {
     wait: Recorder,
     run: Recorder,
+    /// The `High` and `Low` lanes' share of `wait`.
+    lane_wait: [Recorder; 2],
 }
 
 impl Timing {
@@ -109,6 +124,7 @@ impl Timing {
         Self {
             wait: Recorder::new(),
             run: Recorder::new(),
+            lane_wait: [Recorder::new(), Recorder::new()],
         }
     }
 }
@@ -272,6 +288,7 @@ impl PoolStats {
             steals: 0,
             queue_wait: Histogram::new(),
             run_time: Histogram::new(),
+            lanes: Default::default(),
             blocked: pool.blocked,
             detected_blocked: pool.detected_blocked,
             spare_threads: pool.spare_threads,
@@ -295,6 +312,12 @@ impl PoolStats {
             metrics.started += counts.started.load(Ordering::Relaxed);
             metrics.spawned += counts.spawned.load(Ordering::Relaxed);
             metrics.refused += counts.refused.load(Ordering::Relaxed);
+            for (figures, lane) in metrics.lanes.iter_mut().zip(&counts.lanes) {
+                // Relaxed, all: a snapshot, in the same order as above.
+                figures.cancelled += lane.cancelled.load(Ordering::Relaxed);
+                figures.started += lane.started.load(Ordering::Relaxed);
+                figures.spawned += lane.spawned.load(Ordering::Relaxed);
+            }
         }
         for place in self.places.iter() {
             // Relaxed, all: a snapshot.
@@ -308,12 +331,21 @@ impl PoolStats {
             };
             let busy = now.saturating_sub(asleep.saturating_add(current));
             metrics.busy.push(Duration::from_nanos(busy));
-            place.timing.wait.merge_into(&mut metrics.queue_wait);
-            place.timing.run.merge_into(&mut metrics.run_time);
+            place.timing.merge_into(&mut metrics);
         }
-        self.shared_timing.wait.merge_into(&mut metrics.queue_wait);
-        self.shared_timing.run.merge_into(&mut metrics.run_time);
+        self.shared_timing.merge_into(&mut metrics);
         metrics
+    }
+}
+
+impl Timing {
+    /// Adds these timings to a snapshot's histograms.
+    fn merge_into(&self, metrics: &mut Metrics) {
+        self.wait.merge_into(&mut metrics.queue_wait);
+        self.run.merge_into(&mut metrics.run_time);
+        for (figures, wait) in metrics.lanes.iter_mut().zip(&self.lane_wait) {
+            wait.merge_into(&mut figures.queue_wait);
+        }
     }
 }
 
@@ -346,11 +378,14 @@ pub(crate) struct Tally<'a> {
 }
 
 impl Tally<'_> {
-    /// Counts a Task's spawn. Returns its stamp for the cell: zero, or for
-    /// one spawn in [`SAMPLE_EVERY`], when it was spawned (nanoseconds since
-    /// the epoch, plus one).
+    /// Counts a Task's spawn at `priority`. Returns its stamp for the
+    /// cell: zero, or for one spawn in [`SAMPLE_EVERY`], when it was
+    /// spawned (nanoseconds since the epoch, plus one).
     #[inline]
-    pub(crate) fn spawned(&self) -> u64 {
+    pub(crate) fn spawned(&self, priority: Priority) -> u64 {
+        if let Some(lane) = priority.lane() {
+            bump(&self.counts.lanes[lane].spawned, self.own, 1);
+        }
         if !self.sample.takes(bump(&self.counts.spawned, self.own, 1)) {
             return 0;
         }
@@ -365,21 +400,31 @@ impl Tally<'_> {
 
     /// Counts a Task's job discarded without running (cancelled by its
     /// Task before it started, or by a shutdown).
-    pub(crate) fn cancelled(&self) {
+    pub(crate) fn cancelled(&self, priority: Priority) {
+        if let Some(lane) = priority.lane() {
+            bump(&self.counts.lanes[lane].cancelled, self.own, 1);
+        }
         bump(&self.counts.cancelled, self.own, 1);
     }
 
     /// Counts the start of a Task's job whose cell carries `stamp`; for a
     /// sampled job, records its queue wait and returns when it started.
     #[inline]
-    pub(crate) fn started(&self, stamp: u64) -> Option<Instant> {
+    pub(crate) fn started(&self, stamp: u64, priority: Priority) -> Option<Instant> {
         bump(&self.counts.started, self.own, 1);
+        let lane = priority.lane();
+        if let Some(lane) = lane {
+            bump(&self.counts.lanes[lane].started, self.own, 1);
+        }
         if stamp == 0 {
             return None;
         }
         let now = Instant::now();
         let waited = nanos_since(self.epoch, now).saturating_sub(stamp - 1);
         self.timing.wait.record(waited, self.own_timing);
+        if let Some(lane) = lane {
+            self.timing.lane_wait[lane].record(waited, self.own_timing);
+        }
         Some(now)
     }
 
@@ -466,6 +511,9 @@ pub struct Metrics {
     steals: u64,
     queue_wait: Histogram,
     run_time: Histogram,
+    /// The `High` and `Low` lanes' share of the job counts and of
+    /// `queue_wait`; `Normal`'s is the rest.
+    lanes: [LaneFigures; 2],
     blocked: usize,
     detected_blocked: usize,
     spare_threads: usize,
@@ -528,6 +576,7 @@ impl Metrics {
             steals: self.steals.saturating_sub(earlier.steals),
             queue_wait: self.queue_wait.since(&earlier.queue_wait),
             run_time: self.run_time.since(&earlier.run_time),
+            lanes: [0, 1].map(|lane| self.lanes[lane].since(&earlier.lanes[lane])),
             blocked: self.blocked,
             detected_blocked: self.detected_blocked,
             spare_threads: self.spare_threads,
@@ -557,6 +606,80 @@ impl Metrics {
         self.spawned
             .saturating_sub(self.started)
             .saturating_sub(self.cancelled)
+    }
+
+    /// Jobs of `priority` waiting to start now (see [`queued`](Metrics::queued);
+    /// the three add up to it, give or take the jobs that move on while the
+    /// snapshot is taken).
+    ///
+    /// ```
+    /// use offload::Priority;
+    ///
+    /// // Detection off: otherwise a helper would run the queued jobs while
+    /// // `busy` sits in `recv`.
+    /// let pool = offload::Pool::builder().threads(1).detect_blocking(false).build().unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let busy = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap();
+    /// let low = pool.with_priority(Priority::Low);
+    /// let tasks: Vec<_> = (0..3).map(|i| low.spawn(move || i)).collect();
+    /// let urgent = pool.with_priority(Priority::High).spawn(|| 7);
+    /// let now = pool.metrics();
+    /// assert_eq!(now.queued_at(Priority::Low), 3);
+    /// assert_eq!(now.queued_at(Priority::High), 1);
+    /// assert_eq!(now.queued_at(Priority::Normal), 0);
+    /// release.send(()).unwrap();
+    /// assert_eq!(urgent.wait().unwrap(), 7);
+    /// # busy.wait().unwrap();
+    /// # for task in tasks { task.wait().unwrap(); }
+    /// ```
+    #[must_use]
+    pub fn queued_at(&self, priority: Priority) -> u64 {
+        let (spawned, started, cancelled) = match priority.lane() {
+            Some(lane) => {
+                let lane = &self.lanes[lane];
+                (lane.spawned, lane.started, lane.cancelled)
+            }
+            None => {
+                let others = |f: fn(&LaneFigures) -> u64| self.lanes.iter().map(f).sum::<u64>();
+                (
+                    self.spawned.saturating_sub(others(|l| l.spawned)),
+                    self.started.saturating_sub(others(|l| l.started)),
+                    self.cancelled.saturating_sub(others(|l| l.cancelled)),
+                )
+            }
+        };
+        spawned.saturating_sub(started).saturating_sub(cancelled)
+    }
+
+    /// The sampled queue waits of the jobs of `priority`: the part of
+    /// [`queue_wait`](Metrics::queue_wait) that they make up.
+    ///
+    /// ```
+    /// use offload::Priority;
+    ///
+    /// let pool = offload::Pool::builder().threads(1).metrics_sample_every(1).build().unwrap();
+    /// pool.with_priority(Priority::High).spawn(|| ()).wait().unwrap();
+    /// pool.spawn(|| ()).wait().unwrap();
+    /// let metrics = pool.metrics();
+    /// assert_eq!(metrics.queue_wait_at(Priority::High).count(), 1);
+    /// assert_eq!(metrics.queue_wait_at(Priority::Normal).count(), 1);
+    /// assert_eq!(metrics.queue_wait_at(Priority::Low).count(), 0);
+    /// assert_eq!(metrics.queue_wait().count(), 2);
+    /// ```
+    #[must_use]
+    pub fn queue_wait_at(&self, priority: Priority) -> Histogram {
+        match priority.lane() {
+            Some(lane) => self.lanes[lane].queue_wait.clone(),
+            None => self
+                .queue_wait
+                .since(&self.lanes[0].queue_wait)
+                .since(&self.lanes[1].queue_wait),
+        }
     }
 
     /// Jobs running now: started and not finished. Includes jobs on spare
@@ -715,6 +838,8 @@ impl fmt::Debug for Metrics {
             .field("steals", &self.steals)
             .field("queue_wait", &self.queue_wait)
             .field("run_time", &self.run_time)
+            .field("high", &self.lanes[0])
+            .field("low", &self.lanes[1])
             .field("blocked", &self.blocked)
             .field("detected_blocked", &self.detected_blocked)
             .field("spare_threads", &self.spare_threads)
@@ -867,5 +992,36 @@ impl fmt::Display for Metrics {
             self.spare_threads,
             self.reserve_waiters
         )
+    }
+}
+
+/// A lane's share of a snapshot (see `Metrics::lanes`).
+#[derive(Debug, Clone)]
+struct LaneFigures {
+    spawned: u64,
+    started: u64,
+    cancelled: u64,
+    queue_wait: Histogram,
+}
+
+impl Default for LaneFigures {
+    fn default() -> Self {
+        LaneFigures {
+            spawned: 0,
+            started: 0,
+            cancelled: 0,
+            queue_wait: Histogram::new(),
+        }
+    }
+}
+
+impl LaneFigures {
+    fn since(&self, earlier: &LaneFigures) -> LaneFigures {
+        LaneFigures {
+            spawned: self.spawned.saturating_sub(earlier.spawned),
+            started: self.started.saturating_sub(earlier.started),
+            cancelled: self.cancelled.saturating_sub(earlier.cancelled),
+            queue_wait: self.queue_wait.since(&earlier.queue_wait),
+        }
     }
 }
