@@ -17,13 +17,21 @@
 //! The highest lane that holds a job, looked at in the order the worker
 //! loop uses for one lane (own deque, then the lane's injector, then the
 //! other workers' deques of that lane), with one exception that bounds
-//! starvation: every [`ESCAPE_EVERY`]th job a worker starts while other
-//! lanes hold jobs comes from a lower lane than the highest busy one, the
-//! oldest first (the lane's injector before the deques), `Normal` and
-//! `Low` taking turns (a lane with nothing queued passes its turn on). So
-//! under a flood of higher jobs each lower lane still gets at least one
-//! start in `2 × ESCAPE_EVERY` of each worker, and one in `ESCAPE_EVERY`
-//! when it is the only lower lane with jobs.
+//! starvation: a worker whose last [`ESCAPE_EVERY`]` - 1` starts in a row
+//! each passed over a job of a less urgent lane takes, as its next start,
+//! the oldest job of a lane below the most urgent busy one (the lane's
+//! injector before the deques), `Normal` and `Low` taking turns (a lane
+//! with nothing queued passes its turn on). A start that passes nothing
+//! over (the least urgent busy lane's) resets the run.
+//!
+//! So under a permanent flood of more urgent jobs each less urgent lane
+//! still gets at least one start in `2 × ESCAPE_EVERY` of each worker, and
+//! one in `ESCAPE_EVERY` when it is the only one waiting; while the more
+//! urgent jobs are not a flood (a request now and then beside a batch),
+//! the runs stay short, the rule never fires, and an urgent job waits only
+//! for the first worker to finish its job. Counting runs rather than every
+//! eighth start is what keeps that wait at one job: with a plain count, one
+//! urgent job in eight would find its worker's turn taken by the batch.
 //!
 //! # The fast path: a pool whose jobs are all `Normal`
 //!
@@ -110,12 +118,12 @@ impl Priority {
     }
 }
 
-/// Every `ESCAPE_EVERY`th start of a worker, while lower lanes hold jobs,
-/// takes a lower lane's oldest job (module docs). 8: a `High` job then
-/// waits at most about one lower job's duration more than it would
-/// without the rule on a pool of 8 or more workers (one worker in 8 at a
-/// time runs one), while a lower lane under a flood still gets 1/16 of the
-/// starts: with 1 ms background jobs, about 60 a second per worker.
+/// A worker's `ESCAPE_EVERY`th start in a row that would pass over a less
+/// urgent job takes that lane's oldest job instead (module docs). 8: a
+/// flood of urgent jobs keeps 7 starts in 8, so it loses at most an eighth
+/// of its throughput to the batch, while the batch under that flood still
+/// advances at one job in 8 (16 for each of two lower lanes) per worker,
+/// with 1 ms background jobs at least about 60 a second per worker.
 pub(crate) const ESCAPE_EVERY: u32 = 8;
 
 /// The `High` and `Low` lanes' shared queues and their count (module docs).

@@ -155,11 +155,13 @@ impl Pool {
     ///   never interrupted: a `High` job that arrives while every worker
     ///   runs a `Low` one waits for the first of them to end. Queued
     ///   `spawn_blocking` jobs start in priority order too.
-    /// - **No starvation.** While more urgent jobs are queued, every 8th
-    ///   job a worker starts is the oldest job of a less urgent lane
-    ///   (`Normal` and `Low` taking turns when both wait): under a
-    ///   permanent flood of `High` jobs, `Low` jobs still get at least one
-    ///   start in 16 of each worker, one in 8 when no `Normal` job waits.
+    /// - **No starvation.** After 7 starts in a row that each passed over a
+    ///   less urgent job, a worker's next start is the oldest job of a less
+    ///   urgent priority (`Normal` and `Low` taking turns when both wait):
+    ///   under a permanent flood of `High` jobs, `Low` jobs still get at
+    ///   least one start in 16 of each worker, one in 8 when no `Normal`
+    ///   job waits. An urgent job now and then beside a background batch
+    ///   never triggers the rule, so it waits for one job to end, not two.
     /// - **A pool that uses only `Normal` pays nothing measurable**: its
     ///   workers read one more counter, which stays zero, per look for work.
     /// - **Backpressure is shared.** [`Builder::max_queued`] bounds the
@@ -177,7 +179,7 @@ impl Pool {
     /// let background = pool.with_priority(Priority::Low);
     /// let urgent = pool.with_priority(Priority::High);
     /// let batch: Vec<_> = (0..100u64).map(|i| background.spawn(move || i)).collect();
-    /// // Starts before the queued background jobs (bar one in 8 per worker).
+    /// // Starts before the queued background jobs.
     /// assert_eq!(urgent.spawn(|| 6 * 7).await.unwrap(), 42);
     /// assert_eq!(urgent.priority(), Priority::High);
     /// for task in batch {

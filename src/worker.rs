@@ -79,10 +79,10 @@ pub(crate) struct WorkerThread {
     /// The priority of the job this place runs now (`Normal` between
     /// jobs): what the jobs it makes inherit (see [`crate::job_priority`]).
     running: Cell<Priority>,
-    /// Jobs started while other lanes held jobs, for the starvation bound
-    /// (see [`crate::job_priority`]), and whose turn the next escape is:
-    /// `Low`'s if set, else `Normal`'s.
-    lane_starts: Cell<u32>,
+    /// Starts in a row that passed over a job of a less urgent lane, for
+    /// the starvation bound (see [`crate::job_priority`]), and whose turn
+    /// the next escape is: `Low`'s if set, else `Normal`'s.
+    passed_over: Cell<u32>,
     low_turn: Cell<bool>,
     /// Join halves this worker published to `deque` and has not taken
     /// back yet, stolen or not: the depth of its shared joins (see
@@ -258,7 +258,7 @@ impl WorkerThread {
             deque: deques.normal,
             lane_deques: deques.lanes,
             running: Cell::new(Priority::Normal),
-            lane_starts: Cell::new(0),
+            passed_over: Cell::new(0),
             low_turn: Cell::new(false),
             published: Cell::new(0),
             joins: Cell::new(0),
@@ -524,25 +524,28 @@ impl WorkerThread {
     }
 
     /// The look for work while other lanes hold jobs: the most urgent lane
-    /// first, except every [`ESCAPE_EVERY`]th start, which takes a lower
-    /// lane's oldest job (see [`crate::job_priority`]).
+    /// first, except after [`ESCAPE_EVERY`]` - 1` starts in a row that
+    /// passed over a less urgent job: then a lower lane's oldest job (see
+    /// [`crate::job_priority`]).
     fn take_by_priority(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
-        let starts = self.lane_starts.get().wrapping_add(1);
-        let escape = starts % ESCAPE_EVERY == 0;
-        let job = if escape {
-            self.take_escape(spinning)
-        } else {
-            None
-        };
-        let job = job.or_else(|| {
-            Priority::URGENT_FIRST
-                .into_iter()
-                .find_map(|priority| self.take_lane(priority, spinning))
-        });
-        if job.is_some() {
-            self.lane_starts.set(starts);
+        let passed = self.passed_over.get();
+        if passed + 1 >= ESCAPE_EVERY {
+            if let Some(job) = self.take_escape(spinning) {
+                self.passed_over.set(0);
+                return Some(job);
+            }
         }
-        job
+        for priority in Priority::URGENT_FIRST {
+            if let Some(job) = self.take_lane(priority, spinning) {
+                let passes_over = Priority::URGENT_FIRST
+                    .into_iter()
+                    .any(|lower| lower < priority && self.lane_has_work(lower));
+                self.passed_over
+                    .set(if passes_over { passed + 1 } else { 0 });
+                return Some(job);
+            }
+        }
+        None
     }
 
     /// The starvation bound's take: the oldest job of a lane below the

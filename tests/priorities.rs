@@ -236,8 +236,9 @@ fn joins_at_every_priority_compute_correctly() {
     });
 }
 
-/// Under a flood of `High` jobs, every 8th start of the worker is a `Low`
-/// one: the i-th `Low` job starts by start 8i.
+/// Under a flood of `High` jobs, every 8th start of the worker (after 7
+/// that passed a `Low` job over) is a `Low` one: the i-th `Low` job starts
+/// by start 8i.
 #[test]
 fn lower_lanes_get_one_start_in_eight_under_a_flood() {
     timed(|| {
@@ -555,5 +556,29 @@ fn metrics_count_and_time_each_priority() {
         // The gate job's own wait was recorded before `before`.
         assert_eq!(done.queue_wait().count(), 9);
         assert_eq!(done.cancelled(), 1);
+    });
+}
+
+/// An urgent job now and then beside a batch is not a flood: the worker
+/// takes it at its next start every time, however many batch and urgent
+/// jobs it ran before (the starvation rule counts only runs of starts that
+/// passed a less urgent job over, and each batch job ends the run; a rule
+/// that took a batch job every 8th start would take one ahead of the
+/// urgent job in the 6th round here, where each round is 3 starts).
+#[test]
+fn an_occasional_urgent_job_always_starts_next() {
+    timed(|| {
+        let pool = one_worker();
+        let low = pool.with_priority(Priority::Low);
+        let high = pool.with_priority(Priority::High);
+        let log = Log::default();
+        for round in 0..20 {
+            let gate = Gate::hold(&pool);
+            let mut tasks: Vec<_> = (0..2).map(|_| logged(&low, &log, "L")).collect();
+            tasks.push(logged(&high, &log, "H"));
+            gate.release();
+            wait_all(tasks);
+            assert_eq!(log.take(), ["H", "L", "L"], "round {round}");
+        }
     });
 }
