@@ -33,6 +33,11 @@
 //! - request queue wait: p50, p99 and max over every request of every run
 //!   (an `hdrhistogram`); goal for offload priorities: p99 ≤ 1.5 ms (about
 //!   one background job: a request arrives while both workers run one);
+//!   beside it, the p99 of how late the loop itself sent the requests
+//!   (part of their wait: the loop's thread shares the 2 cores with the 2
+//!   busy workers, and on a loaded machine with everything else) and the
+//!   p99 of the wait from the actual send to the job's start (the pool's
+//!   own part);
 //! - background throughput beside the requests, as a ratio to the batch's
 //!   throughput alone on the same contender (the median of the runs'
 //!   ratios): **raw**, which the requests' own 2 ms jobs lower by about
@@ -194,6 +199,10 @@ fn alone(kind: Kind, config: &Config) -> Duration {
 /// One mixed run's figures.
 struct Mixed {
     waits: Vec<Duration>,
+    /// How late the loop sent each request (part of its wait), and the
+    /// wait from the send on (the pool's part).
+    late: Vec<Duration>,
+    from_send: Vec<Duration>,
     /// The batch's time, and the request work that ran during it.
     batch: Duration,
     overlap: Duration,
@@ -211,7 +220,7 @@ fn mixed(kind: Kind, config: &Config) -> Mixed {
     let cpu_before = cpu_time().unwrap_or_default();
     let start = Instant::now();
     pools.background(config, done_tx);
-    let answers: Vec<(Instant, Instant, Instant)> = runtime.block_on(async {
+    let answers: Vec<(Instant, Instant, Instant, Instant)> = runtime.block_on(async {
         let fd = support::clock::timerfd().expect("timerfd");
         let every_ns = config.every.as_nanos() as u64;
         let (base_instant, base_ns) = (Instant::now(), support::clock::monotonic_ns());
@@ -227,11 +236,15 @@ fn mixed(kind: Kind, config: &Config) -> Mixed {
                 if sent == config.requests {
                     break;
                 }
-                let (answer, due) = (pools.request(config.req_iters), due(sent));
+                let (sent_at, due) = (Instant::now(), due(sent));
+                let answer = pools.request(config.req_iters);
                 let collected = Arc::clone(&collected);
                 handles.push(tokio::spawn(async move {
                     let (started, ended) = answer.await;
-                    collected.lock().unwrap().push((due, started, ended));
+                    collected
+                        .lock()
+                        .unwrap()
+                        .push((due, sent_at, started, ended));
                 }));
                 sent += 1;
             }
@@ -245,12 +258,20 @@ fn mixed(kind: Kind, config: &Config) -> Mixed {
     let cpu = cpu_time().unwrap_or_default().saturating_sub(cpu_before);
     let overlap = answers
         .iter()
-        .map(|&(_, s, e)| e.min(batch_end).saturating_duration_since(s.max(start)))
+        .map(|&(_, _, s, e)| e.min(batch_end).saturating_duration_since(s.max(start)))
         .sum();
     Mixed {
         waits: answers
             .iter()
-            .map(|&(due, started, _)| started.saturating_duration_since(due))
+            .map(|&(due, _, started, _)| started.saturating_duration_since(due))
+            .collect(),
+        late: answers
+            .iter()
+            .map(|&(due, sent_at, _, _)| sent_at.saturating_duration_since(due))
+            .collect(),
+        from_send: answers
+            .iter()
+            .map(|&(_, sent_at, started, _)| started.saturating_duration_since(sent_at))
             .collect(),
         batch: batch_end - start,
         overlap,
@@ -314,6 +335,14 @@ fn main() {
         .iter()
         .map(|_| Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap())
         .collect();
+    let mut late: Vec<Histogram<u64>> = KINDS
+        .iter()
+        .map(|_| Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap())
+        .collect();
+    let mut from_send: Vec<Histogram<u64>> = KINDS
+        .iter()
+        .map(|_| Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap())
+        .collect();
     let mut raw = vec![Vec::new(); KINDS.len()];
     let mut net = vec![Vec::new(); KINDS.len()];
     let mut cpu = vec![Vec::new(); KINDS.len()];
@@ -323,6 +352,12 @@ fn main() {
             let run = mixed(kind, &config);
             for wait in &run.waits {
                 waits[k].saturating_record(wait.as_nanos().max(1) as u64);
+            }
+            for wait in &run.late {
+                late[k].saturating_record(wait.as_nanos().max(1) as u64);
+            }
+            for wait in &run.from_send {
+                from_send[k].saturating_record(wait.as_nanos().max(1) as u64);
             }
             raw[k].push(alone.as_secs_f64() / run.batch.as_secs_f64());
             let batch_net = run.batch.saturating_sub(run.overlap / WORKERS as u32);
@@ -336,6 +371,8 @@ fn main() {
         "queue wait p50 ms",
         "p99 ms",
         "max ms",
+        "loop late p99 ms",
+        "from send p99 ms",
         "background raw",
         "background net",
         "CPU s",
@@ -355,6 +392,8 @@ fn main() {
                 q(0.5),
                 q(0.99),
                 ms(Duration::from_nanos(waits[k].max())),
+                ms(Duration::from_nanos(late[k].value_at_quantile(0.99))),
+                ms(Duration::from_nanos(from_send[k].value_at_quantile(0.99))),
                 format!("{:.3}", median(raw[k].clone())),
                 format!("{:.3}", median(net[k].clone())),
                 format!("{cpu_median:.3}"),
