@@ -511,12 +511,17 @@ impl Registry {
     /// Pops the oldest injected job (either injector), waiting for its turn
     /// if another thread is consuming: for the drains that must not miss a
     /// job (module docs).
+    /// Both drains follow a `fence(SeqCst)`, after which the lanes' count
+    /// is exact (see [`crate::job_priority`]): the lanes are looked at only
+    /// if it says they hold jobs.
     pub(crate) fn drain_injected(&self) -> Option<JobRef> {
-        self.lanes
-            .pop_waiting(0)
+        let lanes = self.lanes.busy();
+        lanes
+            .then(|| self.lanes.pop_waiting(0))
+            .flatten()
             .or_else(|| self.injector.pop_waiting())
             .or_else(|| self.place_jobs.pop_waiting())
-            .or_else(|| self.lanes.pop_waiting(1))
+            .or_else(|| lanes.then(|| self.lanes.pop_waiting(1)).flatten())
     }
 
     /// Whether either injector holds a job (exact: see [`crate::injector`]).
@@ -610,9 +615,14 @@ impl Registry {
                 }
             }
         }
+        // After the fence above the lanes' count is exact (see
+        // `crate::job_priority`): an all-`Normal` pool skips the lanes.
         for lane in 0..2 {
-            while let Some(job) = self.lanes.take_one(lane, 0) {
-                sort(job, &mut lane_parts);
+            while self.lanes.busy() {
+                match self.lanes.take_one(lane, 0) {
+                    Some(job) => sort(job, &mut lane_parts),
+                    None => break,
+                }
             }
         }
         for job in lane_parts {

@@ -453,16 +453,23 @@ impl WorkerThread {
         self.registry.lanes().took(self.lane_deques[lane].pop())
     }
 
-    /// Pops this worker's own deques, the most urgent lane first.
+    /// Pops this worker's own deques, the most urgent lane first (the last
+    /// worker's drain, after its fence: the lanes' count is exact there).
     fn pop_any(&self) -> Option<JobRef> {
+        if !self.registry.lanes().busy() {
+            return self.deque.pop();
+        }
         self.pop_lane(0)
             .or_else(|| self.deque.pop())
             .or_else(|| self.pop_lane(1))
     }
 
     /// Steals from every lane, the most urgent first (the last worker's
-    /// drain).
+    /// drain, as [`pop_any`](Self::pop_any)).
     fn steal_any(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
+        if !self.registry.lanes().busy() {
+            return self.steal(spinning);
+        }
         self.steal_lane(0, spinning)
             .or_else(|| self.steal(spinning))
             .or_else(|| self.steal_lane(1, spinning))
