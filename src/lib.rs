@@ -162,7 +162,7 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => pool::spawn_on(worker.registry(), job),
-        None => blocking::with_away_or_global(|registry| pool::spawn_on(registry, job)),
+        None => with_away_or_global(|registry| pool::spawn_on(registry, job)),
     })
 }
 
@@ -190,7 +190,7 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => pool::spawn_blocking_on(worker.registry(), job),
-        None => blocking::with_away_or_global(|registry| pool::spawn_blocking_on(registry, job)),
+        None => with_away_or_global(|registry| pool::spawn_blocking_on(registry, job)),
     })
 }
 
@@ -218,7 +218,7 @@ where
     WorkerThread::with_current(|worker| match worker {
         // `a` runs here, in the caller's context already.
         Some(worker) => join_on_worker(worker, a, context::wrap(b)),
-        None => blocking::with_away_or_global(|registry| {
+        None => with_away_or_global(|registry| {
             join::join_in(registry, context::wrap(a), context::wrap(b))
         }),
     })
@@ -248,8 +248,18 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
-        None => blocking::with_away_or_global(|registry| {
-            scope::scope_in(registry, scope::in_current_context(op))
-        }),
+        None => {
+            with_away_or_global(|registry| scope::scope_in(registry, scope::in_current_context(op)))
+        }
+    })
+}
+
+/// The pool a free function uses on a thread where no worker runs: the
+/// pool of the thread away from it (see [`worker::run_away_from`]), else the
+/// global pool.
+pub(crate) fn with_away_or_global<R>(f: impl FnOnce(&sync::Arc<registry::Registry>) -> R) -> R {
+    worker::with_away(|away| match away {
+        Some(registry) => f(registry),
+        None => f(pool::global().registry()),
     })
 }

@@ -761,7 +761,7 @@ impl Pool {
     fn on_own_worker(&self) -> bool {
         WorkerThread::with_current(|worker| {
             worker.is_some_and(|worker| worker.registry().is(&self.registry))
-        }) || crate::blocking::with_away(|away| away.is_some_and(|away| away.is(&self.registry)))
+        }) || crate::worker::with_away(|away| away.is_some_and(|away| away.is(&self.registry)))
     }
 
     fn wait_for_workers(&self) {

@@ -120,9 +120,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::blocking::detect::Dormancy;
+use crossbeam_utils::CachePadded;
+
 use crate::parker::Parker;
-use crate::sync::{fence, mutant, AtomicU64, AtomicUsize, Ordering, StdArc};
+use crate::sync::{fence, mutant, AtomicBool, AtomicU64, AtomicUsize, Ordering, StdArc};
 
 /// Bits per word of the sleeper set.
 const BITS: usize = usize::BITS as usize;
@@ -386,5 +387,72 @@ impl Drop for Spinning<'_> {
 impl fmt::Debug for Spinning<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Spinning").finish_non_exhaustive()
+    }
+}
+
+/// The detector's sleep while no job waits, which a notifier that finds no
+/// worker to wake pokes. Why the detector sleeps: `blocking/detect.rs`.
+pub(crate) struct Dormancy {
+    dormant: CachePadded<AtomicBool>,
+    parker: StdArc<Parker>,
+}
+
+impl Dormancy {
+    pub(crate) fn new() -> Self {
+        Self {
+            dormant: CachePadded::new(AtomicBool::new(false)),
+            parker: StdArc::new(Parker::new()),
+        }
+    }
+
+    /// The detector sleeps until poked, unless `has_waiting()` sees a job
+    /// after it raised `dormant`. Returns whether it slept.
+    pub(crate) fn sleep_unless(&self, has_waiting: impl FnOnce() -> bool) -> bool {
+        // Relaxed: ordered for notifiers by the fence below.
+        self.dormant.store(true, Ordering::Relaxed);
+        // SeqCst fence: pairs with the notifier's fence after its push
+        // (module docs).
+        if !mutant!("dormancy_no_fence") {
+            fence(Ordering::SeqCst);
+        }
+        if has_waiting() {
+            // Relaxed: the detector stays awake; a poke that already
+            // swapped it leaves a token, one early tick.
+            self.dormant.store(false, Ordering::Relaxed);
+            return false;
+        }
+        self.parker.park();
+        true
+    }
+
+    /// A notifier found no worker to wake for the job it pushed (after its
+    /// fence): wakes the detector if it sleeps.
+    #[inline]
+    pub(crate) fn poke(&self) {
+        // Relaxed: ordered by the notifier's fence (module docs); the swap
+        // decides which poker unparks.
+        if self.dormant.load(Ordering::Relaxed) && self.dormant.swap(false, Ordering::Relaxed) {
+            self.parker.unpark();
+        }
+    }
+
+    /// Wakes the detector whatever it does (termination).
+    pub(crate) fn wake(&self) {
+        self.parker.unpark();
+    }
+
+    /// The detector's timed tick.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn sleep_until(&self, deadline: Instant) {
+        self.parker.park_deadline(deadline);
+    }
+}
+
+impl fmt::Debug for Dormancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dormancy")
+            // Relaxed: a snapshot for debugging.
+            .field("dormant", &self.dormant.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }

@@ -67,6 +67,13 @@ sync::thread_local! {
     static CURRENT: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
 }
 
+// The pool of the thread while it runs user code away from a worker's place
+// (inside `blocking`) or a blocking job on a spare: where the free functions
+// go when no worker runs on the thread. Null elsewhere.
+sync::thread_local! {
+    static AWAY: Cell<*const Arc<Registry>> = const { Cell::new(ptr::null()) };
+}
+
 /// The state of one worker thread, on that thread's stack.
 pub(crate) struct WorkerThread {
     index: usize,
@@ -171,7 +178,7 @@ impl WorkerThread {
             }
         }
         let _back = Back(self);
-        crate::blocking::run_away_from(&self.registry, f)
+        run_away_from(&self.registry, f)
     }
 
     /// Waits until this thread, away from the place, holds it again; then
@@ -782,4 +789,27 @@ where
             }
         }
     })
+}
+
+/// Runs `f` with `registry` as the pool that the free functions reach when
+/// no worker runs on this thread (module docs); puts the previous one back
+/// afterwards, also on a panic.
+pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const Arc<Registry>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AWAY.with(|away| away.set(self.0));
+        }
+    }
+    let _restore = Restore(AWAY.with(|away| away.replace(registry)));
+    f()
+}
+
+/// The pool of the thread away from it, if any (see [`run_away_from`]).
+pub(crate) fn with_away<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
+    let away = AWAY.with(Cell::get);
+    // SAFETY: AWAY is non-null only inside `run_away_from`, whose caller
+    // keeps the registry alive (a `WorkerThread` on this thread's stack, or
+    // a spare's own handle) for the call, and this borrow cannot escape `f`.
+    f(unsafe { away.as_ref() })
 }

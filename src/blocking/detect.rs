@@ -129,10 +129,9 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use super::thread_state::ThreadStates;
-use crate::parker::Parker;
 use crate::registry::Registry;
 use crate::sync::{
-    fence, lock, mutant, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, StatCounter, StdArc,
+    lock, mutant, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, StatCounter, StdArc,
 };
 
 /// How long a runner must have been inside one job, off the CPU, to count
@@ -346,72 +345,6 @@ impl Compensation {
     }
 }
 
-/// The detector's sleep while no job waits (module docs).
-pub(crate) struct Dormancy {
-    dormant: CachePadded<AtomicBool>,
-    parker: StdArc<Parker>,
-}
-
-impl Dormancy {
-    pub(crate) fn new() -> Self {
-        Self {
-            dormant: CachePadded::new(AtomicBool::new(false)),
-            parker: StdArc::new(Parker::new()),
-        }
-    }
-
-    /// The detector sleeps until poked, unless `has_waiting()` sees a job
-    /// after it raised `dormant`. Returns whether it slept.
-    pub(crate) fn sleep_unless(&self, has_waiting: impl FnOnce() -> bool) -> bool {
-        // Relaxed: ordered for notifiers by the fence below.
-        self.dormant.store(true, Ordering::Relaxed);
-        // SeqCst fence: pairs with the notifier's fence after its push
-        // (module docs).
-        if !mutant!("dormancy_no_fence") {
-            fence(Ordering::SeqCst);
-        }
-        if has_waiting() {
-            // Relaxed: the detector stays awake; a poke that already
-            // swapped it leaves a token, one early tick.
-            self.dormant.store(false, Ordering::Relaxed);
-            return false;
-        }
-        self.parker.park();
-        true
-    }
-
-    /// A notifier found no worker to wake for the job it pushed (after its
-    /// fence): wakes the detector if it sleeps.
-    #[inline]
-    pub(crate) fn poke(&self) {
-        // Relaxed: ordered by the notifier's fence (module docs); the swap
-        // decides which poker unparks.
-        if self.dormant.load(Ordering::Relaxed) && self.dormant.swap(false, Ordering::Relaxed) {
-            self.parker.unpark();
-        }
-    }
-
-    /// Wakes the detector whatever it does (termination).
-    pub(crate) fn wake(&self) {
-        self.parker.unpark();
-    }
-
-    /// The detector's timed tick.
-    #[cfg_attr(loom, allow(dead_code))]
-    fn sleep_until(&self, deadline: Instant) {
-        self.parker.park_deadline(deadline);
-    }
-}
-
-impl fmt::Debug for Dormancy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dormancy")
-            // Relaxed: a snapshot for debugging.
-            .field("dormant", &self.dormant.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
-}
-
 /// What a pool keeps for detection: the runners, the counts.
 pub(crate) struct Detector {
     /// Whether this pool has a detector thread (`Builder::detect_blocking`).
@@ -491,7 +424,7 @@ pub(crate) fn help(registry: &Arc<Registry>) {
     }
     HELPING.with(|helping| helping.set(ptr::from_ref::<Registry>(registry)));
     let _helping = Helping;
-    super::run_away_from(registry, || {
+    crate::worker::run_away_from(registry, || {
         while compensation.helper_stays() {
             let Some(job) = registry.take_one(victim) else {
                 compensation.remove_helper();

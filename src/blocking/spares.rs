@@ -487,7 +487,7 @@ fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>, index: usize)
         let kind = next.kind();
         match next {
             Work::Job(job) => {
-                super::run_away_from(registry, || {
+                crate::worker::run_away_from(registry, || {
                     job.execute(registry.execution_mode(), &registry.tally());
                 });
             }
