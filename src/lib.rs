@@ -93,6 +93,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod block_on;
 mod blocking;
 mod context;
 mod error;

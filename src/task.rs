@@ -559,62 +559,6 @@ impl<T> Task<T> {
         }
     }
 
-    /// Waits, as [`wait`](Task::wait) does, for at most `timeout`: Python's
-    /// `future.result(timeout=...)`. Returns `None` if the job has not
-    /// finished in time; the Task is then unchanged, to await or wait on
-    /// again, or to drop (which cancels the job, see
-    /// [`is_cancelled`](crate::is_cancelled)). Once it has returned
-    /// `Some`, the result is taken: awaiting or waiting on the Task again
-    /// panics, as polling a finished future may.
-    ///
-    /// A zero `timeout` only looks; one too large for an [`Instant`](std::time::Instant)
-    /// waits as `wait` does. On a worker, which runs other jobs while it
-    /// waits, the deadline is checked between those jobs: a long one it
-    /// picked up delays the return by up to its own length. Async callers
-    /// use their executor's timeout around `.await` instead.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
-    /// let (release, gate) = std::sync::mpsc::channel::<()>();
-    /// let mut task = pool.spawn(move || gate.recv().map(|()| 42).unwrap());
-    /// assert!(task.wait_timeout(Duration::from_millis(10)).is_none());
-    /// release.send(()).unwrap();
-    /// assert_eq!(task.wait().unwrap(), 42); // still usable
-    /// ```
-    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<Result<T, JoinError>> {
-        if let Some(output) = self.try_take() {
-            return Some(output);
-        }
-        crate::worker::block_on_future(WaitPoll(self), |wait| wait.0.is_finished(), Some(timeout))
-    }
-
-    /// Blocks the calling thread until the job has finished and returns its
-    /// result: Python's `Future.result()`.
-    ///
-    /// Called on a worker of any offload pool, the worker keeps running other
-    /// jobs while it waits, so waiting on a job of the same pool (even a
-    /// 1-thread pool) does not deadlock. Called on an async executor's
-    /// thread, it blocks that thread: `.await` the Task there instead.
-    ///
-    /// ```
-    /// let pool = offload::Pool::new();
-    /// let inner = pool.clone();
-    /// let sum = pool.spawn(move || {
-    ///     let halves = [inner.spawn(|| 1 + 2), inner.spawn(|| 3 + 4)];
-    ///     halves.into_iter().map(|t| t.wait().unwrap()).sum::<i32>()
-    /// });
-    /// assert_eq!(sum.wait().unwrap(), 10);
-    /// ```
-    pub fn wait(mut self) -> Result<T, JoinError> {
-        if let Some(output) = self.try_take() {
-            return output;
-        }
-        crate::worker::block_on_future(WaitPoll(&mut self), |wait| wait.0.is_finished(), None)
-            .expect("an untimed wait resolves")
-    }
-
     /// Gives up the task side's interest: `bits` is `TASK_GONE` (detach) or
     /// `TASK_GONE | CANCELLED` (drop). Drops what the task side then owns
     /// and releases its reference.
@@ -745,7 +689,7 @@ impl<T> Future for Task<T> {
 /// [`wait_timeout`](Task::wait_timeout): without the first poll's spin,
 /// since they wait their own way (a worker runs other jobs, another thread
 /// spins and then parks).
-struct WaitPoll<'a, T>(&'a mut Task<T>);
+pub(crate) struct WaitPoll<'a, T>(pub(crate) &'a mut Task<T>);
 
 impl<T> Future for WaitPoll<'_, T> {
     type Output = Result<T, JoinError>;

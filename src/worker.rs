@@ -41,10 +41,7 @@
 //! a published half is always run by its owner when nobody took it.
 
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::Pin;
 use std::ptr;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::blocking::baton::Baton;
@@ -725,67 +722,6 @@ where
                 registry.inject_for_worker(unsafe { job.as_job_ref() });
                 spin_then_park(&parker, || job.latch.probe(), None);
                 job.into_result()
-            }
-        }
-    })
-}
-
-/// Blocks until `future` resolves, or `timeout` has passed (`None` then):
-/// `Task::wait` and `wait_timeout`, `Reserve::wait`. `is_ready` says
-/// whether a poll would resolve now, without a waker; whoever makes it true
-/// wakes the waker that the last poll registered (this thread's parker).
-/// On a worker, runs other jobs meanwhile; a timeout too large for an
-/// `Instant` waits without one.
-pub(crate) fn block_on_future<F>(
-    future: F,
-    is_ready: impl Fn(&F) -> bool,
-    timeout: Option<Duration>,
-) -> Option<F::Output>
-where
-    F: Future + Unpin,
-{
-    block_on_future_stepping_out(future, is_ready, timeout, |_| {}, |_| {})
-}
-
-/// [`block_on_future`], calling `step_out` before each job a waiting
-/// worker runs and `step_in` after (see
-/// [`WorkerThread::wait_until_deadline_stepping_out`]).
-pub(crate) fn block_on_future_stepping_out<F>(
-    mut future: F,
-    is_ready: impl Fn(&F) -> bool,
-    timeout: Option<Duration>,
-    step_out: impl Fn(&F),
-    step_in: impl Fn(&F),
-) -> Option<F::Output>
-where
-    F: Future + Unpin,
-{
-    let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-    let past = || deadline.is_some_and(|deadline| Instant::now() >= deadline);
-    WorkerThread::with_current(|worker| {
-        let parker = match worker {
-            Some(worker) => StdArc::clone(worker.parker()),
-            None => thread_parker(),
-        };
-        let waker = Waker::from(StdArc::clone(&parker));
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
-                return Some(output);
-            }
-            if past() {
-                return None;
-            }
-            match worker {
-                Some(worker) => {
-                    worker.wait_until_deadline_stepping_out(
-                        || is_ready(&future),
-                        deadline,
-                        || step_out(&future),
-                        || step_in(&future),
-                    );
-                }
-                None => spin_then_park(&parker, || is_ready(&future), deadline),
             }
         }
     })

@@ -268,7 +268,7 @@ impl Reserve {
                 acquire.step_in();
             }
         };
-        crate::worker::block_on_future_stepping_out(
+        crate::block_on::block_on_future_stepping_out(
             self,
             |reserve| reserve.is_ready(),
             timeout,
