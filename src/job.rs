@@ -9,25 +9,22 @@
 //! Three kinds of job stand behind a `JobRef`:
 //! - the handoff cell of a spawned [`Task`](crate::Task) (`task` module): heap,
 //!   reference counted, may be cancelled;
-//! - a [`StackJob`]: the second half of a `join`, or the body of an
+//! - a `StackJob`: the second half of a `join`, or the body of an
 //!   `install`, living on the stack of a thread that waits for its latch;
-//! - a [`HeapJob`]: a job spawned inside a `scope`.
+//! - a `HeapJob`: a job spawned inside a `scope`.
+//!
+//! The last two are fork-join's (`crate::fork_join_parts`).
 //!
 //! Only the first honours [`Mode::Cancel`]: the other two are parts of a
 //! computation that a caller is blocked on, so they always run. They carry
 //! the cancellation scope of the thread that made them and run in it, so
 //! that [`is_cancelled`](crate::is_cancelled) inside them answers for the
-//! job that waits for them (see [`crate::flow::cancel`]).
+//! job that waits for them.
 
-use std::any::Any;
-use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use crate::flow::cancel::{self, CancelScope};
-use crate::latch::Latch;
 use crate::observe::metrics::Tally;
-use crate::sync::{AtomicPtr, UnsafeCell};
-use crate::unwind;
+use crate::sync::AtomicPtr;
 
 /// How a popped job is to be executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,164 +122,3 @@ impl PartialEq for JobRef {
 }
 
 impl Eq for JobRef {}
-
-/// What a [`StackJob`] produced.
-#[derive(Debug)]
-pub(crate) enum JobResult<R> {
-    None,
-    Ok(R),
-    Panic(Box<dyn Any + Send>),
-}
-
-impl<R> JobResult<R> {
-    /// Runs `f`, catching its panic.
-    pub(crate) fn call(f: impl FnOnce() -> R) -> Self {
-        match panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(value) => JobResult::Ok(value),
-            Err(payload) => JobResult::Panic(payload),
-        }
-    }
-
-    /// Returns the value, or re-raises the job's panic on this thread.
-    pub(crate) fn into_return_value(self) -> R {
-        match self {
-            JobResult::Ok(value) => value,
-            JobResult::Panic(payload) => panic::resume_unwind(payload),
-            JobResult::None => unreachable!("job result read before its latch was set"),
-        }
-    }
-}
-
-/// A job on the stack of a thread that will not return before its latch is
-/// set: the stolen half of a `join`, or the body of an `install`.
-#[repr(C)]
-pub(crate) struct StackJob<F, R> {
-    header: JobHeader,
-    func: UnsafeCell<Option<F>>,
-    result: UnsafeCell<JobResult<R>>,
-    pub(crate) latch: Latch,
-    /// The maker's cancellation scope, entered wherever the job runs.
-    cancel: CancelScope,
-}
-
-impl<F, R> StackJob<F, R>
-where
-    F: FnOnce() -> R + Send,
-    R: Send,
-{
-    pub(crate) fn new(func: F, latch: Latch) -> Self {
-        Self {
-            header: JobHeader::new(Self::execute),
-            func: UnsafeCell::new(Some(func)),
-            result: UnsafeCell::new(JobResult::None),
-            latch,
-            cancel: cancel::current(),
-        }
-    }
-
-    /// # Safety
-    /// The caller must keep `self` alive (not move or drop it) until either
-    /// the latch is set or the `JobRef` was taken back unexecuted.
-    pub(crate) unsafe fn as_job_ref(&self) -> JobRef {
-        // SAFETY: `Self` is repr(C) with the header first, so `execute` may
-        // cast back to `Self`; the caller keeps it alive.
-        unsafe { JobRef::new(NonNull::from(self).cast()) }
-    }
-
-    /// Runs the job on the owner's thread after it popped its own `JobRef`
-    /// back: no other thread can reach the job any more.
-    #[inline]
-    pub(crate) fn run_inline(&self) -> R {
-        let func = self.func.with_mut(|func| {
-            // SAFETY: the JobRef was popped back by the owner, so no other
-            // thread has or will have access to `func`.
-            unsafe { (*func).take() }
-        });
-        func.expect("stack job already taken")()
-    }
-
-    /// Takes the result once the latch is set.
-    pub(crate) fn take_result(&self) -> JobResult<R> {
-        debug_assert!(self.latch.probe());
-        self.result.with_mut(|result| {
-            // SAFETY: the latch is set (Acquire), so the executing thread's
-            // write of `result` happened before, and it touches `self` no more.
-            unsafe { std::mem::replace(&mut *result, JobResult::None) }
-        })
-    }
-
-    /// Takes the result once the latch is set, re-raising a panic.
-    pub(crate) fn into_result(self) -> R {
-        self.take_result().into_return_value()
-    }
-
-    /// # Safety
-    /// `this` points to a live `StackJob<F, R>` whose JobRef was popped by
-    /// the current thread (called through [`JobRef::execute`]).
-    unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode, _tally: &Tally<'_>) {
-        // SAFETY: caller's contract: `this` heads a live StackJob<F, R>.
-        let this = unsafe { this.cast::<Self>().as_ref() };
-        // SAFETY: we hold the JobRef, so we alone access `func` and `result`
-        // until we set the latch.
-        let func = this.func.with_mut(|func| unsafe { (*func).take() });
-        // SAFETY: the maker waits for this job's latch, so the scope it
-        // captured is still valid; the guard ends before the latch is set.
-        let scope = unsafe { cancel::enter_captured(this.cancel) };
-        let result = JobResult::call(func.expect("stack job executed twice"));
-        drop(scope);
-        // SAFETY: as above; the latch is not set yet.
-        this.result.with_mut(|slot| unsafe { *slot = result });
-        // SAFETY: the latch is live now; after this call the owner may free
-        // `this`, and nothing below touches it.
-        unsafe { Latch::set(&this.latch) };
-    }
-}
-
-/// A boxed job spawned inside a scope.
-#[repr(C)]
-pub(crate) struct HeapJob<F> {
-    header: JobHeader,
-    func: F,
-    /// The spawner's cancellation scope, entered wherever the job runs.
-    cancel: CancelScope,
-}
-
-impl<F> HeapJob<F>
-where
-    F: FnOnce() + Send,
-{
-    /// Boxes `func` and returns its `JobRef`; executing it frees the box.
-    ///
-    /// # Safety
-    /// Everything `func` borrows must outlive the job's execution (the scope
-    /// waits for every job it spawned before its borrows end).
-    pub(crate) unsafe fn into_job_ref(func: F) -> JobRef {
-        let boxed = Box::new(HeapJob {
-            header: JobHeader::new(Self::execute),
-            func,
-            cancel: cancel::current(),
-        });
-        let header = NonNull::from(Box::leak(boxed)).cast();
-        // SAFETY: `Self` is repr(C) with the header first; `execute`
-        // reclaims exactly this box, once.
-        unsafe { JobRef::new(header) }
-    }
-
-    /// # Safety
-    /// `this` came from `into_job_ref` and is executed once.
-    unsafe fn execute(this: NonNull<JobHeader>, _mode: Mode, _tally: &Tally<'_>) {
-        // SAFETY: caller's contract: we own the box leaked by into_job_ref.
-        let job = unsafe { Box::from_raw(this.cast::<Self>().as_ptr()) };
-        // SAFETY: the `scope` call that spawned this job waits for it, and
-        // the job whose scope was captured waits for that call. The job
-        // signals its scope as the last step of `func`; the pointers stay
-        // in the guard a moment longer, but nothing reads them: the guard's
-        // drop only puts the previous scope back.
-        let _scope = unsafe { cancel::enter_captured(job.cancel) };
-        // The scope's wrapper around `func` catches panics; guard anyway so a
-        // worker never unwinds out of a job.
-        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(job.func)) {
-            unwind::drop_quietly(payload);
-        }
-    }
-}

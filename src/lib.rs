@@ -98,6 +98,7 @@ mod blocking;
 mod context;
 mod error;
 mod flow;
+mod fork_join_parts;
 mod idle;
 mod injector;
 mod job;

@@ -12,6 +12,7 @@ use crate::blocking::spares::{NameFn, SpareConfig};
 use crate::context::Context as JobContext;
 use crate::flow::slots::Slot;
 use crate::flow::{Permit, Reserve, TryReserveError, TrySpawnError};
+use crate::fork_join_parts::in_worker;
 use crate::observe::metrics::SAMPLE_EVERY;
 use crate::priority::{self, WorkerPriority};
 use crate::queue::Worker;
@@ -19,7 +20,7 @@ use crate::registry::{Hook, Registry};
 use crate::scope::Scope;
 use crate::sync::{thread, Arc};
 use crate::task::{new_task, Task};
-use crate::worker::{in_worker, WorkerThread};
+use crate::worker::WorkerThread;
 
 /// A work-stealing pool of CPU worker threads, one per core by default.
 ///

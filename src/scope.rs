@@ -13,7 +13,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 
-use crate::job::HeapJob;
+use crate::fork_join_parts::HeapJob;
 use crate::latch::CountLatch;
 use crate::parker::Parker;
 use crate::registry::Registry;
@@ -126,7 +126,7 @@ where
             crate::worker::spin_then_park(&parker, done, None);
         });
     }
-    crate::worker::in_worker(registry, |worker| scope_on_worker(worker, op))
+    crate::fork_join_parts::in_worker(registry, |worker| scope_on_worker(worker, op))
 }
 
 /// Runs a scope on `worker`.

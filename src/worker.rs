@@ -49,9 +49,7 @@ use crate::blocking::detect::Runner;
 use crate::blocking::spares::Place;
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::injector::MAX_BATCH;
-use crate::job::{JobRef, StackJob};
-use crate::join::{SHARED_DEPTH, SHARE_CHECK_EVERY};
-use crate::latch::Latch;
+use crate::job::JobRef;
 use crate::parker::Parker;
 use crate::queue::{Steal, Worker};
 use crate::registry::Registry;
@@ -59,6 +57,14 @@ use crate::sleep::{Sleep, Spinning};
 use crate::spin::SpinLearner;
 use crate::sync::{self, mutant, Arc, StdArc};
 use crate::unwind::drop_quietly;
+
+// The bounds of a worker's private join stack (see `crate::join`'s costs).
+/// Below this many published halves, every join is a shared join.
+pub(crate) const SHARED_DEPTH: usize = 3;
+
+/// With [`SHARED_DEPTH`] halves published, one inline join in this many
+/// looks for a share request.
+pub(crate) const SHARE_CHECK_EVERY: u32 = 64;
 
 sync::thread_local! {
     static CURRENT: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
@@ -673,58 +679,6 @@ pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline:
             }
         }
     }
-}
-
-/// Runs `op` on a worker of `registry` and returns its result, blocking the
-/// caller (or, on a worker of another pool, running that pool's jobs) until
-/// it is done. Panics in `op` are re-raised here.
-pub(crate) fn in_worker<OP, R>(registry: &Arc<Registry>, op: OP) -> R
-where
-    OP: FnOnce(&WorkerThread) -> R + Send,
-    R: Send,
-{
-    WorkerThread::with_current(|current| {
-        if let Some(worker) = current {
-            if worker.registry().is(registry) {
-                return op(worker);
-            }
-        }
-        assert!(
-            !registry.is_terminating(),
-            "offload: the pool has been shut down"
-        );
-        // If the pool shuts down before a worker takes the job, the
-        // submitter itself cancels it (see `Registry::inject`) and this
-        // panics on its thread, which re-raises the panic to the caller.
-        let target = Arc::clone(registry);
-        let run_on_worker = move || {
-            WorkerThread::with_current(|worker| {
-                let worker = worker
-                    .filter(|worker| worker.registry().is(&target))
-                    .expect("offload: the pool was shut down before this operation could run");
-                op(worker)
-            })
-        };
-        match current {
-            // On a worker of another pool: keep that worker busy while we wait.
-            Some(worker) => {
-                let job = StackJob::new(run_on_worker, Latch::new(worker.parker()));
-                // SAFETY: `job` stays on this stack until its latch is set.
-                registry.inject_for_worker(unsafe { job.as_job_ref() });
-                worker.wait_until(|| job.latch.probe());
-                job.into_result()
-            }
-            // On any other thread: park until done.
-            None => {
-                let parker = thread_parker();
-                let job = StackJob::new(run_on_worker, Latch::new(&parker));
-                // SAFETY: `job` stays on this stack until its latch is set.
-                registry.inject_for_worker(unsafe { job.as_job_ref() });
-                spin_then_park(&parker, || job.latch.probe(), None);
-                job.into_result()
-            }
-        }
-    })
 }
 
 /// Runs `f` with `registry` as the pool that the free functions reach when
