@@ -64,6 +64,7 @@ use std::time::Instant;
 use crate::blocking::baton::Baton;
 use crate::blocking::detect::Detector;
 use crate::blocking::spares::{SpareConfig, Spares};
+use crate::flow::cancel;
 use crate::flow::slots::Slots;
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
@@ -81,8 +82,9 @@ use crossbeam_utils::CachePadded;
 
 /// Refuse submissions; workers exit when they run out of work.
 const TERMINATING: usize = 1 << 0;
-/// Resolve queued cancellable jobs as cancelled instead of running them.
-const CANCEL_QUEUED: usize = 1 << 1;
+/// Resolve queued cancellable jobs as cancelled instead of running them,
+/// and ask running ones to stop: `cancel::STOP`, which `is_cancelled` reads.
+const CANCEL_QUEUED: usize = cancel::STOP;
 
 #[derive(Debug, Default)]
 struct Exit {
@@ -260,12 +262,12 @@ impl Registry {
         self.flags.load(Ordering::Acquire) & TERMINATING != 0
     }
 
-    /// Whether `shutdown_now` asked the running jobs to stop (see
-    /// [`crate::is_cancelled`]).
+    /// The word whose `cancel::STOP` bit says that `shutdown_now` asked the
+    /// running jobs to stop (see [`crate::is_cancelled`]): a worker's
+    /// cancellation scope holds it.
     #[inline]
-    pub(crate) fn cancel_requested(&self) -> bool {
-        // Relaxed: a request, which publishes nothing; the job reads it again.
-        self.flags.load(Ordering::Relaxed) & CANCEL_QUEUED != 0
+    pub(crate) fn cancel_flags(&self) -> &AtomicUsize {
+        &self.flags
     }
 
     /// The queue slots, if the pool is bounded.

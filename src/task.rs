@@ -75,7 +75,8 @@ use crate::unwind::drop_quietly;
 
 const RUNNING: usize = 1 << 0;
 const COMPLETE: usize = 1 << 1;
-const CANCELLED: usize = 1 << 2;
+/// `cancel::STOP`, which the running job's `is_cancelled` reads.
+const CANCELLED: usize = cancel::STOP;
 const TASK_GONE: usize = 1 << 3;
 const WAKER: usize = 1 << 4;
 const JOB_REF: usize = 1 << 5;
@@ -349,14 +350,6 @@ impl Header {
         // SAFETY: the caller's contract: nobody else touches the slot.
         self.slot.with_mut(|slot| unsafe { (*slot).take() })
     }
-}
-
-/// Whether the Task whose cell has this `state` asked its job to stop (see
-/// [`crate::flow::cancel`]).
-#[inline]
-pub(crate) fn cancel_requested(state: &AtomicUsize) -> bool {
-    // Relaxed: a request, which publishes nothing; the job reads it again.
-    state.load(Ordering::Relaxed) & CANCELLED != 0
 }
 
 /// Clears `bit` (one side's reference); the side that clears the last one

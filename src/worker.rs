@@ -239,7 +239,8 @@ impl WorkerThread {
         let _current = CurrentGuard;
         worker.runner().bind_home_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
-        let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
+        let _cancel_scope =
+            unsafe { crate::flow::cancel::enter_pool(worker.registry.cancel_flags()) };
         if let Some(hook) = &worker.registry.on_start {
             run_hook(|| hook(index));
         }

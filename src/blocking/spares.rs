@@ -475,7 +475,7 @@ impl Spares {
 /// closes.
 fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>, index: usize) {
     // SAFETY: `registry` (an Arc this thread holds) outlives the guard.
-    let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(registry) };
+    let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(registry.cancel_flags()) };
     // The user's set-up runs before any job of the pool on this thread,
     // and its tear-down after the last, as on a worker.
     if let Some(hook) = &registry.on_start {
