@@ -262,13 +262,13 @@ impl Sleep {
 /// A thread that runs jobs, as the blocking detector sees it
 /// (src/blocking/detect.rs).
 #[derive(Clone)]
-pub struct Runner(crate::sync::Arc<crate::blocking::detect::Runner>);
+pub struct Runner(crate::sync::Arc<crate::blocking::runner::Runner>);
 
 impl Runner {
     /// A runner in a job, not flagged.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(crate::sync::Arc::new(crate::blocking::detect::Runner::new()))
+        Self(crate::sync::Arc::new(crate::blocking::runner::Runner::new()))
     }
     /// Its thread ended the job it was in (its check of its own flag).
     pub fn job_ended(&self, compensation: &Compensation) {
@@ -284,14 +284,14 @@ impl std::fmt::Debug for Runner {
 
 /// The detector's counts of blocked runners and of helpers.
 #[derive(Clone)]
-pub struct Compensation(crate::sync::Arc<crate::blocking::detect::Compensation>);
+pub struct Compensation(crate::sync::Arc<crate::blocking::runner::Compensation>);
 
 impl Compensation {
     /// No runner blocked, no helper.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Self(crate::sync::Arc::new(
-            crate::blocking::detect::Compensation::new(),
+            crate::blocking::runner::Compensation::new(),
         ))
     }
     /// The detector flags `runner` (not flagged) as blocked.

@@ -62,7 +62,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::blocking::baton::Baton;
-use crate::blocking::detect::Detector;
+use crate::blocking::runner::Detector;
 use crate::blocking::spares::{SpareConfig, Spares};
 use crate::flow::cancel;
 use crate::flow::slots::Slots;

@@ -45,7 +45,7 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 use crate::blocking::baton::Baton;
-use crate::blocking::detect::Runner;
+use crate::blocking::runner::Runner;
 use crate::blocking::spares::Place;
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::injector::MAX_BATCH;

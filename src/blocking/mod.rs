@@ -56,6 +56,7 @@
 
 pub(crate) mod baton;
 pub(crate) mod detect;
+pub(crate) mod runner;
 pub(crate) mod spares;
 pub(crate) mod thread_state;
 

@@ -96,10 +96,10 @@ pub(crate) enum Work {
     /// Stand in for the worker whose place this is, lent by a thread that
     /// is away in `blocking` (see [`super::baton`]).
     StandIn(Place),
-    /// Help: run jobs without a place while a runner is blocked (see
-    /// [`super::detect`]; no detector under loom).
+    /// Help: run jobs without a place while a runner is blocked, the
+    /// detector's turn (see [`super::detect`]; no detector under loom).
     #[cfg_attr(loom, allow(dead_code))]
-    Help,
+    Help(fn(&Arc<Registry>)),
 }
 
 /// A worker's place, sent to a stand-in.
@@ -130,7 +130,7 @@ impl Work {
     fn kind(&self) -> Kind {
         match self {
             Work::Job(_) => Kind::Job,
-            Work::StandIn(_) | Work::Help => Kind::Turn,
+            Work::StandIn(_) | Work::Help(_) => Kind::Turn,
         }
     }
 }
@@ -297,12 +297,12 @@ impl Spares {
     /// up): the detector is one of the pool's live threads until it has
     /// started its last helper, so the count cannot have reached zero.
     #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn help(&self, registry: &Arc<Registry>) -> bool {
+    pub(crate) fn help(&self, registry: &Arc<Registry>, turn: fn(&Arc<Registry>)) -> bool {
         let state = lock(&self.state);
         if state.turns >= self.config.max {
             return false;
         }
-        self.dispatch(state, registry, Work::Help).is_ok()
+        self.dispatch(state, registry, Work::Help(turn)).is_ok()
     }
 
     /// Gives `work` to an idle spare, or starts a new one (the caller made
@@ -493,7 +493,7 @@ fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>, index: usize)
             }
             // SAFETY: the place was lent to this thread (see `Place`).
             Work::StandIn(place) => unsafe { WorkerThread::stand_in(place.0) },
-            Work::Help => super::detect::help(registry),
+            Work::Help(turn) => turn(registry),
         }
         work = spares.next(mailbox, kind);
     }
