@@ -209,7 +209,7 @@ impl Pool {
     /// assert_eq!(then.queue_wait().count(), 1); // the first spawn is sampled
     /// ```
     #[must_use]
-    pub fn metrics(&self) -> crate::Metrics {
+    pub fn metrics(&self) -> crate::observe::metrics::Metrics {
         self.registry.metrics()
     }
 

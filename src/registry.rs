@@ -68,6 +68,7 @@ use crate::flow::cancel;
 use crate::flow::slots::Slots;
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
+use crate::observe::metrics::Metrics;
 use crate::observe::metrics::{PoolFigures, PoolStats, Tally};
 use crate::queue::{Steal, Stealer};
 use crate::sleep::{Sleep, Spinning};
@@ -77,7 +78,6 @@ use crate::sync::{
 };
 use crate::unwind::drop_quietly;
 use crate::worker::WorkerThread;
-use crate::Metrics;
 use crossbeam_utils::CachePadded;
 
 /// Refuse submissions; workers exit when they run out of work.

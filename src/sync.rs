@@ -116,6 +116,15 @@ pub(crate) use std::sync::Arc as StdArc;
 /// a job. Relaxed accesses only.
 pub(crate) use std::sync::atomic::AtomicU64 as StatCounter;
 
+/// The calling thread's OS id (what the stall detector signals, and what
+/// `/proc/self/task/<tid>` and the priorities name).
+#[cfg(all(target_os = "linux", not(loom)))]
+pub(crate) fn current_tid() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions and cannot fail; a raw system
+    // call, so async-signal-safe too.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+}
+
 /// How many threads at once hold a [`thread_slot`].
 pub(crate) const THREAD_SLOTS: usize = 16;
 
