@@ -93,31 +93,17 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations)]
 
-mod block_on;
 mod blocking;
-mod context;
 mod error;
 mod flow;
-mod fork_join_parts;
-mod idle;
-mod injector;
-mod job;
-mod join;
-mod latch;
+mod fork_join;
 mod observe;
-mod parker;
-mod poll_spin;
+mod permit;
 mod pool;
-mod priority;
-mod queue;
-mod registry;
-mod scope;
-mod sleep;
-mod spin;
+mod sched;
 mod sync;
 mod task;
 mod unwind;
-mod worker;
 
 #[cfg(loom)]
 #[doc(hidden)]
@@ -126,19 +112,21 @@ pub mod loom_api;
 pub use blocking::blocking;
 pub use error::JoinError;
 pub use flow::cancel::{is_cancelled, stop_if_cancelled};
-pub use flow::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
+pub use fork_join::scope::Scope;
 pub use observe::histogram::Histogram;
 pub use observe::metrics::Metrics;
 pub use observe::stack::Frame;
 pub use observe::watch::{LoopStats, LoopWatch, Stall, StallCause};
+pub use permit::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
 pub use pool::{Builder, Pool, Shutdown};
-pub use priority::WorkerPriority;
-pub use scope::Scope;
+pub use sched::priority::WorkerPriority;
 pub use task::Task;
 
-use join::join_on_worker;
-use scope::scope_on_worker;
-use worker::WorkerThread;
+use fork_join::join::{self, join_on_worker};
+use fork_join::scope::{self, scope_on_worker};
+use sched::registry;
+use sched::worker::{self, WorkerThread};
+use task::context;
 
 /// Queues `job` on the current pool and returns its [`Task`].
 ///

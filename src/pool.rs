@@ -9,17 +9,17 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::blocking::spares::{NameFn, SpareConfig};
-use crate::context::Context as JobContext;
 use crate::flow::slots::Slot;
-use crate::fork_join_parts::in_worker;
+use crate::fork_join::parts::in_worker;
+use crate::fork_join::scope::Scope;
 use crate::observe::metrics::SAMPLE_EVERY;
-use crate::priority::{self, WorkerPriority};
-use crate::queue::Worker;
-use crate::registry::{Hook, Registry};
-use crate::scope::Scope;
+use crate::sched::deque::Worker;
+use crate::sched::priority::{self, WorkerPriority};
+use crate::sched::registry::{Hook, Registry};
+use crate::sched::worker::WorkerThread;
 use crate::sync::{thread, Arc};
-use crate::task::{new_task, Task};
-use crate::worker::WorkerThread;
+use crate::task::context::Context as JobContext;
+use crate::task::handoff::{new_task, Task};
 
 /// A work-stealing pool of CPU worker threads, one per core by default.
 ///
@@ -352,10 +352,10 @@ impl Pool {
         RA: Send,
         RB: Send,
     {
-        crate::join::join_in(
+        crate::fork_join::join::join_in(
             &self.registry,
-            crate::context::wrap(a),
-            crate::context::wrap(b),
+            crate::task::context::wrap(a),
+            crate::task::context::wrap(b),
         )
     }
 
@@ -371,7 +371,10 @@ impl Pool {
         OP: FnOnce(&Scope<'scope>) -> R + Send,
         R: Send,
     {
-        crate::scope::scope_in(&self.registry, crate::scope::in_current_context(op))
+        crate::fork_join::scope::scope_in(
+            &self.registry,
+            crate::fork_join::scope::in_current_context(op),
+        )
     }
 
     /// Runs `op` on a worker of this pool, blocking the caller until it
@@ -400,7 +403,7 @@ impl Pool {
             // A helper of this pool runs its jobs as a worker would.
             return op();
         }
-        let op = crate::context::wrap(op);
+        let op = crate::task::context::wrap(op);
         in_worker(&self.registry, |_| op())
     }
 
@@ -532,7 +535,9 @@ impl Pool {
     fn on_own_worker(&self) -> bool {
         WorkerThread::with_current(|worker| {
             worker.is_some_and(|worker| worker.registry().is(&self.registry))
-        }) || crate::worker::with_away(|away| away.is_some_and(|away| away.is(&self.registry)))
+        }) || crate::sched::worker::with_away(|away| {
+            away.is_some_and(|away| away.is(&self.registry))
+        })
     }
 
     fn wait_for_workers(&self) {
@@ -1148,7 +1153,7 @@ where
     task
 }
 
-/// `job`, running in the context of its spawner (see [`crate::context`])
+/// `job`, running in the context of its spawner (see [`crate::task::context`])
 /// and holding a handle to its pool until it has run or been dropped:
 /// a Task's job counts as a handle, so that the pool terminates once the
 /// last [`Pool`] is gone *and* no Task's job is left, and the jobs that

@@ -8,8 +8,8 @@
 //! Rules for the rest of the crate:
 //! - no `std::sync::atomic`, `std::cell::UnsafeCell`, `std::sync::Mutex` or
 //!   `std::thread` outside this module (the crossbeam queues are wrapped in
-//!   [`crate::queue`] for the same reason), with one exception: a worker's
-//!   plain `std::cell::Cell`s in [`crate::worker`], which only its owner
+//!   [`crate::sched::deque`] for the same reason), with one exception: a worker's
+//!   plain `std::cell::Cell`s in [`crate::sched::worker`], which only its owner
 //!   thread ever touches, so there is nothing for loom to check;
 //! - every spin loop calls [`spin_loop`] so loom can schedule other threads;
 //! - total-order arguments use [`fence`]`(SeqCst)`, never SeqCst accesses,
@@ -104,7 +104,7 @@ mod imp {
 pub(crate) use imp::*;
 
 /// `std`'s `Arc`, in both builds: a [`std::task::Waker`] can only be made
-/// from it. The primitives inside (a [`Parker`](crate::parker::Parker)) are
+/// from it. The primitives inside (a [`Parker`](crate::sched::parker::Parker)) are
 /// still the facade's, so loom checks them; only the reference count is not
 /// modelled.
 pub(crate) use std::sync::Arc as StdArc;

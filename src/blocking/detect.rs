@@ -67,7 +67,7 @@
 //! a wait is a submission that found no worker to wake (none asleep, none
 //! spinning): the push's notifier pokes it. The two sides are the
 //! store-buffering pattern, closed by SeqCst fences as the sleep protocol
-//! is (see [`crate::sleep`]): the detector raises `dormant`, fences and
+//! is (see [`crate::sched::sleep`]): the detector raises `dormant`, fences and
 //! looks at the queues; the notifier has fenced after its push, and then
 //! reads `dormant`. Either the detector sees the job, or the notifier sees
 //! `dormant` and wakes it (a `swap` decides who unparks). So an idle pool
@@ -127,7 +127,7 @@ use std::time::{Duration, Instant};
 
 use super::runner::{Compensation, Runner};
 use super::thread_state::ThreadStates;
-use crate::registry::Registry;
+use crate::sched::registry::Registry;
 use crate::sync::{lock, Arc, StdArc};
 
 /// How long a runner must have been inside one job, off the CPU, to count
@@ -161,7 +161,7 @@ crate::sync::thread_local! {
 
 /// Whether the calling thread is one of `registry`'s helpers, running its
 /// jobs without a place: `join`, `scope` and `install` on that pool then
-/// run on the helper (see [`crate::join::join_in`]).
+/// run on the helper (see [`crate::fork_join::join::join_in`]).
 pub(crate) fn is_helping(registry: &Registry) -> bool {
     HELPING.with(|helping| ptr::eq(helping.get(), registry))
 }
@@ -184,7 +184,7 @@ pub(crate) fn help(registry: &Arc<Registry>) {
     }
     HELPING.with(|helping| helping.set(ptr::from_ref::<Registry>(registry)));
     let _helping = Helping;
-    crate::worker::run_away_from(registry, || {
+    crate::sched::worker::run_away_from(registry, || {
         while compensation.helper_stays() {
             let Some(job) = registry.take_one(victim) else {
                 compensation.remove_helper();

@@ -62,7 +62,7 @@ pub(crate) mod thread_state;
 
 use std::ptr;
 
-use crate::worker::WorkerThread;
+use crate::sched::worker::WorkerThread;
 
 /// Runs `f`, a blocking call, without leaving the pool short of a thread.
 ///

@@ -54,13 +54,13 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::job::{JobRef, Mode};
 use crate::observe::metrics::Tally;
-use crate::parker::Parker;
-use crate::priority::{self, WorkerPriority};
-use crate::registry::Registry;
+use crate::sched::parker::Parker;
+use crate::sched::priority::{self, WorkerPriority};
+use crate::sched::registry::Registry;
+use crate::sched::worker::{run_hook, WorkerThread};
 use crate::sync::{lock, mutant, thread, Arc, AtomicBool, Mutex, Ordering, StdArc};
-use crate::worker::{run_hook, WorkerThread};
+use crate::task::job::{JobRef, Mode};
 
 /// Names thread `i` of a pool.
 pub(crate) type NameFn = Box<dyn Fn(usize) -> String + Send + Sync>;
@@ -487,7 +487,7 @@ fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>, index: usize)
         let kind = next.kind();
         match next {
             Work::Job(job) => {
-                crate::worker::run_away_from(registry, || {
+                crate::sched::worker::run_away_from(registry, || {
                     job.execute(registry.execution_mode(), &registry.tally());
                 });
             }

@@ -13,7 +13,4 @@
 //!   the computation it waits for.
 
 pub(crate) mod cancel;
-pub(crate) mod permit;
 pub(crate) mod slots;
-
-pub use permit::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};

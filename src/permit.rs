@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::blocking::spares::Refused;
 use crate::flow::slots::{Acquire, Slot};
 use crate::pool::{keeping_alive, spawn_with_slot, Pool};
-use crate::task::{new_task, Task};
+use crate::task::handoff::{new_task, Task};
 #[cfg(doc)]
 use crate::Builder;
 
@@ -504,7 +504,7 @@ impl Reserve {
                 acquire.step_in();
             }
         };
-        crate::block_on::block_on_future_stepping_out(
+        crate::sched::block_on::block_on_future_stepping_out(
             self,
             |reserve| reserve.is_ready(),
             timeout,

@@ -11,9 +11,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::JoinError;
+use crate::sched::worker::{spin_then_park, thread_parker, WorkerThread};
 use crate::sync::StdArc;
-use crate::task::{Task, WaitPoll};
-use crate::worker::{spin_then_park, thread_parker, WorkerThread};
+use crate::task::handoff::{Task, WaitPoll};
 
 // Listed under `Task` in the docs, beside the rest of its methods.
 impl<T> Task<T> {

@@ -2,7 +2,7 @@
 //! running on it waits.
 //!
 //! Each worker owns a LIFO deque. It looks for work in this order (the loop
-//! itself is [`crate::idle`], which this module's [`WorkerThread`] drives
+//! itself is [`crate::sched::worker_loop`], which this module's [`WorkerThread`] drives
 //! through [`Queues`]):
 //! 1. its own deque (the most recently pushed job: hot in cache);
 //! 2. the injector (submissions from outside, first come first served),
@@ -10,7 +10,7 @@
 //! 3. the other workers' deques, starting at a random victim, stealing a
 //!    batch.
 //!
-//! Steps 2 and 3 are taken only as a spinner (see [`crate::sleep`]).
+//! Steps 2 and 3 are taken only as a spinner (see [`crate::sched::sleep`]).
 //!
 //! A thread-local pointer tells pool code whether it runs on a worker, and
 //! of which pool: spawns from a worker go to its own deque, and `join` /
@@ -47,15 +47,15 @@ use std::time::{Duration, Instant};
 use crate::blocking::baton::Baton;
 use crate::blocking::runner::Runner;
 use crate::blocking::spares::Place;
-use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
-use crate::injector::MAX_BATCH;
-use crate::job::JobRef;
-use crate::parker::Parker;
-use crate::queue::{Steal, Worker};
-use crate::registry::Registry;
-use crate::sleep::{Sleep, Spinning};
-use crate::spin::SpinLearner;
+use crate::sched::deque::{Steal, Worker};
+use crate::sched::injector::MAX_BATCH;
+use crate::sched::parker::Parker;
+use crate::sched::registry::Registry;
+use crate::sched::sleep::{Sleep, Spinning};
+use crate::sched::spin_budget::SpinLearner;
+use crate::sched::worker_loop::{self, pause, Queues, SPIN_ROUNDS};
 use crate::sync::{self, mutant, Arc, StdArc};
+use crate::task::job::JobRef;
 use crate::unwind::drop_quietly;
 
 // The bounds of a worker's private join stack (see `crate::join`'s costs).
@@ -94,7 +94,7 @@ pub(crate) struct WorkerThread {
     /// sizes its next batch ([`WorkerThread::injector_batch`]).
     jobs_run: Cell<u64>,
     last_batch: Cell<Option<(Instant, u64)>>,
-    /// How long this place's holder spins when idle (see [`crate::spin`]).
+    /// How long this place's holder spins when idle (see [`crate::sched::spin_budget`]).
     spin: SpinLearner,
 }
 
@@ -214,7 +214,7 @@ impl WorkerThread {
         worker.runner().bind_current_thread();
         let passed = Cell::new(false);
         let stand_in = LoopQueues::stand_in(worker, &passed);
-        idle::run_until_terminated(&stand_in, || worker.registry.is_terminating());
+        worker_loop::run_until_terminated(&stand_in, || worker.registry.is_terminating());
         if !passed.get() {
             worker.baton().leave();
         }
@@ -244,7 +244,7 @@ impl WorkerThread {
         if let Some(hook) = &worker.registry.on_start {
             run_hook(|| hook(index));
         }
-        idle::run_until_terminated(&worker, || worker.registry.is_terminating());
+        worker_loop::run_until_terminated(&worker, || worker.registry.is_terminating());
         if let Some(hook) = &worker.registry.on_stop {
             run_hook(|| hook(index));
         }
@@ -273,10 +273,10 @@ impl WorkerThread {
     }
 
     /// Runs other jobs until `done()` holds, sleeping when there are none
-    /// (see [`idle::run_until`]). Whoever makes `done()` true must then
+    /// (see [`worker_loop::run_until`]). Whoever makes `done()` true must then
     /// unpark this worker's parker.
     pub(crate) fn wait_until(&self, done: impl Fn() -> bool) {
-        idle::run_until(self, done);
+        worker_loop::run_until(self, done);
     }
 
     /// [`wait_until`](Self::wait_until), giving up at `deadline` (returns
@@ -297,7 +297,7 @@ impl WorkerThread {
             step_in,
             stand_in: None,
         };
-        idle::run_until_deadline(&queues, done, deadline)
+        worker_loop::run_until_deadline(&queues, done, deadline)
     }
 
     #[inline]
@@ -334,7 +334,7 @@ impl WorkerThread {
 
     /// Takes the oldest injected job and a batch sized by
     /// [`injector_batch`](Self::injector_batch). Only a spinner may (see
-    /// [`crate::idle`]).
+    /// [`crate::sched::worker_loop`]).
     fn take_injected(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
         if !self.registry.has_injected() {
             return None;
@@ -400,7 +400,7 @@ impl WorkerThread {
 
     /// Steals a batch from another worker, starting at a random victim; the
     /// rest of the batch lands in this worker's deque, so only a spinner
-    /// may (see [`crate::idle`]).
+    /// may (see [`crate::sched::worker_loop`]).
     fn steal(&self, _spinning: &Spinning<'_>) -> Option<JobRef> {
         let stealers = self.registry.stealers();
         let n = stealers.len();

@@ -13,7 +13,7 @@
 //!   `install`, living on the stack of a thread that waits for its latch;
 //! - a `HeapJob`: a job spawned inside a `scope`.
 //!
-//! The last two are fork-join's (`crate::fork_join_parts`).
+//! The last two are fork-join's (`crate::fork_join::parts`).
 //!
 //! Only the first honours [`Mode::Cancel`]: the other two are parts of a
 //! computation that a caller is blocked on, so they always run. They carry
@@ -41,11 +41,11 @@ pub(crate) enum Mode {
 pub(crate) struct JobHeader {
     execute_fn: unsafe fn(NonNull<JobHeader>, Mode, &Tally<'_>),
     /// The job queued behind this one while it is on the injector
-    /// (see [`crate::injector`]); unused elsewhere.
+    /// (see [`crate::sched::injector`]); unused elsewhere.
     pub(crate) next: AtomicPtr<JobHeader>,
     /// Whether this is a Task's job, which [`Mode::Cancel`] resolves
     /// without running anything: `shutdown_now` takes such jobs out of the
-    /// queues at once (see [`crate::registry`]). Never changes.
+    /// queues at once (see [`crate::sched::registry`]). Never changes.
     task: bool,
 }
 

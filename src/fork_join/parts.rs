@@ -14,13 +14,13 @@ use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 
 use crate::flow::cancel::{self, CancelScope};
-use crate::job::{JobHeader, JobRef, Mode};
-use crate::latch::Latch;
+use crate::fork_join::latch::Latch;
 use crate::observe::metrics::Tally;
-use crate::registry::Registry;
+use crate::sched::registry::Registry;
+use crate::sched::worker::{spin_then_park, thread_parker, WorkerThread};
 use crate::sync::{Arc, UnsafeCell};
+use crate::task::job::{JobHeader, JobRef, Mode};
 use crate::unwind;
-use crate::worker::{spin_then_park, thread_parker, WorkerThread};
 
 /// What a [`StackJob`] produced.
 #[derive(Debug)]

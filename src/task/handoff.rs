@@ -67,10 +67,10 @@ use std::task::{Context, Poll, Waker};
 use crate::error::JoinError;
 use crate::flow::cancel;
 use crate::flow::slots::Slot;
-use crate::job::{JobHeader, JobRef, Mode};
 use crate::observe::metrics::Tally;
-use crate::poll_spin::{self, Seen};
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
+use crate::task::job::{JobHeader, JobRef, Mode};
+use crate::task::poll_spin::{self, Seen};
 use crate::unwind::drop_quietly;
 
 const RUNNING: usize = 1 << 0;
@@ -594,7 +594,7 @@ impl<T> Task<T> {
             return true;
         }
         // The first poll that would register a waker may spin a little
-        // first (see `crate::poll_spin`): the same Acquire load, repeated.
+        // first (see `crate::task::poll_spin`): the same Acquire load, repeated.
         if may_spin
             && state & WAKER == 0
             && poll_spin::spin_until(|| {

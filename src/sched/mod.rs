@@ -1,0 +1,10 @@
+pub(crate) mod block_on;
+pub(crate) mod deque;
+pub(crate) mod injector;
+pub(crate) mod parker;
+pub(crate) mod priority;
+pub(crate) mod registry;
+pub(crate) mod sleep;
+pub(crate) mod spin_budget;
+pub(crate) mod worker;
+pub(crate) mod worker_loop;
