@@ -37,7 +37,7 @@
 //!   current-thread runtime without drivers, which parks on a futex (what
 //!   `cargo bench --bench handoff`'s `round_trip_tokio` measures with
 //!   criterion). An offload `Task`'s first poll watches the result for up
-//!   to 10 µs before it registers its waker (`src/poll_spin.rs`), so a
+//!   to 10 µs before it registers its waker (`src/task/poll_spin.rs`), so a
 //!   trivial job's answer is there before the loop parks; the peers' loops
 //!   park at once, and `offload + oneshot` shows offload without that spin.
 //! - **burst**: 100 000 trivial jobs submitted from the loop, then all

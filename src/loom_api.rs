@@ -260,7 +260,7 @@ impl Sleep {
 }
 
 /// A thread that runs jobs, as the blocking detector sees it
-/// (src/blocking/detect.rs).
+/// (src/blocking/runner.rs).
 #[derive(Clone)]
 pub struct Runner(crate::sync::Arc<crate::blocking::runner::Runner>);
 
@@ -335,7 +335,7 @@ impl std::fmt::Debug for Compensation {
 }
 
 /// Proof, handed to [`Queues::take_shared`], that the worker taking from a
-/// shared queue is a spinner (see `src/idle.rs`). Models cannot make one.
+/// shared queue is a spinner (see `src/sched/worker_loop.rs`). Models cannot make one.
 #[derive(Debug)]
 pub struct Spinning<'a>(#[allow(dead_code)] &'a crate::sched::sleep::Spinning<'a>);
 
@@ -353,7 +353,7 @@ pub trait Queues {
     /// Runs a job that `worker` found.
     fn execute(&self, worker: usize, job: Self::Job);
     /// Whether `worker` spins a round before it sleeps (loom has no clock:
-    /// one round stands for any learnt spin; see `src/spin.rs`).
+    /// one round stands for any learnt spin; see `src/sched/spin_budget.rs`).
     fn spins(&self, _worker: usize) -> bool {
         false
     }

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use crate::blocking::spares::Refused;
 use crate::flow::slots::{Acquire, Slot};
+#[cfg(doc)]
+use crate::pool::Builder;
 use crate::pool::{keeping_alive, spawn_with_slot, Pool};
 use crate::task::handoff::{new_task, Task};
-#[cfg(doc)]
-use crate::Builder;
 
 impl Pool {
     /// Runs `job` on a spare thread as [`spawn_blocking`](Pool::spawn_blocking)

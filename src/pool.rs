@@ -1,4 +1,6 @@
-//! [`Pool`], its [`Builder`], and the global pool.
+//! [`Pool`], its [`Builder`], and the global pool. (`try_spawn`,
+//! `try_spawn_blocking`, `reserve` and `try_reserve`, a bounded pool's
+//! face: `permit.rs`.)
 
 use std::fmt;
 use std::future::Future;

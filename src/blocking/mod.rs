@@ -54,6 +54,24 @@
 //!   waiting, and its worker exits after it (it waits for every thread
 //!   away from its place).
 
+//!
+//! # The files, and what they may import
+//!
+//! - [`blocking`] (this file) and [`detect`] (the detector thread, the
+//!   helper's turn and `is_helping`) import `sched/`, `task/` and the
+//!   ground. Read [`detect`]'s docs for why the detector sleeps and how it
+//!   counts.
+//! - [`baton`] (a place's hand-over), [`runner`] (the detector's state:
+//!   `Runner`, `Compensation`, `Detector`) and [`thread_state`] (reading
+//!   `/proc`) import only `sched/parker.rs` and the ground: the scheduler
+//!   owns them.
+//! - [`spares`] (the spare threads) is the third file of the scheduler's
+//!   one circle, with `sched/registry.rs` and `sched/worker.rs` (see
+//!   `sched/mod.rs`).
+//!
+//! Which pool a thread is on, or away from, is `sched/worker.rs`'s
+//! (`AWAY` beside `CURRENT`); `blocking()` calls down to it.
+
 pub(crate) mod baton;
 pub(crate) mod detect;
 pub(crate) mod runner;

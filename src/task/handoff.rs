@@ -1,8 +1,9 @@
 //! The handoff cell and [`Task`], the future every submission returns.
+//! (`Task::wait` and `wait_timeout`, which block a thread: `sched/block_on.rs`.)
 //!
 //! # One allocation
 //!
-//! A spawn allocates one [`Cell`]: a [`Header`] (the atomic `state`, the
+//! A spawn allocates one [`HandoffCell`]: a [`Header`] (the atomic `state`, the
 //! awaiting waker, a vtable) followed by the *stage*, which holds first the
 //! closure, then its output. Two handles point at it: the [`JobRef`] in a
 //! queue (the *job side*) and the [`Task`] (the *task side*). Each owns one
@@ -120,12 +121,12 @@ enum Stage<F, T> {
 }
 
 #[repr(C)]
-struct Cell<F, T> {
+struct HandoffCell<F, T> {
     header: Header,
     stage: UnsafeCell<Stage<F, T>>,
 }
 
-impl<F, T> Cell<F, T>
+impl<F, T> HandoffCell<F, T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -140,7 +141,7 @@ where
     /// Allocates a cell for `func`, holding `slot`, stamped `spawned_at`:
     /// the job to queue, and its Task.
     fn allocate(func: F, slot: Option<Slot>, spawned_at: u64) -> (JobRef, Task<T>) {
-        let cell = Box::new(Cell {
+        let cell = Box::new(HandoffCell {
             header: Header {
                 job: JobHeader::new_task(Self::execute),
                 state: AtomicUsize::new(JOB_REF | TASK_REF),
@@ -159,9 +160,9 @@ where
     }
 
     /// # Safety
-    /// `header` is the header of a live `Cell<F, T>`.
+    /// `header` is the header of a live `HandoffCell<F, T>`.
     unsafe fn from_header<'a>(header: NonNull<Header>) -> &'a Self {
-        // SAFETY: `Cell` is repr(C) with the header first, and it is live.
+        // SAFETY: `HandoffCell` is repr(C) with the header first, and it is live.
         unsafe { header.cast::<Self>().as_ref() }
     }
 
@@ -385,7 +386,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Cell::allocate(func, slot, spawned_at)
+    HandoffCell::allocate(func, slot, spawned_at)
 }
 
 /// A handle to a job submitted to a [`Pool`](crate::Pool): a future of the

@@ -7,7 +7,7 @@
 //! once.
 //!
 //! Three kinds of job stand behind a `JobRef`:
-//! - the handoff cell of a spawned [`Task`](crate::Task) (`task` module): heap,
+//! - the handoff cell of a spawned [`Task`](crate::Task) (`handoff.rs`): heap,
 //!   reference counted, may be cancelled;
 //! - a `StackJob`: the second half of a `join`, or the body of an
 //!   `install`, living on the stack of a thread that waits for its latch;
