@@ -215,6 +215,7 @@ impl Pool {
         self.registry.metrics()
     }
 
+    #[inline]
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }

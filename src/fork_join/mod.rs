@@ -1,5 +1,5 @@
-//! Fork-join: what a caller blocks on. [`join`](crate::join),
-//! [`scope`](crate::scope) and [`Pool::install`](crate::Pool::install).
+//! Fork-join: what a caller blocks on, `offload::join`, `offload::scope`
+//! and [`Pool::install`](crate::Pool::install).
 //!
 //! - [`join`]: read first. Its module docs give the costs (inline joins,
 //!   shared joins near the root of a recursion, share requests from idle

@@ -110,7 +110,7 @@ pub(crate) struct Registry {
     injector: Injector,
     /// Jobs that need a worker's place to run (an `install` body, a `join`
     /// or `scope` called from outside the pool: see
-    /// [`crate::sched::worker::in_worker`]): the workers take them as they take
+    /// [`crate::fork_join::parts::in_worker`]): the workers take them as they take
     /// the injector's, but a helper, which has no place, never does (see
     /// [`crate::blocking::detect`]).
     place_jobs: Injector,
