@@ -59,7 +59,8 @@
 //! - **allocs/spawn**: heap allocations of the whole process (a counting
 //!   `#[global_allocator]`) during 10 000 sequential spawn+await round trips,
 //!   divided by 10 000; **(burst)**: the same over one 100 000-job burst.
-//! - **mixed CPU / sleepers ms**: the mixed load of issue 14, smaller
+//! - **mixed CPU / sleepers ms**: the mixed load of blocking calls and CPU
+//!   jobs, smaller
 //!   (`examples/blocking_mix.rs` runs the full one, with more variants):
 //!   100 jobs that each sleep 20 ms (a blocking call, such as a sync HTTP
 //!   request) and 32 CPU jobs of 5 ms of the calibrated spin work,
