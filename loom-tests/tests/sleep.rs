@@ -11,7 +11,7 @@
 //! the SeqCst fences must close, as crossbeam's lock-free deques do. A take
 //! from the injector moves a batch of up to two jobs: they leave the
 //! injector's count in one step and the rest lands in the taker's own count
-//! in a second one, so the window in which a batch is in no queue (issue 13)
+//! in a second one, so the window in which a batch is in no queue
 //! exists here as in the library. A lost wake-up leaves a worker (and the
 //! thread that waits for it) parked for ever, which loom reports as a
 //! deadlock.

@@ -91,7 +91,7 @@
 //!   round trip or a disk access, wasted only on a job that sleeps a few
 //!   hundred microseconds and then computes for long, where the helper
 //!   runs beside it for one job. Each round of detection in a pool where
-//!   every job blocks (issue 14's mixed load: 200 sleeps of 50 ms on 2
+//!   every job blocks (the blocking mix: 200 sleeps of 50 ms on 2
 //!   threads) takes a threshold and a tick, so a coarser one stretches
 //!   the ramp to the hundreds of threads such a load needs
 //!   (BENCHMARKS.md measures it).

@@ -139,7 +139,7 @@ impl<'a> Idle<'a> {
         if self.spinning.is_none() {
             // Broken variant: a worker back from a job takes a batch while
             // nobody counts it as a spinner, so no closing re-check hands
-            // the rest of the batch on (the gap that issue 13 found).
+            // the rest of the batch on.
             let unaccounted = Spinning::unaccounted(queues.sleep());
             let job = queues.take_shared(&unaccounted);
             std::mem::forget(unaccounted);
