@@ -1,4 +1,4 @@
-//! Models of the priority lanes (src/job_priority.rs) with a real
+//! Models of the priority lanes (src/sched/lanes.rs) with a real
 //! `offload::Pool` of one worker: a job pushed on the `High` lane while the
 //! worker is deciding between lanes (taking the `Low` job, spinning, or
 //! falling asleep) is not lost, and a worker asleep is woken for it.

@@ -26,7 +26,7 @@
 //!   the injector.
 //!
 //! Both drains wait for their turn at the injector rather than skip it
-//! while another thread consumes (see [`crate::injector`]).
+//! while another thread consumes (see [`crate::sched::injector`]).
 //!
 //! One of the two drains sees the job, so every accepted job is run or
 //! cancelled and every Task resolves. (A spawn that races with shutdown may
@@ -46,7 +46,7 @@
 //! A batch that a worker is moving from the injector or another deque into
 //! its own at that moment is in no queue for an instant. Store-buffering
 //! once more: the taker lands the batch, ends its spin with a
-//! `fence(SeqCst)` (only a spinner takes a batch: see [`crate::idle`]),
+//! `fence(SeqCst)` (only a spinner takes a batch: see [`crate::sched::worker_loop`]),
 //! and only then reads the execution mode for the batch's first job; the
 //! sweep sets `CANCEL_QUEUED`, fences, then looks at the deques. So either
 //! the sweep finds the batch in the taker's deque, or the taker executes
@@ -62,28 +62,30 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::blocking::baton::Baton;
-use crate::blocking::detect::Detector;
+use crate::blocking::runner::Detector;
 use crate::blocking::spares::{SpareConfig, Spares};
+use crate::flow::cancel;
 use crate::flow::slots::Slots;
-use crate::injector::Injector;
-use crate::job::{JobRef, Mode};
-use crate::job_priority::Lanes;
+use crate::observe::metrics::Metrics;
 use crate::observe::metrics::{PoolFigures, PoolStats, Tally};
-use crate::queue::{Steal, Stealer};
-use crate::sleep::{Sleep, Spinning};
+use crate::sched::deque::{Steal, Stealer};
+use crate::sched::injector::Injector;
+use crate::sched::lanes::Lanes;
+use crate::sched::sleep::{Sleep, Spinning};
+use crate::sched::worker::WorkerThread;
 use crate::sync::{
     fence, lock, mutant, park_timeout, thread, Arc, AtomicBool, AtomicUsize, Mutex, Ordering,
     StdArc,
 };
+use crate::task::job::{JobRef, Mode};
 use crate::unwind::drop_quietly;
-use crate::worker::WorkerThread;
-use crate::Metrics;
 use crossbeam_utils::CachePadded;
 
 /// Refuse submissions; workers exit when they run out of work.
 const TERMINATING: usize = 1 << 0;
-/// Resolve queued cancellable jobs as cancelled instead of running them.
-const CANCEL_QUEUED: usize = 1 << 1;
+/// Resolve queued cancellable jobs as cancelled instead of running them,
+/// and ask running ones to stop: `cancel::STOP`, which `is_cancelled` reads.
+const CANCEL_QUEUED: usize = cancel::STOP;
 
 #[derive(Debug, Default)]
 struct Exit {
@@ -109,13 +111,13 @@ pub(crate) struct Registry {
     injector: Injector,
     /// Jobs that need a worker's place to run (an `install` body, a `join`
     /// or `scope` called from outside the pool: see
-    /// [`crate::worker::in_worker`]): the workers take them as they take
+    /// [`crate::fork_join::parts::in_worker`]): the workers take them as they take
     /// the injector's, but a helper, which has no place, never does (see
     /// [`crate::blocking::detect`]).
     place_jobs: Injector,
     stealers: Box<[Stealer<JobRef>]>,
     /// The `High` and `Low` lanes: `injector` and `stealers` are the
-    /// `Normal` one's (see [`crate::job_priority`]).
+    /// `Normal` one's (see [`crate::sched::lanes`]).
     lanes: Lanes,
     pub(crate) sleep: Sleep,
     flags: AtomicUsize,
@@ -124,7 +126,7 @@ pub(crate) struct Registry {
     /// waiting for that.
     exit: Mutex<Exit>,
     /// Per worker: an idle worker asks it to publish a join half (see
-    /// [`crate::worker`]). Padded: each is read often by its worker (every
+    /// [`crate::sched::worker`]). Padded: each is read often by its worker (every
     /// 64th inline join).
     share_requested: Box<[CachePadded<AtomicBool>]>,
     /// Live [`Pool`](crate::Pool) handles, counting one held by each
@@ -191,7 +193,7 @@ impl Registry {
         &self.stealers
     }
 
-    /// The `High` and `Low` lanes (see [`crate::job_priority`]).
+    /// The `High` and `Low` lanes (see [`crate::sched::lanes`]).
     #[inline]
     pub(crate) fn lanes(&self) -> &Lanes {
         &self.lanes
@@ -274,12 +276,12 @@ impl Registry {
         self.flags.load(Ordering::Acquire) & TERMINATING != 0
     }
 
-    /// Whether `shutdown_now` asked the running jobs to stop (see
-    /// [`crate::is_cancelled`]).
+    /// The word whose `cancel::STOP` bit says that `shutdown_now` asked the
+    /// running jobs to stop (see [`crate::is_cancelled`]): a worker's
+    /// cancellation scope holds it.
     #[inline]
-    pub(crate) fn cancel_requested(&self) -> bool {
-        // Relaxed: a request, which publishes nothing; the job reads it again.
-        self.flags.load(Ordering::Relaxed) & CANCEL_QUEUED != 0
+    pub(crate) fn cancel_flags(&self) -> &AtomicUsize {
+        &self.flags
     }
 
     /// The queue slots, if the pool is bounded.
@@ -332,7 +334,7 @@ impl Registry {
         WorkerThread::with_current(|worker| {
             let parker = match worker {
                 Some(worker) => StdArc::clone(worker.parker()),
-                None => crate::worker::thread_parker(),
+                None => crate::sched::worker::thread_parker(),
             };
             if self.exited_or_register(&Waker::from(StdArc::clone(&parker))) {
                 return;
@@ -459,7 +461,7 @@ impl Registry {
             Some(_) if mutant!("lane_counted_after_wake") => {
                 // Broken variant: the job is counted only after the fence
                 // and the wake-up, so a spinner going to sleep can miss it
-                // (see `crate::job_priority`).
+                // (see `crate::sched::lanes`).
                 let lane = job.priority().lane().expect("a lane job");
                 self.lanes.injector(lane).push(job);
                 self.after_inject();
@@ -495,10 +497,10 @@ impl Registry {
     /// `None` also when another thread is consuming the injector (the
     /// caller looks elsewhere, and `has_injected` keeps it from sleeping).
     /// Only a spinner may: the batch is invisible to other workers until it
-    /// lands in `dest` (see [`crate::idle`]).
+    /// lands in `dest` (see [`crate::sched::worker_loop`]).
     pub(crate) fn steal_injected(
         &self,
-        dest: &crate::queue::Worker<JobRef>,
+        dest: &crate::sched::deque::Worker<JobRef>,
         limit: usize,
         _spinning: &Spinning<'_>,
     ) -> Option<JobRef> {
@@ -512,7 +514,7 @@ impl Registry {
     /// if another thread is consuming: for the drains that must not miss a
     /// job (module docs).
     /// Both drains follow a `fence(SeqCst)`, after which the lanes' count
-    /// is exact (see [`crate::job_priority`]): the lanes are looked at only
+    /// is exact (see [`crate::sched::lanes`]): the lanes are looked at only
     /// if it says they hold jobs.
     pub(crate) fn drain_injected(&self) -> Option<JobRef> {
         let lanes = self.lanes.busy();
@@ -524,7 +526,7 @@ impl Registry {
             .or_else(|| lanes.then(|| self.lanes.pop_waiting(1)).flatten())
     }
 
-    /// Whether either injector holds a job (exact: see [`crate::injector`]).
+    /// Whether either injector holds a job (exact: see [`crate::sched::injector`]).
     pub(crate) fn has_injected(&self) -> bool {
         !self.injector.is_empty() || !self.place_jobs.is_empty()
     }
@@ -543,9 +545,9 @@ impl Registry {
     /// deque (looking first at worker `victim % threads`), for a helper
     /// that runs it without a place: one job, never a batch, so nothing
     /// is hidden from the sleep protocol's re-checks (see
-    /// [`crate::sleep`]).
+    /// [`crate::sched::sleep`]).
     /// While other lanes hold jobs, it takes the most urgent one it finds
-    /// (see [`crate::job_priority`]; a helper is a stopgap, so it keeps no
+    /// (see [`crate::sched::lanes`]; a helper is a stopgap, so it keeps no
     /// count of its own for the starvation bound).
     pub(crate) fn take_one(&self, victim: usize) -> Option<JobRef> {
         if !self.lanes.busy() {
@@ -616,7 +618,7 @@ impl Registry {
             }
         }
         // After the fence above the lanes' count is exact (see
-        // `crate::job_priority`): an all-`Normal` pool skips the lanes.
+        // `crate::sched::lanes`): an all-`Normal` pool skips the lanes.
         for lane in 0..2 {
             while self.lanes.busy() {
                 match self.lanes.take_one(lane, 0) {

@@ -2,7 +2,7 @@
 //! running on it waits.
 //!
 //! Each worker owns a LIFO deque. It looks for work in this order (the loop
-//! itself is [`crate::idle`], which this module's [`WorkerThread`] drives
+//! itself is [`crate::sched::worker_loop`], which this module's [`WorkerThread`] drives
 //! through [`Queues`]):
 //! 1. its own deque (the most recently pushed job: hot in cache);
 //! 2. the injector (submissions from outside, first come first served),
@@ -10,7 +10,7 @@
 //! 3. the other workers' deques, starting at a random victim, stealing a
 //!    batch.
 //!
-//! Steps 2 and 3 are taken only as a spinner (see [`crate::sleep`]).
+//! Steps 2 and 3 are taken only as a spinner (see [`crate::sched::sleep`]).
 //!
 //! A thread-local pointer tells pool code whether it runs on a worker, and
 //! of which pool: spawns from a worker go to its own deque, and `join` /
@@ -41,31 +41,42 @@
 //! a published half is always run by its owner when nobody took it.
 
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::Pin;
 use std::ptr;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::blocking::baton::Baton;
-use crate::blocking::detect::Runner;
+use crate::blocking::runner::Runner;
 use crate::blocking::spares::Place;
-use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
-use crate::injector::MAX_BATCH;
-use crate::job::{JobRef, StackJob};
-use crate::job_priority::{Priority, ESCAPE_EVERY};
-use crate::join::{SHARED_DEPTH, SHARE_CHECK_EVERY};
-use crate::latch::Latch;
-use crate::parker::Parker;
-use crate::queue::{Steal, Stealer, Worker};
-use crate::registry::Registry;
-use crate::sleep::{Sleep, Spinning};
-use crate::spin::SpinLearner;
+use crate::job_priority::Priority;
+use crate::sched::deque::{Steal, Stealer, Worker};
+use crate::sched::injector::MAX_BATCH;
+use crate::sched::lanes::ESCAPE_EVERY;
+use crate::sched::parker::Parker;
+use crate::sched::registry::Registry;
+use crate::sched::sleep::{Sleep, Spinning};
+use crate::sched::spin_budget::SpinLearner;
+use crate::sched::worker_loop::{self, pause, Queues, SPIN_ROUNDS};
 use crate::sync::{self, mutant, Arc, StdArc};
+use crate::task::job::JobRef;
 use crate::unwind::drop_quietly;
+
+// The bounds of a worker's private join stack (see `crate::join`'s costs).
+/// Below this many published halves, every join is a shared join.
+pub(crate) const SHARED_DEPTH: usize = 3;
+
+/// With [`SHARED_DEPTH`] halves published, one inline join in this many
+/// looks for a share request.
+pub(crate) const SHARE_CHECK_EVERY: u32 = 64;
 
 sync::thread_local! {
     static CURRENT: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
+}
+
+// The pool of the thread while it runs user code away from a worker's place
+// (inside `blocking`) or a blocking job on a spare: where the free functions
+// go when no worker runs on the thread. Null elsewhere.
+sync::thread_local! {
+    static AWAY: Cell<*const Arc<Registry>> = const { Cell::new(ptr::null()) };
 }
 
 /// The state of one worker thread, on that thread's stack.
@@ -74,13 +85,13 @@ pub(crate) struct WorkerThread {
     registry: Arc<Registry>,
     /// The `Normal` lane's deque.
     deque: Worker<JobRef>,
-    /// The `High` and `Low` lanes' deques (see [`crate::job_priority`]).
+    /// The `High` and `Low` lanes' deques (see [`crate::sched::lanes`]).
     lane_deques: [Worker<JobRef>; 2],
     /// The priority of the job this place runs now (`Normal` between
-    /// jobs): what the jobs it makes inherit (see [`crate::job_priority`]).
+    /// jobs): what the jobs it makes inherit (see [`crate::sched::lanes`]).
     running: Cell<Priority>,
     /// Starts in a row that passed over a job of a less urgent lane, for
-    /// the starvation bound (see [`crate::job_priority`]), and whose turn
+    /// the starvation bound (see [`crate::sched::lanes`]), and whose turn
     /// the next escape is: `Low`'s if set, else `Normal`'s.
     passed_over: Cell<u32>,
     low_turn: Cell<bool>,
@@ -96,12 +107,12 @@ pub(crate) struct WorkerThread {
     /// sizes its next batch ([`WorkerThread::injector_batch`]).
     jobs_run: Cell<u64>,
     last_batch: Cell<Option<(Instant, u64)>>,
-    /// How long this place's holder spins when idle (see [`crate::spin`]).
+    /// How long this place's holder spins when idle (see [`crate::sched::spin_budget`]).
     spin: SpinLearner,
 }
 
 /// A worker's deques: the `Normal` lane's and the other lanes' (see
-/// [`crate::job_priority`]).
+/// [`crate::sched::lanes`]).
 pub(crate) struct WorkerDeques {
     pub(crate) normal: Worker<JobRef>,
     pub(crate) lanes: [Worker<JobRef>; 2],
@@ -144,7 +155,7 @@ impl WorkerThread {
     }
 
     /// The priority of the job this place runs now (see
-    /// [`crate::job_priority`]).
+    /// [`crate::sched::lanes`]).
     #[inline]
     pub(crate) fn running_priority(&self) -> Priority {
         self.running.get()
@@ -207,9 +218,7 @@ impl WorkerThread {
         }
         let _back = Back(self);
         let running = self.running.get();
-        crate::job_priority::run_as(running, || {
-            crate::blocking::run_away_from(&self.registry, f)
-        })
+        crate::sched::lanes::run_as(running, || run_away_from(&self.registry, f))
     }
 
     /// Waits until this thread, away from the place, holds it again; then
@@ -242,7 +251,7 @@ impl WorkerThread {
         worker.runner().bind_current_thread();
         let passed = Cell::new(false);
         let stand_in = LoopQueues::stand_in(worker, &passed);
-        idle::run_until_terminated(&stand_in, || worker.registry.is_terminating());
+        worker_loop::run_until_terminated(&stand_in, || worker.registry.is_terminating());
         if !passed.get() {
             worker.baton().leave();
         }
@@ -271,11 +280,12 @@ impl WorkerThread {
         let _current = CurrentGuard;
         worker.runner().bind_home_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
-        let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
+        let _cancel_scope =
+            unsafe { crate::flow::cancel::enter_pool(worker.registry.cancel_flags()) };
         if let Some(hook) = &worker.registry.on_start {
             run_hook(|| hook(index));
         }
-        idle::run_until_terminated(&worker, || worker.registry.is_terminating());
+        worker_loop::run_until_terminated(&worker, || worker.registry.is_terminating());
         if let Some(hook) = &worker.registry.on_stop {
             run_hook(|| hook(index));
         }
@@ -304,10 +314,10 @@ impl WorkerThread {
     }
 
     /// Runs other jobs until `done()` holds, sleeping when there are none
-    /// (see [`idle::run_until`]). Whoever makes `done()` true must then
+    /// (see [`worker_loop::run_until`]). Whoever makes `done()` true must then
     /// unpark this worker's parker.
     pub(crate) fn wait_until(&self, done: impl Fn() -> bool) {
-        idle::run_until(self, done);
+        worker_loop::run_until(self, done);
     }
 
     /// [`wait_until`](Self::wait_until), giving up at `deadline` (returns
@@ -328,7 +338,7 @@ impl WorkerThread {
             step_in,
             stand_in: None,
         };
-        idle::run_until_deadline(&queues, done, deadline)
+        worker_loop::run_until_deadline(&queues, done, deadline)
     }
 
     #[inline]
@@ -368,7 +378,7 @@ impl WorkerThread {
 
     /// Takes the oldest injected job and a batch sized by
     /// [`injector_batch`](Self::injector_batch). Only a spinner may (see
-    /// [`crate::idle`]).
+    /// [`crate::sched::worker_loop`]).
     fn take_injected(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
         if !self.registry.has_injected() {
             return None;
@@ -477,7 +487,7 @@ impl WorkerThread {
 
     /// Whether this worker's deques or any shared queue hold a job of a
     /// lane other than `Normal`: exact after a `fence(SeqCst)` (see
-    /// [`crate::job_priority`]), and one load while the lanes are empty.
+    /// [`crate::sched::lanes`]), and one load while the lanes are empty.
     fn lanes_have_work(&self) -> bool {
         let lanes = self.registry.lanes();
         lanes.busy()
@@ -500,7 +510,7 @@ impl WorkerThread {
 
     /// Takes a job of lane `priority`: from this worker's own deque, else
     /// the lane's injector (with a batch), else another worker's deque of
-    /// that lane. Only a spinner may (see [`crate::idle`]).
+    /// that lane. Only a spinner may (see [`crate::sched::worker_loop`]).
     fn take_lane(&self, priority: Priority, spinning: &Spinning<'_>) -> Option<JobRef> {
         match priority.lane() {
             None => self
@@ -533,7 +543,7 @@ impl WorkerThread {
     /// The look for work while other lanes hold jobs: the most urgent lane
     /// first, except after [`ESCAPE_EVERY`]` - 1` starts in a row that
     /// passed over a less urgent job: then a lower lane's oldest job (see
-    /// [`crate::job_priority`]).
+    /// [`crate::sched::lanes`]).
     fn take_by_priority(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
         let passed = self.passed_over.get();
         if passed + 1 >= ESCAPE_EVERY {
@@ -575,7 +585,7 @@ impl WorkerThread {
     }
 
     /// Takes the oldest job of lane `lane`'s injector and a batch behind
-    /// it. Only a spinner may (see [`crate::idle`]).
+    /// it. Only a spinner may (see [`crate::sched::worker_loop`]).
     fn take_injected_lane(&self, lane: usize, _spinning: &Spinning<'_>) -> Option<JobRef> {
         let lanes = self.registry.lanes();
         if lanes.injector(lane).is_empty() {
@@ -602,7 +612,7 @@ impl WorkerThread {
 
     /// Steals a batch from another worker, starting at a random victim; the
     /// rest of the batch lands in this worker's deque, so only a spinner
-    /// may (see [`crate::idle`]).
+    /// may (see [`crate::sched::worker_loop`]).
     fn steal(&self, _spinning: &Spinning<'_>) -> Option<JobRef> {
         self.steal_from(self.registry.stealers(), &self.deque)
     }
@@ -898,115 +908,25 @@ pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline:
     }
 }
 
-/// Runs `op` on a worker of `registry` and returns its result, blocking the
-/// caller (or, on a worker of another pool, running that pool's jobs) until
-/// it is done. Panics in `op` are re-raised here.
-pub(crate) fn in_worker<OP, R>(registry: &Arc<Registry>, priority: Priority, op: OP) -> R
-where
-    OP: FnOnce(&WorkerThread) -> R + Send,
-    R: Send,
-{
-    WorkerThread::with_current(|current| {
-        if let Some(worker) = current {
-            if worker.registry().is(registry) {
-                return op(worker);
-            }
+/// Runs `f` with `registry` as the pool that the free functions reach when
+/// no worker runs on this thread (module docs); puts the previous one back
+/// afterwards, also on a panic.
+pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const Arc<Registry>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AWAY.with(|away| away.set(self.0));
         }
-        assert!(
-            !registry.is_terminating(),
-            "offload: the pool has been shut down"
-        );
-        // If the pool shuts down before a worker takes the job, the
-        // submitter itself cancels it (see `Registry::inject`) and this
-        // panics on its thread, which re-raises the panic to the caller.
-        let target = Arc::clone(registry);
-        let run_on_worker = move || {
-            WorkerThread::with_current(|worker| {
-                let worker = worker
-                    .filter(|worker| worker.registry().is(&target))
-                    .expect("offload: the pool was shut down before this operation could run");
-                op(worker)
-            })
-        };
-        match current {
-            // On a worker of another pool: keep that worker busy while we wait.
-            Some(worker) => {
-                let job = StackJob::new(run_on_worker, Latch::new(worker.parker()), priority);
-                // SAFETY: `job` stays on this stack until its latch is set.
-                registry.inject_for_worker(unsafe { job.as_job_ref() });
-                worker.wait_until(|| job.latch.probe());
-                job.into_result()
-            }
-            // On any other thread: park until done.
-            None => {
-                let parker = thread_parker();
-                let job = StackJob::new(run_on_worker, Latch::new(&parker), priority);
-                // SAFETY: `job` stays on this stack until its latch is set.
-                registry.inject_for_worker(unsafe { job.as_job_ref() });
-                spin_then_park(&parker, || job.latch.probe(), None);
-                job.into_result()
-            }
-        }
-    })
+    }
+    let _restore = Restore(AWAY.with(|away| away.replace(registry)));
+    f()
 }
 
-/// Blocks until `future` resolves, or `timeout` has passed (`None` then):
-/// `Task::wait` and `wait_timeout`, `Reserve::wait`. `is_ready` says
-/// whether a poll would resolve now, without a waker; whoever makes it true
-/// wakes the waker that the last poll registered (this thread's parker).
-/// On a worker, runs other jobs meanwhile; a timeout too large for an
-/// `Instant` waits without one.
-pub(crate) fn block_on_future<F>(
-    future: F,
-    is_ready: impl Fn(&F) -> bool,
-    timeout: Option<Duration>,
-) -> Option<F::Output>
-where
-    F: Future + Unpin,
-{
-    block_on_future_stepping_out(future, is_ready, timeout, |_| {}, |_| {})
-}
-
-/// [`block_on_future`], calling `step_out` before each job a waiting
-/// worker runs and `step_in` after (see
-/// [`WorkerThread::wait_until_deadline_stepping_out`]).
-pub(crate) fn block_on_future_stepping_out<F>(
-    mut future: F,
-    is_ready: impl Fn(&F) -> bool,
-    timeout: Option<Duration>,
-    step_out: impl Fn(&F),
-    step_in: impl Fn(&F),
-) -> Option<F::Output>
-where
-    F: Future + Unpin,
-{
-    let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-    let past = || deadline.is_some_and(|deadline| Instant::now() >= deadline);
-    WorkerThread::with_current(|worker| {
-        let parker = match worker {
-            Some(worker) => StdArc::clone(worker.parker()),
-            None => thread_parker(),
-        };
-        let waker = Waker::from(StdArc::clone(&parker));
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
-                return Some(output);
-            }
-            if past() {
-                return None;
-            }
-            match worker {
-                Some(worker) => {
-                    worker.wait_until_deadline_stepping_out(
-                        || is_ready(&future),
-                        deadline,
-                        || step_out(&future),
-                        || step_in(&future),
-                    );
-                }
-                None => spin_then_park(&parker, || is_ready(&future), deadline),
-            }
-        }
-    })
+/// The pool of the thread away from it, if any (see [`run_away_from`]).
+pub(crate) fn with_away<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
+    let away = AWAY.with(Cell::get);
+    // SAFETY: AWAY is non-null only inside `run_away_from`, whose caller
+    // keeps the registry alive (a `WorkerThread` on this thread's stack, or
+    // a spare's own handle) for the call, and this borrow cannot escape `f`.
+    f(unsafe { away.as_ref() })
 }
