@@ -900,8 +900,12 @@ impl Builder {
     /// compensated by a spare thread that runs other jobs meanwhile, so
     /// that `threads` threads stay on the CPU; at most
     /// [`max_blocking_threads`](Builder::max_blocking_threads) compensate at
-    /// once. So the pool runs at most `threads + max_blocking_threads` of
-    /// its CPU jobs at once (blocked ones included), and
+    /// once. A compensated job that is back from its block finishes beside
+    /// its compensating thread rather than wait for it: after `blocking`,
+    /// for the rest of the job at most; after a detected block, until the
+    /// helper's current job ends. So the pool runs at most
+    /// `threads + max_blocking_threads` of its CPU jobs at once (blocked
+    /// ones included), more than `threads` only during those overlaps, and
     /// [`spawn_blocking`](Pool::spawn_blocking) jobs on spare threads of
     /// their own.
     pub fn threads(mut self, threads: usize) -> Self {
@@ -950,6 +954,12 @@ impl Builder {
     /// - At most `max` *other* spare threads compensate at once (stand-ins
     ///   and helpers); past that, `blocking` inside a job runs without a
     ///   stand-in (the worker blocks, as it would without `blocking`).
+    ///   A stand-in keeps its turn until the thread it stands in for has
+    ///   taken its place back: when the blocking call returns, that thread
+    ///   finishes its job beside the stand-in (not waiting for the
+    ///   stand-in's job), so for the rest of that job the two both run CPU
+    ///   work. Hence at most `threads + max` threads run the pool's CPU jobs
+    ///   at once, each extra one for the rest of one job at most.
     /// - The two are counted apart, so compensation never takes a thread
     ///   that a `spawn_blocking` job needs: a job that, inside `blocking`,
     ///   waits for a `spawn_blocking` job gets its answer at every
@@ -957,7 +967,11 @@ impl Builder {
     ///
     /// So a pool has at most `threads + 2 × max` threads, plus one for the
     /// blocking detector. CPU jobs never wait for blocking jobs: those never
-    /// run on the workers.
+    /// run on the workers. A job that is one blocking call from start to
+    /// end (one database query, one HTTP request) belongs in
+    /// [`Pool::spawn_blocking`]: wrapped in [`blocking`](crate::blocking)
+    /// inside a [`Pool::spawn`] job it would first wait in the queue behind
+    /// the CPU jobs and then take a stand-in.
     pub fn max_blocking_threads(mut self, max: usize) -> Self {
         self.max_blocking_threads = Some(max);
         self

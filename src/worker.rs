@@ -67,6 +67,24 @@ sync::thread_local! {
     static CURRENT: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
 }
 
+// Set while the thread, back early from `blocking`, finishes its job without
+// its place (see `WorkerThread::blocking`).
+sync::thread_local! {
+    static PLACELESS: Cell<Option<Placeless>> = const { Cell::new(None) };
+}
+
+/// What a thread back early from `blocking` needs to take its place back
+/// where its frames touch it again ([`WorkerThread::hold`]).
+#[derive(Clone, Copy)]
+struct Placeless {
+    /// Whether it holds the place as a stand-in (else as the home thread).
+    stand_in: bool,
+    /// The thread-locals to put back then: the pool reached by the free
+    /// functions off a worker, and the pool this thread helps.
+    away: *const Arc<Registry>,
+    helping: *const Registry,
+}
+
 /// The state of one worker thread, on that thread's stack.
 pub(crate) struct WorkerThread {
     index: usize,
@@ -86,6 +104,9 @@ pub(crate) struct WorkerThread {
     last_batch: Cell<Option<(Instant, u64)>>,
     /// How long this place's holder spins when idle (see [`crate::spin`]).
     spin: SpinLearner,
+    /// Whether the holder is a stand-in (else the home thread): a stand-in
+    /// counts its jobs' ends apart (see `PoolStats::stand_in`).
+    stand_in_holds: Cell<bool>,
 }
 
 /// The work, in time, that a worker takes from the injector at once. A
@@ -144,9 +165,17 @@ impl WorkerThread {
         self.registry.baton(self.index)
     }
 
-    /// [`crate::blocking`](mod@crate::blocking) on this worker, which holds the place: lends the
-    /// place to another thread while `f` blocks, if jobs are waiting, and
-    /// takes it back before returning (also if `f` panics).
+    /// [`crate::blocking`](mod@crate::blocking) on this worker, which holds
+    /// the place: lends the place to another thread (a stand-in) while `f`
+    /// blocks, if jobs are waiting. When `f` returns, this thread does not
+    /// wait for the place: it finishes its job without it, as a helper
+    /// would (the free functions reach the pool, `join` and `scope` run
+    /// here), while the stand-in goes on running the place's jobs; it takes
+    /// the place back only where its frames touch it again
+    /// ([`hold`](Self::hold): the end of the job, or of the `join` or
+    /// `scope` closure that called `blocking`), waiting there for the
+    /// stand-in's current job at most. If `f` panics, it waits for the
+    /// place before the panic goes on.
     pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
         // A join half of the caller's is in its deque: waiting work.
         if !self.has_work() {
@@ -154,35 +183,79 @@ impl WorkerThread {
         }
         let registry = &self.registry;
         let place = Place(self);
+        let stand_in = self.stand_in_holds.get();
         if !self
             .baton()
             .lend(|| registry.spares().stand_in(registry, place))
         {
             return f();
         }
-        // Away: until `take_place_back`, another thread holds the place,
-        // and this one touches none of its cells (only the registry, which
-        // never changes).
+        // Away: until `hold`, another thread holds the place, and this one
+        // touches none of its cells (only the registry, which never
+        // changes).
         CURRENT.with(|current| current.set(ptr::null()));
-        struct Back<'a>(&'a WorkerThread);
+        struct Back<'a>(&'a WorkerThread, bool);
         impl Drop for Back<'_> {
             fn drop(&mut self) {
-                self.0.take_place_back(true);
+                // `f` panicked: the frames it unwinds into may use the
+                // place, so wait for it here.
+                self.0.take_place_back(true, self.1);
             }
         }
-        let _back = Back(self);
-        crate::blocking::run_away_from(&self.registry, f)
+        let back = Back(self, stand_in);
+        let result = crate::blocking::run_away_from(&self.registry, f);
+        std::mem::forget(back);
+        // Back early: without the place until `hold`, as a helper of this
+        // pool (the thread-locals it puts back then).
+        let away = crate::blocking::replace_away(ptr::from_ref(&self.registry));
+        let helping =
+            crate::blocking::detect::replace_helping(ptr::from_ref::<Registry>(&self.registry));
+        PLACELESS.with(|placeless| {
+            placeless.set(Some(Placeless {
+                stand_in,
+                away,
+                helping,
+            }));
+        });
+        result
+    }
+
+    /// Makes sure this thread holds the place again before the caller
+    /// touches it: a no-op unless user code it called came back early from
+    /// `blocking` (then this thread is not the current worker), in which
+    /// case it takes the place back, waiting at most for the holder's
+    /// current job. Called where pool code resumes on a place after user
+    /// code: the end of a job, of a shared `join`'s first half, of a
+    /// `scope` body.
+    #[inline]
+    pub(crate) fn hold(&self) {
+        if !ptr::eq(CURRENT.with(Cell::get), self) {
+            self.hold_again();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn hold_again(&self) {
+        let placeless = PLACELESS
+            .with(Cell::take)
+            .expect("offload: a worker's frames resumed off its place, not back from blocking");
+        crate::blocking::replace_away(placeless.away);
+        crate::blocking::detect::replace_helping(placeless.helping);
+        self.take_place_back(true, placeless.stand_in);
     }
 
     /// Waits until this thread, away from the place, holds it again; then
     /// it is this thread's current worker once more. `returning`: back from
     /// a blocking call (else it passed the place on from a wait or from its
-    /// loop; see `Baton::first_is_returning`).
-    fn take_place_back(&self, returning: bool) {
+    /// loop; see `Baton::first_is_returning`); `stand_in`: whether it holds
+    /// the place as a stand-in.
+    fn take_place_back(&self, returning: bool, stand_in: bool) {
         self.baton()
             .come_back(self.parker(), thread_parker(), returning);
         self.parker().rebind();
         self.runner().bind_current_thread();
+        self.stand_in_holds.set(stand_in);
         CURRENT.with(|current| current.set(self));
     }
 
@@ -202,6 +275,7 @@ impl WorkerThread {
         let _current = CurrentGuard;
         worker.parker().rebind();
         worker.runner().bind_current_thread();
+        worker.stand_in_holds.set(true);
         let passed = Cell::new(false);
         let stand_in = LoopQueues::stand_in(worker, &passed);
         idle::run_until_terminated(&stand_in, || worker.registry.is_terminating());
@@ -224,6 +298,7 @@ impl WorkerThread {
             jobs_run: Cell::new(0),
             last_batch: Cell::new(None),
             spin: SpinLearner::default(),
+            stand_in_holds: Cell::new(false),
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
@@ -292,8 +367,21 @@ impl WorkerThread {
     #[inline]
     pub(crate) fn execute(&self, job: JobRef) {
         self.jobs_run.set(self.jobs_run.get().wrapping_add(1));
-        let tally = self.registry.stats().place(self.index);
+        let stats = self.registry.stats();
+        // A stand-in counts its jobs' ends apart: the thread it stands in
+        // for may finish its own job (counted on the place) meanwhile.
+        let tally = if self.stand_in_holds.get() {
+            stats.stand_in(self.index)
+        } else {
+            stats.place(self.index)
+        };
         job.execute(self.registry.execution_mode(), &tally);
+        // The job may have come back early from `blocking`: the place
+        // first. (The mutant goes on without it: two threads then run the
+        // place's loop, and the one away never comes back.)
+        if !mutant!("worker_job_end_skips_hold") {
+            self.hold();
+        }
         // The Task count in `tally` is this place's progress for the
         // blocking detector; a flag it set while the job ran is ours to
         // clear.
@@ -495,8 +583,9 @@ impl Queues for WorkerThread {
     fn pass_place(&self) -> bool {
         // This thread has frames on the place (it is the home thread, or
         // inside a job): it waits for the place back.
+        let stand_in = self.stand_in_holds.get();
         if self.baton().pass(true) {
-            self.take_place_back(false);
+            self.take_place_back(false, stand_in);
         }
         false
     }

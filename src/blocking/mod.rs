@@ -16,9 +16,18 @@
 //!   (its deque, its join stack, its sleep slot) passes to another thread
 //!   for the duration of `f`, a spare that stands in (see [`baton`]), so
 //!   that `threads` threads keep running CPU jobs. When `f` returns, the
-//!   thread takes its place back at the stand-in's next job boundary and
-//!   the stand-in goes back to the spares. The count of threads running
-//!   CPU jobs is `threads` throughout, never more: a place has one holder.
+//!   thread *comes back early*: it does not wait for its place, but
+//!   finishes its job without it, as a helper would, while the stand-in
+//!   goes on running the place's jobs; it takes the place back where its
+//!   frames touch the place again (the end of its job, or of the `join` or
+//!   `scope` closure that called `blocking`), at the stand-in's next job
+//!   boundary, and the stand-in goes back to the spares. So a job's answer
+//!   never waits for the stand-in's job, and the place's jobs never wait
+//!   for the rest of the caller's job. The price: for the rest of that job
+//!   (at most; until the stand-in's job ends, if that comes later, the
+//!   thread waits without running) the place has two threads on the CPU.
+//!   Each such pair holds a stand-in's turn, so the pool runs at most
+//!   `threads + max_blocking_threads` CPU jobs at once, as with helpers.
 //! - **Unmarked** (`Builder::detect_blocking`, [`detect`]): a job that
 //!   blocks without saying so is noticed after 100 µs off the CPU, and a
 //!   spare thread *helps* (runs queued jobs without a place) until it is
@@ -36,15 +45,23 @@
 //!   shuts down.
 //! - The **detector thread** (with `detect_blocking`) owns nothing either:
 //!   it reads counters and `/proc`, and starts helpers.
-//! - A thread **away** from a place (inside `f`) runs user code only: on
-//!   it, the pool's functions see no worker (`offload::spawn` and friends
-//!   still reach its pool, through a thread-local pointer to it), and a nested
-//!   `blocking` just runs its closure.
+//! - A thread **away** from a place (inside `f`, or back from it and
+//!   finishing its job) runs user code only: on it, the pool's functions
+//!   see no worker (`offload::spawn` and friends still reach its pool,
+//!   through a thread-local pointer to it), and a nested `blocking` just
+//!   runs its closure.
 //!
 //! # How the count is restored, on every path
 //!
-//! - `f` returns: the thread comes back ([`baton::Baton::come_back`]),
-//!   waiting at most for the stand-in's current job.
+//! - `f` returns: the thread finishes its job without its place (on it,
+//!   the pool's functions see no worker, as inside `f`, and `join`,
+//!   `scope` and `install` run on it as on a helper), then comes back
+//!   ([`baton::Baton::come_back`]) where its frames resume on the place
+//!   (`WorkerThread::hold`: after the job, after a shared `join`'s first
+//!   half, before a `scope` waits for its jobs), waiting at most for the
+//!   stand-in's current job. It does not join the line before: a place
+//!   granted to a thread that is busy elsewhere (or waits for a job that
+//!   only the place would run) would run nothing.
 //! - `f` panics: the same, from a drop guard, before the panic goes on.
 //! - No spare is free and none can be started (the cap, a failed thread
 //!   start, a pool shutting down): the thread keeps its place and blocks
@@ -80,10 +97,22 @@ crate::sync::thread_local! {
 /// it tells the pool that this thread is about to block: if jobs are
 /// waiting, another thread (a spare, started if need be) takes this
 /// worker's place while `f` runs, so that the pool keeps running `threads`
-/// CPU jobs. When `f` returns, this thread takes its place back as soon as
-/// the other one finishes the job it is running, and returns `f`'s result.
-/// A panic in `f` propagates to the caller as usual, after the place is
-/// back.
+/// CPU jobs. When `f` returns, `blocking` returns its result at once: the
+/// rest of the job runs on this thread without its place (as a helper's
+/// job does: [`spawn`](crate::spawn) still queues on this pool, a `join` or
+/// `scope` runs here), and the thread takes its place back when the job
+/// (or the `join` or `scope` closure that called `blocking`) ends, once the
+/// stand-in's current job is done. A panic in `f` propagates to the caller
+/// as usual, after the place is back.
+///
+/// The rule, with `threads` workers and `Builder::max_blocking_threads`
+/// `max`: while `f` blocks, `threads` other threads run CPU jobs; after it,
+/// for the rest of the calling job at most, one more (this thread beside
+/// its stand-in). Every such extra thread holds one of the `max` turns
+/// that stand-ins and helpers share, so at most `threads + max` threads
+/// run the pool's CPU jobs at once, and a job that calls `blocking` near
+/// its end adds next to nothing. The job's answer never waits for the
+/// stand-in's job.
 ///
 /// Off a worker (on the event loop, on a thread of your own, inside a
 /// [`spawn_blocking`](crate::spawn_blocking) job) it simply runs `f`, and
@@ -97,15 +126,14 @@ crate::sync::thread_local! {
 /// [`spawn_blocking`](crate::spawn_blocking) jobs need (the two are
 /// counted apart), so `f` may wait for such a job.
 ///
-/// Prefer [`Pool::spawn_blocking`](crate::Pool::spawn_blocking) for a job
-/// that is one blocking call from start to end (a request that is one
-/// database query, one HTTP call): it never takes a worker, so it neither
-/// waits in the queue behind CPU jobs before the call nor, after it, for
-/// the stand-in's current job to end, which `blocking` does (up to one CPU
-/// job's length) to give this thread its place back. Such a job wrapped in
-/// `blocking` can answer later than the same job left unmarked;
-/// `examples/sqlite_request.rs` measures the three. `blocking` is for a
-/// job that blocks in the middle of CPU work.
+/// **A job that is one blocking call from start to end** (a request that
+/// is one database query, one HTTP call) belongs in
+/// [`Pool::spawn_blocking`](crate::Pool::spawn_blocking), not in
+/// `spawn(|| blocking(f))`: `spawn_blocking` never takes a worker, so the
+/// call starts as soon as a spare thread is free instead of waiting in the
+/// queue behind CPU jobs, and no stand-in is needed. `blocking` is for a
+/// job that blocks in the middle of CPU work. `examples/sqlite_request.rs`
+/// measures the three ways (and leaving the call unmarked).
 ///
 /// ```
 /// use std::time::Duration;
@@ -152,6 +180,15 @@ pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) 
     f()
 }
 
+/// Sets the pool that the free functions reach when no worker runs on
+/// this thread (null: none), and returns the previous one: for a thread
+/// back early from `blocking`, until it is on its place again (see
+/// [`WorkerThread::blocking`]). The caller keeps `registry` alive until it
+/// puts the previous one back.
+pub(crate) fn replace_away(registry: *const Arc<Registry>) -> *const Arc<Registry> {
+    AWAY.with(|away| away.replace(registry))
+}
+
 /// The pool a free function uses on a thread where no worker runs: the
 /// pool of the thread away from it (see [`run_away_from`]), else the
 /// global pool.
@@ -167,6 +204,9 @@ pub(crate) fn with_away<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
     let away = AWAY.with(Cell::get);
     // SAFETY: AWAY is non-null only inside `run_away_from`, whose caller
     // keeps the registry alive (a `WorkerThread` on this thread's stack, or
-    // a spare's own handle) for the call, and this borrow cannot escape `f`.
+    // a spare's own handle) for the call, or between `replace_away` calls
+    // of a thread back early from `blocking`, whose `WorkerThread` (which
+    // holds the registry) outlives them (the thread has frames on it); and
+    // this borrow cannot escape `f`.
     f(unsafe { away.as_ref() })
 }
