@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use crate::blocking::baton::Baton;
 use crate::blocking::detect::Runner;
 use crate::blocking::spares::Place;
-use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
+use crate::idle::{self, spin_hints, Queues, SPIN_ROUNDS};
 use crate::injector::MAX_BATCH;
 use crate::job::{JobRef, StackJob};
 use crate::join::{SHARED_DEPTH, SHARE_CHECK_EVERY};
@@ -737,17 +737,17 @@ pub(crate) fn thread_parker() -> StdArc<Parker> {
     StdArc::new(Parker::new())
 }
 
-/// Waits outside the pool until `done()` or `deadline`: spins as an idle
-/// worker does (a short job's result often arrives within microseconds,
-/// sooner than a futex wake-up), then parks on `parker`, which the
-/// completion unparks.
+/// Waits outside the pool until `done()` or `deadline`: spins a little (a
+/// short job's result often arrives within microseconds, sooner than a
+/// futex wake-up), without yielding (see [`SPIN_ROUNDS`]), then parks on
+/// `parker`, which the completion unparks.
 pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline: Option<Instant>) {
     #[allow(clippy::reversed_empty_ranges)] // SPIN_ROUNDS is 0 under loom
     for round in 0..SPIN_ROUNDS {
         if done() {
             return;
         }
-        pause(round);
+        spin_hints(round);
     }
     while !done() {
         match deadline {
