@@ -79,10 +79,9 @@ sync::thread_local! {
 struct Placeless {
     /// Whether it holds the place as a stand-in (else as the home thread).
     stand_in: bool,
-    /// The thread-locals to put back then: the pool reached by the free
-    /// functions off a worker, and the pool this thread helps.
+    /// The pool reached by the free functions off a worker, to put back
+    /// then.
     away: *const Arc<Registry>,
-    helping: *const Registry,
 }
 
 /// The state of one worker thread, on that thread's stack.
@@ -168,14 +167,16 @@ impl WorkerThread {
     /// [`crate::blocking`](mod@crate::blocking) on this worker, which holds
     /// the place: lends the place to another thread (a stand-in) while `f`
     /// blocks, if jobs are waiting. When `f` returns, this thread does not
-    /// wait for the place: it finishes its job without it, as a helper
-    /// would (the free functions reach the pool, `join` and `scope` run
-    /// here), while the stand-in goes on running the place's jobs; it takes
-    /// the place back only where its frames touch it again
-    /// ([`hold`](Self::hold): the end of the job, or of the `join` or
-    /// `scope` closure that called `blocking`), waiting there for the
-    /// stand-in's current job at most. If `f` panics, it waits for the
-    /// place before the panic goes on.
+    /// wait for the place: it goes on with its job without it, as a thread
+    /// outside the pool (its spawns go to the injector; a `join`, `scope`
+    /// or `install` runs on a worker while it waits; a wait parks), while
+    /// the stand-in goes on running the place's jobs. It takes the place
+    /// back ([`hold`](Self::hold)) only where its frames touch the place
+    /// again: the end of the job, or of the `join` or `scope` closure that
+    /// called `blocking`, where the user code above has returned (so no
+    /// lock it took after `f` is held while it waits there, at most for the
+    /// stand-in's current job). If `f` panics, it waits for the place
+    /// before the panic goes on.
     pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
         // A join half of the caller's is in its deque: waiting work.
         if !self.has_work() {
@@ -205,17 +206,12 @@ impl WorkerThread {
         let back = Back(self, stand_in);
         let result = crate::blocking::run_away_from(&self.registry, f);
         std::mem::forget(back);
-        // Back early: without the place until `hold`, as a helper of this
-        // pool (the thread-locals it puts back then).
+        // Back early: without the place until `hold`, as a thread outside
+        // the pool that still reaches its pool (the pointer it puts back
+        // then).
         let away = crate::blocking::replace_away(ptr::from_ref(&self.registry));
-        let helping =
-            crate::blocking::detect::replace_helping(ptr::from_ref::<Registry>(&self.registry));
         PLACELESS.with(|placeless| {
-            placeless.set(Some(Placeless {
-                stand_in,
-                away,
-                helping,
-            }));
+            placeless.set(Some(Placeless { stand_in, away }));
         });
         result
     }
@@ -241,7 +237,6 @@ impl WorkerThread {
             .with(Cell::take)
             .expect("offload: a worker's frames resumed off its place, not back from blocking");
         crate::blocking::replace_away(placeless.away);
-        crate::blocking::detect::replace_helping(placeless.helping);
         self.take_place_back(true, placeless.stand_in);
     }
 

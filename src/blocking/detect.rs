@@ -473,14 +473,6 @@ pub(crate) fn is_helping(registry: &Registry) -> bool {
     HELPING.with(|helping| ptr::eq(helping.get(), registry))
 }
 
-/// Makes the calling thread one of `registry`'s helpers for `join`,
-/// `scope` and `install` (null: none), and returns what it was: a thread
-/// back early from `blocking` finishes its job as a helper would (see
-/// [`crate::worker::WorkerThread::blocking`]).
-pub(crate) fn replace_helping(registry: *const Registry) -> *const Registry {
-    HELPING.with(|helping| helping.replace(registry))
-}
-
 /// A helper's turn, on a spare thread: runs jobs from the shared queues
 /// until it is not needed or finds none (module docs).
 pub(crate) fn help(registry: &Arc<Registry>) {

@@ -17,8 +17,9 @@
 //!   for the duration of `f`, a spare that stands in (see [`baton`]), so
 //!   that `threads` threads keep running CPU jobs. When `f` returns, the
 //!   thread *comes back early*: it does not wait for its place, but
-//!   finishes its job without it, as a helper would, while the stand-in
-//!   goes on running the place's jobs; it takes the place back where its
+//!   finishes its job without it, as a thread outside the pool would,
+//!   while the stand-in goes on running the place's jobs; it takes the
+//!   place back where its
 //!   frames touch the place again (the end of its job, or of the `join` or
 //!   `scope` closure that called `blocking`), at the stand-in's next job
 //!   boundary, and the stand-in goes back to the spares. So a job's answer
@@ -54,14 +55,18 @@
 //! # How the count is restored, on every path
 //!
 //! - `f` returns: the thread finishes its job without its place (on it,
-//!   the pool's functions see no worker, as inside `f`, and `join`,
-//!   `scope` and `install` run on it as on a helper), then comes back
+//!   the pool's functions see no worker, as inside `f`: a spawn goes to
+//!   the injector, a `join`, `scope` or `install` runs on a worker while
+//!   it waits, a wait parks), then comes back
 //!   ([`baton::Baton::come_back`]) where its frames resume on the place
 //!   (`WorkerThread::hold`: after the job, after a shared `join`'s first
 //!   half, before a `scope` waits for its jobs), waiting at most for the
 //!   stand-in's current job. It does not join the line before: a place
 //!   granted to a thread that is busy elsewhere (or waits for a job that
-//!   only the place would run) would run nothing.
+//!   only the place would run) would run nothing. Nor does it take the
+//!   place back when its job next uses the pool: it would then wait for
+//!   the stand-in's job in the middle of user code, perhaps holding a lock
+//!   that job needs; where it does wait, the user code above has returned.
 //! - `f` panics: the same, from a drop guard, before the panic goes on.
 //! - No spare is free and none can be started (the cap, a failed thread
 //!   start, a pool shutting down): the thread keeps its place and blocks
@@ -98,12 +103,13 @@ crate::sync::thread_local! {
 /// waiting, another thread (a spare, started if need be) takes this
 /// worker's place while `f` runs, so that the pool keeps running `threads`
 /// CPU jobs. When `f` returns, `blocking` returns its result at once: the
-/// rest of the job runs on this thread without its place (as a helper's
-/// job does: [`spawn`](crate::spawn) still queues on this pool, a `join` or
-/// `scope` runs here), and the thread takes its place back when the job
-/// (or the `join` or `scope` closure that called `blocking`) ends, once the
-/// stand-in's current job is done. A panic in `f` propagates to the caller
-/// as usual, after the place is back.
+/// rest of the job runs on this thread without its place, as code on a
+/// thread outside the pool would ([`spawn`](crate::spawn) still queues on
+/// this pool, a [`join`](crate::join) or [`scope`](crate::scope) runs on
+/// its workers while this thread waits), and the thread takes its place
+/// back when the job (or the `join` or `scope` closure that called
+/// `blocking`) ends, once the stand-in's current job is done. A panic in
+/// `f` propagates to the caller as usual, after the place is back.
 ///
 /// The rule, with `threads` workers and `Builder::max_blocking_threads`
 /// `max`: while `f` blocks, `threads` other threads run CPU jobs; after it,
