@@ -180,7 +180,12 @@ fn shutdown_now_while_a_detected_job_blocks() {
                 })
             })
             .collect();
-        started_rx.recv().unwrap();
+        // Both started (the second one may have waited in the first one's
+        // deque for a thief or a helper): neither is still queued when
+        // `shutdown_now` cancels the queue.
+        for _ in 0..2 {
+            started_rx.recv().unwrap();
+        }
         let queued: Vec<_> = (0..64u64).map(|i| pool.spawn(move || i)).collect();
         let first = queued
             .into_iter()

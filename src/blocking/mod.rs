@@ -19,15 +19,14 @@
 //!   thread *comes back early*: it does not wait for its place, but
 //!   finishes its job without it, as a thread outside the pool would,
 //!   while the stand-in goes on running the place's jobs; it takes the
-//!   place back where its
-//!   frames touch the place again (the end of its job, or of the `join` or
-//!   `scope` closure that called `blocking`), at the stand-in's next job
-//!   boundary, and the stand-in goes back to the spares. So a job's answer
-//!   never waits for the stand-in's job, and the place's jobs never wait
-//!   for the rest of the caller's job. The price: for the rest of that job
-//!   (at most; until the stand-in's job ends, if that comes later, the
-//!   thread waits without running) the place has two threads on the CPU.
-//!   Each such pair holds a stand-in's turn, so the pool runs at most
+//!   place back where its frames touch the place again (the end of its
+//!   job, or of the `join` or `scope` closure that called `blocking`), at
+//!   the stand-in's next job boundary, and the stand-in goes back to the
+//!   spares. So a job's answer never waits for the stand-in's job, and the
+//!   place's jobs never wait for the rest of the caller's job. The price:
+//!   while the rest of that job runs, the place has two threads on the CPU
+//!   (if the stand-in's job outlasts it, the thread then waits, off the
+//!   CPU). Each such pair holds a stand-in's turn, so the pool runs at most
 //!   `threads + max_blocking_threads` CPU jobs at once, as with helpers.
 //! - **Unmarked** (`Builder::detect_blocking`, [`detect`]): a job that
 //!   blocks without saying so is noticed after 100 µs off the CPU, and a
@@ -122,7 +121,8 @@ crate::sync::thread_local! {
 ///
 /// Off a worker (on the event loop, on a thread of your own, inside a
 /// [`spawn_blocking`](crate::spawn_blocking) job) it simply runs `f`, and
-/// so do nested calls: the outermost one counts.
+/// so do nested calls (the outermost one counts) and calls in the rest of
+/// a job whose earlier call came back early.
 ///
 /// While `f` runs, this thread is not a worker: a `join` or `scope` inside
 /// `f` runs on the pool's workers, and [`spawn`](crate::spawn) still
