@@ -56,6 +56,7 @@ unflag_load_then_store  detect   detected_runner_and_helper_counts_return_to_zer
 dormancy_no_fence       detect   dormant_detector_is_woken_by_a_push_that_wakes_nobody
 join_publish_no_wake    join     join_half_is_taken_by_an_idle_worker
 spares_turns_count_as_jobs spares a_stand_in_leaves_a_spare_for_spawn_blocking
+worker_job_end_skips_hold blocking pool_blocking_comes_back_early
 "
 
 selected=("$@")
