@@ -94,6 +94,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod blocking;
+mod completions;
 mod context;
 mod error;
 mod flow;

@@ -64,6 +64,7 @@ use std::time::Instant;
 use crate::blocking::baton::Baton;
 use crate::blocking::detect::Detector;
 use crate::blocking::spares::{SpareConfig, Spares};
+use crate::completions::Deferred;
 use crate::flow::slots::Slots;
 use crate::injector::Injector;
 use crate::job::{JobRef, Mode};
@@ -138,6 +139,9 @@ pub(crate) struct Registry {
     detector: Detector,
     /// The counters behind `Pool::metrics`.
     stats: PoolStats,
+    /// Per worker place: the completion wake-ups it holds back while the
+    /// pool is backlogged (see [`crate::completions`]).
+    deferred: Box<[CachePadded<Deferred>]>,
     pub(crate) on_start: Option<Hook>,
     pub(crate) on_stop: Option<Hook>,
 }
@@ -170,6 +174,9 @@ impl Registry {
             spares: Spares::new(spares, num_threads),
             detector: Detector::new(num_threads, detect_blocking),
             stats: PoolStats::sampling(num_threads, sample_every),
+            deferred: (0..num_threads)
+                .map(|_| CachePadded::new(Deferred::new()))
+                .collect(),
             on_start,
             on_stop,
         }
@@ -187,6 +194,30 @@ impl Registry {
     #[inline]
     pub(crate) fn baton(&self, index: usize) -> &Baton {
         &self.batons[index]
+    }
+
+    /// The wake-ups worker place `index` holds back (see
+    /// [`crate::completions`]).
+    #[inline]
+    pub(crate) fn deferred(&self, index: usize) -> &Deferred {
+        &self.deferred[index]
+    }
+
+    /// Whether a place holds a wake-up back (the detector's look, after
+    /// its dormancy fence).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn any_deferred(&self) -> bool {
+        self.deferred.iter().any(|deferred| deferred.is_pending())
+    }
+
+    /// Wakes every wake-up held back by any place (the detector's tick).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn wake_deferred(&self) {
+        for deferred in self.deferred.iter() {
+            if deferred.is_pending() {
+                deferred.wake_all();
+            }
+        }
     }
 
     /// The spare threads.

@@ -276,9 +276,15 @@ where
                     // a waker and the task side no longer writes it.
                     if let Some(waker) = unsafe { &*waker } {
                         // A user's waker may panic; the worker must not.
-                        if let Err(payload) =
-                            panic::catch_unwind(AssertUnwindSafe(|| waker.wake_by_ref()))
-                        {
+                        // A worker may hold the wake-up back while jobs
+                        // wait (see `crate::completions`).
+                        let wake = || {
+                            crate::worker::WorkerThread::with_current(|worker| match worker {
+                                Some(worker) => worker.complete(waker),
+                                None => waker.wake_by_ref(),
+                            });
+                        };
+                        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(wake)) {
                             drop_quietly(payload);
                         }
                     }
@@ -734,6 +740,10 @@ impl<T> Future for Task<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.register_waker(cx.waker(), true) {
+            // The rest of a batch whose first wake-up may have been this
+            // Task's: woken from this thread, which runs anyway (see
+            // `crate::completions`).
+            crate::completions::wake_handed();
             Poll::Ready(this.take_output())
         } else {
             Poll::Pending

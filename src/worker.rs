@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use crate::blocking::baton::Baton;
 use crate::blocking::detect::Runner;
 use crate::blocking::spares::Place;
+use crate::completions::{self, MAX_HELD, WINDOW};
 use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
 use crate::injector::MAX_BATCH;
 use crate::job::{JobRef, StackJob};
@@ -86,6 +87,11 @@ pub(crate) struct WorkerThread {
     last_batch: Cell<Option<(Instant, u64)>>,
     /// How long this place's holder spins when idle (see [`crate::spin`]).
     spin: SpinLearner,
+    /// The completion wake-ups this place holds back, and since when (see
+    /// [`crate::completions`]): a copy of the list's length kept by its
+    /// holder, which alone adds to it.
+    held: Cell<usize>,
+    held_since: Cell<Option<Instant>>,
 }
 
 /// The work, in time, that a worker takes from the injector at once. A
@@ -148,6 +154,10 @@ impl WorkerThread {
     /// place to another thread while `f` blocks, if jobs are waiting, and
     /// takes it back before returning (also if `f` panics).
     pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        // `f` may wait for what a held-back wake-up would start.
+        if self.held.get() != 0 {
+            self.wake_held_now();
+        }
         // A join half of the caller's is in its deque: waiting work.
         if !self.has_work() {
             return f();
@@ -224,6 +234,8 @@ impl WorkerThread {
             jobs_run: Cell::new(0),
             last_batch: Cell::new(None),
             spin: SpinLearner::default(),
+            held: Cell::new(0),
+            held_since: Cell::new(None),
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
@@ -234,6 +246,7 @@ impl WorkerThread {
             run_hook(|| hook(index));
         }
         idle::run_until_terminated(&worker, || worker.registry.is_terminating());
+        worker.wake_held_now();
         if let Some(hook) = &worker.registry.on_stop {
             run_hook(|| hook(index));
         }
@@ -298,6 +311,84 @@ impl WorkerThread {
         // blocking detector; a flag it set while the job ran is ours to
         // clear.
         self.not_blocked();
+        if self.held.get() != 0 {
+            self.wake_held_if_due();
+        }
+    }
+
+    /// A Task's job completed on this worker and its waker is registered:
+    /// holds the wake-up back if a job waits behind this one and a
+    /// detector can wake it should this worker block (see
+    /// [`crate::completions`]); otherwise wakes what it holds, then
+    /// `waker`.
+    pub(crate) fn complete(&self, waker: &Waker) {
+        let hold = self.registry.detector().enabled()
+            && (!self.deque.is_empty() || self.registry.has_injected())
+            && self.jobs_are_short();
+        if !hold {
+            if self.held.get() != 0 {
+                self.wake_held();
+            }
+            waker.wake_by_ref();
+            return;
+        }
+        if self.held.get() == 0 {
+            self.held_since.set(Some(Instant::now()));
+        }
+        self.held.set(self.held.get() + 1);
+        self.registry
+            .deferred(self.index)
+            .hold(waker.clone(), self.registry.sleep.dormancy());
+        if self.held.get() >= MAX_HELD {
+            self.wake_held();
+        }
+    }
+
+    /// Whether this worker's recent jobs took less than half
+    /// [`WINDOW`] each (the pace since its last take from the injector,
+    /// idleness included): then a wake-up held back now waits about the
+    /// window at most, and not behind a long job.
+    fn jobs_are_short(&self) -> bool {
+        let Some((then, jobs_then)) = self.last_batch.get() else {
+            return false;
+        };
+        let jobs = self.jobs_run.get().wrapping_sub(jobs_then).max(1);
+        then.elapsed() / u32::try_from(jobs).unwrap_or(u32::MAX) <= WINDOW / 2
+    }
+
+    /// Wakes what this place holds back once the oldest is [`WINDOW`] old.
+    #[cold]
+    fn wake_held_if_due(&self) {
+        if self
+            .held_since
+            .get()
+            .is_none_or(|since| since.elapsed() >= WINDOW)
+        {
+            self.wake_held();
+        }
+    }
+
+    /// Wakes every wake-up this place holds back, and those handed over,
+    /// from this thread now: it may not run again soon (it blocks, or
+    /// exits).
+    fn wake_held_now(&self) {
+        self.held.set(0);
+        self.held_since.set(None);
+        self.registry.deferred(self.index).wake_all();
+        completions::wake_handed();
+    }
+
+    /// Wakes every wake-up this place holds back: the first now, the rest
+    /// through the thread that polls its Task (see [`crate::completions`]).
+    pub(crate) fn wake_held(&self) {
+        self.held.set(0);
+        self.held_since.set(None);
+        let batch = self.registry.deferred(self.index).take();
+        if batch.is_empty() {
+            completions::wake_handed();
+        } else {
+            completions::hand_over(batch, self.registry.sleep.dormancy());
+        }
     }
 
     /// How many jobs to take from the injector now: about [`BATCH_WORK`]
@@ -463,6 +554,9 @@ impl Queues for WorkerThread {
     }
 
     fn on_idle(&self) {
+        if self.held.get() != 0 {
+            self.wake_held();
+        }
         self.registry.request_share(self.index);
     }
 

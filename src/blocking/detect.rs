@@ -439,6 +439,12 @@ impl Detector {
         }
     }
 
+    /// Whether this pool has a detector thread.
+    #[inline]
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// The runner of worker place `index`.
     #[inline]
     pub(crate) fn place(&self, index: usize) -> &Runner {
@@ -559,7 +565,15 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
         if terminating && registry.live_threads() == 1 {
             return;
         }
-        if !terminating && dormancy.sleep_unless(|| registry.has_waiting_jobs()) {
+        // A wake-up held back by a worker keeps the detector awake too: it
+        // wakes them at each tick (see `crate::completions`).
+        if !terminating
+            && dormancy.sleep_unless(|| {
+                registry.has_waiting_jobs()
+                    || registry.any_deferred()
+                    || crate::completions::any_handed()
+            })
+        {
             // Poked: a job waits and every worker is busy. Look at once,
             // reading every runner that has not moved since the last look
             // (it has been in one job, or asleep, since then); a burst of
@@ -572,6 +586,8 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
         if !std::mem::take(&mut poked) {
             dormancy.sleep_until(Instant::now() + tick);
         }
+        registry.wake_deferred();
+        crate::completions::wake_handed();
         let (acted, next_read) = watcher.tick();
         let now = Instant::now();
         if acted {
