@@ -25,6 +25,11 @@
 //!
 //! - by the worker after a job, once the oldest entry is [`WINDOW`] old,
 //!   or at once when it holds [`MAX_HELD`];
+//! - by the worker after a job that added nothing to the batch (no Task
+//!   of it had a waker registered): then nobody else awaits on this
+//!   worker's side (a loop that awaits one Task at a time, as a burst of
+//!   jobs awaited in order does), and holding on would only delay the
+//!   Task held;
 //! - by the worker when it finds no job (before it spins or sleeps);
 //! - by the worker, directly, when it enters
 //!   [`blocking`](crate::blocking) and when it exits;

@@ -1093,6 +1093,19 @@ impl Builder {
     /// 0.16 s; an event loop awaiting them waits as long. Threads that a job
     /// starts inherit the worker's priority for life.
     ///
+    /// Why `Inherit` stays the default: `examples/sched_policy.rs` sets each
+    /// option side by side (a 1 ms ticker on a loop while 16 jobs of 10 ms
+    /// saturate the pool, and the same 16 jobs beside two busy threads of
+    /// the program). On the 2-core VM (loaded: load average 5 to 15) none bought the loop a better tail
+    /// without costing the pool: `Nice(10)` took the jobs beside busy
+    /// threads 4.2× as long; `SCHED_BATCH` workers (which the scheduler
+    /// never lets preempt anyone) made the ticker's p99 worse (7.6 ms
+    /// against 3.4 ms); a 20 ms EEVDF slice for the workers left it where
+    /// it was (3.2 ms) and cost the pool 1.4×. What helped the loop was a
+    /// short EEVDF slice for the *loop's* thread (`sched_setattr` with
+    /// `sched_runtime` of 0.1 ms, Linux 6.12 or later: p99 1.8 ms, the pool
+    /// 1.2×), a setting of the caller's thread that the pool does not own.
+    ///
     /// `cargo run --release --example compare` measures the loop's lateness
     /// with each (see BENCHMARKS.md). Each worker changes its own priority
     /// when it starts, before `on_thread_start` hooks run. Threads that a

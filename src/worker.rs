@@ -306,13 +306,22 @@ impl WorkerThread {
     pub(crate) fn execute(&self, job: JobRef) {
         self.jobs_run.set(self.jobs_run.get().wrapping_add(1));
         let tally = self.registry.stats().place(self.index);
+        let held_before = self.held.get();
         job.execute(self.registry.execution_mode(), &tally);
         // The Task count in `tally` is this place's progress for the
         // blocking detector; a flag it set while the job ran is ours to
         // clear.
         self.not_blocked();
-        if self.held.get() != 0 {
-            self.wake_held_if_due();
+        let held = self.held.get();
+        if held != 0 {
+            if held == held_before {
+                // This job added nothing to the batch: nothing else awaits
+                // here (a loop awaiting one Task at a time), and holding on
+                // would only delay the Tasks held.
+                self.wake_held();
+            } else {
+                self.wake_held_if_due();
+            }
         }
     }
 
