@@ -152,6 +152,7 @@ impl Deferred {
 
     /// Holds back every waker of `batch` (the rest of a batch handed to
     /// the loops, see [`hand_over`]). Returns whether the list was empty.
+    #[cfg_attr(loom, allow(dead_code))]
     fn hold_all(&self, batch: Vec<Waker>) -> bool {
         let mut wakers = self.lock();
         let first = wakers.is_empty();
@@ -231,12 +232,13 @@ static HANDED: Deferred = Deferred::new();
 /// Wakes `batch`, held back by a worker of the pool whose detector sleeps
 /// on `dormancy`: wakes its first waker and leaves the rest to the thread
 /// that polls that Task (module docs).
-pub(crate) fn hand_over(mut batch: Vec<Waker>, dormancy: &Dormancy) {
+pub(crate) fn hand_over(batch: Vec<Waker>, dormancy: &Dormancy) {
     if batch.is_empty() {
         return;
     }
     #[cfg(not(loom))]
     {
+        let mut batch = batch;
         // What the last batch's loop did not take: a window old by now.
         wake_handed();
         let first = batch.remove(0);

@@ -1098,13 +1098,14 @@ impl Builder {
     /// saturate the pool, and the same 16 jobs beside two busy threads of
     /// the program). On the 2-core VM (loaded: load average 5 to 15) none bought the loop a better tail
     /// without costing the pool: `Nice(10)` took the jobs beside busy
-    /// threads 4.2× as long; `SCHED_BATCH` workers (which the scheduler
-    /// never lets preempt anyone) made the ticker's p99 worse (7.6 ms
-    /// against 3.4 ms); a 20 ms EEVDF slice for the workers left it where
-    /// it was (3.2 ms) and cost the pool 1.4×. What helped the loop was a
-    /// short EEVDF slice for the *loop's* thread (`sched_setattr` with
-    /// `sched_runtime` of 0.1 ms, Linux 6.12 or later: p99 1.8 ms, the pool
-    /// 1.2×), a setting of the caller's thread that the pool does not own.
+    /// threads 4.2–5.0× as long; `SCHED_BATCH` workers (which the scheduler
+    /// never lets preempt anyone) made the ticker's p99 worse (1.5–2.2×
+    /// `Inherit`'s); a 20 ms EEVDF slice for the workers moved it little
+    /// (0.8–0.9×) for 1.07–1.38× the pool's time. What helped the loop was
+    /// a short EEVDF slice for the *loop's* thread (`sched_setattr` with
+    /// `sched_runtime` of 0.1 ms, Linux 6.12 or later: p99 0.47–0.53× for
+    /// 1.06–1.23× the pool's time), a setting of the caller's thread that
+    /// the pool does not own.
     ///
     /// `cargo run --release --example compare` measures the loop's lateness
     /// with each (see BENCHMARKS.md). Each worker changes its own priority
