@@ -1028,6 +1028,13 @@ impl Builder {
     /// not know about. A join half that a blocked job has not shared yet
     /// still waits for it.
     ///
+    /// The detector also makes it safe for a worker to hold the wake-ups
+    /// of Tasks it completes while jobs queue behind it, and wake an event
+    /// loop once per batch (see [`Task`]'s *Wake-ups under a backlog*): it
+    /// wakes what a blocked worker holds. Without it
+    /// (`detect_blocking(false)`) every completion wakes its awaiter at
+    /// once.
+    ///
     /// ```
     /// use std::time::Duration;
     ///

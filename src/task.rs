@@ -424,6 +424,16 @@ where
 /// costs the loop about as much awaited as run inline; offload pays off
 /// for longer jobs (README, *When to use what*).
 ///
+/// **Wake-ups under a backlog.** While jobs queue behind the one that
+/// completes a Task, its worker may hold the Task's wake-up back for up to
+/// 250 µs (plus the short job it runs then), to wake an event loop that
+/// awaits many Tasks once per batch instead of once per job (a loop's
+/// park and wake-up cost it several microseconds of CPU each). Only
+/// workers whose recent jobs are short do so, only in a pool with blocking
+/// detection ([`Builder::detect_blocking`](crate::Builder::detect_blocking),
+/// whose detector wakes what a blocked worker holds), and never for a
+/// Task awaited alone behind a backlog for longer than one job.
+///
 /// **Dropping a Task cancels its job**: if the job has not started yet, it
 /// will never run, and its closure is dropped at once; if it is running,
 /// [`is_cancelled`](crate::is_cancelled) tells it so, and a job that looks
