@@ -64,7 +64,7 @@
 //!
 //! The detector sleeps for good while no job waits; a held-back wake-up
 //! must keep it awake. This is the store-buffering pattern of
-//! [`Dormancy`]: a thread that makes a list (a place's, or the handed-over
+//! `Dormancy` (the detector's sleep): a thread that makes a list (a place's, or the handed-over
 //! one) non-empty stores its `pending` flag under the list's lock, issues
 //! a `fence(SeqCst)` and pokes the dormancy (a load of `dormant`); the
 //! detector raises `dormant`, fences, and then looks at the queues and at
@@ -80,8 +80,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::task::Waker;
 use std::time::Duration;
 
-use crate::blocking::detect::Dormancy;
-use crate::sync::{fence, mutant, AtomicBool, Mutex, MutexGuard, Ordering};
+use crate::sync::{self, AtomicBool, Mutex, MutexGuard, Ordering};
 use crate::unwind::drop_quietly;
 
 /// How long a worker holds back a completion's wake-up at most while it
@@ -129,16 +128,10 @@ impl Deferred {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Holds back `waker`, keeping the pool's detector (`dormancy`) awake
-    /// for it (module docs).
-    pub(crate) fn hold(&self, waker: Waker, dormancy: &Dormancy) {
-        if self.push(waker) {
-            keep_awake(dormancy);
-        }
-    }
-
-    /// Adds `waker` to the list. Returns whether the list was empty.
-    fn push(&self, waker: Waker) -> bool {
+    /// Adds `waker` to the list. Returns whether the list was empty: then
+    /// the caller keeps its pool's detector awake for it
+    /// (`Dormancy::keep_awake`, module docs).
+    pub(crate) fn push(&self, waker: Waker) -> bool {
         let mut wakers = self.lock();
         wakers.push(waker);
         let first = wakers.len() == 1;
@@ -202,18 +195,6 @@ impl std::fmt::Debug for Deferred {
     }
 }
 
-/// A list became non-empty: the detector must not sleep for good without
-/// seeing it (module docs).
-fn keep_awake(dormancy: &Dormancy) {
-    // SeqCst fence: orders the entry (the store of `pending`) before the
-    // look at `dormant`, in the total order shared with the detector's
-    // fence after it raised `dormant`.
-    if !mutant!("deferred_no_fence") {
-        fence(Ordering::SeqCst);
-    }
-    dormancy.poke();
-}
-
 /// Wakes `waker`; a user's waker may panic, and the thread that wakes it
 /// (a worker, the detector) must not.
 pub(crate) fn wake(waker: Waker) {
@@ -229,12 +210,14 @@ pub(crate) fn wake(waker: Waker) {
 #[cfg(not(loom))]
 static HANDED: Deferred = Deferred::new();
 
-/// Wakes `batch`, held back by a worker of the pool whose detector sleeps
-/// on `dormancy`: wakes its first waker and leaves the rest to the thread
-/// that polls that Task (module docs).
-pub(crate) fn hand_over(batch: Vec<Waker>, dormancy: &Dormancy) {
+/// Wakes `batch`, held back by a worker: wakes its first waker and leaves
+/// the rest to the thread that polls that Task (module docs). Returns
+/// whether the handed-over list became non-empty: then the caller keeps its
+/// pool's detector awake for it, as after [`Deferred::push`].
+#[must_use]
+pub(crate) fn hand_over(batch: Vec<Waker>) -> bool {
     if batch.is_empty() {
-        return;
+        return false;
     }
     #[cfg(not(loom))]
     {
@@ -242,17 +225,39 @@ pub(crate) fn hand_over(batch: Vec<Waker>, dormancy: &Dormancy) {
         // What the last batch's loop did not take: a window old by now.
         wake_handed();
         let first = batch.remove(0);
-        if !batch.is_empty() && HANDED.hold_all(batch) {
-            keep_awake(dormancy);
-        }
+        let became_pending = !batch.is_empty() && HANDED.hold_all(batch);
         wake(first);
+        became_pending
     }
     #[cfg(loom)]
     {
-        let _ = dormancy;
         for waker in batch {
             wake(waker);
         }
+        false
+    }
+}
+
+// What a job side calls to wake a completed Task's waker on this thread:
+// set by a worker thread for itself (it may hold the wake-up back), unset
+// elsewhere (wake at once).
+sync::thread_local! {
+    static COMPLETER: std::cell::Cell<Option<fn(&Waker)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes `complete` what a job side that completes a Task on this thread
+/// calls with the Task's waker (a worker's hold-back, module docs).
+pub(crate) fn set_completer(complete: fn(&Waker)) {
+    COMPLETER.with(|completer| completer.set(Some(complete)));
+}
+
+/// The job side completed a Task whose waker is registered: wakes it, or
+/// lets this thread's worker hold it back (module docs).
+#[inline]
+pub(crate) fn wake_completed(waker: &Waker) {
+    match COMPLETER.try_with(std::cell::Cell::get).ok().flatten() {
+        Some(complete) => complete(waker),
+        None => waker.wake_by_ref(),
     }
 }
 

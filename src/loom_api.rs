@@ -273,7 +273,9 @@ impl HeldWakeUps {
     /// A worker holds `waker` back, keeping the detector of `sleep` awake
     /// for it.
     pub fn hold(&self, waker: std::task::Waker, sleep: &Sleep) {
-        self.0.hold(waker, sleep.0.dormancy());
+        if self.0.push(waker) {
+            sleep.0.dormancy().keep_awake();
+        }
     }
     /// Whether a wake-up is held (the detector's look).
     pub fn is_pending(&self) -> bool {

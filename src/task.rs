@@ -278,12 +278,7 @@ where
                         // A user's waker may panic; the worker must not.
                         // A worker may hold the wake-up back while jobs
                         // wait (see `crate::completions`).
-                        let wake = || {
-                            crate::worker::WorkerThread::with_current(|worker| match worker {
-                                Some(worker) => worker.complete(waker),
-                                None => waker.wake_by_ref(),
-                            });
-                        };
+                        let wake = || crate::completions::wake_completed(waker);
                         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(wake)) {
                             drop_quietly(payload);
                         }

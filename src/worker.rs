@@ -94,6 +94,16 @@ pub(crate) struct WorkerThread {
     held_since: Cell<Option<Instant>>,
 }
 
+/// What a job side calls on a worker's thread when it completes a Task
+/// whose waker is registered (see [`crate::completions`]).
+fn complete_on_current(waker: &Waker) {
+    WorkerThread::with_current(|worker| match worker {
+        Some(worker) => worker.complete(waker),
+        // Away in `blocking`: the place is another thread's.
+        None => waker.wake_by_ref(),
+    });
+}
+
 /// The work, in time, that a worker takes from the injector at once. A
 /// batch of short jobs saves trips to the shared queue (a burst of tiny
 /// jobs runs at a fraction of the cost); a batch of long ones would sit in
@@ -239,6 +249,7 @@ impl WorkerThread {
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
+        completions::set_completer(complete_on_current);
         worker.runner().bind_home_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
         let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
@@ -345,9 +356,9 @@ impl WorkerThread {
             self.held_since.set(Some(Instant::now()));
         }
         self.held.set(self.held.get() + 1);
-        self.registry
-            .deferred(self.index)
-            .hold(waker.clone(), self.registry.sleep.dormancy());
+        if self.registry.deferred(self.index).push(waker.clone()) {
+            self.registry.sleep.dormancy().keep_awake();
+        }
         if self.held.get() >= MAX_HELD {
             self.wake_held();
         }
@@ -396,7 +407,9 @@ impl WorkerThread {
         if batch.is_empty() {
             completions::wake_handed();
         } else {
-            completions::hand_over(batch, self.registry.sleep.dormancy());
+            if completions::hand_over(batch) {
+                self.registry.sleep.dormancy().keep_awake();
+            }
         }
     }
 
