@@ -21,8 +21,8 @@
 //! later of the two ends, in µs (median and 99th percentile). A serialized
 //! trial costs about one extra job (1.5 ms). **same thread** counts the
 //! serialized trials in which one worker ran both jobs: the signature of a
-//! batch stuck behind its taker's job while the other worker sleeps (issue
-//! 13, section 1), rather than of the two workers timesharing one core. The
+//! batch stuck behind its taker's job while the other worker sleeps, rather
+//! than of the two workers timesharing one core. The
 //! race needs a worker to be preempted or slow at the wrong moment, so the
 //! figures depend on the machine's load, printed first.
 

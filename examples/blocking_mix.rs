@@ -1,5 +1,5 @@
 //! Mixed load: blocking calls and CPU jobs submitted together to a small
-//! pool (issue 14). Do the CPU jobs still get the pool's threads while the
+//! pool. Do the CPU jobs still get the pool's threads while the
 //! blocking calls wait, and do the blocking calls wait only for themselves?
 //!
 //! ```text
@@ -71,7 +71,7 @@
 //!   every 1 ms, from a sampler thread; `-` where there is no `/proc`.
 //!   Before each round the process waits for the threads of the previous
 //!   one to exit.
-//! - **goals**: issue 14's, for offload (medians): the CPU makespan at
+//! - **goals**, for offload (medians): the CPU makespan at
 //!   most 1.1× the CPU jobs' alone, the sleepers' at most 1.3× ideal, cold
 //!   and warm; and the unmarked sleepers' figures within 1.5× of the
 //!   marked ones (`offload`'s), which needs the pool to detect blocking
@@ -110,7 +110,7 @@ const SAMPLE_PERIOD: Duration = Duration::from_millis(1);
 /// and for how long a thread count that stopped falling counts as settled.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
 const SETTLE_STABLE: Duration = Duration::from_millis(200);
-/// Issue 14's goals: CPU makespan over the CPU jobs' alone, sleepers'
+/// The goals: CPU makespan over the CPU jobs' alone, sleepers'
 /// makespan over ideal, unmarked figures over marked ones.
 const GOAL_CPU: f64 = 1.1;
 const GOAL_SLEEPERS: f64 = 1.3;
@@ -571,7 +571,7 @@ fn print_goals(m: &Medians, ideal_sleepers: Duration, fifo_bound: Duration) {
     let cpu = |v: Variant| m.cpu[v.index()];
     let sleepers = |v: Variant| m.sleepers[v.index()];
     let alone = cpu(Variant::OffloadCpuOnly);
-    println!("issue 14's goals:");
+    println!("goals:");
     for v in [Variant::Offload, Variant::OffloadWarm] {
         println!(
             "  {:<22}CPU makespan over the CPU jobs alone {}; sleepers over ideal {}",

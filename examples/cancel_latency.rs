@@ -51,7 +51,7 @@ use support::machine;
 
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
 
-/// The goals of issue 15: a dropped Task seen within this (median) ...
+/// The goals: a dropped Task seen within this (median) ...
 const GOAL_SEEN: Duration = Duration::from_micros(10);
 /// ... and a refused `try_spawn` costing at most this.
 const GOAL_REFUSAL_NS: f64 = 100.0;

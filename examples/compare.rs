@@ -37,7 +37,7 @@
 //!   current-thread runtime without drivers, which parks on a futex (what
 //!   `cargo bench --bench handoff`'s `round_trip_tokio` measures with
 //!   criterion). An offload `Task`'s first poll watches the result for up
-//!   to 10 µs before it registers its waker (`src/poll_spin.rs`), so a
+//!   to 10 µs before it registers its waker (`src/task/poll_spin.rs`), so a
 //!   trivial job's answer is there before the loop parks; the peers' loops
 //!   park at once, and `offload + oneshot` shows offload without that spin.
 //! - **burst**: 100 000 trivial jobs submitted from the loop, then all
@@ -59,7 +59,8 @@
 //! - **allocs/spawn**: heap allocations of the whole process (a counting
 //!   `#[global_allocator]`) during 10 000 sequential spawn+await round trips,
 //!   divided by 10 000; **(burst)**: the same over one 100 000-job burst.
-//! - **mixed CPU / sleepers ms**: the mixed load of issue 14, smaller
+//! - **mixed CPU / sleepers ms**: the mixed load of blocking calls and CPU
+//!   jobs, smaller
 //!   (`examples/blocking_mix.rs` runs the full one, with more variants):
 //!   100 jobs that each sleep 20 ms (a blocking call, such as a sync HTTP
 //!   request) and 32 CPU jobs of 5 ms of the calibrated spin work,

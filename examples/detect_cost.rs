@@ -1,4 +1,4 @@
-//! What blocking detection (`Builder::detect_blocking`, issue 14) costs a
+//! What blocking detection (`Builder::detect_blocking`) costs a
 //! pool that never blocks: pools with detection on and off, side by side in
 //! one run, rounds taking turns.
 //!
@@ -248,7 +248,7 @@ fn main() -> Result<()> {
     ];
     table::print(&headers, &rows, 1, config.markdown);
     println!(
-        "\nmedians of {} rounds (fastest–slowest); issue 14's goals: idle ≤ 0.005 cores, \
+        "\nmedians of {} rounds (fastest–slowest); goals: idle ≤ 0.005 cores, \
          burst ≤ 1% slower with detection on",
         config.rounds
     );

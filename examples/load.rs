@@ -1,5 +1,5 @@
-//! An open-loop HTTP load generator for `examples/server`, and the matrix
-//! of issue 18: every `/work` mode of the server at 50%, 90% and 150% of
+//! An open-loop HTTP load generator for `examples/server`, and its matrix:
+//! every `/work` mode of the server at 50%, 90% and 150% of
 //! its pool's CPU capacity, in one table and one chart (`docs/server.svg`).
 //!
 //! ```text

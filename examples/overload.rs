@@ -43,7 +43,7 @@
 //! times, plus whatever preempts the workers (on a 2-core machine, the
 //! loop's own thread): a budget of 1 keeps that tail near the goal of 2
 //! job times, while 1.5 (n = 3 on 2 threads) measured 4.7–6.0 ms at p99
-//! for 2 ms jobs on 2026-11-29.
+//! for 2 ms jobs on the 2-core machine of `BENCHMARKS.md`.
 //!
 //! # Reading the tables
 //!

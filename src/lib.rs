@@ -1,122 +1,20 @@
-//! # offload
-//!
-//! A work-stealing CPU task pool whose every submission is a future that any
-//! async executor can await.
-//!
-//! Async programs must never run CPU-bound work on their event loop: one
-//! 50 ms hash or parse freezes every other request on that loop. `offload`
-//! runs such work on a pool with one worker per core and hands the result
-//! back through a [`Task`], which tokio, smol, async-executor or any futures
-//! executor can `.await` without blocking — Python's
-//! `loop.run_in_executor(pool, f)`, for Rust, and executor-agnostic.
-//!
-//! ```
-//! # pollster::block_on(async {
-//! // On any executor: the loop stays free while a worker hashes.
-//! let digest = offload::spawn(|| {
-//!     (0..5_000_000u64).fold(0u64, |h, x| h.rotate_left(5) ^ x.wrapping_mul(0x9E37))
-//! })
-//! .await
-//! .expect("the job panicked");
-//! # let _ = digest;
-//! # });
-//! ```
-//!
-//! - [`Pool::global`]: a handle to the pool the free functions use, for its
-//!   metrics, shedding and shutdown.
-//! - [`Pool::spawn`] / [`spawn`]: queue a job, get a [`Task`] (cancel it by
-//!   dropping it or with [`cancel`](Task::cancel), [`detach`](Task::detach)
-//!   it, [`wait`](Task::wait) on it, with a
-//!   [timeout](Task::wait_timeout) if need be). A running job sees its
-//!   cancellation through [`is_cancelled`], or stops there with
-//!   [`stop_if_cancelled`] (its Task then resolves as cancelled).
-//! - Blocking calls: [`Pool::spawn_blocking`] / [`spawn_blocking`] run one
-//!   on a spare thread, never on a worker (Python's `asyncio.to_thread`);
-//!   [`blocking`] inside a job lends the worker's place to a spare thread
-//!   while the call blocks ([`Builder::max_blocking_threads`]).
-//! - Backpressure: [`Builder::max_queued`] bounds the queue;
-//!   [`Pool::try_spawn`] refuses a job when it is full ([`TrySpawnError`]),
-//!   [`Pool::reserve`] waits for room (a [`Permit`]) and
-//!   [`Pool::try_reserve`] takes it or refuses at once
-//!   ([`TryReserveError`]). For Python's
-//!   `Executor.map(..., buffersize=n)`, see [`Pool::spawn`]'s example with
-//!   `futures::StreamExt::buffered`.
-//! - [`join`], [`scope`], [`Pool::install`]: fork-join inside the pool,
-//!   borrowing from the caller's stack.
-//! - [`Pool::shutdown`], [`Pool::shutdown_now`]: graceful or cancelling
-//!   shutdown; every Task resolves either way. From async code,
-//!   [`Pool::shutdown_async`] (a [`Shutdown`] future) or
-//!   [`Pool::shutdown_timeout`] do not park the loop for long.
-//!
-//! - [`Pool::metrics`]: a snapshot of what the pool does ([`Metrics`]):
-//!   jobs queued and running, totals, busy time, and sampled queue-wait
-//!   and run-time [`Histogram`]s.
-//!
-//! Cargo features (off by default):
-//! - `metrics`: `Metrics::record` writes a snapshot to the `metrics`
-//!   crate's facade, for any exporter (Prometheus, StatsD, OpenTelemetry).
-//! - `tracing`: every job runs inside the `tracing` span that was current
-//!   where it was made: [`spawn`], [`spawn_blocking`], [`Pool::try_spawn`]
-//!   and [`Permit::spawn`] capture it (as `tracing::Instrument` would), and
-//!   the halves of a [`join`], the jobs of a [`scope`] and an
-//!   [`install`](Pool::install) body run in the span current where `join`,
-//!   `scope`, `install` (or [`Scope::spawn`]) was called, on whichever
-//!   thread runs them. The span moves with the closure (no allocation of
-//!   its own); with no subscriber, capturing it is a look at the global
-//!   dispatcher. Without the feature nothing is captured.
-//!
-//! **Other context** (task-locals, an OpenTelemetry `Context`, profiler
-//! labels, a request id) does not follow a job by itself: a job may run on
-//! any worker, long after the spawn. Capture it in the closure and install
-//! it for the job's duration, which costs nothing beyond the value moved:
-//!
-//! ```
-//! thread_local!(static REQUEST: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
-//!
-//! REQUEST.with(|r| r.set(42));
-//! let request = REQUEST.with(|r| r.get()); // captured where the job is made
-//! let seen = offload::spawn(move || {
-//!     let previous = REQUEST.with(|r| r.replace(request)); // installed where it runs
-//!     let seen = REQUEST.with(|r| r.get());
-//!     REQUEST.with(|r| r.set(previous)); // (a guard does this on unwind too)
-//!     seen
-//! });
-//! assert_eq!(seen.wait().unwrap(), 42);
-//! ```
-//!
-//! A panicking job never takes a worker down: its Task resolves to a
-//! [`JoinError`] that carries the panic payload.
-//!
-//! See `ARCHITECTURE.md` for how it works and which invariants hold it up.
-
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod blocking;
-mod completions;
-mod context;
 mod error;
 mod flow;
-mod idle;
-mod injector;
-mod job;
-mod join;
-mod latch;
+mod fork_join;
 mod observe;
-mod parker;
-mod poll_spin;
+mod permit;
 mod pool;
-mod priority;
-mod queue;
-mod registry;
-mod scope;
-mod sleep;
-mod spin;
+mod sched;
 mod sync;
 mod task;
 mod unwind;
-mod worker;
 
 #[cfg(loom)]
 #[doc(hidden)]
@@ -125,19 +23,21 @@ pub mod loom_api;
 pub use blocking::blocking;
 pub use error::JoinError;
 pub use flow::cancel::{is_cancelled, stop_if_cancelled};
-pub use flow::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
+pub use fork_join::scope::Scope;
 pub use observe::histogram::Histogram;
 pub use observe::metrics::Metrics;
 pub use observe::stack::Frame;
 pub use observe::watch::{LoopStats, LoopWatch, Stall, StallCause};
+pub use permit::{Permit, Reserve, ShutdownError, TryReserveError, TrySpawnError};
 pub use pool::{Builder, Pool, Shutdown};
-pub use priority::WorkerPriority;
-pub use scope::Scope;
+pub use sched::priority::WorkerPriority;
 pub use task::Task;
 
-use join::join_on_worker;
-use scope::scope_on_worker;
-use worker::WorkerThread;
+use fork_join::join::{self, join_on_worker};
+use fork_join::scope::{self, scope_on_worker};
+use sched::registry;
+use sched::worker::{self, WorkerThread};
+use task::context;
 
 /// Queues `job` on the current pool and returns its [`Task`].
 ///
@@ -156,6 +56,30 @@ use worker::WorkerThread;
 /// assert_eq!(n, 42);
 /// # });
 /// ```
+///
+/// # Context
+///
+/// With the cargo feature `tracing` the job runs inside the `tracing` span
+/// current here (the span moves with the closure; with no subscriber,
+/// capturing it is one look at the global dispatcher). Other context
+/// (task-locals, an OpenTelemetry `Context`, profiler labels, a request id)
+/// does not follow a job by itself: it may run on any worker, long after the
+/// spawn. Capture it in the closure and install it for the job's duration,
+/// which costs nothing beyond the value moved:
+///
+/// ```
+/// thread_local!(static REQUEST: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+///
+/// REQUEST.with(|r| r.set(42));
+/// let request = REQUEST.with(|r| r.get()); // captured where the job is made
+/// let seen = offload::spawn(move || {
+///     let previous = REQUEST.with(|r| r.replace(request)); // installed where it runs
+///     let seen = REQUEST.with(|r| r.get());
+///     REQUEST.with(|r| r.set(previous)); // (a guard does this on unwind too)
+///     seen
+/// });
+/// assert_eq!(seen.wait().unwrap(), 42);
+/// ```
 pub fn spawn<F, T>(job: F) -> Task<T>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -163,7 +87,7 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => pool::spawn_on(worker.registry(), job),
-        None => blocking::with_away_or_global(|registry| pool::spawn_on(registry, job)),
+        None => with_away_or_global(|registry| pool::spawn_on(registry, job)),
     })
 }
 
@@ -191,7 +115,7 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => pool::spawn_blocking_on(worker.registry(), job),
-        None => blocking::with_away_or_global(|registry| pool::spawn_blocking_on(registry, job)),
+        None => with_away_or_global(|registry| pool::spawn_blocking_on(registry, job)),
     })
 }
 
@@ -219,7 +143,7 @@ where
     WorkerThread::with_current(|worker| match worker {
         // `a` runs here, in the caller's context already.
         Some(worker) => join_on_worker(worker, a, context::wrap(b)),
-        None => blocking::with_away_or_global(|registry| {
+        None => with_away_or_global(|registry| {
             join::join_in(registry, context::wrap(a), context::wrap(b))
         }),
     })
@@ -249,8 +173,18 @@ where
 {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => scope_on_worker(worker, op),
-        None => blocking::with_away_or_global(|registry| {
-            scope::scope_in(registry, scope::in_current_context(op))
-        }),
+        None => {
+            with_away_or_global(|registry| scope::scope_in(registry, scope::in_current_context(op)))
+        }
+    })
+}
+
+/// The pool a free function uses on a thread where no worker runs: the
+/// pool of the thread away from it (see [`worker::run_away_from`]), else the
+/// global pool.
+pub(crate) fn with_away_or_global<R>(f: impl FnOnce(&sync::Arc<registry::Registry>) -> R) -> R {
+    worker::with_away(|away| match away {
+        Some(registry) => f(registry),
+        None => f(pool::global().registry()),
     })
 }

@@ -10,10 +10,10 @@
 
 use std::sync::Arc as StdArc;
 
-use crate::job::{JobRef, Mode};
 use crate::observe::metrics::PoolStats;
-use crate::parker::Parker as InnerParker;
-use crate::task::Task;
+use crate::sched::parker::Parker as InnerParker;
+use crate::task::handoff::Task;
+use crate::task::job::{JobRef, Mode};
 
 /// The job side of a handoff cell.
 #[derive(Debug)]
@@ -38,19 +38,19 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = crate::task::new_task(func, None, 0);
+    let (job, task) = crate::task::handoff::new_task(func, None, 0);
     (Job(job), task)
 }
 
 /// The queue of jobs submitted from outside the pool.
 #[derive(Debug)]
-pub struct Injector(crate::injector::Injector);
+pub struct Injector(crate::sched::injector::Injector);
 
 impl Injector {
     /// An empty injector.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(crate::injector::Injector::new())
+        Self(crate::sched::injector::Injector::new())
     }
     /// Queues `job` at the back.
     pub fn push(&self, job: Job) {
@@ -71,10 +71,10 @@ impl Injector {
     /// Pops the oldest jobs as a worker does, a batch at most, oldest
     /// first; empty also if another thread is consuming.
     pub fn try_pop_batch(&self) -> Vec<Job> {
-        let deque = crate::queue::Worker::new_lifo();
+        let deque = crate::sched::deque::Worker::new_lifo();
         let mut jobs: Vec<Job> = self
             .0
-            .try_pop_batch(&deque, crate::injector::MAX_BATCH)
+            .try_pop_batch(&deque, crate::sched::injector::MAX_BATCH)
             .map(Job)
             .into_iter()
             .collect();
@@ -226,18 +226,18 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (job, task) = crate::task::new_task(func, Some(slot.0), 0);
+    let (job, task) = crate::task::handoff::new_task(func, Some(slot.0), 0);
     (Job(job), task)
 }
 
 /// The sleep protocol of idle workers.
 #[derive(Debug)]
-pub struct Sleep(crate::sleep::Sleep);
+pub struct Sleep(crate::sched::sleep::Sleep);
 
 impl Sleep {
     /// Sleep state for `workers` workers.
     pub fn new(workers: usize) -> Self {
-        Self(crate::sleep::Sleep::new(workers))
+        Self(crate::sched::sleep::Sleep::new(workers))
     }
     /// Call after making a job visible: wakes one sleeper if any.
     pub fn notify_one(&self) {
@@ -260,15 +260,15 @@ impl Sleep {
 }
 
 /// The completion wake-ups a worker place holds back while its pool is
-/// backlogged (src/completions.rs).
+/// backlogged (src/task/completions.rs).
 #[derive(Debug)]
-pub struct HeldWakeUps(crate::completions::Deferred);
+pub struct HeldWakeUps(crate::task::completions::Deferred);
 
 impl HeldWakeUps {
     /// An empty list.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(crate::completions::Deferred::new())
+        Self(crate::task::completions::Deferred::new())
     }
     /// A worker holds `waker` back, keeping the detector of `sleep` awake
     /// for it.
@@ -288,15 +288,15 @@ impl HeldWakeUps {
 }
 
 /// A thread that runs jobs, as the blocking detector sees it
-/// (src/blocking/detect.rs).
+/// (src/blocking/runner.rs).
 #[derive(Clone)]
-pub struct Runner(crate::sync::Arc<crate::blocking::detect::Runner>);
+pub struct Runner(crate::sync::Arc<crate::blocking::runner::Runner>);
 
 impl Runner {
     /// A runner in a job, not flagged.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(crate::sync::Arc::new(crate::blocking::detect::Runner::new()))
+        Self(crate::sync::Arc::new(crate::blocking::runner::Runner::new()))
     }
     /// Its thread ended the job it was in (its check of its own flag).
     pub fn job_ended(&self, compensation: &Compensation) {
@@ -312,14 +312,14 @@ impl std::fmt::Debug for Runner {
 
 /// The detector's counts of blocked runners and of helpers.
 #[derive(Clone)]
-pub struct Compensation(crate::sync::Arc<crate::blocking::detect::Compensation>);
+pub struct Compensation(crate::sync::Arc<crate::blocking::runner::Compensation>);
 
 impl Compensation {
     /// No runner blocked, no helper.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Self(crate::sync::Arc::new(
-            crate::blocking::detect::Compensation::new(),
+            crate::blocking::runner::Compensation::new(),
         ))
     }
     /// The detector flags `runner` (not flagged) as blocked.
@@ -363,9 +363,9 @@ impl std::fmt::Debug for Compensation {
 }
 
 /// Proof, handed to [`Queues::take_shared`], that the worker taking from a
-/// shared queue is a spinner (see `src/idle.rs`). Models cannot make one.
+/// shared queue is a spinner (see `src/sched/worker_loop.rs`). Models cannot make one.
 #[derive(Debug)]
-pub struct Spinning<'a>(#[allow(dead_code)] &'a crate::sleep::Spinning<'a>);
+pub struct Spinning<'a>(#[allow(dead_code)] &'a crate::sched::sleep::Spinning<'a>);
 
 /// The queues of a model's workers: what the worker loop looks in.
 pub trait Queues {
@@ -381,7 +381,7 @@ pub trait Queues {
     /// Runs a job that `worker` found.
     fn execute(&self, worker: usize, job: Self::Job);
     /// Whether `worker` spins a round before it sleeps (loom has no clock:
-    /// one round stands for any learnt spin; see `src/spin.rs`).
+    /// one round stands for any learnt spin; see `src/sched/spin_budget.rs`).
     fn spins(&self, _worker: usize) -> bool {
         false
     }
@@ -389,14 +389,14 @@ pub trait Queues {
 
 /// The library's worker, over a model's queues.
 struct ModelWorker<'a, Q> {
-    sleep: &'a crate::sleep::Sleep,
+    sleep: &'a crate::sched::sleep::Sleep,
     queues: &'a Q,
     index: usize,
 }
 
-impl<Q: Queues> crate::idle::Queues for ModelWorker<'_, Q> {
+impl<Q: Queues> crate::sched::worker_loop::Queues for ModelWorker<'_, Q> {
     type Job = Q::Job;
-    fn sleep(&self) -> &crate::sleep::Sleep {
+    fn sleep(&self) -> &crate::sched::sleep::Sleep {
         self.sleep
     }
     fn index(&self) -> usize {
@@ -405,7 +405,7 @@ impl<Q: Queues> crate::idle::Queues for ModelWorker<'_, Q> {
     fn pop_own(&self) -> Option<Q::Job> {
         self.queues.pop_own(self.index)
     }
-    fn take_shared(&self, spinning: &crate::sleep::Spinning<'_>) -> Option<Q::Job> {
+    fn take_shared(&self, spinning: &crate::sched::sleep::Spinning<'_>) -> Option<Q::Job> {
         self.queues.take_shared(self.index, &Spinning(spinning))
     }
     fn has_work(&self) -> bool {
@@ -436,7 +436,7 @@ pub fn run_worker<Q: Queues>(
         queues,
         index,
     };
-    crate::idle::run_until_terminated(&worker, terminating);
+    crate::sched::worker_loop::run_until_terminated(&worker, terminating);
 }
 
 /// Runs worker `index`'s loop until `done()` holds, as a worker waiting
@@ -453,17 +453,17 @@ pub fn run_worker_until<Q: Queues>(
         queues,
         index,
     };
-    crate::idle::run_until(&worker, done);
+    crate::sched::worker_loop::run_until(&worker, done);
 }
 
 /// A set-once latch whose waiter parks on a [`Parker`].
 #[derive(Debug)]
-pub struct Latch(crate::latch::Latch);
+pub struct Latch(crate::fork_join::latch::Latch);
 
 impl Latch {
     /// A latch that wakes `waiter` when set.
     pub fn new(waiter: &Parker) -> Self {
-        Self(crate::latch::Latch::new(&waiter.0))
+        Self(crate::fork_join::latch::Latch::new(&waiter.0))
     }
     /// A latch that wakes `waiter` through a plain pointer, as a private
     /// `join` half's latch does (no reference count).
@@ -472,7 +472,7 @@ impl Latch {
     /// `waiter` must outlive every call to [`set`](Self::set).
     pub unsafe fn for_worker(waiter: &Parker) -> Self {
         // SAFETY: the caller's contract is `for_worker`'s.
-        Self(unsafe { crate::latch::Latch::for_worker(&waiter.0) })
+        Self(unsafe { crate::fork_join::latch::Latch::for_worker(&waiter.0) })
     }
     /// Whether it is set (Acquire).
     pub fn probe(&self) -> bool {
@@ -481,18 +481,18 @@ impl Latch {
     /// Sets it and wakes the waiter.
     pub fn set(&self) {
         // SAFETY: `self` is borrowed for the whole call, so it stays valid.
-        unsafe { crate::latch::Latch::set(&self.0) }
+        unsafe { crate::fork_join::latch::Latch::set(&self.0) }
     }
 }
 
 /// The completion counter of a scope.
 #[derive(Debug)]
-pub struct CountLatch(crate::latch::CountLatch);
+pub struct CountLatch(crate::fork_join::latch::CountLatch);
 
 impl CountLatch {
     /// A count of one (the body) that wakes `waiter` at zero.
     pub fn new(waiter: &Parker) -> Self {
-        Self(crate::latch::CountLatch::new(&waiter.0))
+        Self(crate::fork_join::latch::CountLatch::new(&waiter.0))
     }
     /// Adds one pending job.
     pub fn increment(&self) {
@@ -505,7 +505,7 @@ impl CountLatch {
     /// Drops one count, waking the waiter at zero.
     pub fn decrement(&self) {
         // SAFETY: `self` is borrowed for the whole call, so it stays valid.
-        unsafe { crate::latch::CountLatch::decrement(&self.0) }
+        unsafe { crate::fork_join::latch::CountLatch::decrement(&self.0) }
     }
 }
 

@@ -8,8 +8,8 @@
 //! Rules for the rest of the crate:
 //! - no `std::sync::atomic`, `std::cell::UnsafeCell`, `std::sync::Mutex` or
 //!   `std::thread` outside this module (the crossbeam queues are wrapped in
-//!   [`crate::queue`] for the same reason), with one exception: a worker's
-//!   plain `std::cell::Cell`s in [`crate::worker`], which only its owner
+//!   [`crate::sched::deque`] for the same reason), with one exception: a worker's
+//!   plain `std::cell::Cell`s in [`crate::sched::worker`], which only its owner
 //!   thread ever touches, so there is nothing for loom to check;
 //! - every spin loop calls [`spin_loop`] so loom can schedule other threads;
 //! - total-order arguments use [`fence`]`(SeqCst)`, never SeqCst accesses,
@@ -104,7 +104,7 @@ mod imp {
 pub(crate) use imp::*;
 
 /// `std`'s `Arc`, in both builds: a [`std::task::Waker`] can only be made
-/// from it. The primitives inside (a [`Parker`](crate::parker::Parker)) are
+/// from it. The primitives inside (a [`Parker`](crate::sched::parker::Parker)) are
 /// still the facade's, so loom checks them; only the reference count is not
 /// modelled.
 pub(crate) use std::sync::Arc as StdArc;
@@ -115,6 +115,15 @@ pub(crate) use std::sync::Arc as StdArc;
 /// atomics would only multiply the interleavings of every model that runs
 /// a job. Relaxed accesses only.
 pub(crate) use std::sync::atomic::AtomicU64 as StatCounter;
+
+/// The calling thread's OS id (what the stall detector signals, and what
+/// `/proc/self/task/<tid>` and the priorities name).
+#[cfg(all(target_os = "linux", not(loom)))]
+pub(crate) fn current_tid() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions and cannot fail; a raw system
+    // call, so async-signal-safe too.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+}
 
 /// How many threads at once hold a [`thread_slot`].
 pub(crate) const THREAD_SLOTS: usize = 16;

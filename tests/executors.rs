@@ -62,7 +62,7 @@ fn tokio_current_thread_sequential_awaits() {
 
 /// A loop that keeps many Tasks in flight while jobs queue (a fan-out):
 /// workers then hold completion wake-ups back and wake a batch at once,
-/// partly through the loop's own polls (`src/completions.rs`). Every Task
+/// partly through the loop's own polls (`src/task/completions.rs`). Every Task
 /// resolves, with its own result, on a single-threaded loop with drivers
 /// and on one without.
 #[test]

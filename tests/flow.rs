@@ -1,4 +1,4 @@
-//! Flow control (issue 15), as a user relies on it: the bounded queue
+//! Flow control, as a user relies on it: the bounded queue
 //! (`Builder::max_queued`, `Pool::try_spawn`, `Pool::reserve`, `Permit`),
 //! cancellation that reaches a running job (`Task::cancel`, dropping a Task,
 //! `offload::is_cancelled`), and `Task::wait_timeout`.

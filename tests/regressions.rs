@@ -93,7 +93,7 @@ fn panic_while_building_stops_the_workers_already_started() {
     });
 }
 
-/// Issue 13: a worker back from a job took a batch of injected jobs into
+/// A worker back from a job took a batch of injected jobs into
 /// its own deque without counting as a spinner; a worker falling asleep
 /// while the batch was in no queue (between the injector and the taker's
 /// deque) missed it, and nobody woke it. J2 then waited behind J1 on the

@@ -1,4 +1,4 @@
-//! `examples/server` (issue 18), as a test and not a timing: in every mode
+//! `examples/server`, as a test and not a timing: in every mode
 //! and on both tokio runtimes the server starts on an ephemeral port,
 //! answers `/ping`, `/work`, a bad query, a wrong method and an unknown
 //! path, and shuts down cleanly; `offload-shed` answers 503 when its queue

@@ -1,6 +1,6 @@
 //! A real HTTP/1.1 server whose CPU work runs where `--mode` says: the
-//! server half of issue 18's measurement (`examples/load.rs` is the load
-//! generator and matrix runner).
+//! server half of the HTTP measurement in `BENCHMARKS.md` (`examples/load.rs`
+//! is the load generator and matrix runner).
 //!
 //! ```text
 //! cargo run --release --example server -- --mode offload --addr 127.0.0.1:8080

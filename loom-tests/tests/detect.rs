@@ -1,6 +1,6 @@
-//! Models of blocking detection (src/blocking/detect.rs): the flag
-//! protocol that counts blocked runners and helpers, and the detector's
-//! dormancy, which a notifier that finds nobody to wake must end.
+//! Models of blocking detection (src/blocking/runner.rs, src/sched/sleep.rs):
+//! the flag protocol that counts blocked runners and helpers, and the
+//! detector's dormancy, which a notifier that finds nobody to wake must end.
 
 #![cfg(loom)]
 

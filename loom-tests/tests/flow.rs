@@ -1,6 +1,6 @@
 //! Models of flow control (src/flow/): the queue-slot count and its FIFO
 //! line of waiters, cancellation of a job racing its start, and a timed
-//! park racing an unpark (src/parker.rs, used by `Task::wait_timeout`).
+//! park racing an unpark (src/sched/parker.rs, used by `Task::wait_timeout`).
 //!
 //! In every execution: no more than `max` slots are taken by the takers
 //! that check (`try_acquire`, a waiter); every slot comes back (the count

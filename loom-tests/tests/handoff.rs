@@ -1,4 +1,4 @@
-//! Models of the handoff cell between a job and its `Task` (src/task.rs),
+//! Models of the handoff cell between a job and its `Task` (src/task/handoff.rs),
 //! driven through `offload::loom_api::task`: the `Job` runs (or is
 //! cancelled) on a loom thread while the task side polls, waits, detaches or
 //! drops the `Task` on another.

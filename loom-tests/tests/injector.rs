@@ -1,4 +1,4 @@
-//! Models of the injector (src/injector.rs), the intrusive queue of jobs
+//! Models of the injector (src/sched/injector.rs), the intrusive queue of jobs
 //! submitted from outside the pool, driven through `loom_api::Injector`
 //! with real handoff cells as the jobs.
 //!
@@ -163,7 +163,7 @@ fn injector_empty_check_sees_every_push() {
             thread::spawn(move || {
                 let first = injector.pop().expect("the first job was pushed");
                 first.run();
-                // Relaxed: ordered by the fence, as in src/sleep.rs.
+                // Relaxed: ordered by the fence, as in src/sched/sleep.rs.
                 sleeping.store(true, Ordering::Relaxed);
                 fence(Ordering::SeqCst);
                 !injector.is_empty()

@@ -1,5 +1,5 @@
 //! Models of `join` on a real `offload::Pool` of two workers
-//! (src/join.rs, src/worker.rs): the hand-off of a join's second half to
+//! (src/fork_join/join.rs, src/sched/worker.rs): the hand-off of a join's second half to
 //! whichever worker is free, on the loom stand-in for the deques.
 //!
 //! A join publishes its second half on its worker's deque and wakes a

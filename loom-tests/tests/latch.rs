@@ -1,4 +1,4 @@
-//! Models of the latches a blocked thread waits on (src/latch.rs), driven
+//! Models of the latches a blocked thread waits on (src/fork_join/latch.rs), driven
 //! through `offload::loom_api::{Latch, CountLatch, Parker}`.
 //!
 //! The waiter follows the library's pattern: `while !latch.probe() {

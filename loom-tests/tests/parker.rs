@@ -1,4 +1,4 @@
-//! Models of the one-token parker (src/parker.rs) every blocked thread waits
+//! Models of the one-token parker (src/sched/parker.rs) every blocked thread waits
 //! on, driven through `offload::loom_api::Parker`.
 //!
 //! The parked thread follows the library's pattern, `while !condition {

@@ -1,6 +1,6 @@
 //! Models with a real `offload::Pool` (one worker thread): the registry's
-//! submission, the worker loop, sleep, and termination (src/registry.rs,
-//! src/worker.rs) together, on the loom stand-in for the deques.
+//! submission, the worker loop, sleep, and termination (src/sched/registry.rs,
+//! src/sched/worker.rs) together, on the loom stand-in for the deques.
 //!
 //! Every model ends with every worker exited (`shutdown` waits for it; a
 //! worker left parked is a loom deadlock) and every value dropped (each

@@ -1,5 +1,5 @@
 //! Models of the worker loop and the sleep / wake-up protocol of idle
-//! workers (src/idle.rs, src/sleep.rs), driven through
+//! workers (src/sched/worker_loop.rs, src/sched/sleep.rs), driven through
 //! `offload::loom_api::{run_worker, run_worker_until}`: the very loop every
 //! pool worker runs, with its spin token and the library's `Sleep`.
 //!
@@ -11,7 +11,7 @@
 //! the SeqCst fences must close, as crossbeam's lock-free deques do. A take
 //! from the injector moves a batch of up to two jobs: they leave the
 //! injector's count in one step and the rest lands in the taker's own count
-//! in a second one, so the window in which a batch is in no queue (issue 13)
+//! in a second one, so the window in which a batch is in no queue
 //! exists here as in the library. A lost wake-up leaves a worker (and the
 //! thread that waits for it) parked for ever, which loom reports as a
 //! deadlock.
@@ -350,7 +350,7 @@ fn waiting_worker_passes_wakeup_on() {
 }
 
 /// 2(h) 2(e) with workers that spin a round before they sleep (a learnt
-/// spin, `src/spin.rs`): a notifier that skipped its wake-up because the
+/// spin, `src/sched/spin_budget.rs`): a notifier that skipped its wake-up because the
 /// waiting worker spun is answered by that spin's end. Mutant
 /// `spin_round_leaks_token` never ends the spin it started: the job is
 /// stranded.

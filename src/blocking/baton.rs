@@ -1,6 +1,6 @@
 //! [`Baton`]: who holds a worker's place, and who waits for it back.
 //!
-//! A worker's *place* is its [`WorkerThread`](crate::worker::WorkerThread):
+//! A worker's *place* is its [`WorkerThread`](crate::sched::worker::WorkerThread):
 //! its deque, its count of published join halves, its sleep index and parker. Exactly
 //! one thread at a time runs jobs in it, the *holder*. The place starts
 //! with its *home* thread (the worker thread that owns the `WorkerThread`
@@ -23,7 +23,7 @@
 //!   the place ([`Baton::leave`]): to the first in line, or *free*, for the
 //!   next thread that comes back to take without waiting.
 //! - A holder that is itself *waiting* (a `join` half, a `Task::wait`, a
-//!   `Reserve::wait`: the loop of [`crate::idle::run_until_deadline`])
+//!   `Reserve::wait`: the loop of [`crate::sched::worker_loop::run_until_deadline`])
 //!   passes at once only to a thread *returning* from a blocking call,
 //!   which has a job to finish; to a thread that only waits too (it passed
 //!   the place on from a wait of its own), once it found no job to run.
@@ -57,7 +57,7 @@ use std::fmt;
 
 use crossbeam_utils::CachePadded;
 
-use crate::parker::Parker;
+use crate::sched::parker::Parker;
 use crate::sync::{lock, mutant, AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering, StdArc};
 
 /// The hand-over state of one worker's place (module docs).

@@ -67,7 +67,7 @@
 //! a wait is a submission that found no worker to wake (none asleep, none
 //! spinning): the push's notifier pokes it. The two sides are the
 //! store-buffering pattern, closed by SeqCst fences as the sleep protocol
-//! is (see [`crate::sleep`]): the detector raises `dormant`, fences and
+//! is (see [`crate::sched::sleep`]): the detector raises `dormant`, fences and
 //! looks at the queues; the notifier has fenced after its push, and then
 //! reads `dormant`. Either the detector sees the job, or the notifier sees
 //! `dormant` and wakes it (a `swap` decides who unparks). So an idle pool
@@ -91,7 +91,7 @@
 //!   round trip or a disk access, wasted only on a job that sleeps a few
 //!   hundred microseconds and then computes for long, where the helper
 //!   runs beside it for one job. Each round of detection in a pool where
-//!   every job blocks (issue 14's mixed load: 200 sleeps of 50 ms on 2
+//!   every job blocks (the blocking mix: 200 sleeps of 50 ms on 2
 //!   threads) takes a threshold and a tick, so a coarser one stretches
 //!   the ramp to the hundreds of threads such a load needs
 //!   (BENCHMARKS.md measures it).
@@ -122,18 +122,13 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::fmt;
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::CachePadded;
-
+use super::runner::{Compensation, Runner};
 use super::thread_state::ThreadStates;
-use crate::parker::Parker;
-use crate::registry::Registry;
-use crate::sync::{
-    fence, lock, mutant, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, StatCounter, StdArc,
-};
+use crate::sched::registry::Registry;
+use crate::sync::{lock, Arc, StdArc};
 
 /// How long a runner must have been inside one job, off the CPU, to count
 /// as blocked (module docs).
@@ -158,327 +153,6 @@ pub(crate) const HELPING_TICK: Duration = Duration::from_millis(2);
 /// one job is due for its next look).
 pub(crate) const SLOW_TICK: Duration = Duration::from_millis(10);
 
-/// A thread that runs jobs, as the detector sees it (module docs).
-pub(crate) struct Runner {
-    /// Jobs started, bumped by a helper's thread only (a place's progress
-    /// is its Task count in the metrics).
-    progress: StatCounter,
-    /// When a helper started its current job, in nanoseconds since the
-    /// detector's epoch, plus one (0: unknown). Helpers run only while
-    /// something is blocked, so they can afford the clock: the detector
-    /// then reads them exactly when their job crosses the threshold.
-    started_at: StatCounter,
-    /// The OS id of the thread that runs it (0: unknown).
-    tid: StatCounter,
-    /// A place's home thread (its worker thread, which lives as long as
-    /// the pool): the one thread whose `/proc` file the detector keeps
-    /// open (0: none, a helper's runner).
-    home: StatCounter,
-    /// The detector's verdict: blocked inside a job (the flag protocol).
-    blocked: AtomicBool,
-}
-
-impl Runner {
-    pub(crate) fn new() -> Self {
-        Self {
-            progress: StatCounter::new(0),
-            started_at: StatCounter::new(0),
-            tid: StatCounter::new(0),
-            home: StatCounter::new(0),
-            blocked: AtomicBool::new(false),
-        }
-    }
-
-    /// The calling thread is this place's home thread, and runs its jobs
-    /// from now on.
-    pub(crate) fn bind_home_thread(&self) {
-        let tid = crate::observe::stack::current_tid().unwrap_or(0) as u64;
-        // Relaxed: as `bind_current_thread`; a stale read costs one look
-        // through a file opened for it alone.
-        self.home.store(tid, Ordering::Relaxed);
-        self.tid.store(tid, Ordering::Relaxed);
-    }
-
-    /// The calling thread runs this runner's jobs from now on.
-    pub(crate) fn bind_current_thread(&self) {
-        let tid = crate::observe::stack::current_tid().unwrap_or(0) as u64;
-        // Relaxed: a hint for the detector, which reads it to look at the
-        // thread; a stale one costs one wrong look.
-        self.tid.store(tid, Ordering::Relaxed);
-    }
-
-    /// The runner's thread starts a job.
-    #[inline]
-    pub(crate) fn job_started(&self, since_epoch: Duration) {
-        let nanos = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX - 1);
-        // Relaxed: a hint for when to look (a stale one moves a look, the
-        // state read decides).
-        self.started_at.store(nanos + 1, Ordering::Relaxed);
-        // Relaxed, load and store: one writer (the runner's thread), one
-        // reader that only compares.
-        let jobs = self.progress.load(Ordering::Relaxed);
-        self.progress.store(jobs.wrapping_add(1), Ordering::Relaxed);
-    }
-
-    /// When the current job started, if known (helpers).
-    fn started_at(&self, epoch: Instant) -> Option<Instant> {
-        // Relaxed: see `job_started`.
-        match self.started_at.load(Ordering::Relaxed) {
-            0 => None,
-            nanos => Some(epoch + Duration::from_nanos(nanos - 1)),
-        }
-    }
-
-    /// The runner's thread ended a job, or (a place's holder) falls
-    /// asleep: it is not blocked in a job any more.
-    #[inline]
-    pub(crate) fn job_ended(&self, compensation: &Compensation) {
-        // Relaxed: a fast check of our own flag; `unflag` decides.
-        if self.blocked.load(Ordering::Relaxed) {
-            compensation.unflag(self);
-        }
-    }
-
-    fn progress(&self) -> u64 {
-        // Relaxed: compared with the last value seen, nothing more.
-        self.progress.load(Ordering::Relaxed)
-    }
-
-    fn tid(&self) -> u64 {
-        // Relaxed: see `bind_current_thread`.
-        self.tid.load(Ordering::Relaxed)
-    }
-
-    /// Whether `tid` is this runner's home thread (see `home`).
-    fn is_home(&self, tid: u64) -> bool {
-        // Relaxed: see `bind_home_thread`.
-        tid != 0 && self.home.load(Ordering::Relaxed) == tid
-    }
-
-    fn is_flagged(&self) -> bool {
-        // Relaxed: a hint; flag and unflag decide.
-        self.blocked.load(Ordering::Relaxed)
-    }
-}
-
-/// The counts of blocked runners and of helpers (module docs).
-pub(crate) struct Compensation {
-    blocked: AtomicUsize,
-    helpers: AtomicUsize,
-}
-
-impl Compensation {
-    pub(crate) fn new() -> Self {
-        Self {
-            blocked: AtomicUsize::new(0),
-            helpers: AtomicUsize::new(0),
-        }
-    }
-
-    /// The detector flags `runner` as blocked (it is not flagged: only the
-    /// detector sets flags).
-    pub(crate) fn flag(&self, runner: &Runner) {
-        // Relaxed: the Release store below orders it before any decrement.
-        self.blocked.fetch_add(1, Ordering::Relaxed);
-        // Release: the increment happens before the decrement of whoever
-        // swaps the flag back (Acquire), so the count never wraps.
-        runner.blocked.store(true, Ordering::Release);
-    }
-
-    /// Clears `runner`'s flag if it is set; exactly one of racing callers
-    /// takes its count back. Returns whether this call did.
-    pub(crate) fn unflag(&self, runner: &Runner) -> bool {
-        let was = if mutant!("unflag_load_then_store") {
-            // Broken variant: two threads can both see `true`.
-            let was = runner.blocked.load(Ordering::Acquire);
-            runner.blocked.store(false, Ordering::Relaxed);
-            was
-        } else {
-            // Acquire: see `flag`.
-            runner.blocked.swap(false, Ordering::Acquire)
-        };
-        if was {
-            // Relaxed: a count; nothing is published through it.
-            self.blocked.fetch_sub(1, Ordering::Relaxed);
-        }
-        was
-    }
-
-    /// Runners flagged now.
-    pub(crate) fn blocked(&self) -> usize {
-        // Relaxed: a count read for a decision that the next tick revisits.
-        self.blocked.load(Ordering::Relaxed)
-    }
-
-    /// Helpers alive now.
-    pub(crate) fn helpers(&self) -> usize {
-        // Relaxed: as above.
-        self.helpers.load(Ordering::Relaxed)
-    }
-
-    /// The detector counts one more helper, before it starts one; returns
-    /// false (counting nothing) if there are as many as blocked runners.
-    pub(crate) fn add_helper(&self) -> bool {
-        // Relaxed: a count (see `blocked`).
-        self.helpers
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |helpers| {
-                (helpers < self.blocked()).then_some(helpers + 1)
-            })
-            .is_ok()
-    }
-
-    /// A helper that could not be started, or that found no job, is
-    /// uncounted.
-    pub(crate) fn remove_helper(&self) {
-        // Relaxed: a count.
-        self.helpers.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// A helper between two jobs: retires (uncounted, returns false) if
-    /// there are more helpers than blocked runners.
-    pub(crate) fn helper_stays(&self) -> bool {
-        // Relaxed: a count.
-        self.helpers
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |helpers| {
-                (helpers > self.blocked()).then(|| helpers - 1)
-            })
-            .is_err()
-    }
-}
-
-/// The detector's sleep while no job waits (module docs).
-pub(crate) struct Dormancy {
-    dormant: CachePadded<AtomicBool>,
-    parker: StdArc<Parker>,
-}
-
-impl Dormancy {
-    pub(crate) fn new() -> Self {
-        Self {
-            dormant: CachePadded::new(AtomicBool::new(false)),
-            parker: StdArc::new(Parker::new()),
-        }
-    }
-
-    /// The detector sleeps until poked, unless `has_waiting()` sees a job
-    /// after it raised `dormant`. Returns whether it slept.
-    pub(crate) fn sleep_unless(&self, has_waiting: impl FnOnce() -> bool) -> bool {
-        // Relaxed: ordered for notifiers by the fence below.
-        self.dormant.store(true, Ordering::Relaxed);
-        // SeqCst fence: pairs with the notifier's fence after its push
-        // (module docs).
-        if !mutant!("dormancy_no_fence") {
-            fence(Ordering::SeqCst);
-        }
-        if has_waiting() {
-            // Relaxed: the detector stays awake; a poke that already
-            // swapped it leaves a token, one early tick.
-            self.dormant.store(false, Ordering::Relaxed);
-            return false;
-        }
-        self.parker.park();
-        true
-    }
-
-    /// A notifier found no worker to wake for the job it pushed (after its
-    /// fence): wakes the detector if it sleeps.
-    #[inline]
-    pub(crate) fn poke(&self) {
-        // Relaxed: ordered by the notifier's fence (module docs); the swap
-        // decides which poker unparks.
-        if self.dormant.load(Ordering::Relaxed) && self.dormant.swap(false, Ordering::Relaxed) {
-            self.parker.unpark();
-        }
-    }
-
-    /// A thread made a list of held-back completion wake-ups non-empty
-    /// (see [`crate::completions`]): the detector must not sleep for good
-    /// without seeing it, so fence and poke.
-    pub(crate) fn keep_awake(&self) {
-        // SeqCst fence: orders the list's `pending` store before the look
-        // at `dormant`, in the total order shared with the fence in
-        // `sleep_unless`.
-        if !mutant!("deferred_no_fence") {
-            fence(Ordering::SeqCst);
-        }
-        self.poke();
-    }
-
-    /// Wakes the detector whatever it does (termination).
-    pub(crate) fn wake(&self) {
-        self.parker.unpark();
-    }
-
-    /// The detector's timed tick.
-    #[cfg_attr(loom, allow(dead_code))]
-    fn sleep_until(&self, deadline: Instant) {
-        self.parker.park_deadline(deadline);
-    }
-}
-
-impl fmt::Debug for Dormancy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dormancy")
-            // Relaxed: a snapshot for debugging.
-            .field("dormant", &self.dormant.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
-}
-
-/// What a pool keeps for detection: the runners, the counts.
-pub(crate) struct Detector {
-    /// Whether this pool has a detector thread (`Builder::detect_blocking`).
-    enabled: bool,
-    places: Box<[CachePadded<Runner>]>,
-    /// The helpers' runners, while they help. The detector flags a helper
-    /// only under this lock, so a helper that left the list is never
-    /// flagged again.
-    helpers: Mutex<Vec<StdArc<Runner>>>,
-    compensation: Compensation,
-    /// The origin of the helpers' job start times.
-    epoch: Instant,
-}
-
-impl Detector {
-    pub(crate) fn new(workers: usize, enabled: bool) -> Self {
-        Self {
-            enabled,
-            places: (0..workers)
-                .map(|_| CachePadded::new(Runner::new()))
-                .collect(),
-            helpers: Mutex::new(Vec::new()),
-            compensation: Compensation::new(),
-            epoch: Instant::now(),
-        }
-    }
-
-    /// Whether this pool has a detector thread.
-    #[inline]
-    pub(crate) fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    /// The runner of worker place `index`.
-    #[inline]
-    pub(crate) fn place(&self, index: usize) -> &Runner {
-        &self.places[index]
-    }
-
-    pub(crate) fn compensation(&self) -> &Compensation {
-        &self.compensation
-    }
-}
-
-impl fmt::Debug for Detector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Detector")
-            .field("enabled", &self.enabled)
-            .field("blocked", &self.compensation.blocked())
-            .field("helpers", &self.compensation.helpers())
-            .finish_non_exhaustive()
-    }
-}
-
 // The pool whose helper the thread is, during a helper's turn; null
 // elsewhere.
 crate::sync::thread_local! {
@@ -487,7 +161,7 @@ crate::sync::thread_local! {
 
 /// Whether the calling thread is one of `registry`'s helpers, running its
 /// jobs without a place: `join`, `scope` and `install` on that pool then
-/// run on the helper (see [`crate::join::join_in`]).
+/// run on the helper (see [`crate::fork_join::join::join_in`]).
 pub(crate) fn is_helping(registry: &Registry) -> bool {
     HELPING.with(|helping| ptr::eq(helping.get(), registry))
 }
@@ -510,7 +184,7 @@ pub(crate) fn help(registry: &Arc<Registry>) {
     }
     HELPING.with(|helping| helping.set(ptr::from_ref::<Registry>(registry)));
     let _helping = Helping;
-    super::run_away_from(registry, || {
+    crate::sched::worker::run_away_from(registry, || {
         while compensation.helper_stays() {
             let Some(job) = registry.take_one(victim) else {
                 compensation.remove_helper();
@@ -579,12 +253,12 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
             return;
         }
         // A wake-up held back by a worker keeps the detector awake too: it
-        // wakes them at each tick (see `crate::completions`).
+        // wakes them at each tick (see `crate::task::completions`).
         if !terminating
             && dormancy.sleep_unless(|| {
                 registry.has_waiting_jobs()
                     || registry.any_deferred()
-                    || crate::completions::any_handed()
+                    || crate::task::completions::any_handed()
             })
         {
             // Poked: a job waits and every worker is busy. Look at once,
@@ -600,7 +274,7 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
             dormancy.sleep_until(Instant::now() + tick);
         }
         registry.wake_deferred();
-        crate::completions::wake_handed();
+        crate::task::completions::wake_handed();
         let (acted, next_read) = watcher.tick();
         let now = Instant::now();
         if acted {
@@ -709,7 +383,7 @@ impl Watcher<'_> {
         }
         if compensation.blocked() > compensation.helpers() && registry.has_waiting_jobs() {
             while compensation.add_helper() {
-                if !registry.spares().help(registry) {
+                if !registry.spares().help(registry, help) {
                     compensation.remove_helper();
                     break;
                 }

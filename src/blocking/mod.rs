@@ -54,24 +54,33 @@
 //!   waiting, and its worker exits after it (it waits for every thread
 //!   away from its place).
 
+//!
+//! # The files, and what they may import
+//!
+//! - [`blocking`] (this file) and [`detect`] (the detector thread, the
+//!   helper's turn and `is_helping`) import `sched/`, `task/` and the
+//!   ground. Read [`detect`]'s docs for why the detector sleeps and how it
+//!   counts.
+//! - [`baton`] (a place's hand-over), [`runner`] (the detector's state:
+//!   `Runner`, `Compensation`, `Detector`) and [`thread_state`] (reading
+//!   `/proc`) import only `sched/parker.rs` and the ground: the scheduler
+//!   owns them.
+//! - [`spares`] (the spare threads) is the third file of the scheduler's
+//!   one circle, with `sched/registry.rs` and `sched/worker.rs` (see
+//!   `sched/mod.rs`).
+//!
+//! Which pool a thread is on, or away from, is `sched/worker.rs`'s
+//! (`AWAY` beside `CURRENT`); `blocking()` calls down to it.
+
 pub(crate) mod baton;
 pub(crate) mod detect;
+pub(crate) mod runner;
 pub(crate) mod spares;
 pub(crate) mod thread_state;
 
-use std::cell::Cell;
 use std::ptr;
 
-use crate::registry::Registry;
-use crate::sync::Arc;
-use crate::worker::WorkerThread;
-
-// The pool of the thread while it runs user code away from a worker's place
-// (inside `blocking`) or a blocking job on a spare: where the free functions
-// go when no worker runs on the thread. Null elsewhere.
-crate::sync::thread_local! {
-    static AWAY: Cell<*const Arc<Registry>> = const { Cell::new(ptr::null()) };
-}
+use crate::sched::worker::WorkerThread;
 
 /// Runs `f`, a blocking call, without leaving the pool short of a thread.
 ///
@@ -136,37 +145,4 @@ where
         // (our caller) runs inside it.
         Some(worker) => unsafe { &*worker }.blocking(f),
     }
-}
-
-/// Runs `f` with `registry` as the pool that the free functions reach when
-/// no worker runs on this thread (module docs); puts the previous one back
-/// afterwards, also on a panic.
-pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) -> R {
-    struct Restore(*const Arc<Registry>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            AWAY.with(|away| away.set(self.0));
-        }
-    }
-    let _restore = Restore(AWAY.with(|away| away.replace(registry)));
-    f()
-}
-
-/// The pool a free function uses on a thread where no worker runs: the
-/// pool of the thread away from it (see [`run_away_from`]), else the
-/// global pool.
-pub(crate) fn with_away_or_global<R>(f: impl FnOnce(&Arc<Registry>) -> R) -> R {
-    with_away(|away| match away {
-        Some(registry) => f(registry),
-        None => f(crate::pool::global().registry()),
-    })
-}
-
-/// The pool of the thread away from it, if any (see [`run_away_from`]).
-pub(crate) fn with_away<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
-    let away = AWAY.with(Cell::get);
-    // SAFETY: AWAY is non-null only inside `run_away_from`, whose caller
-    // keeps the registry alive (a `WorkerThread` on this thread's stack, or
-    // a spare's own handle) for the call, and this borrow cannot escape `f`.
-    f(unsafe { away.as_ref() })
 }

@@ -54,13 +54,13 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::job::{JobRef, Mode};
 use crate::observe::metrics::Tally;
-use crate::parker::Parker;
-use crate::priority::{self, WorkerPriority};
-use crate::registry::Registry;
+use crate::sched::parker::Parker;
+use crate::sched::priority::{self, WorkerPriority};
+use crate::sched::registry::Registry;
+use crate::sched::worker::{run_hook, WorkerThread};
 use crate::sync::{lock, mutant, thread, Arc, AtomicBool, Mutex, Ordering, StdArc};
-use crate::worker::{run_hook, WorkerThread};
+use crate::task::job::{JobRef, Mode};
 
 /// Names thread `i` of a pool.
 pub(crate) type NameFn = Box<dyn Fn(usize) -> String + Send + Sync>;
@@ -96,10 +96,10 @@ pub(crate) enum Work {
     /// Stand in for the worker whose place this is, lent by a thread that
     /// is away in `blocking` (see [`super::baton`]).
     StandIn(Place),
-    /// Help: run jobs without a place while a runner is blocked (see
-    /// [`super::detect`]; no detector under loom).
+    /// Help: run jobs without a place while a runner is blocked, the
+    /// detector's turn (see [`super::detect`]; no detector under loom).
     #[cfg_attr(loom, allow(dead_code))]
-    Help,
+    Help(fn(&Arc<Registry>)),
 }
 
 /// A worker's place, sent to a stand-in.
@@ -130,7 +130,7 @@ impl Work {
     fn kind(&self) -> Kind {
         match self {
             Work::Job(_) => Kind::Job,
-            Work::StandIn(_) | Work::Help => Kind::Turn,
+            Work::StandIn(_) | Work::Help(_) => Kind::Turn,
         }
     }
 }
@@ -297,12 +297,12 @@ impl Spares {
     /// up): the detector is one of the pool's live threads until it has
     /// started its last helper, so the count cannot have reached zero.
     #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn help(&self, registry: &Arc<Registry>) -> bool {
+    pub(crate) fn help(&self, registry: &Arc<Registry>, turn: fn(&Arc<Registry>)) -> bool {
         let state = lock(&self.state);
         if state.turns >= self.config.max {
             return false;
         }
-        self.dispatch(state, registry, Work::Help).is_ok()
+        self.dispatch(state, registry, Work::Help(turn)).is_ok()
     }
 
     /// Gives `work` to an idle spare, or starts a new one (the caller made
@@ -475,7 +475,7 @@ impl Spares {
 /// closes.
 fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>, index: usize) {
     // SAFETY: `registry` (an Arc this thread holds) outlives the guard.
-    let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(registry) };
+    let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(registry.cancel_flags()) };
     // The user's set-up runs before any job of the pool on this thread,
     // and its tear-down after the last, as on a worker.
     if let Some(hook) = &registry.on_start {
@@ -487,13 +487,13 @@ fn spare_main(registry: &Arc<Registry>, mailbox: &StdArc<Mailbox>, index: usize)
         let kind = next.kind();
         match next {
             Work::Job(job) => {
-                super::run_away_from(registry, || {
+                crate::sched::worker::run_away_from(registry, || {
                     job.execute(registry.execution_mode(), &registry.tally());
                 });
             }
             // SAFETY: the place was lent to this thread (see `Place`).
             Work::StandIn(place) => unsafe { WorkerThread::stand_in(place.0) },
-            Work::Help => super::detect::help(registry),
+            Work::Help(turn) => turn(registry),
         }
         work = spares.next(mailbox, kind);
     }

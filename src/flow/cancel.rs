@@ -3,10 +3,15 @@
 //!
 //! Each thread has a current [`CancelScope`]: the cancellation source of the
 //! job it runs now. It names two flags, either of which may be absent:
-//! - the `state` word of the running Task's cell, whose `CANCELLED` bit the
-//!   Task sets when it is cancelled or dropped ([`crate::task`]);
-//! - the pool, whose `shutdown_now` flag counts as a cancellation of every
-//!   job it runs.
+//! - the `state` word of the running Task's cell, whose [`STOP`] bit the
+//!   Task sets when it is cancelled or dropped (`CANCELLED` in the handoff
+//!   cell is `STOP`);
+//! - the pool's `flags` word, whose [`STOP`] bit `shutdown_now` sets, a
+//!   cancellation of every job the pool runs (`CANCEL_QUEUED` in the
+//!   registry is `STOP`).
+//!
+//! A scope holds the two words, not the cell and the pool, so that this
+//! module imports neither: reading either is one Relaxed load and a mask.
 //!
 //! A worker enters its pool's scope when it starts. A Task's job enters
 //! the scope of its own cell for as long as it runs. The parts of a
@@ -18,7 +23,7 @@
 //!
 //! # Why the pointers are valid
 //!
-//! A scope names a cell and a registry that are alive while the scope is
+//! A scope names words of a cell and a registry that are alive while the scope is
 //! current: the running job's cell is kept alive by the job side's reference
 //! until the job returns, and so is every part that the job waits for
 //! (which holds a copy of the scope); the registry is kept alive by the
@@ -29,21 +34,33 @@
 use std::cell::Cell;
 use std::ptr;
 
-use crate::registry::Registry;
-use crate::sync::{mutant, AtomicUsize};
+use crate::sync::{mutant, AtomicUsize, Ordering};
+
+/// The bit that asks a job to stop, in the word of its Task's cell (the
+/// Task was cancelled or dropped) and in its pool's flags (`shutdown_now`).
+pub(crate) const STOP: usize = 1 << 2;
+
+/// Whether `word` (a Task's `state` or a pool's `flags`) asks its jobs to
+/// stop.
+#[inline]
+fn stop_requested(word: &AtomicUsize) -> bool {
+    // Relaxed: a request, which publishes nothing; the job reads it again.
+    word.load(Ordering::Relaxed) & STOP != 0
+}
 
 /// The cancellation source of the code running on a thread (module docs).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CancelScope {
     /// The running Task's `state` word, or null.
     task: *const AtomicUsize,
-    /// The pool the job belongs to, or null.
-    pool: *const Registry,
-    /// The pool of the worker running on this thread, or null: a Task's
+    /// The `flags` word of the pool the job belongs to, or null.
+    pool: *const AtomicUsize,
+    /// The `flags` word of the pool of the worker running on this thread,
+    /// or null: a Task's
     /// job belongs to it, whatever scope the worker was in when it picked
     /// the job up (a part of another pool's job, waiting). Never read
     /// through; only copied into `pool`.
-    worker_pool: *const Registry,
+    worker_pool: *const AtomicUsize,
 }
 
 impl CancelScope {
@@ -61,7 +78,7 @@ impl CancelScope {
             // Broken variant: only the pool's request is heard.
             // SAFETY: as in `is_cancelled`.
             let pool = unsafe { self.pool.as_ref() };
-            return !self.task.is_null() && pool.is_some_and(Registry::cancel_requested);
+            return !self.task.is_null() && pool.is_some_and(stop_requested);
         }
         !self.task.is_null() && self.is_cancelled()
     }
@@ -74,8 +91,7 @@ impl CancelScope {
         let task = unsafe { self.task.as_ref() };
         // SAFETY: as above, the worker running the job keeps it alive.
         let pool = unsafe { self.pool.as_ref() };
-        task.is_some_and(crate::task::cancel_requested)
-            || pool.is_some_and(Registry::cancel_requested)
+        task.is_some_and(stop_requested) || pool.is_some_and(stop_requested)
     }
 }
 
@@ -106,11 +122,12 @@ pub(crate) fn current() -> CancelScope {
     CURRENT.with(Cell::get)
 }
 
-/// Enters `pool`'s scope: a worker, for as long as its loop runs.
+/// Enters the scope of the pool whose `flags` word is `pool`: a worker, for
+/// as long as its loop runs.
 ///
 /// # Safety
 /// `pool` outlives the returned guard.
-pub(crate) unsafe fn enter_pool(pool: &Registry) -> Entered {
+pub(crate) unsafe fn enter_pool(pool: &AtomicUsize) -> Entered {
     enter(CancelScope {
         task: ptr::null(),
         pool,

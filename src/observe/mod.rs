@@ -15,6 +15,12 @@
 //! - [`histogram`]: log-scaled histograms of durations with relaxed counts,
 //!   for both.
 //!
+//! # What it may import
+//!
+//! Only the ground: `sync.rs` (including `current_tid`, the gettid call the
+//! signal path and `/proc` reads use), `unwind.rs` and `error.rs`. It is
+//! ground itself: every folder above counts and times through it.
+//!
 //! Under loom the models drive the two protocols ([`capture`]'s slot and
 //! [`watch`]'s tick) directly; the watcher thread and the signal path are
 //! not built, so what only they use is dead code there.

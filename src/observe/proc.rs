@@ -27,7 +27,7 @@ pub(crate) struct OsThread {
 impl OsThread {
     /// The calling thread.
     pub(crate) fn current() -> Option<OsThread> {
-        let tid = crate::priority::current_tid() as usize;
+        let tid = crate::sync::current_tid() as usize;
         Some(OsThread {
             tid,
             start_time: stat(tid)?.start_time,

@@ -209,7 +209,7 @@ fn install() -> Option<libc::c_int> {
 extern "C" fn on_signal(_signal: libc::c_int, _info: *mut libc::siginfo_t, context: *mut c_void) {
     // SAFETY: `__errno_location` returns this thread's errno, always valid.
     let errno = unsafe { *libc::__errno_location() };
-    let tid = crate::priority::current_tid() as usize;
+    let tid = crate::sync::current_tid() as usize;
     SLOT.answer(tid, |buffer, stack| copy(buffer, stack, context));
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };

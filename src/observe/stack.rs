@@ -232,7 +232,7 @@ pub(crate) fn is_application(frame: &Frame) -> bool {
 /// The calling thread's OS id, where the platform can signal it.
 #[cfg(all(target_os = "linux", not(loom)))]
 pub(crate) fn current_tid() -> Option<usize> {
-    Some(crate::priority::current_tid() as usize)
+    Some(crate::sync::current_tid() as usize)
 }
 
 /// The calling thread's OS id, where the platform can signal it.

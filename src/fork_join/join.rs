@@ -16,7 +16,7 @@
 //!   took it: it runs `b` inline), or jobs that `a` pushed above it (it
 //!   runs them first), or nothing (`b` was stolen: it waits for `b`'s
 //!   latch, running other jobs meanwhile). A worker makes a shared join
-//!   whenever fewer than [`SHARED_DEPTH`] of its halves are published, so
+//!   whenever fewer than [`SHARED_DEPTH`](crate::sched::worker::SHARED_DEPTH) of its halves are published, so
 //!   the largest pending pieces of a recursion, those near its root, are
 //!   always where an idle worker can take them.
 //!
@@ -24,15 +24,15 @@
 //! was doing when the join began (not started yet, spinning, asleep, busy
 //! with another job) and whether or not `a` ever joins again: the half is
 //! in a shared queue from the start, and the sleep protocol
-//! ([`crate::sleep`]) loses no wake-up for it. A shared join costs a push,
+//! ([`crate::sched::sleep`]) loses no wake-up for it. A shared join costs a push,
 //! the notifier's fence and a pop (with its fence): a few tens of
 //! nanoseconds, paid by about one join in two thousand of a fine-grained
 //! recursion (fib(30): 680 of 1.35M).
 //!
-//! Beyond [`SHARED_DEPTH`], joins run inline, and work reaches idle workers
+//! Beyond [`SHARED_DEPTH`](crate::sched::worker::SHARED_DEPTH), joins run inline, and work reaches idle workers
 //! on demand, as in heartbeat scheduling: an idle worker raises a *share
-//! request* on every other worker (see [`crate::worker`]), and every
-//! [`SHARE_CHECK_EVERY`]th inline join looks for one (one Relaxed load)
+//! request* on every other worker (see [`crate::sched::worker`]), and every
+//! [`SHARE_CHECK_EVERY`](crate::sched::worker::SHARE_CHECK_EVERY)th inline join looks for one (one Relaxed load)
 //! and, if raised, makes itself a shared join. A long recursion below the
 //! published halves thus offers work within a few dozen joins; a half of a
 //! join that runs inline is never stolen.
@@ -47,19 +47,13 @@
 use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 
-use crate::job::{JobRef, JobResult, StackJob};
-use crate::latch::Latch;
-use crate::registry::Registry;
+use crate::fork_join::latch::Latch;
+use crate::fork_join::parts::{in_worker, JobResult, StackJob};
+use crate::sched::registry::Registry;
+use crate::sched::worker::WorkerThread;
 use crate::sync::Arc;
+use crate::task::job::JobRef;
 use crate::unwind::drop_quietly;
-use crate::worker::{in_worker, WorkerThread};
-
-/// Below this many published halves, every join is a shared join.
-pub(crate) const SHARED_DEPTH: usize = 3;
-
-/// With [`SHARED_DEPTH`] halves published, one inline join in this many
-/// looks for a share request.
-pub(crate) const SHARE_CHECK_EVERY: u32 = 64;
 
 /// `join` on the worker it runs on.
 #[inline]

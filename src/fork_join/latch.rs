@@ -17,7 +17,7 @@
 
 use std::ptr::NonNull;
 
-use crate::parker::Parker;
+use crate::sched::parker::Parker;
 use crate::sync::{mutant, AtomicBool, AtomicUsize, Ordering, StdArc};
 
 #[derive(Debug)]

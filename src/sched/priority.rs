@@ -79,22 +79,13 @@ pub(crate) fn apply_to_current_thread(priority: WorkerPriority) {
 }
 
 #[cfg(all(target_os = "linux", not(loom)))]
-pub(crate) use imp::current_tid;
-
-#[cfg(all(target_os = "linux", not(loom)))]
 mod imp {
     use std::io;
 
+    use crate::sync::current_tid;
+
     /// The range of nice values on Linux.
     const NICE_RANGE: std::ops::RangeInclusive<i32> = -20..=19;
-
-    /// The calling thread's OS id (also what the stall detector signals,
-    /// `crate::observe::signal`).
-    pub(crate) fn current_tid() -> libc::pid_t {
-        // SAFETY: gettid has no preconditions and cannot fail; a raw system
-        // call, so async-signal-safe too.
-        unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
-    }
 
     pub(super) fn renice_current_thread(increment: i32) -> io::Result<()> {
         let tid = current_tid() as libc::id_t;

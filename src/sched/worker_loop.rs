@@ -1,7 +1,7 @@
 //! The worker loop: find work, run it, spin a little, sleep.
 //!
 //! This is the loop every worker runs, written once over the [`Queues`] it
-//! looks in: [`WorkerThread`](crate::worker::WorkerThread) implements them
+//! looks in: [`WorkerThread`](crate::sched::worker::WorkerThread) implements them
 //! with its crossbeam deque and the pool's injector, and the loom models in
 //! `loom-tests/` implement them with queues whose emptiness checks are as
 //! weak as crossbeam's, so the models run this very loop, spin token and
@@ -16,13 +16,13 @@
 //!    then the other workers' deques). A take may move a batch that nobody
 //!    else can see until it lands in this worker's deque; the spin's closing
 //!    [`Spinning::stop`] looks again after its fence and wakes a sleeper for
-//!    what it landed (see [`crate::sleep`]). That is why `take_shared`
+//!    what it landed (see [`crate::sched::sleep`]). That is why `take_shared`
 //!    requires a `&Spinning`: a worker back from a job that took a batch
 //!    without spinning would owe nobody a re-check, and a worker falling
 //!    asleep in that window would sleep while the batch waits behind one
 //!    job.
 //! 3. With nothing found, spin for as long as this worker's recent gaps
-//!    say the next job will come ([`crate::spin`]: up to 100 µs, none when
+//!    say the next job will come ([`crate::sched::spin_budget`]: up to 100 µs, none when
 //!    jobs come further apart, none if another worker already spins), with
 //!    growing pauses, then sleep until woken; [`Spinning::sleep`] returns a
 //!    spinner, which looks again. The idleness's start and the notifier's
@@ -35,7 +35,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sleep::{Sleep, Spinning};
+use crate::sched::sleep::{Sleep, Spinning};
 use crate::sync;
 
 /// Spin rounds of a thread waiting outside the pool (see [`pause`]); zero
@@ -72,7 +72,7 @@ pub(crate) trait Queues {
     /// time asleep is measured (see [`crate::observe::metrics`]).
     fn on_sleep(&self, _asleep: bool) {}
     /// How long to spin before sleeping, from the gaps this worker saw
-    /// (see [`crate::spin`]); none by default (the loom models).
+    /// (see [`crate::sched::spin_budget`]); none by default (the loom models).
     fn spin_budget(&self) -> Duration {
         Duration::ZERO
     }
@@ -109,7 +109,7 @@ struct Idle<'a> {
     /// The current spin, if the worker is a spinner.
     spinning: Option<Spinning<'a>>,
     /// When this idleness began (its first step), and until when it spins
-    /// (see [`crate::spin`]); `None` before the first step and under loom.
+    /// (see [`crate::sched::spin_budget`]); `None` before the first step and under loom.
     since: Option<(Instant, Instant)>,
 }
 
@@ -139,7 +139,7 @@ impl<'a> Idle<'a> {
         if self.spinning.is_none() {
             // Broken variant: a worker back from a job takes a batch while
             // nobody counts it as a spinner, so no closing re-check hands
-            // the rest of the batch on (the gap that issue 13 found).
+            // the rest of the batch on.
             let unaccounted = Spinning::unaccounted(queues.sleep());
             let job = queues.take_shared(&unaccounted);
             std::mem::forget(unaccounted);

@@ -15,7 +15,7 @@
 //! returns a spinner again, whether the worker was woken or declined to
 //! park (it looks for work next), and [`Spinning::stop`], when it found work
 //! or stops waiting. A worker that runs a job is neither. (The worker loop
-//! that drives these states is [`crate::idle`].)
+//! that drives these states is [`crate::sched::worker_loop`].)
 //!
 //! While any worker spins, a notifier wakes nobody: a spinner will find the
 //! job, and waking a sleeper would cost the submitting thread a system call
@@ -103,7 +103,7 @@
 //! the middle of falling asleep or waking up (with a lock, and workers at a
 //! lower priority than the loop, that wait was measured in milliseconds).
 //!
-//! Other wakers (a [`Latch`](crate::latch::Latch) or a `Task` waker that a
+//! Other wakers (a [`Latch`](crate::fork_join::latch::Latch) or a `Task` waker that a
 //! blocked worker waits on) unpark a worker's `Parker` directly; the woken
 //! worker clears its own bit in step 4.
 //!
@@ -112,7 +112,7 @@
 //! A notifier that claims a sleeper stores the time in the sleeper's
 //! `woken_at` word before it unparks it (Relaxed: a hint, which the woken
 //! worker takes with [`Sleep::take_woken_at`] to learn how long the gap
-//! from its idleness to the next job was; see [`crate::spin`]). It reads
+//! from its idleness to the next job was; see [`crate::sched::spin_budget`]). It reads
 //! the clock only on this path, which a futex call follows anyway. No step
 //! of the protocol reads the stamp, and under loom it is neither written
 //! nor read.
@@ -120,9 +120,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::blocking::detect::Dormancy;
-use crate::parker::Parker;
-use crate::sync::{fence, mutant, AtomicU64, AtomicUsize, Ordering, StdArc};
+use crossbeam_utils::CachePadded;
+
+use crate::sched::parker::Parker;
+use crate::sync::{fence, mutant, AtomicBool, AtomicU64, AtomicUsize, Ordering, StdArc};
 
 /// Bits per word of the sleeper set.
 const BITS: usize = usize::BITS as usize;
@@ -138,7 +139,7 @@ pub(crate) struct Sleep {
     parkers: Box<[StdArc<Parker>]>,
     /// Per worker: when a notifier last claimed it to wake it, in
     /// nanoseconds since `epoch` (0: not since the worker looked). A hint
-    /// for its spin learning ([`crate::spin`]); never read under loom.
+    /// for its spin learning ([`crate::sched::spin_budget`]); never read under loom.
     woken_at: Box<[AtomicU64]>,
     epoch: Instant,
     /// The blocking detector's sleep: a notifier that finds nobody to
@@ -163,7 +164,7 @@ impl Sleep {
     }
 
     /// When a notifier last claimed worker `index` to wake it, if one did
-    /// since the last call (see [`crate::spin`]).
+    /// since the last call (see [`crate::sched::spin_budget`]).
     pub(crate) fn take_woken_at(&self, index: usize) -> Option<Instant> {
         if cfg!(loom) {
             return None;
@@ -327,7 +328,7 @@ impl Sleep {
 /// or another deque, invisible to every other worker until it lands in the
 /// taker's deque) must hold a `Spinning` to do so: the spin's closing
 /// re-check then sees the landed batch and wakes a sleeper for it (see
-/// [`crate::idle`]).
+/// [`crate::sched::worker_loop`]).
 #[must_use = "a spin must end with `sleep` or `stop`"]
 pub(crate) struct Spinning<'a> {
     sleep: &'a Sleep,
@@ -368,7 +369,7 @@ impl<'a> Spinning<'a> {
 #[cfg(offload_mutant = "batch_taken_outside_spin")]
 impl<'a> Spinning<'a> {
     /// A token that nobody counted: only the mutant that takes a batch
-    /// outside a spin makes one (see `crate::idle`).
+    /// outside a spin makes one (see `crate::sched::worker_loop`).
     pub(crate) fn unaccounted(sleep: &'a Sleep) -> Self {
         Spinning { sleep }
     }
@@ -386,5 +387,85 @@ impl Drop for Spinning<'_> {
 impl fmt::Debug for Spinning<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Spinning").finish_non_exhaustive()
+    }
+}
+
+/// The detector's sleep while no job waits, which a notifier that finds no
+/// worker to wake pokes. Why the detector sleeps: `blocking/detect.rs`.
+pub(crate) struct Dormancy {
+    dormant: CachePadded<AtomicBool>,
+    parker: StdArc<Parker>,
+}
+
+impl Dormancy {
+    pub(crate) fn new() -> Self {
+        Self {
+            dormant: CachePadded::new(AtomicBool::new(false)),
+            parker: StdArc::new(Parker::new()),
+        }
+    }
+
+    /// The detector sleeps until poked, unless `has_waiting()` sees a job
+    /// after it raised `dormant`. Returns whether it slept.
+    pub(crate) fn sleep_unless(&self, has_waiting: impl FnOnce() -> bool) -> bool {
+        // Relaxed: ordered for notifiers by the fence below.
+        self.dormant.store(true, Ordering::Relaxed);
+        // SeqCst fence: pairs with the notifier's fence after its push
+        // (module docs).
+        if !mutant!("dormancy_no_fence") {
+            fence(Ordering::SeqCst);
+        }
+        if has_waiting() {
+            // Relaxed: the detector stays awake; a poke that already
+            // swapped it leaves a token, one early tick.
+            self.dormant.store(false, Ordering::Relaxed);
+            return false;
+        }
+        self.parker.park();
+        true
+    }
+
+    /// A notifier found no worker to wake for the job it pushed (after its
+    /// fence): wakes the detector if it sleeps.
+    #[inline]
+    pub(crate) fn poke(&self) {
+        // Relaxed: ordered by the notifier's fence (module docs); the swap
+        // decides which poker unparks.
+        if self.dormant.load(Ordering::Relaxed) && self.dormant.swap(false, Ordering::Relaxed) {
+            self.parker.unpark();
+        }
+    }
+
+    /// A thread made a list of held-back completion wake-ups non-empty
+    /// (see [`crate::task::completions`]): the detector must not sleep for
+    /// good without seeing it, so fence and poke.
+    pub(crate) fn keep_awake(&self) {
+        // SeqCst fence: orders the list's `pending` store before the look
+        // at `dormant`, in the total order shared with the fence in
+        // `sleep_unless`.
+        if !mutant!("deferred_no_fence") {
+            fence(Ordering::SeqCst);
+        }
+        self.poke();
+    }
+
+    /// Wakes the detector whatever it does (termination).
+    pub(crate) fn wake(&self) {
+        self.parker.unpark();
+    }
+
+    /// The detector's timed tick.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn sleep_until(&self, deadline: Instant) {
+        self.parker.park_deadline(deadline);
+    }
+}
+
+impl fmt::Debug for Dormancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dormancy")
+            // Relaxed: a snapshot for debugging.
+            .field("dormant", &self.dormant.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }

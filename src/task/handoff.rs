@@ -1,8 +1,9 @@
 //! The handoff cell and [`Task`], the future every submission returns.
+//! (`Task::wait` and `wait_timeout`, which block a thread: `sched/block_on.rs`.)
 //!
 //! # One allocation
 //!
-//! A spawn allocates one [`Cell`]: a [`Header`] (the atomic `state`, the
+//! A spawn allocates one [`HandoffCell`]: a [`Header`] (the atomic `state`, the
 //! awaiting waker, a vtable) followed by the *stage*, which holds first the
 //! closure, then its output. Two handles point at it: the [`JobRef`] in a
 //! queue (the *job side*) and the [`Task`] (the *task side*). Each owns one
@@ -67,15 +68,16 @@ use std::task::{Context, Poll, Waker};
 use crate::error::JoinError;
 use crate::flow::cancel;
 use crate::flow::slots::Slot;
-use crate::job::{JobHeader, JobRef, Mode};
 use crate::observe::metrics::Tally;
-use crate::poll_spin::{self, Seen};
 use crate::sync::{fence, mutant, AtomicUsize, Ordering, UnsafeCell};
+use crate::task::job::{JobHeader, JobRef, Mode};
+use crate::task::poll_spin::{self, Seen};
 use crate::unwind::drop_quietly;
 
 const RUNNING: usize = 1 << 0;
 const COMPLETE: usize = 1 << 1;
-const CANCELLED: usize = 1 << 2;
+/// `cancel::STOP`, which the running job's `is_cancelled` reads.
+const CANCELLED: usize = cancel::STOP;
 const TASK_GONE: usize = 1 << 3;
 const WAKER: usize = 1 << 4;
 const JOB_REF: usize = 1 << 5;
@@ -119,12 +121,12 @@ enum Stage<F, T> {
 }
 
 #[repr(C)]
-struct Cell<F, T> {
+struct HandoffCell<F, T> {
     header: Header,
     stage: UnsafeCell<Stage<F, T>>,
 }
 
-impl<F, T> Cell<F, T>
+impl<F, T> HandoffCell<F, T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -139,7 +141,7 @@ where
     /// Allocates a cell for `func`, holding `slot`, stamped `spawned_at`:
     /// the job to queue, and its Task.
     fn allocate(func: F, slot: Option<Slot>, spawned_at: u64) -> (JobRef, Task<T>) {
-        let cell = Box::new(Cell {
+        let cell = Box::new(HandoffCell {
             header: Header {
                 job: JobHeader::new_task(Self::execute),
                 state: AtomicUsize::new(JOB_REF | TASK_REF),
@@ -158,9 +160,9 @@ where
     }
 
     /// # Safety
-    /// `header` is the header of a live `Cell<F, T>`.
+    /// `header` is the header of a live `HandoffCell<F, T>`.
     unsafe fn from_header<'a>(header: NonNull<Header>) -> &'a Self {
-        // SAFETY: `Cell` is repr(C) with the header first, and it is live.
+        // SAFETY: `HandoffCell` is repr(C) with the header first, and it is live.
         unsafe { header.cast::<Self>().as_ref() }
     }
 
@@ -277,8 +279,8 @@ where
                     if let Some(waker) = unsafe { &*waker } {
                         // A user's waker may panic; the worker must not.
                         // A worker may hold the wake-up back while jobs
-                        // wait (see `crate::completions`).
-                        let wake = || crate::completions::wake_completed(waker);
+                        // wait (see `crate::task::completions`).
+                        let wake = || crate::task::completions::wake_completed(waker);
                         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(wake)) {
                             drop_quietly(payload);
                         }
@@ -352,14 +354,6 @@ impl Header {
     }
 }
 
-/// Whether the Task whose cell has this `state` asked its job to stop (see
-/// [`crate::flow::cancel`]).
-#[inline]
-pub(crate) fn cancel_requested(state: &AtomicUsize) -> bool {
-    // Relaxed: a request, which publishes nothing; the job reads it again.
-    state.load(Ordering::Relaxed) & CANCELLED != 0
-}
-
 /// Clears `bit` (one side's reference); the side that clears the last one
 /// frees the cell.
 ///
@@ -393,7 +387,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Cell::allocate(func, slot, spawned_at)
+    HandoffCell::allocate(func, slot, spawned_at)
 }
 
 /// A handle to a job submitted to a [`Pool`](crate::Pool): a future of the
@@ -570,62 +564,6 @@ impl<T> Task<T> {
         }
     }
 
-    /// Waits, as [`wait`](Task::wait) does, for at most `timeout`: Python's
-    /// `future.result(timeout=...)`. Returns `None` if the job has not
-    /// finished in time; the Task is then unchanged, to await or wait on
-    /// again, or to drop (which cancels the job, see
-    /// [`is_cancelled`](crate::is_cancelled)). Once it has returned
-    /// `Some`, the result is taken: awaiting or waiting on the Task again
-    /// panics, as polling a finished future may.
-    ///
-    /// A zero `timeout` only looks; one too large for an [`Instant`](std::time::Instant)
-    /// waits as `wait` does. On a worker, which runs other jobs while it
-    /// waits, the deadline is checked between those jobs: a long one it
-    /// picked up delays the return by up to its own length. Async callers
-    /// use their executor's timeout around `.await` instead.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
-    /// let (release, gate) = std::sync::mpsc::channel::<()>();
-    /// let mut task = pool.spawn(move || gate.recv().map(|()| 42).unwrap());
-    /// assert!(task.wait_timeout(Duration::from_millis(10)).is_none());
-    /// release.send(()).unwrap();
-    /// assert_eq!(task.wait().unwrap(), 42); // still usable
-    /// ```
-    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<Result<T, JoinError>> {
-        if let Some(output) = self.try_take() {
-            return Some(output);
-        }
-        crate::worker::block_on_future(WaitPoll(self), |wait| wait.0.is_finished(), Some(timeout))
-    }
-
-    /// Blocks the calling thread until the job has finished and returns its
-    /// result: Python's `Future.result()`.
-    ///
-    /// Called on a worker of any offload pool, the worker keeps running other
-    /// jobs while it waits, so waiting on a job of the same pool (even a
-    /// 1-thread pool) does not deadlock. Called on an async executor's
-    /// thread, it blocks that thread: `.await` the Task there instead.
-    ///
-    /// ```
-    /// let pool = offload::Pool::new();
-    /// let inner = pool.clone();
-    /// let sum = pool.spawn(move || {
-    ///     let halves = [inner.spawn(|| 1 + 2), inner.spawn(|| 3 + 4)];
-    ///     halves.into_iter().map(|t| t.wait().unwrap()).sum::<i32>()
-    /// });
-    /// assert_eq!(sum.wait().unwrap(), 10);
-    /// ```
-    pub fn wait(mut self) -> Result<T, JoinError> {
-        if let Some(output) = self.try_take() {
-            return output;
-        }
-        crate::worker::block_on_future(WaitPoll(&mut self), |wait| wait.0.is_finished(), None)
-            .expect("an untimed wait resolves")
-    }
-
     /// Gives up the task side's interest: `bits` is `TASK_GONE` (detach) or
     /// `TASK_GONE | CANCELLED` (drop). Drops what the task side then owns
     /// and releases its reference.
@@ -668,7 +606,7 @@ impl<T> Task<T> {
             return true;
         }
         // The first poll that would register a waker may spin a little
-        // first (see `crate::poll_spin`): the same Acquire load, repeated.
+        // first (see `crate::task::poll_spin`): the same Acquire load, repeated.
         if may_spin
             && state & WAKER == 0
             && poll_spin::spin_until(|| {
@@ -747,8 +685,8 @@ impl<T> Future for Task<T> {
         if this.register_waker(cx.waker(), true) {
             // The rest of a batch whose first wake-up may have been this
             // Task's: woken from this thread, which runs anyway (see
-            // `crate::completions`).
-            crate::completions::wake_handed();
+            // `crate::task::completions`).
+            crate::task::completions::wake_handed();
             Poll::Ready(this.take_output())
         } else {
             Poll::Pending
@@ -760,7 +698,7 @@ impl<T> Future for Task<T> {
 /// [`wait_timeout`](Task::wait_timeout): without the first poll's spin,
 /// since they wait their own way (a worker runs other jobs, another thread
 /// spins and then parks).
-struct WaitPoll<'a, T>(&'a mut Task<T>);
+pub(crate) struct WaitPoll<'a, T>(pub(crate) &'a mut Task<T>);
 
 impl<T> Future for WaitPoll<'_, T> {
     type Output = Result<T, JoinError>;

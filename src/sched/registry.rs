@@ -26,7 +26,7 @@
 //!   the injector.
 //!
 //! Both drains wait for their turn at the injector rather than skip it
-//! while another thread consumes (see [`crate::injector`]).
+//! while another thread consumes (see [`crate::sched::injector`]).
 //!
 //! One of the two drains sees the job, so every accepted job is run or
 //! cancelled and every Task resolves. (A spawn that races with shutdown may
@@ -46,7 +46,7 @@
 //! A batch that a worker is moving from the injector or another deque into
 //! its own at that moment is in no queue for an instant. Store-buffering
 //! once more: the taker lands the batch, ends its spin with a
-//! `fence(SeqCst)` (only a spinner takes a batch: see [`crate::idle`]),
+//! `fence(SeqCst)` (only a spinner takes a batch: see [`crate::sched::worker_loop`]),
 //! and only then reads the execution mode for the batch's first job; the
 //! sweep sets `CANCEL_QUEUED`, fences, then looks at the deques. So either
 //! the sweep finds the batch in the taker's deque, or the taker executes
@@ -62,28 +62,30 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::blocking::baton::Baton;
-use crate::blocking::detect::Detector;
+use crate::blocking::runner::Detector;
 use crate::blocking::spares::{SpareConfig, Spares};
-use crate::completions::Deferred;
+use crate::flow::cancel;
 use crate::flow::slots::Slots;
-use crate::injector::Injector;
-use crate::job::{JobRef, Mode};
+use crate::observe::metrics::Metrics;
 use crate::observe::metrics::{PoolFigures, PoolStats, Tally};
-use crate::queue::{Steal, Stealer};
-use crate::sleep::{Sleep, Spinning};
+use crate::sched::deque::{Steal, Stealer};
+use crate::sched::injector::Injector;
+use crate::sched::sleep::{Sleep, Spinning};
+use crate::sched::worker::WorkerThread;
 use crate::sync::{
     fence, lock, mutant, park_timeout, thread, Arc, AtomicBool, AtomicUsize, Mutex, Ordering,
     StdArc,
 };
+use crate::task::completions::Deferred;
+use crate::task::job::{JobRef, Mode};
 use crate::unwind::drop_quietly;
-use crate::worker::WorkerThread;
-use crate::Metrics;
 use crossbeam_utils::CachePadded;
 
 /// Refuse submissions; workers exit when they run out of work.
 const TERMINATING: usize = 1 << 0;
-/// Resolve queued cancellable jobs as cancelled instead of running them.
-const CANCEL_QUEUED: usize = 1 << 1;
+/// Resolve queued cancellable jobs as cancelled instead of running them,
+/// and ask running ones to stop: `cancel::STOP`, which `is_cancelled` reads.
+const CANCEL_QUEUED: usize = cancel::STOP;
 
 #[derive(Debug, Default)]
 struct Exit {
@@ -109,7 +111,7 @@ pub(crate) struct Registry {
     injector: Injector,
     /// Jobs that need a worker's place to run (an `install` body, a `join`
     /// or `scope` called from outside the pool: see
-    /// [`crate::worker::in_worker`]): the workers take them as they take
+    /// [`crate::fork_join::parts::in_worker`]): the workers take them as they take
     /// the injector's, but a helper, which has no place, never does (see
     /// [`crate::blocking::detect`]).
     place_jobs: Injector,
@@ -121,7 +123,7 @@ pub(crate) struct Registry {
     /// waiting for that.
     exit: Mutex<Exit>,
     /// Per worker: an idle worker asks it to publish a join half (see
-    /// [`crate::worker`]). Padded: each is read often by its worker (every
+    /// [`crate::sched::worker`]). Padded: each is read often by its worker (every
     /// 64th inline join).
     share_requested: Box<[CachePadded<AtomicBool>]>,
     /// Live [`Pool`](crate::Pool) handles, counting one held by each
@@ -140,7 +142,7 @@ pub(crate) struct Registry {
     /// The counters behind `Pool::metrics`.
     stats: PoolStats,
     /// Per worker place: the completion wake-ups it holds back while the
-    /// pool is backlogged (see [`crate::completions`]).
+    /// pool is backlogged (see [`crate::task::completions`]).
     deferred: Box<[CachePadded<Deferred>]>,
     pub(crate) on_start: Option<Hook>,
     pub(crate) on_stop: Option<Hook>,
@@ -197,7 +199,7 @@ impl Registry {
     }
 
     /// The wake-ups worker place `index` holds back (see
-    /// [`crate::completions`]).
+    /// [`crate::task::completions`]).
     #[inline]
     pub(crate) fn deferred(&self, index: usize) -> &Deferred {
         &self.deferred[index]
@@ -291,12 +293,12 @@ impl Registry {
         self.flags.load(Ordering::Acquire) & TERMINATING != 0
     }
 
-    /// Whether `shutdown_now` asked the running jobs to stop (see
-    /// [`crate::is_cancelled`]).
+    /// The word whose `cancel::STOP` bit says that `shutdown_now` asked the
+    /// running jobs to stop (see [`crate::is_cancelled`]): a worker's
+    /// cancellation scope holds it.
     #[inline]
-    pub(crate) fn cancel_requested(&self) -> bool {
-        // Relaxed: a request, which publishes nothing; the job reads it again.
-        self.flags.load(Ordering::Relaxed) & CANCEL_QUEUED != 0
+    pub(crate) fn cancel_flags(&self) -> &AtomicUsize {
+        &self.flags
     }
 
     /// The queue slots, if the pool is bounded.
@@ -349,7 +351,7 @@ impl Registry {
         WorkerThread::with_current(|worker| {
             let parker = match worker {
                 Some(worker) => StdArc::clone(worker.parker()),
-                None => crate::worker::thread_parker(),
+                None => crate::sched::worker::thread_parker(),
             };
             if self.exited_or_register(&Waker::from(StdArc::clone(&parker))) {
                 return;
@@ -499,10 +501,10 @@ impl Registry {
     /// `None` also when another thread is consuming the injector (the
     /// caller looks elsewhere, and `has_injected` keeps it from sleeping).
     /// Only a spinner may: the batch is invisible to other workers until it
-    /// lands in `dest` (see [`crate::idle`]).
+    /// lands in `dest` (see [`crate::sched::worker_loop`]).
     pub(crate) fn steal_injected(
         &self,
-        dest: &crate::queue::Worker<JobRef>,
+        dest: &crate::sched::deque::Worker<JobRef>,
         limit: usize,
         _spinning: &Spinning<'_>,
     ) -> Option<JobRef> {
@@ -521,7 +523,7 @@ impl Registry {
             .or_else(|| self.place_jobs.pop_waiting())
     }
 
-    /// Whether either injector holds a job (exact: see [`crate::injector`]).
+    /// Whether either injector holds a job (exact: see [`crate::sched::injector`]).
     pub(crate) fn has_injected(&self) -> bool {
         !self.injector.is_empty() || !self.place_jobs.is_empty()
     }
@@ -538,7 +540,7 @@ impl Registry {
     /// deque (looking first at worker `victim % threads`), for a helper
     /// that runs it without a place: one job, never a batch, so nothing
     /// is hidden from the sleep protocol's re-checks (see
-    /// [`crate::sleep`]).
+    /// [`crate::sched::sleep`]).
     pub(crate) fn take_one(&self, victim: usize) -> Option<JobRef> {
         if let Some(job) = self.injector.pop_waiting() {
             return Some(job);

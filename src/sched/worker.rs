@@ -2,7 +2,7 @@
 //! running on it waits.
 //!
 //! Each worker owns a LIFO deque. It looks for work in this order (the loop
-//! itself is [`crate::idle`], which this module's [`WorkerThread`] drives
+//! itself is [`crate::sched::worker_loop`], which this module's [`WorkerThread`] drives
 //! through [`Queues`]):
 //! 1. its own deque (the most recently pushed job: hot in cache);
 //! 2. the injector (submissions from outside, first come first served),
@@ -10,7 +10,7 @@
 //! 3. the other workers' deques, starting at a random victim, stealing a
 //!    batch.
 //!
-//! Steps 2 and 3 are taken only as a spinner (see [`crate::sleep`]).
+//! Steps 2 and 3 are taken only as a spinner (see [`crate::sched::sleep`]).
 //!
 //! A thread-local pointer tells pool code whether it runs on a worker, and
 //! of which pool: spawns from a worker go to its own deque, and `join` /
@@ -41,31 +41,42 @@
 //! a published half is always run by its owner when nobody took it.
 
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::Pin;
 use std::ptr;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::blocking::baton::Baton;
-use crate::blocking::detect::Runner;
+use crate::blocking::runner::Runner;
 use crate::blocking::spares::Place;
-use crate::completions::{self, MAX_HELD, WINDOW};
-use crate::idle::{self, pause, Queues, SPIN_ROUNDS};
-use crate::injector::MAX_BATCH;
-use crate::job::{JobRef, StackJob};
-use crate::join::{SHARED_DEPTH, SHARE_CHECK_EVERY};
-use crate::latch::Latch;
-use crate::parker::Parker;
-use crate::queue::{Steal, Worker};
-use crate::registry::Registry;
-use crate::sleep::{Sleep, Spinning};
-use crate::spin::SpinLearner;
+use crate::sched::deque::{Steal, Worker};
+use crate::sched::injector::MAX_BATCH;
+use crate::sched::parker::Parker;
+use crate::sched::registry::Registry;
+use crate::sched::sleep::{Sleep, Spinning};
+use crate::sched::spin_budget::SpinLearner;
+use crate::sched::worker_loop::{self, pause, Queues, SPIN_ROUNDS};
 use crate::sync::{self, mutant, Arc, StdArc};
+use crate::task::completions::{self, MAX_HELD, WINDOW};
+use crate::task::job::JobRef;
 use crate::unwind::drop_quietly;
+
+// The bounds of a worker's private join stack (see `crate::join`'s costs).
+/// Below this many published halves, every join is a shared join.
+pub(crate) const SHARED_DEPTH: usize = 3;
+
+/// With [`SHARED_DEPTH`] halves published, one inline join in this many
+/// looks for a share request.
+pub(crate) const SHARE_CHECK_EVERY: u32 = 64;
 
 sync::thread_local! {
     static CURRENT: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
+}
+
+// The pool of the thread while it runs user code away from a worker's place
+// (inside `blocking`) or a blocking job on a spare: where the free functions
+// go when no worker runs on the thread. Null elsewhere.
+sync::thread_local! {
+    static AWAY: Cell<*const Arc<Registry>> = const { Cell::new(ptr::null()) };
 }
 
 /// The state of one worker thread, on that thread's stack.
@@ -85,17 +96,17 @@ pub(crate) struct WorkerThread {
     /// sizes its next batch ([`WorkerThread::injector_batch`]).
     jobs_run: Cell<u64>,
     last_batch: Cell<Option<(Instant, u64)>>,
-    /// How long this place's holder spins when idle (see [`crate::spin`]).
+    /// How long this place's holder spins when idle (see [`crate::sched::spin_budget`]).
     spin: SpinLearner,
     /// The completion wake-ups this place holds back, and since when (see
-    /// [`crate::completions`]): a copy of the list's length kept by its
+    /// [`crate::task::completions`]): a copy of the list's length kept by its
     /// holder, which alone adds to it.
     held: Cell<usize>,
     held_since: Cell<Option<Instant>>,
 }
 
 /// What a job side calls on a worker's thread when it completes a Task
-/// whose waker is registered (see [`crate::completions`]).
+/// whose waker is registered (see [`crate::task::completions`]).
 fn complete_on_current(waker: &Waker) {
     WorkerThread::with_current(|worker| match worker {
         Some(worker) => worker.complete(waker),
@@ -191,7 +202,7 @@ impl WorkerThread {
             }
         }
         let _back = Back(self);
-        crate::blocking::run_away_from(&self.registry, f)
+        run_away_from(&self.registry, f)
     }
 
     /// Waits until this thread, away from the place, holds it again; then
@@ -224,7 +235,7 @@ impl WorkerThread {
         worker.runner().bind_current_thread();
         let passed = Cell::new(false);
         let stand_in = LoopQueues::stand_in(worker, &passed);
-        idle::run_until_terminated(&stand_in, || worker.registry.is_terminating());
+        worker_loop::run_until_terminated(&stand_in, || worker.registry.is_terminating());
         if !passed.get() {
             worker.baton().leave();
         }
@@ -252,11 +263,12 @@ impl WorkerThread {
         completions::set_completer(complete_on_current);
         worker.runner().bind_home_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
-        let _cancel_scope = unsafe { crate::flow::cancel::enter_pool(&worker.registry) };
+        let _cancel_scope =
+            unsafe { crate::flow::cancel::enter_pool(worker.registry.cancel_flags()) };
         if let Some(hook) = &worker.registry.on_start {
             run_hook(|| hook(index));
         }
-        idle::run_until_terminated(&worker, || worker.registry.is_terminating());
+        worker_loop::run_until_terminated(&worker, || worker.registry.is_terminating());
         worker.wake_held_now();
         if let Some(hook) = &worker.registry.on_stop {
             run_hook(|| hook(index));
@@ -286,10 +298,10 @@ impl WorkerThread {
     }
 
     /// Runs other jobs until `done()` holds, sleeping when there are none
-    /// (see [`idle::run_until`]). Whoever makes `done()` true must then
+    /// (see [`worker_loop::run_until`]). Whoever makes `done()` true must then
     /// unpark this worker's parker.
     pub(crate) fn wait_until(&self, done: impl Fn() -> bool) {
-        idle::run_until(self, done);
+        worker_loop::run_until(self, done);
     }
 
     /// [`wait_until`](Self::wait_until), giving up at `deadline` (returns
@@ -310,7 +322,7 @@ impl WorkerThread {
             step_in,
             stand_in: None,
         };
-        idle::run_until_deadline(&queues, done, deadline)
+        worker_loop::run_until_deadline(&queues, done, deadline)
     }
 
     #[inline]
@@ -339,7 +351,7 @@ impl WorkerThread {
     /// A Task's job completed on this worker and its waker is registered:
     /// holds the wake-up back if a job waits behind this one and a
     /// detector can wake it should this worker block (see
-    /// [`crate::completions`]); otherwise wakes what it holds, then
+    /// [`crate::task::completions`]); otherwise wakes what it holds, then
     /// `waker`.
     pub(crate) fn complete(&self, waker: &Waker) {
         let hold = self.registry.detector().enabled()
@@ -399,7 +411,7 @@ impl WorkerThread {
     }
 
     /// Wakes every wake-up this place holds back: the first now, the rest
-    /// through the thread that polls its Task (see [`crate::completions`]).
+    /// through the thread that polls its Task (see [`crate::task::completions`]).
     pub(crate) fn wake_held(&self) {
         self.held.set(0);
         self.held_since.set(None);
@@ -436,7 +448,7 @@ impl WorkerThread {
 
     /// Takes the oldest injected job and a batch sized by
     /// [`injector_batch`](Self::injector_batch). Only a spinner may (see
-    /// [`crate::idle`]).
+    /// [`crate::sched::worker_loop`]).
     fn take_injected(&self, spinning: &Spinning<'_>) -> Option<JobRef> {
         if !self.registry.has_injected() {
             return None;
@@ -502,7 +514,7 @@ impl WorkerThread {
 
     /// Steals a batch from another worker, starting at a random victim; the
     /// rest of the batch lands in this worker's deque, so only a spinner
-    /// may (see [`crate::idle`]).
+    /// may (see [`crate::sched::worker_loop`]).
     fn steal(&self, _spinning: &Spinning<'_>) -> Option<JobRef> {
         let stealers = self.registry.stealers();
         let n = stealers.len();
@@ -787,115 +799,25 @@ pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline:
     }
 }
 
-/// Runs `op` on a worker of `registry` and returns its result, blocking the
-/// caller (or, on a worker of another pool, running that pool's jobs) until
-/// it is done. Panics in `op` are re-raised here.
-pub(crate) fn in_worker<OP, R>(registry: &Arc<Registry>, op: OP) -> R
-where
-    OP: FnOnce(&WorkerThread) -> R + Send,
-    R: Send,
-{
-    WorkerThread::with_current(|current| {
-        if let Some(worker) = current {
-            if worker.registry().is(registry) {
-                return op(worker);
-            }
+/// Runs `f` with `registry` as the pool that the free functions reach when
+/// no worker runs on this thread (module docs); puts the previous one back
+/// afterwards, also on a panic.
+pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const Arc<Registry>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AWAY.with(|away| away.set(self.0));
         }
-        assert!(
-            !registry.is_terminating(),
-            "offload: the pool has been shut down"
-        );
-        // If the pool shuts down before a worker takes the job, the
-        // submitter itself cancels it (see `Registry::inject`) and this
-        // panics on its thread, which re-raises the panic to the caller.
-        let target = Arc::clone(registry);
-        let run_on_worker = move || {
-            WorkerThread::with_current(|worker| {
-                let worker = worker
-                    .filter(|worker| worker.registry().is(&target))
-                    .expect("offload: the pool was shut down before this operation could run");
-                op(worker)
-            })
-        };
-        match current {
-            // On a worker of another pool: keep that worker busy while we wait.
-            Some(worker) => {
-                let job = StackJob::new(run_on_worker, Latch::new(worker.parker()));
-                // SAFETY: `job` stays on this stack until its latch is set.
-                registry.inject_for_worker(unsafe { job.as_job_ref() });
-                worker.wait_until(|| job.latch.probe());
-                job.into_result()
-            }
-            // On any other thread: park until done.
-            None => {
-                let parker = thread_parker();
-                let job = StackJob::new(run_on_worker, Latch::new(&parker));
-                // SAFETY: `job` stays on this stack until its latch is set.
-                registry.inject_for_worker(unsafe { job.as_job_ref() });
-                spin_then_park(&parker, || job.latch.probe(), None);
-                job.into_result()
-            }
-        }
-    })
+    }
+    let _restore = Restore(AWAY.with(|away| away.replace(registry)));
+    f()
 }
 
-/// Blocks until `future` resolves, or `timeout` has passed (`None` then):
-/// `Task::wait` and `wait_timeout`, `Reserve::wait`. `is_ready` says
-/// whether a poll would resolve now, without a waker; whoever makes it true
-/// wakes the waker that the last poll registered (this thread's parker).
-/// On a worker, runs other jobs meanwhile; a timeout too large for an
-/// `Instant` waits without one.
-pub(crate) fn block_on_future<F>(
-    future: F,
-    is_ready: impl Fn(&F) -> bool,
-    timeout: Option<Duration>,
-) -> Option<F::Output>
-where
-    F: Future + Unpin,
-{
-    block_on_future_stepping_out(future, is_ready, timeout, |_| {}, |_| {})
-}
-
-/// [`block_on_future`], calling `step_out` before each job a waiting
-/// worker runs and `step_in` after (see
-/// [`WorkerThread::wait_until_deadline_stepping_out`]).
-pub(crate) fn block_on_future_stepping_out<F>(
-    mut future: F,
-    is_ready: impl Fn(&F) -> bool,
-    timeout: Option<Duration>,
-    step_out: impl Fn(&F),
-    step_in: impl Fn(&F),
-) -> Option<F::Output>
-where
-    F: Future + Unpin,
-{
-    let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-    let past = || deadline.is_some_and(|deadline| Instant::now() >= deadline);
-    WorkerThread::with_current(|worker| {
-        let parker = match worker {
-            Some(worker) => StdArc::clone(worker.parker()),
-            None => thread_parker(),
-        };
-        let waker = Waker::from(StdArc::clone(&parker));
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
-                return Some(output);
-            }
-            if past() {
-                return None;
-            }
-            match worker {
-                Some(worker) => {
-                    worker.wait_until_deadline_stepping_out(
-                        || is_ready(&future),
-                        deadline,
-                        || step_out(&future),
-                        || step_in(&future),
-                    );
-                }
-                None => spin_then_park(&parker, || is_ready(&future), deadline),
-            }
-        }
-    })
+/// The pool of the thread away from it, if any (see [`run_away_from`]).
+pub(crate) fn with_away<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
+    let away = AWAY.with(Cell::get);
+    // SAFETY: AWAY is non-null only inside `run_away_from`, whose caller
+    // keeps the registry alive (a `WorkerThread` on this thread's stack, or
+    // a spare's own handle) for the call, and this borrow cannot escape `f`.
+    f(unsafe { away.as_ref() })
 }

@@ -1,5 +1,7 @@
-//! The public face of a bounded queue: [`TrySpawnError`], [`Reserve`],
-//! [`Permit`], [`TryReserveError`] and [`ShutdownError`].
+//! The public face of a bounded queue: [`Pool::try_spawn`],
+//! [`Pool::try_spawn_blocking`], [`Pool::reserve`] and [`Pool::try_reserve`]
+//! (an `impl Pool` block, through `Pool::registry`), [`TrySpawnError`],
+//! [`Reserve`], [`Permit`], [`TryReserveError`] and [`ShutdownError`].
 
 use std::error::Error;
 use std::fmt;
@@ -8,9 +10,243 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::blocking::spares::Refused;
 use crate::flow::slots::{Acquire, Slot};
-use crate::pool::{spawn_with_slot, Pool};
-use crate::task::Task;
+#[cfg(doc)]
+use crate::pool::Builder;
+use crate::pool::{keeping_alive, spawn_with_slot, Pool};
+use crate::task::handoff::{new_task, Task};
+
+impl Pool {
+    /// Runs `job` on a spare thread as [`spawn_blocking`](Pool::spawn_blocking)
+    /// does, if the queue of blocking jobs has room, or gives it back at
+    /// once.
+    ///
+    /// The job is refused when [`max_blocking_threads`](Builder::max_blocking_threads)
+    /// blocking jobs run and [`max_queued_blocking`](Builder::max_queued_blocking)
+    /// more wait for a spare thread, or after shutdown (without
+    /// `max_queued_blocking` only then). A refusal never blocks and
+    /// allocates nothing: the error hands the closure back
+    /// ([`TrySpawnError::into_inner`]), to run elsewhere, retry, or answer
+    /// "busy".
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// let pool = offload::Pool::builder()
+    ///     .max_blocking_threads(1)
+    ///     .max_queued_blocking(1)
+    ///     .build()
+    ///     .unwrap();
+    /// let (release, gate) = mpsc::channel::<()>();
+    /// let (started_tx, started) = mpsc::channel();
+    /// // Holds the one spare thread for blocking jobs...
+    /// let running = pool.spawn_blocking(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap();
+    /// // ...so one more job waits for it, and the next is refused.
+    /// let queued = pool.try_spawn_blocking(|| 1).expect("one place in the queue");
+    /// let refused = pool.try_spawn_blocking(|| 2).unwrap_err();
+    /// assert!(refused.is_full());
+    /// release.send(()).unwrap();
+    /// assert_eq!(queued.wait().unwrap(), 1);
+    /// # running.wait().unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`TrySpawnError`]: [`is_full`](TrySpawnError::is_full) or
+    /// [`is_shutdown`](TrySpawnError::is_shutdown), with the job inside.
+    pub fn try_spawn_blocking<F, T>(&self, job: F) -> Result<Task<T>, TrySpawnError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let registry = self.registry();
+        if registry.is_terminating() {
+            registry.tally().refused();
+            return Err(TrySpawnError::shutdown(job));
+        }
+        let mut job = Some(job);
+        let mut task = None;
+        let admitted = registry.spares().try_submit(registry, || {
+            let job = job.take().expect("made once");
+            // Only an admitted job takes a handle and its spawner's
+            // context: a refusal allocates and clones nothing.
+            let (cell, made) = new_task(
+                keeping_alive(registry, job),
+                None,
+                registry.tally().spawned(),
+            );
+            task = Some(made);
+            cell
+        });
+        match admitted {
+            Ok(()) => Ok(task.expect("made when admitted")),
+            Err(refused) => {
+                registry.tally().refused();
+                let job = job.take().expect("not made when refused");
+                Err(match refused {
+                    Refused::Full => TrySpawnError::full(job),
+                    Refused::Shutdown => TrySpawnError::shutdown(job),
+                })
+            }
+        }
+    }
+
+    /// Queues `job` if the pool's queue has room, or gives it back at once.
+    ///
+    /// On a bounded pool ([`Builder::max_queued`]) the job is refused when
+    /// `max_queued` jobs are waiting to start, or when [`reserve`](Pool::reserve)
+    /// waiters are in line for the next free slot (they came first). An
+    /// unbounded pool refuses only after shutdown. A refusal never blocks
+    /// and allocates nothing: the error hands the closure back
+    /// ([`TrySpawnError::into_inner`]), to run elsewhere, retry, or answer
+    /// "busy" (an HTTP 503).
+    ///
+    /// ```
+    /// // Detection off: otherwise a helper would take the queued job while
+    /// // `running` sits in `recv`.
+    /// let pool = offload::Pool::builder()
+    ///     .threads(1)
+    ///     .max_queued(1)
+    ///     .detect_blocking(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let running = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap(); // the worker is busy; the queue is empty
+    /// let queued = pool.try_spawn(|| 1).expect("one slot");
+    /// let refused = pool.try_spawn(|| 2).unwrap_err();
+    /// assert!(refused.is_full());
+    /// release.send(()).unwrap();
+    /// assert_eq!(queued.wait().unwrap(), 1);
+    /// # running.wait().unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`TrySpawnError`]: [`is_full`](TrySpawnError::is_full) or
+    /// [`is_shutdown`](TrySpawnError::is_shutdown), with the job inside.
+    pub fn try_spawn<F, T>(&self, job: F) -> Result<Task<T>, TrySpawnError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.registry().is_terminating() {
+            self.registry().tally().refused();
+            return Err(TrySpawnError::shutdown(job));
+        }
+        let slot = match self.registry().slots() {
+            None => None,
+            Some(slots) => match Slot::try_acquire(slots) {
+                Some(slot) => Some(slot),
+                None => {
+                    self.registry().tally().refused();
+                    return Err(TrySpawnError::full(job));
+                }
+            },
+        };
+        Ok(spawn_with_slot(self.registry(), job, slot))
+    }
+
+    /// Waits for a free slot in the pool's queue and reserves it: a future
+    /// that any executor can await, holding no thread while it waits, which
+    /// resolves to a [`Permit`](crate::Permit) to spawn one job with.
+    /// Waiters are served first come, first served (a blocking
+    /// [`Reserve::wait`] inside a job steps out of the line while its
+    /// worker runs another job, and keeps its place); a slot frees when a
+    /// queued job starts or is cancelled, or a permit is dropped unused.
+    /// On an unbounded pool it resolves at once.
+    ///
+    /// This is backpressure: a producer that awaits `reserve` before each
+    /// job (an accept loop, a reader of a big file) slows down to the pool's
+    /// pace instead of queueing without bound. Synchronous producers call
+    /// [`Reserve::wait`].
+    ///
+    /// ```
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::builder().threads(2).max_queued(4).build().unwrap();
+    /// let mut tasks = Vec::new();
+    /// for i in 0..32u64 {
+    ///     let permit = pool.reserve().await.expect("the pool runs");
+    ///     tasks.push(permit.spawn(move || i * 2));
+    /// }
+    /// let mut sum = 0;
+    /// for task in tasks {
+    ///     sum += task.await.unwrap();
+    /// }
+    /// assert_eq!(sum, 992);
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// The future resolves to [`ShutdownError`](crate::ShutdownError) once
+    /// the pool is shut down, also while it waits.
+    pub fn reserve(&self) -> Reserve {
+        Reserve::new(self.clone())
+    }
+
+    /// Reserves a free slot in the pool's queue at once, or refuses: the
+    /// form of [`reserve`](Pool::reserve) that never waits, for a server
+    /// that sheds a request before it reads its body (an HTTP 503).
+    ///
+    /// It refuses as [`try_spawn`](Pool::try_spawn) does: when
+    /// [`max_queued`](Builder::max_queued) jobs (and unused permits) are
+    /// waiting to start, or `reserve` waiters are in line (they came
+    /// first), or the pool has been shut down. On an unbounded pool it
+    /// refuses only after shutdown. A refusal never blocks, allocates
+    /// nothing and counts in [`Metrics::refused`](crate::Metrics::refused).
+    ///
+    /// ```
+    /// // Detection off: otherwise a helper would take the queued job while
+    /// // `running` sits in `recv`.
+    /// let pool = offload::Pool::builder()
+    ///     .threads(1)
+    ///     .max_queued(1)
+    ///     .detect_blocking(false)
+    ///     .build()
+    ///     .unwrap();
+    /// let (release, gate) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let running = pool.spawn(move || {
+    ///     started_tx.send(()).unwrap();
+    ///     gate.recv().unwrap();
+    /// });
+    /// started.recv().unwrap(); // the worker is busy; the queue is empty
+    /// let permit = pool.try_reserve().expect("one slot");
+    /// assert!(pool.try_reserve().unwrap_err().is_full()); // shed this request
+    /// let queued = permit.spawn(|| 1); // the body was read: run it
+    /// release.send(()).unwrap();
+    /// assert_eq!(queued.wait().unwrap(), 1);
+    /// # running.wait().unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`TryReserveError`]: [`is_full`](TryReserveError::is_full) or
+    /// [`is_shutdown`](TryReserveError::is_shutdown).
+    pub fn try_reserve(&self) -> Result<Permit, TryReserveError> {
+        if self.registry().is_terminating() {
+            self.registry().tally().refused();
+            return Err(TryReserveError::shutdown());
+        }
+        let slot = match self.registry().slots() {
+            None => None,
+            Some(slots) => match Slot::try_acquire(slots) {
+                Some(slot) => Some(slot),
+                None => {
+                    self.registry().tally().refused();
+                    return Err(TryReserveError::full());
+                }
+            },
+        };
+        Ok(Permit::new(self.clone(), slot))
+    }
+}
 
 /// Why [`Pool::try_spawn`] refused a job; it carries the job back, unrun.
 ///
@@ -268,7 +504,7 @@ impl Reserve {
                 acquire.step_in();
             }
         };
-        crate::worker::block_on_future_stepping_out(
+        crate::sched::block_on::block_on_future_stepping_out(
             self,
             |reserve| reserve.is_ready(),
             timeout,

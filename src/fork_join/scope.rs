@@ -13,12 +13,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 
-use crate::job::HeapJob;
-use crate::latch::CountLatch;
-use crate::parker::Parker;
-use crate::registry::Registry;
+use crate::fork_join::latch::CountLatch;
+use crate::fork_join::parts::HeapJob;
+use crate::sched::parker::Parker;
+use crate::sched::registry::Registry;
+use crate::sched::worker::WorkerThread;
 use crate::sync::{lock, Arc, Mutex, StdArc};
-use crate::worker::WorkerThread;
 
 /// A scope in which jobs may borrow data that outlives the scope, created
 /// by [`scope`](crate::scope) or [`Pool::scope`](crate::Pool::scope).
@@ -68,8 +68,8 @@ impl<'scope> Scope<'scope> {
             // SAFETY: valid now; not used after the decrement.
             unsafe { CountLatch::decrement(&this.pending) };
         };
-        // It runs in the context current here (see `crate::context`).
-        let body = crate::context::wrap(body);
+        // It runs in the context current here (see `crate::task::context`).
+        let body = crate::task::context::wrap(body);
         // SAFETY: `body` borrows only data outliving 'scope, and the scope
         // does not return before `body` ran (see above).
         let job_ref = unsafe { HeapJob::into_job_ref(body) };
@@ -97,13 +97,13 @@ impl fmt::Debug for Scope<'_> {
     }
 }
 
-/// `op`, run inside the context current now (see `crate::context`): for a
+/// `op`, run inside the context current now (see `crate::task::context`): for a
 /// scope body that may run on another thread.
 pub(crate) fn in_current_context<'scope, OP, R>(op: OP) -> impl FnOnce(&Scope<'scope>) -> R + Send
 where
     OP: FnOnce(&Scope<'scope>) -> R + Send,
 {
-    let context = crate::context::Context::capture();
+    let context = crate::task::context::Context::capture();
     move |scope: &Scope<'scope>| {
         let _entered = context.enter();
         op(scope)
@@ -121,12 +121,12 @@ where
     R: Send,
 {
     if crate::blocking::detect::is_helping(registry) {
-        let parker = crate::worker::thread_parker();
+        let parker = crate::sched::worker::thread_parker();
         return run_scope(registry, &parker, op, |done| {
-            crate::worker::spin_then_park(&parker, done, None);
+            crate::sched::worker::spin_then_park(&parker, done, None);
         });
     }
-    crate::worker::in_worker(registry, |worker| scope_on_worker(worker, op))
+    crate::fork_join::parts::in_worker(registry, |worker| scope_on_worker(worker, op))
 }
 
 /// Runs a scope on `worker`.

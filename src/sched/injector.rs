@@ -41,13 +41,13 @@
 //!    misses linked jobs, which the sleep protocol needs: a sleeper that
 //!    reads `back == stub` after its `fence(SeqCst)` either saw every push
 //!    ordered before the fence taken, or the pusher's own fence-ordered
-//!    load sees the sleeper (see [`crate::sleep`]).
+//!    load sees the sleeper (see [`crate::sched::sleep`]).
 //! 3. Producers never wait. A consumer holding its turn waits only for a
 //!    producer between its two stores (a few instructions, unless that
 //!    producer was preempted right there).
 //!
 //! Drains that must not miss a job (the last worker's, a submitter's after
-//! every worker exited: see [`crate::registry`]) wait for their turn as
+//! every worker exited: see [`crate::sched::registry`]) wait for their turn as
 //! consumer ([`Injector::pop_waiting`]); a worker looking for work only
 //! tries it ([`Injector::try_pop_batch`]) and looks elsewhere if another
 //! thread is consuming (`is_empty` stays false, so it does not sleep).
@@ -57,9 +57,9 @@ use std::ptr::{self, NonNull};
 
 use crossbeam_utils::CachePadded;
 
-use crate::job::{JobHeader, JobRef, Mode};
-use crate::queue::Worker;
+use crate::sched::deque::Worker;
 use crate::sync::{mutant, spin_loop, thread, AtomicBool, AtomicPtr, Ordering, UnsafeCell};
+use crate::task::job::{JobHeader, JobRef, Mode};
 
 /// Most jobs a worker moves from the injector to its deque at once (as
 /// crossbeam's `Injector::steal_batch_and_pop`), the one it runs included;

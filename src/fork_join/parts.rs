@@ -1,130 +1,26 @@
-//! Type-erased jobs: what the queues carry.
+//! The parts that fork-join builds on: the jobs a blocked caller waits for
+//! ([`StackJob`], the stolen half of a `join` or the body of an `install`;
+//! [`HeapJob`], a job spawned inside a `scope`), what they produce
+//! ([`JobResult`]), and [`in_worker`], which runs an operation on a worker
+//! of a pool (`Pool::install`, `join` and `scope` from outside it).
 //!
-//! A [`JobRef`] points at a job's [`JobHeader`]: the function that knows the
-//! job's type, and the link that queues it on the injector without an
-//! allocation. The queues move `JobRef`s between threads; exactly one thread
-//! takes a given `JobRef` out of a queue and calls [`JobRef::execute`] on it,
-//! once.
-//!
-//! Three kinds of job stand behind a `JobRef`:
-//! - the handoff cell of a spawned [`Task`](crate::Task) (`task` module): heap,
-//!   reference counted, may be cancelled;
-//! - a [`StackJob`]: the second half of a `join`, or the body of an
-//!   `install`, living on the stack of a thread that waits for its latch;
-//! - a [`HeapJob`]: a job spawned inside a `scope`.
-//!
-//! Only the first honours [`Mode::Cancel`]: the other two are parts of a
-//! computation that a caller is blocked on, so they always run. They carry
-//! the cancellation scope of the thread that made them and run in it, so
+//! Both jobs always run (they are parts of a computation that a caller is
+//! blocked on), in the cancellation scope of the thread that made them, so
 //! that [`is_cancelled`](crate::is_cancelled) inside them answers for the
 //! job that waits for them (see [`crate::flow::cancel`]).
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 
 use crate::flow::cancel::{self, CancelScope};
-use crate::latch::Latch;
+use crate::fork_join::latch::Latch;
 use crate::observe::metrics::Tally;
-use crate::sync::{AtomicPtr, UnsafeCell};
+use crate::sched::registry::Registry;
+use crate::sched::worker::{spin_then_park, thread_parker, WorkerThread};
+use crate::sync::{Arc, UnsafeCell};
+use crate::task::job::{JobHeader, JobRef, Mode};
 use crate::unwind;
-
-/// How a popped job is to be executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Run the job.
-    Run,
-    /// The pool is shutting down now: resolve a cancellable job as cancelled
-    /// without running it.
-    Cancel,
-}
-
-/// The start of every job (each job type is `repr(C)` with it first): the
-/// function that knows the job's type, and the injector's link.
-pub(crate) struct JobHeader {
-    execute_fn: unsafe fn(NonNull<JobHeader>, Mode, &Tally<'_>),
-    /// The job queued behind this one while it is on the injector
-    /// (see [`crate::injector`]); unused elsewhere.
-    pub(crate) next: AtomicPtr<JobHeader>,
-    /// Whether this is a Task's job, which [`Mode::Cancel`] resolves
-    /// without running anything: `shutdown_now` takes such jobs out of the
-    /// queues at once (see [`crate::registry`]). Never changes.
-    task: bool,
-}
-
-impl JobHeader {
-    /// A header whose job `execute_fn` runs, given a pointer to the header.
-    pub(crate) fn new(execute_fn: unsafe fn(NonNull<JobHeader>, Mode, &Tally<'_>)) -> Self {
-        Self {
-            execute_fn,
-            next: AtomicPtr::new(ptr::null_mut()),
-            task: false,
-        }
-    }
-
-    /// [`new`](Self::new), for a Task's job.
-    pub(crate) fn new_task(execute_fn: unsafe fn(NonNull<JobHeader>, Mode, &Tally<'_>)) -> Self {
-        Self {
-            task: true,
-            ..Self::new(execute_fn)
-        }
-    }
-}
-
-/// A type-erased pointer to a job, executed exactly once: a pointer to its
-/// [`JobHeader`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct JobRef(NonNull<JobHeader>);
-
-// SAFETY: a JobRef is created only for jobs whose captured state is `Send`
-// (every constructor requires it), and it is executed by exactly one thread.
-unsafe impl Send for JobRef {}
-
-impl JobRef {
-    /// # Safety
-    /// `header` is the header of a live job; calling its `execute_fn` with
-    /// it must be sound once, from any thread, for as long as the `JobRef`
-    /// is in a queue.
-    pub(crate) unsafe fn new(header: NonNull<JobHeader>) -> Self {
-        Self(header)
-    }
-
-    /// The job's header (the injector links jobs through it).
-    #[inline]
-    pub(crate) fn header(self) -> NonNull<JobHeader> {
-        self.0
-    }
-
-    /// Whether this is a Task's job (see `JobHeader::task`).
-    #[inline]
-    pub(crate) fn is_task(self) -> bool {
-        // SAFETY: the constructor's contract: the header is live while the
-        // JobRef is held, and `task` is written before it is shared.
-        unsafe { self.0.as_ref().task }
-    }
-
-    /// Executes the job; a Task's job counts itself in `tally`, the
-    /// executing thread's counters of the job's pool (see
-    /// [`crate::observe::metrics`]). Never unwinds: every job catches its
-    /// own panics.
-    #[inline]
-    pub(crate) fn execute(self, mode: Mode, tally: &Tally<'_>) {
-        // SAFETY: the constructor's contract: the header is live until the
-        // job runs; `self` is consumed, and a JobRef leaves a queue once, so
-        // this is the one call.
-        unsafe { (self.0.as_ref().execute_fn)(self.0, mode, tally) }
-    }
-}
-
-/// Two `JobRef`s are the same job if they point at the same header: a live
-/// job has one address.
-impl PartialEq for JobRef {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for JobRef {}
 
 /// What a [`StackJob`] produced.
 #[derive(Debug)]
@@ -285,4 +181,56 @@ where
             unwind::drop_quietly(payload);
         }
     }
+}
+
+/// Runs `op` on a worker of `registry` and returns its result, blocking the
+/// caller (or, on a worker of another pool, running that pool's jobs) until
+/// it is done. Panics in `op` are re-raised here.
+pub(crate) fn in_worker<OP, R>(registry: &Arc<Registry>, op: OP) -> R
+where
+    OP: FnOnce(&WorkerThread) -> R + Send,
+    R: Send,
+{
+    WorkerThread::with_current(|current| {
+        if let Some(worker) = current {
+            if worker.registry().is(registry) {
+                return op(worker);
+            }
+        }
+        assert!(
+            !registry.is_terminating(),
+            "offload: the pool has been shut down"
+        );
+        // If the pool shuts down before a worker takes the job, the
+        // submitter itself cancels it (see `Registry::inject`) and this
+        // panics on its thread, which re-raises the panic to the caller.
+        let target = Arc::clone(registry);
+        let run_on_worker = move || {
+            WorkerThread::with_current(|worker| {
+                let worker = worker
+                    .filter(|worker| worker.registry().is(&target))
+                    .expect("offload: the pool was shut down before this operation could run");
+                op(worker)
+            })
+        };
+        match current {
+            // On a worker of another pool: keep that worker busy while we wait.
+            Some(worker) => {
+                let job = StackJob::new(run_on_worker, Latch::new(worker.parker()));
+                // SAFETY: `job` stays on this stack until its latch is set.
+                registry.inject_for_worker(unsafe { job.as_job_ref() });
+                worker.wait_until(|| job.latch.probe());
+                job.into_result()
+            }
+            // On any other thread: park until done.
+            None => {
+                let parker = thread_parker();
+                let job = StackJob::new(run_on_worker, Latch::new(&parker));
+                // SAFETY: `job` stays on this stack until its latch is set.
+                registry.inject_for_worker(unsafe { job.as_job_ref() });
+                spin_then_park(&parker, || job.latch.probe(), None);
+                job.into_result()
+            }
+        }
+    })
 }

@@ -1,6 +1,6 @@
 //! The work-stealing deques: one LIFO [`Worker`] deque per worker thread
 //! and their [`Stealer`]s. (Submissions from outside go through the pool's
-//! own [`Injector`](crate::injector::Injector), which loom checks as it is.)
+//! own [`Injector`](crate::sched::injector::Injector), which loom checks as it is.)
 //!
 //! Outside loom these are crossbeam-deque's types. Loom cannot see inside
 //! crossbeam-deque, so under `cfg(loom)` they are stand-ins with the same
