@@ -821,6 +821,13 @@ impl Builder {
     /// not know about. A join half that a blocked job has not shared yet
     /// still waits for it.
     ///
+    /// The detector also makes it safe for a worker to hold the wake-ups
+    /// of Tasks it completes while jobs queue behind it, and wake an event
+    /// loop once per batch (see [`Task`]'s *Wake-ups under a backlog*): it
+    /// wakes what a blocked worker holds. Without it
+    /// (`detect_blocking(false)`) every completion wakes its awaiter at
+    /// once.
+    ///
     /// ```
     /// use std::time::Duration;
     ///
@@ -885,6 +892,20 @@ impl Builder {
     /// 16 short jobs took 0.86 s at `Nice(10)` (27.5 s at `Idle`) instead of
     /// 0.16 s; an event loop awaiting them waits as long. Threads that a job
     /// starts inherit the worker's priority for life.
+    ///
+    /// Why `Inherit` stays the default: `examples/sched_policy.rs` sets each
+    /// option side by side (a 1 ms ticker on a loop while 16 jobs of 10 ms
+    /// saturate the pool, and the same 16 jobs beside two busy threads of
+    /// the program). On the 2-core VM (loaded: load average 5 to 15) none bought the loop a better tail
+    /// without costing the pool: `Nice(10)` took the jobs beside busy
+    /// threads 4.2–5.0× as long; `SCHED_BATCH` workers (which the scheduler
+    /// never lets preempt anyone) made the ticker's p99 worse (1.5–2.2×
+    /// `Inherit`'s); a 20 ms EEVDF slice for the workers moved it little
+    /// (0.8–0.9×) for 1.07–1.38× the pool's time. What helped the loop was
+    /// a short EEVDF slice for the *loop's* thread (`sched_setattr` with
+    /// `sched_runtime` of 0.1 ms, Linux 6.12 or later: p99 0.47–0.53× for
+    /// 1.06–1.23× the pool's time), a setting of the caller's thread that
+    /// the pool does not own.
     ///
     /// `cargo run --release --example compare` measures the loop's lateness
     /// with each (see BENCHMARKS.md). Each worker changes its own priority

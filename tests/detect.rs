@@ -280,3 +280,36 @@ fn helpers_pile_up_no_further_than_max_blocking_threads() {
         assert!(peak >= 2, "a short job ran beside the long sleep");
     });
 }
+
+/// A worker that completes a Task while jobs wait behind it may hold the
+/// wake-up back for a moment, to wake its loop once for several Tasks.
+/// Here the next job on that worker waits for what the loop does once
+/// woken (a channel send), and blocks: the wake-up must still come (the
+/// detector wakes what a blocked worker holds), and everything resolves.
+#[test]
+fn a_job_that_waits_for_the_loop_after_a_completion_gets_its_answer() {
+    timed(|| {
+        let pool = named_pool(1, "held").build().unwrap();
+        let registered = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<u32>();
+        let mut first = {
+            let registered = Arc::clone(&registered);
+            pool.spawn(move || {
+                spin_until(|| registered.load(Ordering::Acquire));
+                1
+            })
+        };
+        // Queued behind `first` on the one worker: a backlog.
+        let second = pool.spawn(move || rx.recv().unwrap() + 1);
+        let third = pool.spawn(|| 3);
+        let sum = futures::executor::block_on(async move {
+            // The waker is registered before `first` can end.
+            assert!(futures::poll!(&mut first).is_pending());
+            registered.store(true, Ordering::Release);
+            let one = first.await.unwrap();
+            tx.send(one).unwrap();
+            second.await.unwrap() + third.await.unwrap()
+        });
+        assert_eq!(sum, 5);
+    });
+}

@@ -42,6 +42,7 @@
 
 use std::cell::Cell;
 use std::ptr;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::blocking::baton::Baton;
@@ -55,6 +56,7 @@ use crate::sched::sleep::{Sleep, Spinning};
 use crate::sched::spin_budget::SpinLearner;
 use crate::sched::worker_loop::{self, spin_hints, Queues, SPIN_ROUNDS};
 use crate::sync::{self, mutant, Arc, StdArc};
+use crate::task::completions::{self, MAX_HELD, WINDOW};
 use crate::task::job::JobRef;
 use crate::unwind::drop_quietly;
 
@@ -116,6 +118,21 @@ pub(crate) struct WorkerThread {
     /// Whether the holder is a stand-in (else the home thread): a stand-in
     /// counts its jobs' ends apart (see `PoolStats::stand_in`).
     stand_in_holds: Cell<bool>,
+    /// The completion wake-ups this place holds back, and since when (see
+    /// [`crate::task::completions`]): a copy of the list's length kept by its
+    /// holder, which alone adds to it.
+    held: Cell<usize>,
+    held_since: Cell<Option<Instant>>,
+}
+
+/// What a job side calls on a worker's thread when it completes a Task
+/// whose waker is registered (see [`crate::task::completions`]).
+fn complete_on_current(waker: &Waker) {
+    WorkerThread::with_current(|worker| match worker {
+        Some(worker) => worker.complete(waker),
+        // Away in `blocking`: the place is another thread's.
+        None => waker.wake_by_ref(),
+    });
 }
 
 /// The work, in time, that a worker takes from the injector at once. A
@@ -188,6 +205,10 @@ impl WorkerThread {
     /// stand-in's current job). If `f` panics, it waits for the place
     /// before the panic goes on.
     pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        // `f` may wait for what a held-back wake-up would start.
+        if self.held.get() != 0 {
+            self.wake_held_now();
+        }
         // A join half of the caller's is in its deque: waiting work.
         if !self.has_work() {
             return f();
@@ -304,9 +325,12 @@ impl WorkerThread {
             last_batch: Cell::new(None),
             spin: SpinLearner::default(),
             stand_in_holds: Cell::new(false),
+            held: Cell::new(0),
+            held_since: Cell::new(None),
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
+        completions::set_completer(complete_on_current);
         worker.runner().bind_home_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
         let _cancel_scope =
@@ -315,6 +339,7 @@ impl WorkerThread {
             run_hook(|| hook(index));
         }
         worker_loop::run_until_terminated(&worker, || worker.registry.is_terminating());
+        worker.wake_held_now();
         if let Some(hook) = &worker.registry.on_stop {
             run_hook(|| hook(index));
         }
@@ -381,6 +406,7 @@ impl WorkerThread {
         } else {
             stats.place(self.index)
         };
+        let held_before = self.held.get();
         job.execute(self.registry.execution_mode(), &tally);
         // The job may have come back early from `blocking`: the place
         // first. (The mutant goes on without it: two threads then run the
@@ -392,6 +418,94 @@ impl WorkerThread {
         // blocking detector; a flag it set while the job ran is ours to
         // clear.
         self.not_blocked();
+        let held = self.held.get();
+        if held != 0 {
+            if held == held_before {
+                // This job added nothing to the batch: nothing else awaits
+                // here (a loop awaiting one Task at a time), and holding on
+                // would only delay the Tasks held.
+                self.wake_held();
+            } else {
+                self.wake_held_if_due();
+            }
+        }
+    }
+
+    /// A Task's job completed on this worker and its waker is registered:
+    /// holds the wake-up back if a job waits behind this one and a
+    /// detector can wake it should this worker block (see
+    /// [`crate::task::completions`]); otherwise wakes what it holds, then
+    /// `waker`.
+    pub(crate) fn complete(&self, waker: &Waker) {
+        let hold = self.registry.detector().enabled()
+            && (!self.deque.is_empty() || self.registry.has_injected())
+            && self.jobs_are_short();
+        if !hold {
+            if self.held.get() != 0 {
+                self.wake_held();
+            }
+            waker.wake_by_ref();
+            return;
+        }
+        if self.held.get() == 0 {
+            self.held_since.set(Some(Instant::now()));
+        }
+        self.held.set(self.held.get() + 1);
+        if self.registry.deferred(self.index).push(waker.clone()) {
+            self.registry.sleep.dormancy().keep_awake();
+        }
+        if self.held.get() >= MAX_HELD {
+            self.wake_held();
+        }
+    }
+
+    /// Whether this worker's recent jobs took less than half
+    /// [`WINDOW`] each (the pace since its last take from the injector,
+    /// idleness included): then a wake-up held back now waits about the
+    /// window at most, and not behind a long job.
+    fn jobs_are_short(&self) -> bool {
+        let Some((then, jobs_then)) = self.last_batch.get() else {
+            return false;
+        };
+        let jobs = self.jobs_run.get().wrapping_sub(jobs_then).max(1);
+        then.elapsed() / u32::try_from(jobs).unwrap_or(u32::MAX) <= WINDOW / 2
+    }
+
+    /// Wakes what this place holds back once the oldest is [`WINDOW`] old.
+    #[cold]
+    fn wake_held_if_due(&self) {
+        if self
+            .held_since
+            .get()
+            .is_none_or(|since| since.elapsed() >= WINDOW)
+        {
+            self.wake_held();
+        }
+    }
+
+    /// Wakes every wake-up this place holds back, and those handed over,
+    /// from this thread now: it may not run again soon (it blocks, or
+    /// exits).
+    fn wake_held_now(&self) {
+        self.held.set(0);
+        self.held_since.set(None);
+        self.registry.deferred(self.index).wake_all();
+        completions::wake_handed();
+    }
+
+    /// Wakes every wake-up this place holds back: the first now, the rest
+    /// through the thread that polls its Task (see [`crate::task::completions`]).
+    pub(crate) fn wake_held(&self) {
+        self.held.set(0);
+        self.held_since.set(None);
+        let batch = self.registry.deferred(self.index).take();
+        if batch.is_empty() {
+            completions::wake_handed();
+        } else {
+            if completions::hand_over(batch) {
+                self.registry.sleep.dormancy().keep_awake();
+            }
+        }
     }
 
     /// How many jobs to take from the injector now: about [`BATCH_WORK`]
@@ -557,6 +671,9 @@ impl Queues for WorkerThread {
     }
 
     fn on_idle(&self) {
+        if self.held.get() != 0 {
+            self.wake_held();
+        }
         self.registry.request_share(self.index);
     }
 
