@@ -260,6 +260,34 @@ impl Sleep {
     }
 }
 
+/// The completion wake-ups a worker place holds back while its pool is
+/// backlogged (src/task/completions.rs).
+#[derive(Debug)]
+pub struct HeldWakeUps(crate::task::completions::Deferred);
+
+impl HeldWakeUps {
+    /// An empty list.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(crate::task::completions::Deferred::new())
+    }
+    /// A worker holds `waker` back, keeping the detector of `sleep` awake
+    /// for it.
+    pub fn hold(&self, waker: std::task::Waker, sleep: &Sleep) {
+        if self.0.push(waker) {
+            sleep.0.dormancy().keep_awake();
+        }
+    }
+    /// Whether a wake-up is held (the detector's look).
+    pub fn is_pending(&self) -> bool {
+        self.0.is_pending()
+    }
+    /// Wakes every held wake-up; returns how many.
+    pub fn wake_all(&self) -> usize {
+        self.0.wake_all()
+    }
+}
+
 /// A thread that runs jobs, as the blocking detector sees it
 /// (src/blocking/runner.rs).
 #[derive(Clone)]

@@ -761,8 +761,12 @@ impl Builder {
     /// compensated by a spare thread that runs other jobs meanwhile, so
     /// that `threads` threads stay on the CPU; at most
     /// [`max_blocking_threads`](Builder::max_blocking_threads) compensate at
-    /// once. So the pool runs at most `threads + max_blocking_threads` of
-    /// its CPU jobs at once (blocked ones included), and
+    /// once. A compensated job that is back from its block finishes beside
+    /// its compensating thread rather than wait for it: after `blocking`,
+    /// for the rest of the job at most; after a detected block, until the
+    /// helper's current job ends. So the pool runs at most
+    /// `threads + max_blocking_threads` of its CPU jobs at once (blocked
+    /// ones included), more than `threads` only during those overlaps, and
     /// [`spawn_blocking`](Pool::spawn_blocking) jobs on spare threads of
     /// their own.
     pub fn threads(mut self, threads: usize) -> Self {
@@ -811,6 +815,12 @@ impl Builder {
     /// - At most `max` *other* spare threads compensate at once (stand-ins
     ///   and helpers); past that, `blocking` inside a job runs without a
     ///   stand-in (the worker blocks, as it would without `blocking`).
+    ///   A stand-in keeps its turn until the thread it stands in for has
+    ///   taken its place back: when the blocking call returns, that thread
+    ///   finishes its job beside the stand-in (not waiting for the
+    ///   stand-in's job), so for the rest of that job the two both run CPU
+    ///   work. Hence at most `threads + max` threads run the pool's CPU jobs
+    ///   at once, each extra one for the rest of one job at most.
     /// - The two are counted apart, so compensation never takes a thread
     ///   that a `spawn_blocking` job needs: a job that, inside `blocking`,
     ///   waits for a `spawn_blocking` job gets its answer at every
@@ -818,7 +828,11 @@ impl Builder {
     ///
     /// So a pool has at most `threads + 2 × max` threads, plus one for the
     /// blocking detector. CPU jobs never wait for blocking jobs: those never
-    /// run on the workers.
+    /// run on the workers. A job that is one blocking call from start to
+    /// end (one database query, one HTTP request) belongs in
+    /// [`Pool::spawn_blocking`]: wrapped in [`blocking`](crate::blocking)
+    /// inside a [`Pool::spawn`] job it would first wait in the queue behind
+    /// the CPU jobs and then take a stand-in.
     pub fn max_blocking_threads(mut self, max: usize) -> Self {
         self.max_blocking_threads = Some(max);
         self
@@ -889,6 +903,13 @@ impl Builder {
     /// not know about. A join half that a blocked job has not shared yet
     /// still waits for it.
     ///
+    /// The detector also makes it safe for a worker to hold the wake-ups
+    /// of Tasks it completes while jobs queue behind it, and wake an event
+    /// loop once per batch (see [`Task`]'s *Wake-ups under a backlog*): it
+    /// wakes what a blocked worker holds. Without it
+    /// (`detect_blocking(false)`) every completion wakes its awaiter at
+    /// once.
+    ///
     /// ```
     /// use std::time::Duration;
     ///
@@ -953,6 +974,20 @@ impl Builder {
     /// 16 short jobs took 0.86 s at `Nice(10)` (27.5 s at `Idle`) instead of
     /// 0.16 s; an event loop awaiting them waits as long. Threads that a job
     /// starts inherit the worker's priority for life.
+    ///
+    /// Why `Inherit` stays the default: `examples/sched_policy.rs` sets each
+    /// option side by side (a 1 ms ticker on a loop while 16 jobs of 10 ms
+    /// saturate the pool, and the same 16 jobs beside two busy threads of
+    /// the program). On the 2-core VM (loaded: load average 5 to 15) none bought the loop a better tail
+    /// without costing the pool: `Nice(10)` took the jobs beside busy
+    /// threads 4.2–5.0× as long; `SCHED_BATCH` workers (which the scheduler
+    /// never lets preempt anyone) made the ticker's p99 worse (1.5–2.2×
+    /// `Inherit`'s); a 20 ms EEVDF slice for the workers moved it little
+    /// (0.8–0.9×) for 1.07–1.38× the pool's time. What helped the loop was
+    /// a short EEVDF slice for the *loop's* thread (`sched_setattr` with
+    /// `sched_runtime` of 0.1 ms, Linux 6.12 or later: p99 0.47–0.53× for
+    /// 1.06–1.23× the pool's time), a setting of the caller's thread that
+    /// the pool does not own.
     ///
     /// `cargo run --release --example compare` measures the loop's lateness
     /// with each (see BENCHMARKS.md). Each worker changes its own priority

@@ -122,6 +122,82 @@ fn two_waiters_on_one_place() {
     }
 }
 
+/// A job's answer does not wait for its stand-in's job: back from its
+/// blocking call, job A finishes without its place while the stand-in
+/// still runs B, which ends only once A's Task has resolved. (Waiting for
+/// its place at the end of the call, A would wait for B, and B for A.)
+#[test]
+fn blocking_answers_before_the_stand_in_is_done() {
+    timed(|| {
+        let pool = marked_pool(1, "early").build().unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (queued_tx, queued_rx) = mpsc::channel::<()>();
+        let (b_running_tx, b_running_rx) = mpsc::channel::<()>();
+        let (a_answered_tx, a_answered_rx) = mpsc::channel::<()>();
+        let a = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            queued_rx.recv().unwrap();
+            let x = offload::blocking(move || {
+                b_running_rx.recv().unwrap();
+                40
+            });
+            (x + 2, thread_name())
+        });
+        started_rx.recv().unwrap();
+        let b = pool.spawn(move || {
+            b_running_tx.send(()).unwrap();
+            a_answered_rx.recv().unwrap();
+            thread_name()
+        });
+        queued_tx.send(()).unwrap();
+        let (answer, home) = a.wait().unwrap();
+        assert_eq!((answer, home.as_str()), (42, "early0"));
+        a_answered_tx.send(()).unwrap();
+        assert_eq!(b.wait().unwrap(), "early1", "B ran on the stand-in");
+        // A's thread is back on its place: the pool runs jobs, nobody is
+        // away, and a job that blocks again lends the place again.
+        assert_eq!(pool.spawn(|| 5).wait().unwrap(), 5);
+        spin_until(|| pool.metrics().blocked() == 0);
+        pool.shutdown();
+    });
+}
+
+/// Back from its blocking call, the rest of a job uses its pool as a
+/// thread outside it would: a `spawn` queues on the pool, a `join` and a
+/// `scope` run on its workers while the job's thread waits, and a wait
+/// for a Task parks until a worker (here the stand-in, or the other
+/// worker) has run it. Then the thread takes its place back.
+#[test]
+fn a_job_back_early_from_blocking_uses_its_pool() {
+    timed(|| {
+        let pool = marked_pool(2, "rest").build().unwrap();
+        for _ in 0..20 {
+            let (queued_tx, queued_rx) = mpsc::channel::<()>();
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let a = pool.spawn(move || {
+                queued_rx.recv().unwrap();
+                offload::blocking(move || go_rx.recv().unwrap());
+                let (x, y) = offload::join(|| 1, || 2);
+                let mut z = 0;
+                offload::scope(|s| {
+                    s.spawn(|_| z = 3);
+                });
+                let w = offload::spawn(|| 36).wait().unwrap();
+                x + y + z + w
+            });
+            // Queued behind A (or run by the other worker): either way A
+            // may lend its place.
+            let b = pool.spawn(|| 7);
+            queued_tx.send(()).unwrap();
+            go_tx.send(()).unwrap();
+            assert_eq!(a.wait().unwrap(), 42);
+            assert_eq!(b.wait().unwrap(), 7);
+        }
+        spin_until(|| pool.metrics().blocked() == 0);
+        pool.shutdown();
+    });
+}
+
 /// With nothing waiting, `blocking` runs `f` on the worker (no thread is
 /// started), and the worker stays a worker inside it.
 #[test]

@@ -180,7 +180,12 @@ fn shutdown_now_while_a_detected_job_blocks() {
                 })
             })
             .collect();
-        started_rx.recv().unwrap();
+        // Both started (the second one may have waited in the first one's
+        // deque for a thief or a helper): neither is still queued when
+        // `shutdown_now` cancels the queue.
+        for _ in 0..2 {
+            started_rx.recv().unwrap();
+        }
         let queued: Vec<_> = (0..64u64).map(|i| pool.spawn(move || i)).collect();
         let first = queued
             .into_iter()
@@ -273,5 +278,38 @@ fn helpers_pile_up_no_further_than_max_blocking_threads() {
             "{peak} jobs at once on {THREADS} thread(s) and {MAX} compensating"
         );
         assert!(peak >= 2, "a short job ran beside the long sleep");
+    });
+}
+
+/// A worker that completes a Task while jobs wait behind it may hold the
+/// wake-up back for a moment, to wake its loop once for several Tasks.
+/// Here the next job on that worker waits for what the loop does once
+/// woken (a channel send), and blocks: the wake-up must still come (the
+/// detector wakes what a blocked worker holds), and everything resolves.
+#[test]
+fn a_job_that_waits_for_the_loop_after_a_completion_gets_its_answer() {
+    timed(|| {
+        let pool = named_pool(1, "held").build().unwrap();
+        let registered = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<u32>();
+        let mut first = {
+            let registered = Arc::clone(&registered);
+            pool.spawn(move || {
+                spin_until(|| registered.load(Ordering::Acquire));
+                1
+            })
+        };
+        // Queued behind `first` on the one worker: a backlog.
+        let second = pool.spawn(move || rx.recv().unwrap() + 1);
+        let third = pool.spawn(|| 3);
+        let sum = futures::executor::block_on(async move {
+            // The waker is registered before `first` can end.
+            assert!(futures::poll!(&mut first).is_pending());
+            registered.store(true, Ordering::Release);
+            let one = first.await.unwrap();
+            tx.send(one).unwrap();
+            second.await.unwrap() + third.await.unwrap()
+        });
+        assert_eq!(sum, 5);
     });
 }

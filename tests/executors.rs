@@ -60,6 +60,46 @@ fn tokio_current_thread_sequential_awaits() {
     });
 }
 
+/// A loop that keeps many Tasks in flight while jobs queue (a fan-out):
+/// workers then hold completion wake-ups back and wake a batch at once,
+/// partly through the loop's own polls (`src/task/completions.rs`). Every Task
+/// resolves, with its own result, on a single-threaded loop with drivers
+/// and on one without.
+#[test]
+fn tokio_current_thread_fan_out_with_a_backlog() {
+    use futures::stream::{self, StreamExt};
+    timed(|| {
+        // Detection on: without a detector a pool never holds a wake-up.
+        let pool = Pool::builder().threads(2).build().unwrap();
+        for drivers in [true, false] {
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            if drivers {
+                builder.enable_all();
+            }
+            let rt = builder.build().unwrap();
+            let results: Vec<u64> = rt.block_on(
+                stream::iter(0..IN_FLIGHT)
+                    .map(|i| {
+                        let task = pool.spawn(move || {
+                            std::hint::black_box(common::spin_work(200));
+                            i * i + 1
+                        });
+                        async move { (i, task.await.expect("job ok")) }
+                    })
+                    .buffer_unordered(256)
+                    .map(|(i, r)| {
+                        assert_eq!(r, i * i + 1);
+                        i
+                    })
+                    .collect(),
+            );
+            let mut seen = results;
+            seen.sort_unstable();
+            assert_eq!(seen, (0..IN_FLIGHT).collect::<Vec<_>>());
+        }
+    });
+}
+
 #[test]
 fn tokio_multi_thread_spawned_tasks() {
     timed(|| {

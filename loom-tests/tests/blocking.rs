@@ -122,6 +122,49 @@ fn pool_blocking_stand_in_runs_the_queued_job() {
     );
 }
 
+/// 9(d) Coming back early. A waits until B is queued, lends its place
+/// (B holds the stand-in in `blocking` until A's call has returned), and,
+/// back from its call without its place, waits for a job C it spawns: the
+/// stand-in, still on the place, runs C, and A takes its place back at its
+/// job's end, after its Task resolved. No wake-up is lost (every thread
+/// exits at shutdown), and A's thread ends on its own place (it runs D, a
+/// job spawned after A's answer, or D runs on the stand-in).
+///
+/// Mutant `worker_job_end_skips_hold`: A's job ends and its thread goes on
+/// in the place's loop without taking the place back; still counted away
+/// from it, the worker never leaves, and `shutdown` waits for ever (a loom
+/// deadlock).
+///
+/// Bound 0, as the other pool models.
+#[test]
+fn pool_blocking_comes_back_early() {
+    model_bounded("pool_blocking_comes_back_early", Some(0), || {
+        let pool = Pool::builder().threads(1).build().unwrap();
+        let queued = Signal::new();
+        let returned = Signal::new();
+        let a = {
+            let (queued, returned) = (queued.clone(), returned.clone());
+            pool.spawn(move || {
+                queued.wait();
+                offload::blocking(|| ());
+                returned.set();
+                // Off its place: C goes to the injector, and this thread
+                // waits for it as a thread outside the pool would.
+                offload::spawn(|| 3).wait().unwrap()
+            })
+        };
+        let b = pool.spawn(move || {
+            returned.wait();
+            5
+        });
+        queued.set();
+        assert_eq!(a.wait().unwrap(), 3);
+        assert_eq!(b.wait().unwrap(), 5);
+        assert_eq!(pool.spawn(|| 7).wait().unwrap(), 7);
+        pool.shutdown();
+    });
+}
+
 /// The place's data in 9(c): written by whoever holds the place.
 struct Place {
     baton: Baton,

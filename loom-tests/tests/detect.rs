@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::model;
+use common::{model, TrackedWaker};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use offload::loom_api::{Compensation, Runner, Sleep};
+use offload::loom_api::{Compensation, HeldWakeUps, Runner, Sleep};
 
 /// 11(a) The detector flags a runner blocked, starts a helper for it, and
 /// later reads it running again and clears the flag, while the runner's
@@ -81,4 +81,31 @@ fn dormant_detector_is_woken_by_a_push_that_wakes_nobody() {
             pusher.join().unwrap();
         },
     );
+}
+
+/// 11(c) A worker holds a completion's wake-up back (its pool is
+/// backlogged) while the detector falls dormant: either the detector's look
+/// after its flag and fence sees the held wake-up (and wakes it at its
+/// tick), or the worker, after its own fence, sees the flag and unparks it.
+/// The wake-up is woken exactly once. The mutant `deferred_no_fence` drops
+/// the worker's fence: the detector sleeps for good with a wake-up held (a
+/// deadlock).
+#[test]
+fn held_back_wake_up_reaches_the_dormant_detector() {
+    model("held_back_wake_up_reaches_the_dormant_detector", || {
+        let sleep = Arc::new(Sleep::new(1));
+        let held = Arc::new(HeldWakeUps::new());
+        let family = TrackedWaker::new();
+
+        let worker = {
+            let (sleep, held, family) = (Arc::clone(&sleep), Arc::clone(&held), family.clone());
+            thread::spawn(move || held.hold(family.waker(), &sleep))
+        };
+        // The detector: dormant unless it sees a held wake-up; awake, it
+        // wakes what is held at its tick.
+        sleep.detector_sleep_unless(|| held.is_pending());
+        held.wake_all();
+        worker.join().unwrap();
+        assert_eq!(family.wakes(), 1);
+    });
 }

@@ -254,7 +254,15 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
         if terminating && registry.live_threads() == 1 {
             return;
         }
-        if !terminating && dormancy.sleep_unless(|| registry.has_waiting_jobs()) {
+        // A wake-up held back by a worker keeps the detector awake too: it
+        // wakes them at each tick (see `crate::task::completions`).
+        if !terminating
+            && dormancy.sleep_unless(|| {
+                registry.has_waiting_jobs()
+                    || registry.any_deferred()
+                    || crate::task::completions::any_handed()
+            })
+        {
             // Poked: a job waits and every worker is busy. Look at once,
             // reading every runner that has not moved since the last look
             // (it has been in one job, or asleep, since then); a burst of
@@ -267,6 +275,8 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
         if !std::mem::take(&mut poked) {
             dormancy.sleep_until(Instant::now() + tick);
         }
+        registry.wake_deferred();
+        crate::task::completions::wake_handed();
         let (acted, next_read) = watcher.tick();
         let now = Instant::now();
         if acted {

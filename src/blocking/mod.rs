@@ -16,9 +16,18 @@
 //!   (its deque, its join stack, its sleep slot) passes to another thread
 //!   for the duration of `f`, a spare that stands in (see [`baton`]), so
 //!   that `threads` threads keep running CPU jobs. When `f` returns, the
-//!   thread takes its place back at the stand-in's next job boundary and
-//!   the stand-in goes back to the spares. The count of threads running
-//!   CPU jobs is `threads` throughout, never more: a place has one holder.
+//!   thread *comes back early*: it does not wait for its place, but
+//!   finishes its job without it, as a thread outside the pool would,
+//!   while the stand-in goes on running the place's jobs; it takes the
+//!   place back where its frames touch the place again (the end of its
+//!   job, or of the `join` or `scope` closure that called `blocking`), at
+//!   the stand-in's next job boundary, and the stand-in goes back to the
+//!   spares. So a job's answer never waits for the stand-in's job, and the
+//!   place's jobs never wait for the rest of the caller's job. The price:
+//!   while the rest of that job runs, the place has two threads on the CPU
+//!   (if the stand-in's job outlasts it, the thread then waits, off the
+//!   CPU). Each such pair holds a stand-in's turn, so the pool runs at most
+//!   `threads + max_blocking_threads` CPU jobs at once, as with helpers.
 //! - **Unmarked** (`Builder::detect_blocking`, [`detect`]): a job that
 //!   blocks without saying so is noticed after 100 µs off the CPU, and a
 //!   spare thread *helps* (runs queued jobs without a place) until it is
@@ -36,15 +45,27 @@
 //!   shuts down.
 //! - The **detector thread** (with `detect_blocking`) owns nothing either:
 //!   it reads counters and `/proc`, and starts helpers.
-//! - A thread **away** from a place (inside `f`) runs user code only: on
-//!   it, the pool's functions see no worker (`offload::spawn` and friends
-//!   still reach its pool, through a thread-local pointer to it), and a nested
-//!   `blocking` just runs its closure.
+//! - A thread **away** from a place (inside `f`, or back from it and
+//!   finishing its job) runs user code only: on it, the pool's functions
+//!   see no worker (`offload::spawn` and friends still reach its pool,
+//!   through a thread-local pointer to it), and a nested `blocking` just
+//!   runs its closure.
 //!
 //! # How the count is restored, on every path
 //!
-//! - `f` returns: the thread comes back ([`baton::Baton::come_back`]),
-//!   waiting at most for the stand-in's current job.
+//! - `f` returns: the thread finishes its job without its place (on it,
+//!   the pool's functions see no worker, as inside `f`: a spawn goes to
+//!   the injector, a `join`, `scope` or `install` runs on a worker while
+//!   it waits, a wait parks), then comes back
+//!   ([`baton::Baton::come_back`]) where its frames resume on the place
+//!   (`WorkerThread::hold`: after the job, after a shared `join`'s first
+//!   half, before a `scope` waits for its jobs), waiting at most for the
+//!   stand-in's current job. It does not join the line before: a place
+//!   granted to a thread that is busy elsewhere (or waits for a job that
+//!   only the place would run) would run nothing. Nor does it take the
+//!   place back when its job next uses the pool: it would then wait for
+//!   the stand-in's job in the middle of user code, perhaps holding a lock
+//!   that job needs; where it does wait, the user code above has returned.
 //! - `f` panics: the same, from a drop guard, before the panic goes on.
 //! - No spare is free and none can be started (the cap, a failed thread
 //!   start, a pool shutting down): the thread keeps its place and blocks
@@ -89,14 +110,28 @@ use crate::sched::worker::WorkerThread;
 /// it tells the pool that this thread is about to block: if jobs are
 /// waiting, another thread (a spare, started if need be) takes this
 /// worker's place while `f` runs, so that the pool keeps running `threads`
-/// CPU jobs. When `f` returns, this thread takes its place back as soon as
-/// the other one finishes the job it is running, and returns `f`'s result.
-/// A panic in `f` propagates to the caller as usual, after the place is
-/// back.
+/// CPU jobs. When `f` returns, `blocking` returns its result at once: the
+/// rest of the job runs on this thread without its place, as code on a
+/// thread outside the pool would ([`spawn`](crate::spawn) still queues on
+/// this pool, a [`join`](crate::join) or [`scope`](crate::scope) runs on
+/// its workers while this thread waits), and the thread takes its place
+/// back when the job (or the `join` or `scope` closure that called
+/// `blocking`) ends, once the stand-in's current job is done. A panic in
+/// `f` propagates to the caller as usual, after the place is back.
+///
+/// The rule, with `threads` workers and `Builder::max_blocking_threads`
+/// `max`: while `f` blocks, `threads` other threads run CPU jobs; after it,
+/// for the rest of the calling job at most, one more (this thread beside
+/// its stand-in). Every such extra thread holds one of the `max` turns
+/// that stand-ins and helpers share, so at most `threads + max` threads
+/// run the pool's CPU jobs at once, and a job that calls `blocking` near
+/// its end adds next to nothing. The job's answer never waits for the
+/// stand-in's job.
 ///
 /// Off a worker (on the event loop, on a thread of your own, inside a
 /// [`spawn_blocking`](crate::spawn_blocking) job) it simply runs `f`, and
-/// so do nested calls: the outermost one counts.
+/// so do nested calls (the outermost one counts) and calls in the rest of
+/// a job whose earlier call came back early.
 ///
 /// While `f` runs, this thread is not a worker: a `join` or `scope` inside
 /// `f` runs on the pool's workers, and [`spawn`](crate::spawn) still
@@ -106,15 +141,14 @@ use crate::sched::worker::WorkerThread;
 /// [`spawn_blocking`](crate::spawn_blocking) jobs need (the two are
 /// counted apart), so `f` may wait for such a job.
 ///
-/// Prefer [`Pool::spawn_blocking`](crate::Pool::spawn_blocking) for a job
-/// that is one blocking call from start to end (a request that is one
-/// database query, one HTTP call): it never takes a worker, so it neither
-/// waits in the queue behind CPU jobs before the call nor, after it, for
-/// the stand-in's current job to end, which `blocking` does (up to one CPU
-/// job's length) to give this thread its place back. Such a job wrapped in
-/// `blocking` can answer later than the same job left unmarked;
-/// `examples/sqlite_request.rs` measures the three. `blocking` is for a
-/// job that blocks in the middle of CPU work.
+/// **A job that is one blocking call from start to end** (a request that
+/// is one database query, one HTTP call) belongs in
+/// [`Pool::spawn_blocking`](crate::Pool::spawn_blocking), not in
+/// `spawn(|| blocking(f))`: `spawn_blocking` never takes a worker, so the
+/// call starts as soon as a spare thread is free instead of waiting in the
+/// queue behind CPU jobs, and no stand-in is needed. `blocking` is for a
+/// job that blocks in the middle of CPU work. `examples/sqlite_request.rs`
+/// measures the three ways (and leaving the call unmarked).
 ///
 /// ```
 /// use std::time::Duration;

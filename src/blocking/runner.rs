@@ -232,6 +232,12 @@ impl Detector {
         }
     }
 
+    /// Whether this pool has a detector thread.
+    #[inline]
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// The runner of worker place `index`.
     #[inline]
     pub(crate) fn place(&self, index: usize) -> &Runner {

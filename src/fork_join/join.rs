@@ -141,6 +141,8 @@ where
 
     impl<B: FnOnce() -> RB + Send, RB: Send> Drop for ReclaimOnUnwind<'_, B, RB> {
         fn drop(&mut self) {
+            // `a` may have come back early from `blocking` before it panicked.
+            self.worker.hold();
             self.worker.unpublish();
             let popped = self.worker.pop();
             drop_quietly(reclaim(self.worker, self.job_b, self.job_b_ref, popped));
@@ -167,6 +169,8 @@ where
     let ra = a();
     std::mem::forget(guard);
 
+    // `a` may have come back early from `blocking`: the place first.
+    worker.hold();
     worker.unpublish();
     let rb = match worker.pop() {
         // Nobody took it (the common case when every worker is busy).

@@ -139,6 +139,9 @@ where
     OP: FnOnce(&Scope<'scope>) -> R,
 {
     run_scope(worker.registry(), worker.parker(), op, |done| {
+        // The body may have come back early from `blocking`: the place
+        // first.
+        worker.hold();
         worker.wait_until(done);
     })
 }

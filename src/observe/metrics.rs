@@ -10,7 +10,12 @@
 //!   (its worker thread, or a stand-in while the worker is away in
 //!   `blocking`: see [`crate::blocking::baton`], whose hand-overs
 //!   synchronise), so an increment is a relaxed load and store, with no
-//!   locked instruction.
+//!   locked instruction. Two exceptions keep that true: a thread back
+//!   early from `blocking` counts the end of its job on the place before
+//!   it holds it again, so a stand-in counts the ends (and run times) of
+//!   its jobs in its thread's block ([`PoolStats::stand_in`]); and the
+//!   thread back early counts nothing else there (its spawns go to its
+//!   thread's block, as off a worker).
 //! - **Per thread slot** (cache-padded): the same job counts for threads
 //!   that are not workers of this pool (an event loop spawning, a spare
 //!   thread running a blocking job, a thread cancelling at shutdown),
@@ -196,6 +201,27 @@ impl PoolStats {
             own: true,
             timing: &place.timing,
             own_timing: true,
+            ends: &place.counts,
+            own_ends: true,
+            ends_timing: &place.timing,
+            own_ends_timing: true,
+        }
+    }
+
+    /// The counters of a stand-in holding worker place `index`: the
+    /// place's, but for the ends of the jobs it runs (and their run times),
+    /// which go to its thread's. The thread it stands in for may finish
+    /// its own job, counted on the place, while the stand-in still runs
+    /// one (see [`crate::blocking`](mod@crate::blocking)): the two must
+    /// not write the same single-writer counter.
+    pub(crate) fn stand_in(&self, index: usize) -> Tally<'_> {
+        let own = self.this_thread();
+        Tally {
+            ends: own.counts,
+            own_ends: own.own,
+            ends_timing: own.timing,
+            own_ends_timing: own.own_timing,
+            ..self.place(index)
         }
     }
 
@@ -214,6 +240,10 @@ impl PoolStats {
             own,
             timing: &self.shared_timing,
             own_timing: false,
+            ends: counts,
+            own_ends: own,
+            ends_timing: &self.shared_timing,
+            own_ends_timing: false,
         }
     }
 
@@ -375,6 +405,13 @@ pub(crate) struct Tally<'a> {
     timing: &'a Timing,
     /// Whether this thread is the only writer of `timing`.
     own_timing: bool,
+    /// Where the jobs' ends (completed, panicked, stopped) and run times
+    /// go: `counts` and `timing`, but for a stand-in (see
+    /// [`PoolStats::stand_in`]).
+    ends: &'a Counts,
+    own_ends: bool,
+    ends_timing: &'a Timing,
+    own_ends_timing: bool,
 }
 
 impl Tally<'_> {
@@ -434,11 +471,11 @@ impl Tally<'_> {
     #[cold]
     pub(crate) fn stopped(&self, start: Option<Instant>) {
         if let Some(start) = start {
-            self.timing
+            self.ends_timing
                 .run
-                .record(nanos_since(&start, Instant::now()), self.own_timing);
+                .record(nanos_since(&start, Instant::now()), self.own_ends_timing);
         }
-        bump(&self.counts.stopped, self.own, 1);
+        bump(&self.ends.stopped, self.own_ends, 1);
     }
 
     /// Counts the end of a Task's job, which panicked or not; records the
@@ -446,16 +483,16 @@ impl Tally<'_> {
     #[inline]
     pub(crate) fn finished(&self, panicked: bool, start: Option<Instant>) {
         if let Some(start) = start {
-            self.timing
+            self.ends_timing
                 .run
-                .record(nanos_since(&start, Instant::now()), self.own_timing);
+                .record(nanos_since(&start, Instant::now()), self.own_ends_timing);
         }
         let counter = if panicked {
-            &self.counts.panicked
+            &self.ends.panicked
         } else {
-            &self.counts.completed
+            &self.ends.completed
         };
-        bump(counter, self.own, 1);
+        bump(counter, self.own_ends, 1);
     }
 }
 
@@ -777,7 +814,9 @@ impl Metrics {
 
     /// Threads away from their worker's place now: blocked in
     /// [`blocking`](crate::blocking) while another thread stands in, or
-    /// back and waiting to take their place again.
+    /// back from it and finishing their job (a job's Task may resolve
+    /// before its thread has its place again), or waiting to take their
+    /// place again.
     #[must_use]
     pub fn blocked(&self) -> usize {
         self.blocked

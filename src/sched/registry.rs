@@ -77,6 +77,7 @@ use crate::sync::{
     fence, lock, mutant, park_timeout, thread, Arc, AtomicBool, AtomicUsize, Mutex, Ordering,
     StdArc,
 };
+use crate::task::completions::Deferred;
 use crate::task::job::{JobRef, Mode};
 use crate::unwind::drop_quietly;
 use crossbeam_utils::CachePadded;
@@ -144,6 +145,9 @@ pub(crate) struct Registry {
     detector: Detector,
     /// The counters behind `Pool::metrics`.
     stats: PoolStats,
+    /// Per worker place: the completion wake-ups it holds back while the
+    /// pool is backlogged (see [`crate::task::completions`]).
+    deferred: Box<[CachePadded<Deferred>]>,
     pub(crate) on_start: Option<Hook>,
     pub(crate) on_stop: Option<Hook>,
 }
@@ -180,6 +184,9 @@ impl Registry {
             spares: Spares::new(spares, num_threads),
             detector: Detector::new(num_threads, detect_blocking),
             stats: PoolStats::sampling(num_threads, sample_every),
+            deferred: (0..num_threads)
+                .map(|_| CachePadded::new(Deferred::new()))
+                .collect(),
             on_start,
             on_stop,
         }
@@ -203,6 +210,30 @@ impl Registry {
     #[inline]
     pub(crate) fn baton(&self, index: usize) -> &Baton {
         &self.batons[index]
+    }
+
+    /// The wake-ups worker place `index` holds back (see
+    /// [`crate::task::completions`]).
+    #[inline]
+    pub(crate) fn deferred(&self, index: usize) -> &Deferred {
+        &self.deferred[index]
+    }
+
+    /// Whether a place holds a wake-up back (the detector's look, after
+    /// its dormancy fence).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn any_deferred(&self) -> bool {
+        self.deferred.iter().any(|deferred| deferred.is_pending())
+    }
+
+    /// Wakes every wake-up held back by any place (the detector's tick).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn wake_deferred(&self) {
+        for deferred in self.deferred.iter() {
+            if deferred.is_pending() {
+                deferred.wake_all();
+            }
+        }
     }
 
     /// The spare threads.

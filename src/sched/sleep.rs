@@ -436,6 +436,19 @@ impl Dormancy {
         }
     }
 
+    /// A thread made a list of held-back completion wake-ups non-empty
+    /// (see [`crate::task::completions`]): the detector must not sleep for
+    /// good without seeing it, so fence and poke.
+    pub(crate) fn keep_awake(&self) {
+        // SeqCst fence: orders the list's `pending` store before the look
+        // at `dormant`, in the total order shared with the fence in
+        // `sleep_unless`.
+        if !mutant!("deferred_no_fence") {
+            fence(Ordering::SeqCst);
+        }
+        self.poke();
+    }
+
     /// Wakes the detector whatever it does (termination).
     pub(crate) fn wake(&self) {
         self.parker.unpark();

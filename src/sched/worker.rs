@@ -42,6 +42,7 @@
 
 use std::cell::Cell;
 use std::ptr;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::blocking::baton::Baton;
@@ -55,8 +56,9 @@ use crate::sched::parker::Parker;
 use crate::sched::registry::Registry;
 use crate::sched::sleep::{Sleep, Spinning};
 use crate::sched::spin_budget::SpinLearner;
-use crate::sched::worker_loop::{self, pause, Queues, SPIN_ROUNDS};
+use crate::sched::worker_loop::{self, spin_hints, Queues, SPIN_ROUNDS};
 use crate::sync::{self, mutant, Arc, StdArc};
+use crate::task::completions::{self, MAX_HELD, WINDOW};
 use crate::task::job::JobRef;
 use crate::unwind::drop_quietly;
 
@@ -70,6 +72,23 @@ pub(crate) const SHARE_CHECK_EVERY: u32 = 64;
 
 sync::thread_local! {
     static CURRENT: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
+}
+
+// Set while the thread, back early from `blocking`, finishes its job without
+// its place (see `WorkerThread::blocking`).
+sync::thread_local! {
+    static PLACELESS: Cell<Option<Placeless>> = const { Cell::new(None) };
+}
+
+/// What a thread back early from `blocking` needs to take its place back
+/// where its frames touch it again ([`WorkerThread::hold`]).
+#[derive(Clone, Copy)]
+struct Placeless {
+    /// Whether it holds the place as a stand-in (else as the home thread).
+    stand_in: bool,
+    /// The pool reached by the free functions off a worker, to put back
+    /// then.
+    away: *const Arc<Registry>,
 }
 
 // The pool of the thread while it runs user code away from a worker's place
@@ -109,6 +128,24 @@ pub(crate) struct WorkerThread {
     last_batch: Cell<Option<(Instant, u64)>>,
     /// How long this place's holder spins when idle (see [`crate::sched::spin_budget`]).
     spin: SpinLearner,
+    /// Whether the holder is a stand-in (else the home thread): a stand-in
+    /// counts its jobs' ends apart (see `PoolStats::stand_in`).
+    stand_in_holds: Cell<bool>,
+    /// The completion wake-ups this place holds back, and since when (see
+    /// [`crate::task::completions`]): a copy of the list's length kept by its
+    /// holder, which alone adds to it.
+    held: Cell<usize>,
+    held_since: Cell<Option<Instant>>,
+}
+
+/// What a job side calls on a worker's thread when it completes a Task
+/// whose waker is registered (see [`crate::task::completions`]).
+fn complete_on_current(waker: &Waker) {
+    WorkerThread::with_current(|worker| match worker {
+        Some(worker) => worker.complete(waker),
+        // Away in `blocking`: the place is another thread's.
+        None => waker.wake_by_ref(),
+    });
 }
 
 /// A worker's deques: the `Normal` lane's and the other lanes' (see
@@ -190,46 +227,99 @@ impl WorkerThread {
         self.registry.baton(self.index)
     }
 
-    /// [`crate::blocking`](mod@crate::blocking) on this worker, which holds the place: lends the
-    /// place to another thread while `f` blocks, if jobs are waiting, and
-    /// takes it back before returning (also if `f` panics).
+    /// [`crate::blocking`](mod@crate::blocking) on this worker, which holds
+    /// the place: lends the place to another thread (a stand-in) while `f`
+    /// blocks, if jobs are waiting. When `f` returns, this thread does not
+    /// wait for the place: it goes on with its job without it, as a thread
+    /// outside the pool (its spawns go to the injector; a `join`, `scope`
+    /// or `install` runs on a worker while it waits; a wait parks), while
+    /// the stand-in goes on running the place's jobs. It takes the place
+    /// back ([`hold`](Self::hold)) only where its frames touch the place
+    /// again: the end of the job, or of the `join` or `scope` closure that
+    /// called `blocking`, where the user code above has returned (so no
+    /// lock it took after `f` is held while it waits there, at most for the
+    /// stand-in's current job). If `f` panics, it waits for the place
+    /// before the panic goes on.
     pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        // `f` may wait for what a held-back wake-up would start.
+        if self.held.get() != 0 {
+            self.wake_held_now();
+        }
         // A join half of the caller's is in its deque: waiting work.
         if !self.has_work() {
             return f();
         }
         let registry = &self.registry;
         let place = Place(self);
+        let stand_in = self.stand_in_holds.get();
         if !self
             .baton()
             .lend(|| registry.spares().stand_in(registry, place))
         {
             return f();
         }
-        // Away: until `take_place_back`, another thread holds the place,
-        // and this one touches none of its cells (only the registry, which
-        // never changes).
+        // Away: until `hold`, another thread holds the place, and this one
+        // touches none of its cells (only the registry, which never
+        // changes).
         CURRENT.with(|current| current.set(ptr::null()));
-        struct Back<'a>(&'a WorkerThread);
+        struct Back<'a>(&'a WorkerThread, bool);
         impl Drop for Back<'_> {
             fn drop(&mut self) {
-                self.0.take_place_back(true);
+                // `f` panicked: the frames it unwinds into may use the
+                // place, so wait for it here.
+                self.0.take_place_back(true, self.1);
             }
         }
-        let _back = Back(self);
+        let back = Back(self, stand_in);
+        // Away, this thread's spawns keep the job's priority.
         let running = self.running.get();
-        crate::sched::lanes::run_as(running, || run_away_from(&self.registry, f))
+        let result = crate::sched::lanes::run_as(running, || run_away_from(&self.registry, f));
+        std::mem::forget(back);
+        // Back early: without the place until `hold`, as a thread outside
+        // the pool that still reaches its pool (the pointer it puts back
+        // then).
+        let away = replace_away(ptr::from_ref(&self.registry));
+        PLACELESS.with(|placeless| {
+            placeless.set(Some(Placeless { stand_in, away }));
+        });
+        result
+    }
+
+    /// Makes sure this thread holds the place again before the caller
+    /// touches it: a no-op unless user code it called came back early from
+    /// `blocking` (then this thread is not the current worker), in which
+    /// case it takes the place back, waiting at most for the holder's
+    /// current job. Called where pool code resumes on a place after user
+    /// code: the end of a job, of a shared `join`'s first half, of a
+    /// `scope` body.
+    #[inline]
+    pub(crate) fn hold(&self) {
+        if !ptr::eq(CURRENT.with(Cell::get), self) {
+            self.hold_again();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn hold_again(&self) {
+        let placeless = PLACELESS
+            .with(Cell::take)
+            .expect("offload: a worker's frames resumed off its place, not back from blocking");
+        replace_away(placeless.away);
+        self.take_place_back(true, placeless.stand_in);
     }
 
     /// Waits until this thread, away from the place, holds it again; then
     /// it is this thread's current worker once more. `returning`: back from
     /// a blocking call (else it passed the place on from a wait or from its
-    /// loop; see `Baton::first_is_returning`).
-    fn take_place_back(&self, returning: bool) {
+    /// loop; see `Baton::first_is_returning`); `stand_in`: whether it holds
+    /// the place as a stand-in.
+    fn take_place_back(&self, returning: bool, stand_in: bool) {
         self.baton()
             .come_back(self.parker(), thread_parker(), returning);
         self.parker().rebind();
         self.runner().bind_current_thread();
+        self.stand_in_holds.set(stand_in);
         CURRENT.with(|current| current.set(self));
     }
 
@@ -249,6 +339,7 @@ impl WorkerThread {
         let _current = CurrentGuard;
         worker.parker().rebind();
         worker.runner().bind_current_thread();
+        worker.stand_in_holds.set(true);
         let passed = Cell::new(false);
         let stand_in = LoopQueues::stand_in(worker, &passed);
         worker_loop::run_until_terminated(&stand_in, || worker.registry.is_terminating());
@@ -275,9 +366,13 @@ impl WorkerThread {
             jobs_run: Cell::new(0),
             last_batch: Cell::new(None),
             spin: SpinLearner::default(),
+            stand_in_holds: Cell::new(false),
+            held: Cell::new(0),
+            held_since: Cell::new(None),
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
+        completions::set_completer(complete_on_current);
         worker.runner().bind_home_thread();
         // SAFETY: `worker` holds the registry alive until after this guard.
         let _cancel_scope =
@@ -286,6 +381,7 @@ impl WorkerThread {
             run_hook(|| hook(index));
         }
         worker_loop::run_until_terminated(&worker, || worker.registry.is_terminating());
+        worker.wake_held_now();
         if let Some(hook) = &worker.registry.on_stop {
             run_hook(|| hook(index));
         }
@@ -344,15 +440,118 @@ impl WorkerThread {
     #[inline]
     pub(crate) fn execute(&self, job: JobRef) {
         self.jobs_run.set(self.jobs_run.get().wrapping_add(1));
-        let tally = self.registry.stats().place(self.index);
-        // Jobs never unwind, so the previous priority is always restored.
+        let stats = self.registry.stats();
+        // A stand-in counts its jobs' ends apart: the thread it stands in
+        // for may finish its own job (counted on the place) meanwhile.
+        let tally = if self.stand_in_holds.get() {
+            stats.stand_in(self.index)
+        } else {
+            stats.place(self.index)
+        };
+        let held_before = self.held.get();
+        // Jobs never unwind, so the previous priority is always restored
+        // (once this thread holds the place again: the cell is the place's).
         let running = self.running.replace(job.priority());
         job.execute(self.registry.execution_mode(), &tally);
+        // The job may have come back early from `blocking`: the place
+        // first. (The mutant goes on without it: two threads then run the
+        // place's loop, and the one away never comes back.)
+        if !mutant!("worker_job_end_skips_hold") {
+            self.hold();
+        }
         self.running.set(running);
         // The Task count in `tally` is this place's progress for the
         // blocking detector; a flag it set while the job ran is ours to
         // clear.
         self.not_blocked();
+        let held = self.held.get();
+        if held != 0 {
+            if held == held_before {
+                // This job added nothing to the batch: nothing else awaits
+                // here (a loop awaiting one Task at a time), and holding on
+                // would only delay the Tasks held.
+                self.wake_held();
+            } else {
+                self.wake_held_if_due();
+            }
+        }
+    }
+
+    /// A Task's job completed on this worker and its waker is registered:
+    /// holds the wake-up back if a job waits behind this one and a
+    /// detector can wake it should this worker block (see
+    /// [`crate::task::completions`]); otherwise wakes what it holds, then
+    /// `waker`.
+    pub(crate) fn complete(&self, waker: &Waker) {
+        let hold = self.registry.detector().enabled()
+            && (!self.deque.is_empty() || self.registry.has_injected())
+            && self.jobs_are_short();
+        if !hold {
+            if self.held.get() != 0 {
+                self.wake_held();
+            }
+            waker.wake_by_ref();
+            return;
+        }
+        if self.held.get() == 0 {
+            self.held_since.set(Some(Instant::now()));
+        }
+        self.held.set(self.held.get() + 1);
+        if self.registry.deferred(self.index).push(waker.clone()) {
+            self.registry.sleep.dormancy().keep_awake();
+        }
+        if self.held.get() >= MAX_HELD {
+            self.wake_held();
+        }
+    }
+
+    /// Whether this worker's recent jobs took less than half
+    /// [`WINDOW`] each (the pace since its last take from the injector,
+    /// idleness included): then a wake-up held back now waits about the
+    /// window at most, and not behind a long job.
+    fn jobs_are_short(&self) -> bool {
+        let Some((then, jobs_then)) = self.last_batch.get() else {
+            return false;
+        };
+        let jobs = self.jobs_run.get().wrapping_sub(jobs_then).max(1);
+        then.elapsed() / u32::try_from(jobs).unwrap_or(u32::MAX) <= WINDOW / 2
+    }
+
+    /// Wakes what this place holds back once the oldest is [`WINDOW`] old.
+    #[cold]
+    fn wake_held_if_due(&self) {
+        if self
+            .held_since
+            .get()
+            .is_none_or(|since| since.elapsed() >= WINDOW)
+        {
+            self.wake_held();
+        }
+    }
+
+    /// Wakes every wake-up this place holds back, and those handed over,
+    /// from this thread now: it may not run again soon (it blocks, or
+    /// exits).
+    fn wake_held_now(&self) {
+        self.held.set(0);
+        self.held_since.set(None);
+        self.registry.deferred(self.index).wake_all();
+        completions::wake_handed();
+    }
+
+    /// Wakes every wake-up this place holds back: the first now, the rest
+    /// through the thread that polls its Task (see [`crate::task::completions`]).
+    pub(crate) fn wake_held(&self) {
+        self.held.set(0);
+        self.held_since.set(None);
+        let batch = self.registry.deferred(self.index).take();
+        if batch.is_empty() {
+            completions::wake_handed();
+        } else {
+            if completions::hand_over(batch) {
+                self.registry.sleep.dormancy().keep_awake();
+            }
+        }
     }
 
     /// How many jobs to take from the injector now: about [`BATCH_WORK`]
@@ -700,6 +899,9 @@ impl Queues for WorkerThread {
     }
 
     fn on_idle(&self) {
+        if self.held.get() != 0 {
+            self.wake_held();
+        }
         self.registry.request_share(self.index);
     }
 
@@ -732,8 +934,9 @@ impl Queues for WorkerThread {
     fn pass_place(&self) -> bool {
         // This thread has frames on the place (it is the home thread, or
         // inside a job): it waits for the place back.
+        let stand_in = self.stand_in_holds.get();
         if self.baton().pass(true) {
-            self.take_place_back(false);
+            self.take_place_back(false, stand_in);
         }
         false
     }
@@ -885,17 +1088,17 @@ pub(crate) fn thread_parker() -> StdArc<Parker> {
     StdArc::new(Parker::new())
 }
 
-/// Waits outside the pool until `done()` or `deadline`: spins as an idle
-/// worker does (a short job's result often arrives within microseconds,
-/// sooner than a futex wake-up), then parks on `parker`, which the
-/// completion unparks.
+/// Waits outside the pool until `done()` or `deadline`: spins a little (a
+/// short job's result often arrives within microseconds, sooner than a
+/// futex wake-up), without yielding (see [`SPIN_ROUNDS`]), then parks on
+/// `parker`, which the completion unparks.
 pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline: Option<Instant>) {
     #[allow(clippy::reversed_empty_ranges)] // SPIN_ROUNDS is 0 under loom
     for round in 0..SPIN_ROUNDS {
         if done() {
             return;
         }
-        pause(round);
+        spin_hints(round);
     }
     while !done() {
         match deadline {
@@ -922,11 +1125,23 @@ pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) 
     f()
 }
 
+/// Sets the pool that the free functions reach when no worker runs on
+/// this thread (null: none), and returns the previous one: for a thread
+/// back early from `blocking`, until it is on its place again (see
+/// [`WorkerThread::blocking`]). The caller keeps `registry` alive until it
+/// puts the previous one back.
+fn replace_away(registry: *const Arc<Registry>) -> *const Arc<Registry> {
+    AWAY.with(|away| away.replace(registry))
+}
+
 /// The pool of the thread away from it, if any (see [`run_away_from`]).
 pub(crate) fn with_away<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
     let away = AWAY.with(Cell::get);
     // SAFETY: AWAY is non-null only inside `run_away_from`, whose caller
     // keeps the registry alive (a `WorkerThread` on this thread's stack, or
-    // a spare's own handle) for the call, and this borrow cannot escape `f`.
+    // a spare's own handle) for the call, or between `replace_away` calls
+    // of a thread back early from `blocking`, whose `WorkerThread` (which
+    // holds the registry) outlives them (the thread has frames on it); and
+    // this borrow cannot escape `f`.
     f(unsafe { away.as_ref() })
 }

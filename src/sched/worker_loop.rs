@@ -38,11 +38,18 @@ use std::time::{Duration, Instant};
 use crate::sched::sleep::{Sleep, Spinning};
 use crate::sync;
 
-/// Spin rounds of a thread waiting outside the pool (see [`pause`]); zero
-/// under loom, where no worker spins either (spinning only multiplies
+/// Spin rounds of a thread waiting outside the pool before it parks (see
+/// [`spin_hints`]: 127 spin hints in all, a few microseconds); zero under
+/// loom, where no worker spins either (spinning only multiplies
 /// interleavings, and a worker returns from `sleep` a spinner that looks
 /// again anyway).
-pub(crate) const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 16 };
+///
+/// Such a thread never yields: on a machine whose cores are all busy, a
+/// `yield_now` puts it behind the busy threads, and a result that arrives
+/// meanwhile waits for its next time slice (milliseconds: a one-query
+/// `spawn_blocking` job under CPU load answered 3 ms late at the median),
+/// where a parked thread woken by the completion runs at once.
+pub(crate) const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { SPIN_HINT_ROUNDS };
 
 /// Rounds that pause with spin hints; later rounds yield the CPU instead.
 const SPIN_HINT_ROUNDS: u32 = 7;
@@ -331,10 +338,16 @@ pub(crate) fn run_until_deadline<Q: Queues>(
 /// thread it waits for run.
 pub(crate) fn pause(round: u32) {
     if round < SPIN_HINT_ROUNDS {
-        for _ in 0..1u32 << round {
-            sync::spin_loop();
-        }
+        spin_hints(round);
     } else {
         sync::thread::yield_now();
+    }
+}
+
+/// The pause of a thread waiting outside the pool, round `round` (below
+/// [`SPIN_ROUNDS`]): `2^round` spin hints, never a yield.
+pub(crate) fn spin_hints(round: u32) {
+    for _ in 0..1u32 << round {
+        sync::spin_loop();
     }
 }

@@ -286,9 +286,10 @@ where
                     // a waker and the task side no longer writes it.
                     if let Some(waker) = unsafe { &*waker } {
                         // A user's waker may panic; the worker must not.
-                        if let Err(payload) =
-                            panic::catch_unwind(AssertUnwindSafe(|| waker.wake_by_ref()))
-                        {
+                        // A worker may hold the wake-up back while jobs
+                        // wait (see `crate::task::completions`).
+                        let wake = || crate::task::completions::wake_completed(waker);
+                        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(wake)) {
                             drop_quietly(payload);
                         }
                     }
@@ -424,6 +425,16 @@ where
 /// job of a few microseconds
 /// costs the loop about as much awaited as run inline; offload pays off
 /// for longer jobs (README, *When to use what*).
+///
+/// **Wake-ups under a backlog.** While jobs queue behind the one that
+/// completes a Task, its worker may hold the Task's wake-up back for up to
+/// 250 µs (plus the short job it runs then), to wake an event loop that
+/// awaits many Tasks once per batch instead of once per job (a loop's
+/// park and wake-up cost it several microseconds of CPU each). Only
+/// workers whose recent jobs are short do so, only in a pool with blocking
+/// detection ([`Builder::detect_blocking`](crate::Builder::detect_blocking),
+/// whose detector wakes what a blocked worker holds), and never for a
+/// Task awaited alone behind a backlog for longer than one job.
 ///
 /// **Dropping a Task cancels its job**: if the job has not started yet, it
 /// will never run, and its closure is dropped at once; if it is running,
@@ -685,6 +696,10 @@ impl<T> Future for Task<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.register_waker(cx.waker(), true) {
+            // The rest of a batch whose first wake-up may have been this
+            // Task's: woken from this thread, which runs anyway (see
+            // `crate::task::completions`).
+            crate::task::completions::wake_handed();
             Poll::Ready(this.take_output())
         } else {
             Poll::Pending

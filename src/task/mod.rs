@@ -11,6 +11,9 @@
 //!   [`Mode`](job::Mode), the type-erased job every queue holds.
 //! - [`poll_spin`]: how long a Task's first poll watches its cell before it
 //!   registers its waker (a per-thread hint).
+//! - [`completions`]: completion wake-ups a worker holds back while the
+//!   pool is backlogged, and the rest of a batch that the thread polling
+//!   a Task to completion wakes (an event loop is woken once per batch).
 //! - [`context`]: what a job carries from where it was made to where it
 //!   runs (the `tracing` span).
 //!
@@ -20,6 +23,7 @@
 //! cancellation bit and the queue slot a Task's job holds) and `observe/`
 //! (the counters a job bumps). Nothing here knows the scheduler.
 
+pub(crate) mod completions;
 pub(crate) mod context;
 pub(crate) mod handoff;
 pub(crate) mod job;
