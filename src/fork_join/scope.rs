@@ -127,7 +127,7 @@ where
     if crate::blocking::detect::is_helping(registry) {
         let parker = crate::sched::worker::thread_parker();
         return run_scope(registry, &parker, op, |done| {
-            crate::sched::worker::spin_then_park(&parker, done, None);
+            crate::sched::worker::spin_yield_then_park(&parker, done);
         });
     }
     crate::fork_join::parts::in_worker(registry, priority, |worker| scope_on_worker(worker, op))

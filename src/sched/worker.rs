@@ -1100,6 +1100,26 @@ pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline:
         }
         spin_hints(round);
     }
+    park_until(parker, done, deadline);
+}
+
+/// Waits outside the pool for a fork-join computation (`install`, `join`,
+/// `scope` called from outside) until `done()`: spins and then yields as an
+/// idle worker does (see [`worker_loop::FORK_JOIN_SPIN_ROUNDS`]), then
+/// parks on `parker`, which the computation's end unparks.
+pub(crate) fn spin_yield_then_park(parker: &Parker, done: impl Fn() -> bool) {
+    #[allow(clippy::reversed_empty_ranges)] // the rounds are 0 under loom
+    for round in 0..worker_loop::FORK_JOIN_SPIN_ROUNDS {
+        if done() {
+            return;
+        }
+        worker_loop::pause(round);
+    }
+    park_until(parker, done, None);
+}
+
+/// Parks on `parker` until `done()` or `deadline`.
+fn park_until(parker: &Parker, done: impl Fn() -> bool, deadline: Option<Instant>) {
     while !done() {
         match deadline {
             None => parker.park(),
