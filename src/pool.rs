@@ -71,6 +71,13 @@ impl Pool {
     /// # Panics
     /// If the operating system refuses to start a thread; use
     /// [`Pool::builder`] to handle that error.
+    ///
+    /// ```
+    /// let pool = offload::Pool::new();
+    /// assert!(pool.threads() >= 1);
+    /// assert_eq!(pool.spawn(|| 2 + 2).wait().unwrap(), 4);
+    /// pool.shutdown();
+    /// ```
     #[must_use]
     pub fn new() -> Pool {
         Pool::builder()
@@ -120,6 +127,13 @@ impl Pool {
     }
 
     /// A [`Builder`] to configure a pool.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).build()?;
+    /// assert_eq!(pool.threads(), 2);
+    /// pool.shutdown();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -196,6 +210,14 @@ impl Pool {
 
     /// The priority this handle's submissions carry (`Normal` unless it was
     /// made by [`with_priority`](Pool::with_priority)).
+    ///
+    /// ```
+    /// use offload::Priority;
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// assert_eq!(pool.priority(), Priority::Normal);
+    /// assert_eq!(pool.with_priority(Priority::High).priority(), Priority::High);
+    /// pool.shutdown();
+    /// ```
     #[must_use]
     pub fn priority(&self) -> Priority {
         self.priority
@@ -207,6 +229,12 @@ impl Pool {
     }
 
     /// The number of worker threads.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// assert_eq!(pool.threads(), 2);
+    /// pool.shutdown();
+    /// ```
     #[must_use]
     pub fn threads(&self) -> usize {
         self.registry.num_threads()
@@ -214,6 +242,15 @@ impl Pool {
 
     /// The bound on jobs waiting to start set by
     /// [`Builder::max_queued`], or `None` for an unbounded pool.
+    ///
+    /// ```
+    /// let bounded = offload::Pool::builder().threads(1).max_queued(64).build().unwrap();
+    /// assert_eq!(bounded.max_queued(), Some(64));
+    /// let unbounded = offload::Pool::builder().threads(1).build().unwrap();
+    /// assert_eq!(unbounded.max_queued(), None);
+    /// bounded.shutdown();
+    /// unbounded.shutdown();
+    /// ```
     #[must_use]
     pub fn max_queued(&self) -> Option<usize> {
         self.registry.slots().map(|slots| slots.max())
@@ -405,6 +442,12 @@ impl Pool {
     }
 
     /// [`Builder::max_blocking_threads`]: the most spare threads at once.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).max_blocking_threads(4).build().unwrap();
+    /// assert_eq!(pool.max_blocking_threads(), 4);
+    /// pool.shutdown();
+    /// ```
     #[must_use]
     pub fn max_blocking_threads(&self) -> usize {
         self.registry.spares().max()
@@ -449,6 +492,18 @@ impl Pool {
     /// # Panics
     /// Re-raises the first panic of the body or of a job, after every job
     /// finished. Panics if the pool has been shut down.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// let mut halves = [0u64; 2];
+    /// let (lo, hi) = halves.split_at_mut(1);
+    /// pool.scope(|s| {
+    ///     s.spawn(move |_| lo[0] = (1..=50).sum());
+    ///     s.spawn(move |_| hi[0] = (51..=100).sum());
+    /// });
+    /// assert_eq!(halves[0] + halves[1], 5050);
+    /// pool.shutdown();
+    /// ```
     pub fn scope<'scope, OP, R>(&self, op: OP) -> R
     where
         OP: FnOnce(&Scope<'scope>) -> R + Send,
@@ -496,6 +551,15 @@ impl Pool {
     /// cannot wait for itself: it only starts the shutdown. Called from a
     /// worker of another pool, that worker runs its own pool's jobs while it
     /// waits.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// let queued = pool.spawn(|| 7);
+    /// pool.shutdown(); // the queued job still runs
+    /// assert_eq!(queued.wait().unwrap(), 7);
+    /// // A spawn after shutdown resolves as cancelled.
+    /// assert!(pool.spawn(|| 8).wait().unwrap_err().is_cancelled());
+    /// ```
     pub fn shutdown(&self) {
         self.registry.terminate(false);
         self.wait_for_workers();
@@ -606,6 +670,14 @@ impl Pool {
     /// [`shutdown_async`](Pool::shutdown_async)). As `shutdown_now` does,
     /// it cancels every queued job before it returns: their Tasks have
     /// resolved by then, even while every worker is stuck in a job.
+    ///
+    /// ```
+    /// # pollster::block_on(async {
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// pool.shutdown_now_async().await; // every worker has exited
+    /// assert!(pool.spawn(|| 1).await.unwrap_err().is_cancelled());
+    /// # });
+    /// ```
     pub fn shutdown_now_async(&self) -> Shutdown {
         self.registry.terminate(true);
         Shutdown {
@@ -669,6 +741,16 @@ impl fmt::Debug for Pool {
 /// dropping this future only stops the waiting. Any executor can await it;
 /// awaiting it on one of the pool's own workers never resolves, since that
 /// worker cannot exit while it waits.
+///
+/// ```
+/// # pollster::block_on(async {
+/// let pool = offload::Pool::builder().threads(1).build().unwrap();
+/// let queued = pool.spawn(|| 1);
+/// let shutdown: offload::Shutdown = pool.shutdown_async();
+/// shutdown.await; // the queued job ran, the threads exited
+/// assert_eq!(queued.await.unwrap(), 1);
+/// # });
+/// ```
 #[must_use = "the shutdown has started; await this to wait until the threads exited"]
 pub struct Shutdown {
     registry: Arc<Registry>,
@@ -769,6 +851,12 @@ impl Builder {
     /// ones included), more than `threads` only during those overlaps, and
     /// [`spawn_blocking`](Pool::spawn_blocking) jobs on spare threads of
     /// their own.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).build().unwrap();
+    /// assert_eq!(pool.threads(), 2);
+    /// pool.shutdown();
+    /// ```
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
         self
@@ -793,6 +881,16 @@ impl Builder {
     /// duration `d`, take `n ≈ t × (w / d − 1)`: for 2 ms jobs on 8
     /// threads and a 10 ms bound, 32; for a bound of two job durations,
     /// `n = t`. (`examples/overload.rs` measures it.)
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).max_queued(128).build().unwrap();
+    /// assert_eq!(pool.max_queued(), Some(128));
+    /// match pool.try_spawn(|| 1) {
+    ///     Ok(task) => assert_eq!(task.wait().unwrap(), 1),
+    ///     Err(busy) => assert!(busy.is_full()), // shed the request
+    /// }
+    /// pool.shutdown();
+    /// ```
     pub fn max_queued(mut self, max: usize) -> Self {
         self.max_queued = Some(max);
         self
@@ -833,6 +931,14 @@ impl Builder {
     /// [`Pool::spawn_blocking`]: wrapped in [`blocking`](crate::blocking)
     /// inside a [`Pool::spawn`] job it would first wait in the queue behind
     /// the CPU jobs and then take a stand-in.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).max_blocking_threads(2).build().unwrap();
+    /// assert_eq!(pool.max_blocking_threads(), 2);
+    /// let read = pool.spawn_blocking(|| std::fs::metadata(".").is_ok());
+    /// assert!(read.wait().unwrap());
+    /// pool.shutdown();
+    /// ```
     pub fn max_blocking_threads(mut self, max: usize) -> Self {
         self.max_blocking_threads = Some(max);
         self
@@ -846,6 +952,12 @@ impl Builder {
     ///
     /// Plain `spawn_blocking` is never refused: its jobs are queued past
     /// the bound and counted, so they delay the next admission.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).max_queued_blocking(16).build().unwrap();
+    /// assert_eq!(pool.spawn_blocking(|| 5).wait().unwrap(), 5);
+    /// pool.shutdown();
+    /// ```
     pub fn max_queued_blocking(mut self, max: usize) -> Self {
         self.max_queued_blocking = Some(max);
         self
@@ -853,6 +965,17 @@ impl Builder {
 
     /// How long an idle spare thread waits for work before it exits
     /// (default: 10 s, as tokio's blocking pool).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = offload::Pool::builder()
+    ///     .threads(1)
+    ///     .blocking_keep_alive(Duration::from_millis(100))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.spawn_blocking(|| 5).wait().unwrap(), 5);
+    /// pool.shutdown();
+    /// ```
     pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Self {
         self.blocking_keep_alive = Some(keep_alive);
         self
@@ -931,6 +1054,17 @@ impl Builder {
     /// (see [`max_blocking_threads`](Builder::max_blocking_threads)) take
     /// the indices from `threads` on, one more for each one started
     /// (default: `offload-blocking-{k}`).
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder()
+    ///     .threads(1)
+    ///     .thread_name(|i| format!("cpu-{i}"))
+    ///     .build()
+    ///     .unwrap();
+    /// let name = pool.spawn(|| std::thread::current().name().map(String::from));
+    /// assert!(name.wait().unwrap().unwrap().starts_with("cpu-"));
+    /// pool.shutdown();
+    /// ```
     pub fn thread_name(mut self, name: impl Fn(usize) -> String + Send + Sync + 'static) -> Self {
         self.thread_name = Some(Box::new(name));
         self
@@ -938,6 +1072,16 @@ impl Builder {
 
     /// The stack size of each worker, in bytes (default: the standard
     /// library's, 2 MiB).
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).stack_size(4 << 20).build().unwrap();
+    /// let big = pool.spawn(|| {
+    ///     let buf = [1u8; 1 << 20]; // 1 MiB on the worker's stack
+    ///     buf.iter().map(|&b| u32::from(b)).sum::<u32>()
+    /// });
+    /// assert_eq!(big.wait().unwrap(), 1 << 20);
+    /// pool.shutdown();
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
         self
@@ -1059,6 +1203,22 @@ impl Builder {
     /// idle for [`blocking_keep_alive`](Builder::blocking_keep_alive) or the
     /// pool shuts down. A panic in the hook is reported by the panic hook
     /// and then ignored.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// let stopped = Arc::new(AtomicUsize::new(0));
+    /// let counter = Arc::clone(&stopped);
+    /// let pool = offload::Pool::builder()
+    ///     .threads(2)
+    ///     .on_thread_stop(move |_| {
+    ///         counter.fetch_add(1, Ordering::SeqCst);
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// pool.shutdown(); // waits for both workers to exit
+    /// assert_eq!(stopped.load(Ordering::SeqCst), 2);
+    /// ```
     pub fn on_thread_stop(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.on_stop = Some(Box::new(hook));
         self
@@ -1067,6 +1227,13 @@ impl Builder {
     /// Starts the threads. If one cannot be started, those already started
     /// are shut down and the error is returned; a panic of `thread_name`
     /// shuts them down too before it propagates.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(2).build()?;
+    /// assert_eq!(pool.spawn(|| 6 * 7).wait().unwrap(), 42);
+    /// pool.shutdown();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn build(self) -> io::Result<Pool> {
         let threads = self.threads.unwrap_or_else(num_cpus::get);
         if threads == 0 {
@@ -1166,6 +1333,17 @@ impl Builder {
     /// [`AlreadyExists`](io::ErrorKind::AlreadyExists) if the global pool
     /// already exists (built, or created on first use); otherwise as
     /// [`build`](Builder::build).
+    ///
+    /// ```
+    /// use std::io::ErrorKind;
+    /// offload::Pool::builder().threads(2).build_global()?;
+    /// assert_eq!(offload::Pool::global().threads(), 2);
+    /// assert_eq!(offload::spawn(|| 6 * 7).wait().unwrap(), 42);
+    /// // Only the first call configures it.
+    /// let again = offload::Pool::builder().threads(1).build_global();
+    /// assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn build_global(self) -> io::Result<()> {
         let already_exists = || {
             io::Error::new(
