@@ -57,6 +57,13 @@ impl JoinError {
     }
 
     /// Whether the job panicked.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// let err = pool.spawn(|| -> u32 { panic!("boom") }).wait().unwrap_err();
+    /// assert!(err.is_panic() && !err.is_cancelled());
+    /// pool.shutdown();
+    /// ```
     #[must_use]
     pub fn is_panic(&self) -> bool {
         matches!(self.repr, Repr::Panic(_))
@@ -69,6 +76,13 @@ impl JoinError {
     /// `panic = "unwind"`, the default). A job that checks
     /// [`is_cancelled`](crate::is_cancelled) and returns early resolves to
     /// what it returned instead.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// pool.shutdown();
+    /// let err = pool.spawn(|| 1).wait().unwrap_err();
+    /// assert!(err.is_cancelled() && !err.is_panic());
+    /// ```
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
         matches!(self.repr, Repr::Cancelled)
@@ -79,6 +93,14 @@ impl JoinError {
     ///
     /// # Panics
     /// If the error is a cancellation ([`is_cancelled`](Self::is_cancelled)).
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// let err = pool.spawn(|| -> u32 { panic!("boom") }).wait().unwrap_err();
+    /// let payload = err.into_panic(); // or std::panic::resume_unwind(payload)
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+    /// pool.shutdown();
+    /// ```
     #[must_use]
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
         self.try_into_panic()
@@ -86,6 +108,14 @@ impl JoinError {
     }
 
     /// The panic payload, or the error back if it is a cancellation.
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).build().unwrap();
+    /// pool.shutdown();
+    /// let err = pool.spawn(|| 1).wait().unwrap_err();
+    /// let err = err.try_into_panic().unwrap_err(); // a cancellation has no payload
+    /// assert!(err.is_cancelled());
+    /// ```
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
         match self.repr {
             Repr::Panic(payload) => Ok(payload.0),

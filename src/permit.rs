@@ -278,18 +278,24 @@ impl<F> TrySpawnError<F> {
     /// waiting to start (or a [`reserve`](Pool::reserve) waiter was first in
     /// line for the next free slot); from [`Pool::try_spawn_blocking`], the
     /// blocking queue held [`max_queued_blocking`](crate::Builder::max_queued_blocking).
+    ///
+    /// See the example on [`TrySpawnError`].
     #[must_use]
     pub fn is_full(&self) -> bool {
         self.full
     }
 
     /// The pool was shut down.
+    ///
+    /// See the example on [`TrySpawnError`].
     #[must_use]
     pub fn is_shutdown(&self) -> bool {
         !self.full
     }
 
     /// The job that was refused, never run.
+    ///
+    /// See the example on [`TrySpawnError`].
     pub fn into_inner(self) -> F {
         self.job
     }
@@ -346,12 +352,16 @@ impl TryReserveError {
     /// waiting to start (unused permits included), or a
     /// [`reserve`](Pool::reserve) waiter was first in line for the next
     /// free slot.
+    ///
+    /// See the example on [`TryReserveError`].
     #[must_use]
     pub fn is_full(&self) -> bool {
         self.full
     }
 
     /// The pool was shut down.
+    ///
+    /// See the example on [`TryReserveError`].
     #[must_use]
     pub fn is_shutdown(&self) -> bool {
         !self.full
@@ -371,6 +381,15 @@ impl fmt::Display for TryReserveError {
 impl Error for TryReserveError {}
 
 /// [`Pool::reserve`] found the pool shut down (before or while waiting).
+///
+/// ```
+/// # pollster::block_on(async {
+/// let pool = offload::Pool::builder().threads(1).max_queued(4).build().unwrap();
+/// pool.shutdown();
+/// let err: offload::ShutdownError = pool.reserve().await.unwrap_err();
+/// assert_eq!(err.to_string(), "offload: the pool has been shut down");
+/// # });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownError(());
 
@@ -417,6 +436,15 @@ impl Permit {
     /// Queues `job` in the reserved slot and returns its [`Task`], as
     /// [`Pool::spawn`] does. If the pool has been shut down meanwhile, the
     /// Task is already cancelled (and the slot freed).
+    ///
+    /// ```
+    /// let pool = offload::Pool::builder().threads(1).max_queued(4).build().unwrap();
+    /// let permit = pool.reserve().wait().unwrap();
+    /// assert_eq!(permit.spawn(|| 6 * 7).wait().unwrap(), 42);
+    /// let late = pool.reserve().wait().unwrap();
+    /// pool.shutdown();
+    /// assert!(late.spawn(|| 1).wait().unwrap_err().is_cancelled());
+    /// ```
     pub fn spawn<F, T>(self, job: F) -> Task<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -439,6 +467,14 @@ impl fmt::Debug for Permit {
 /// slot is free for it, first come first served, or to a [`ShutdownError`]
 /// once the pool is shut down. It holds no thread while it waits; dropping
 /// it leaves the line.
+///
+/// ```
+/// let pool = offload::Pool::builder().threads(1).max_queued(2).build().unwrap();
+/// let reserve: offload::Reserve = pool.reserve(); // first in line
+/// let permit = pollster::block_on(reserve).unwrap();
+/// assert_eq!(permit.spawn(|| 3).wait().unwrap(), 3);
+/// pool.shutdown();
+/// ```
 #[must_use = "a Reserve does nothing unless awaited"]
 pub struct Reserve {
     pool: Pool,
@@ -488,6 +524,17 @@ impl Reserve {
     /// the reservation is dropped (the line left). On a worker the deadline
     /// is checked between the jobs it runs meanwhile, as for
     /// [`Task::wait_timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = offload::Pool::builder().threads(1).max_queued(4).build().unwrap();
+    /// match pool.reserve().wait_timeout(Duration::from_secs(5)) {
+    ///     Some(Ok(permit)) => assert_eq!(permit.spawn(|| 1).wait().unwrap(), 1),
+    ///     Some(Err(shut_down)) => unreachable!("{shut_down}"),
+    ///     None => unreachable!("the queue is empty: a slot is free at once"),
+    /// }
+    /// pool.shutdown();
+    /// ```
     pub fn wait_timeout(self, timeout: Duration) -> Option<Result<Permit, ShutdownError>> {
         self.block(Some(timeout))
     }

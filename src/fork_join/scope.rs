@@ -51,6 +51,16 @@ impl<'scope> Scope<'scope> {
     /// Queues `job` on the pool; it may borrow anything that outlives the
     /// scope. The scope waits for it before returning; a panic in it is
     /// re-raised by the scope once every job has finished.
+    ///
+    /// ```
+    /// let mut squares = vec![0; 4];
+    /// offload::scope(|s| {
+    ///     for (i, slot) in squares.iter_mut().enumerate() {
+    ///         s.spawn(move |_| *slot = i * i);
+    ///     }
+    /// });
+    /// assert_eq!(squares, [0, 1, 4, 9]);
+    /// ```
     pub fn spawn<F>(&self, job: F)
     where
         F: FnOnce(&Scope<'scope>) + Send + 'scope,
