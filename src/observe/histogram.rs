@@ -165,36 +165,48 @@ impl Histogram {
     }
 
     /// How many durations were recorded.
+    ///
+    /// See the example on [`Histogram`].
     #[must_use]
     pub fn count(&self) -> u64 {
         self.count
     }
 
     /// Whether no duration was recorded.
+    ///
+    /// See the example on [`Histogram`].
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// The median (see [`quantile`](Histogram::quantile)).
+    ///
+    /// See the example on [`Histogram`].
     #[must_use]
     pub fn p50(&self) -> Duration {
         self.quantile(0.5)
     }
 
     /// The 99th percentile (see [`quantile`](Histogram::quantile)).
+    ///
+    /// See the example on [`Histogram`].
     #[must_use]
     pub fn p99(&self) -> Duration {
         self.quantile(0.99)
     }
 
     /// The largest duration recorded, exact.
+    ///
+    /// See the example on [`Histogram`].
     #[must_use]
     pub fn max(&self) -> Duration {
         Duration::from_nanos(self.max)
     }
 
     /// The mean duration, exact (up to the nanosecond).
+    ///
+    /// See the example on [`Histogram`].
     #[must_use]
     pub fn mean(&self) -> Duration {
         Duration::from_nanos(self.sum.checked_div(self.count).unwrap_or(0))
@@ -205,6 +217,8 @@ impl Histogram {
     /// `⌈q × count⌉`th duration, reported as that bucket's largest value
     /// (at most 25% above the true quantile) and at most
     /// [`max`](Histogram::max). Zero if the histogram is empty.
+    ///
+    /// See the example on [`Histogram`].
     #[must_use]
     pub fn quantile(&self, q: f64) -> Duration {
         if self.count == 0 {

@@ -622,12 +622,16 @@ impl Metrics {
     }
 
     /// The number of worker threads ([`Pool::threads`](crate::Pool::threads)).
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn threads(&self) -> usize {
         self.threads
     }
 
     /// The time since the pool was built.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn uptime(&self) -> Duration {
         self.uptime
@@ -638,6 +642,8 @@ impl Metrics {
     /// thread, and jobs whose Task was cancelled while they were queued
     /// until a worker reaches them (they are counted as
     /// [`cancelled`](Metrics::cancelled) then).
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn queued(&self) -> u64 {
         self.spawned
@@ -722,6 +728,8 @@ impl Metrics {
     /// Jobs running now: started and not finished. Includes jobs on spare
     /// threads (`spawn_blocking`), and jobs that wait (on a Task, a
     /// `join`) while their worker runs other jobs.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn running(&self) -> u64 {
         self.started
@@ -733,6 +741,8 @@ impl Metrics {
     /// Tasks spawned since the pool was built, including those spawned
     /// after a shutdown (which are cancelled at once). Refused
     /// `try_spawn`s are not: see [`refused`](Metrics::refused).
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn spawned(&self) -> u64 {
         self.spawned
@@ -740,6 +750,8 @@ impl Metrics {
 
     /// Jobs that ran and returned (also those that returned early after
     /// seeing [`is_cancelled`](crate::is_cancelled)).
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn completed(&self) -> u64 {
         self.completed
@@ -747,6 +759,8 @@ impl Metrics {
 
     /// Jobs that ran and panicked (their Task resolved to a panic
     /// [`JoinError`](crate::JoinError)).
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn panicked(&self) -> u64 {
         self.panicked
@@ -756,6 +770,8 @@ impl Metrics {
     /// [`cancel`](crate::Task::cancel)led) before they started, or by a
     /// shutdown. A Task cancelled while its job is queued counts when a
     /// worker reaches the job (at the latest at shutdown).
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn cancelled(&self) -> u64 {
         self.cancelled
@@ -765,6 +781,8 @@ impl Metrics {
     /// [`stop_if_cancelled`](crate::stop_if_cancelled) (their Tasks
     /// resolved as cancelled). Once every job has ended, `spawned =
     /// completed + panicked + cancelled + stopped`.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn stopped(&self) -> u64 {
         self.stopped
@@ -773,6 +791,8 @@ impl Metrics {
     /// [`try_spawn`](crate::Pool::try_spawn) and
     /// [`try_reserve`](crate::Pool::try_reserve) calls refused, as full or
     /// after shutdown.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn refused(&self) -> u64 {
         self.refused
@@ -784,6 +804,8 @@ impl Metrics {
     /// work and the short spin before a sleep all count as awake; so does
     /// a job blocked without [`blocking`](crate::blocking). Measured where
     /// a worker falls asleep and wakes up, not per job.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn busy(&self) -> &[Duration] {
         &self.busy
@@ -793,6 +815,8 @@ impl Metrics {
     /// worker's deque (each is the job it runs next and up to half of
     /// what the other worker had queued). Batches taken from the queue of
     /// submissions from outside the pool do not count.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn steals(&self) -> u64 {
         self.steals
@@ -800,6 +824,8 @@ impl Metrics {
 
     /// Queue wait of the sampled jobs (see above): from the spawn to the
     /// start of the job.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn queue_wait(&self) -> &Histogram {
         &self.queue_wait
@@ -807,6 +833,8 @@ impl Metrics {
 
     /// Run time of the sampled jobs (see above): from the start of the job
     /// to its end, waits inside it included.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn run_time(&self) -> &Histogram {
         &self.run_time
@@ -817,6 +845,8 @@ impl Metrics {
     /// back from it and finishing their job (a job's Task may resolve
     /// before its thread has its place again), or waiting to take their
     /// place again.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn blocked(&self) -> usize {
         self.blocked
@@ -828,6 +858,8 @@ impl Metrics {
     /// so that unmarked blocking that came and went between two snapshots
     /// leaves a trace (compare with [`since`](Metrics::since)). Each time a
     /// worker (or a helper) is found blocked inside a job counts once.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn detected_total(&self) -> u64 {
         self.detected_total
@@ -838,6 +870,8 @@ impl Metrics {
     /// [`Builder::detect_blocking`](crate::Builder::detect_blocking)):
     /// each has a spare thread running the pool's other jobs meanwhile
     /// while jobs wait.
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn detected_blocked(&self) -> usize {
         self.detected_blocked
@@ -846,6 +880,8 @@ impl Metrics {
     /// Spare threads alive now (running `spawn_blocking` jobs, standing in
     /// for workers in `blocking`, or idle until
     /// [`blocking_keep_alive`](crate::Builder::blocking_keep_alive)).
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn spare_threads(&self) -> usize {
         self.spare_threads
@@ -853,6 +889,8 @@ impl Metrics {
 
     /// [`reserve`](crate::Pool::reserve) waiters in line for a queue slot
     /// now (zero on an unbounded pool).
+    ///
+    /// See the example on [`Metrics`].
     #[must_use]
     pub fn reserve_waiters(&self) -> usize {
         self.reserve_waiters

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 /// binary shows addresses only.
 ///
 /// [`Stall::stack`]: crate::Stall::stack
+///
+/// See the example on [`Stall`](crate::Stall).
 #[derive(Clone, Debug)]
 pub struct Frame {
     address: usize,
@@ -22,21 +24,29 @@ pub struct Frame {
 impl Frame {
     /// The instruction address (for the innermost frame, where the thread
     /// was interrupted; for the others, the return address).
+    ///
+    /// See the example on [`Stall`](crate::Stall).
     pub fn address(&self) -> usize {
         self.address
     }
 
     /// The function's demangled name, without Rust's hash suffix.
+    ///
+    /// See the example on [`Stall`](crate::Stall).
     pub fn function(&self) -> Option<&str> {
         self.function.as_deref()
     }
 
     /// The source file, where debug info tells.
+    ///
+    /// See the example on [`Stall`](crate::Stall).
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
     }
 
     /// The source line, where debug info tells.
+    ///
+    /// See the example on [`Stall`](crate::Stall).
     pub fn line(&self) -> Option<u32> {
         self.line
     }

@@ -130,6 +130,8 @@ impl LoopWatch {
     ///
     /// # Panics
     /// If `threshold` is zero.
+    ///
+    /// See the example on [`LoopWatch`].
     pub fn new(threshold: Duration) -> Self {
         assert!(
             !threshold.is_zero(),
@@ -159,6 +161,12 @@ impl LoopWatch {
     ///
     /// # Panics
     /// If `period` is zero.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let watch = offload::LoopWatch::new(Duration::from_millis(50)).period(Duration::from_millis(10));
+    /// assert_eq!(watch.threshold(), Duration::from_millis(50));
+    /// ```
     pub fn period(mut self, period: Duration) -> Self {
         assert!(
             !period.is_zero(),
@@ -171,6 +179,8 @@ impl LoopWatch {
     /// Sets the reporter, called on the watcher thread for each [`Stall`]:
     /// once while it is going on ([`Stall::is_ongoing`]), once when the loop
     /// is back. A panic in it is caught; the watch goes on.
+    ///
+    /// See the example on [`LoopWatch`].
     pub fn on_stall(mut self, report: impl Fn(&Stall) + Send + Sync + 'static) -> Self {
         self.configure(|watched| *lock(&watched.reporter) = Arc::new(report));
         self
@@ -178,6 +188,8 @@ impl LoopWatch {
 
     /// A handle on this watch's figures, readable from any thread, that
     /// outlives the watch.
+    ///
+    /// See the example on [`LoopWatch`].
     pub fn stats(&self) -> LoopStats {
         LoopStats {
             lags: self.watched.lags.clone(),
@@ -185,6 +197,12 @@ impl LoopWatch {
     }
 
     /// The threshold this watch was made with.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let watch = offload::LoopWatch::new(Duration::from_millis(50)).period(Duration::from_millis(10));
+    /// assert_eq!(watch.threshold(), Duration::from_millis(50));
+    /// ```
     pub fn threshold(&self) -> Duration {
         Duration::from_nanos(self.watched.threshold)
     }
@@ -233,6 +251,42 @@ impl fmt::Debug for LoopWatch {
 /// reporter. Its `Display` is the [`summary`](Self::summary) line followed
 /// by at most 8 of the application's own frames; the alternate form
 /// (`{:#}`) prints the whole stack (one frame a line, innermost first).
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let (tx, stalls) = mpsc::channel();
+/// let watch = offload::LoopWatch::new(Duration::from_millis(20)).on_stall(move |stall| {
+///     if stall.is_ongoing() {
+///         let _ = tx.send(stall.clone());
+///     }
+/// });
+/// rt.block_on(async {
+///     let watching = tokio::spawn(watch);
+///     tokio::task::yield_now().await; // the watch's first poll
+///     // Waiting on the channel blocks the loop: that is the stall.
+///     let stall: offload::Stall = stalls.recv().unwrap();
+///     assert!(stall.is_ongoing());
+///     assert!(stall.duration() >= Duration::from_millis(20));
+///     assert_eq!(stall.thread_id(), std::thread::current().id());
+///     println!("{}", stall.summary());
+///     println!("thread {:?}, cause {:?}", stall.thread_name(), stall.cause());
+///     println!("on a CPU {:?}, waiting for one {:?}", stall.on_cpu(), stall.waited_for_cpu());
+///     match stall.stack() {
+///         Some(frames) => {
+///             for frame in frames {
+///                 let (function, file) = (frame.function(), frame.file());
+///                 println!("{:#x} {function:?} {file:?}:{:?}", frame.address(), frame.line());
+///             }
+///             println!("culprit: {:?}", stall.application_frame());
+///         }
+///         None => println!("no stack: {}", stall.no_stack_reason().unwrap()),
+///     }
+///     watching.abort();
+/// });
+/// ```
 #[derive(Clone)]
 pub struct Stall {
     thread: Arc<LoopThread>,
@@ -246,6 +300,22 @@ pub struct Stall {
 
 /// What the stalled thread did with its time, by the scheduler's figures
 /// over the stall ([`Stall::cause`]).
+///
+/// ```
+/// use offload::StallCause;
+/// fn advice(cause: StallCause) -> &'static str {
+///     match cause {
+///         StallCause::Blocked => "move the blocking call to offload::spawn_blocking",
+///         StallCause::Running => "move the computation to offload::spawn",
+///         StallCause::StarvedOfCpu => "the machine is overloaded",
+///         _ => "see the stack", // the enum is non-exhaustive
+///     }
+/// }
+/// assert_eq!(StallCause::Blocked.to_string(), "blocked");
+/// assert!(advice(StallCause::Running).contains("offload::spawn"));
+/// ```
+///
+/// The cause of a real stall: see the example on [`Stall`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StallCause {
@@ -295,11 +365,15 @@ impl CpuFigures {
 
 impl Stall {
     /// The blocked thread's name, if it has one.
+    ///
+    /// See the example on [`Stall`].
     pub fn thread_name(&self) -> Option<&str> {
         self.thread.name.as_deref()
     }
 
     /// The blocked thread's id.
+    ///
+    /// See the example on [`Stall`].
     pub fn thread_id(&self) -> ThreadId {
         self.thread.id
     }
@@ -307,12 +381,16 @@ impl Stall {
     /// How long the loop has been blocked (while ongoing) or was blocked:
     /// the time since it last polled the watch, so at least the stall's
     /// length and at most one period more.
+    ///
+    /// See the example on [`Stall`].
     pub fn duration(&self) -> Duration {
         self.duration
     }
 
     /// Whether the loop is still blocked: `true` for the report made when
     /// the threshold is crossed, `false` for the one made when it is back.
+    ///
+    /// See the example on [`Stall`].
     pub fn is_ongoing(&self) -> bool {
         self.ongoing
     }
@@ -324,6 +402,8 @@ impl Stall {
     /// Both reports of one stall carry the same stack.
     ///
     /// [`no_stack_reason`]: Self::no_stack_reason
+    ///
+    /// See the example on [`Stall`].
     pub fn stack(&self) -> Option<&[Frame]> {
         self.stack.as_deref().ok()
     }
@@ -332,6 +412,8 @@ impl Stall {
     /// that failed (the program changed the signal's action, the loop
     /// thread blocks it, the thread id was reused, the thread did not
     /// answer, …). `None` when there is a stack.
+    ///
+    /// See the example on [`Stall`].
     pub fn no_stack_reason(&self) -> Option<&str> {
         self.stack.as_ref().err().map(|why| &**why)
     }
@@ -339,18 +421,24 @@ impl Stall {
     /// What the thread did over the stall, by the scheduler's figures
     /// (Linux: `/proc/self/task/<tid>/schedstat`, from the loop's last
     /// answered wake-up to the report); `None` where they are not kept.
+    ///
+    /// See the example on [`Stall`].
     pub fn cause(&self) -> Option<StallCause> {
         self.cpu.as_ref().map(CpuFigures::cause)
     }
 
     /// How long, over the stall, the thread was runnable but waited for a
     /// CPU (the scheduler's run-queue time); `None` where not known.
+    ///
+    /// See the example on [`Stall`].
     pub fn waited_for_cpu(&self) -> Option<Duration> {
         self.cpu.map(|cpu| cpu.waiting_for_cpu)
     }
 
     /// How long, over the stall, the thread ran on a CPU; `None` where not
     /// known.
+    ///
+    /// See the example on [`Stall`].
     pub fn on_cpu(&self) -> Option<Duration> {
         self.cpu.map(|cpu| cpu.on_cpu)
     }
@@ -359,6 +447,8 @@ impl Stall {
     /// function outside std, core, alloc, the runtimes and executors
     /// (tokio, smol, async-executor, async-io, futures), the server
     /// frameworks (hyper, h2, tower, axum), tracing and offload.
+    ///
+    /// See the example on [`Stall`].
     pub fn application_frame(&self) -> Option<&Frame> {
         self.stack()
             .unwrap_or_default()
@@ -523,32 +613,44 @@ pub struct LoopStats {
 
 impl LoopStats {
     /// The median lag (see [`Histogram::quantile`] for the precision).
+    ///
+    /// See the example on [`LoopStats`].
     pub fn lag_p50(&self) -> Duration {
         self.lags().p50()
     }
 
     /// The 99th percentile of the lag.
+    ///
+    /// See the example on [`LoopStats`].
     pub fn lag_p99(&self) -> Duration {
         self.lags().p99()
     }
 
     /// The largest lag seen.
+    ///
+    /// See the example on [`LoopStats`].
     pub fn lag_max(&self) -> Duration {
         self.lags().max()
     }
 
     /// How many lags were measured (one per wake-up the loop answered).
+    ///
+    /// See the example on [`LoopStats`].
     pub fn samples(&self) -> u64 {
         self.lags().count()
     }
 
     /// How many stalls were seen (lags past the threshold), each counted
     /// once.
+    ///
+    /// See the example on [`LoopStats`].
     pub fn stalls(&self) -> u64 {
         self.lags.stalls.load(Ordering::Relaxed)
     }
 
     /// Every lag measured so far, as a histogram.
+    ///
+    /// See the example on [`LoopStats`].
     pub fn lags(&self) -> Histogram {
         let mut lags = Histogram::new();
         self.lags.recorder.merge_into(&mut lags);
