@@ -463,6 +463,8 @@ impl Stall {
     /// event loop on thread 'main' blocked for 31 ms and still blocked (running) in app::render_report
     /// event loop on thread 'main' blocked for 130 ms and still blocked (starved of CPU: waited 120 ms for a CPU; the machine is overloaded or other threads share its cores)
     /// ```
+    ///
+    /// See the example on [`Stall`].
     pub fn summary(&self) -> String {
         struct Summary<'a>(&'a Stall);
         impl fmt::Display for Summary<'_> {
