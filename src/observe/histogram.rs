@@ -125,6 +125,9 @@ impl Recorder {
 /// assert_eq!(run.count(), 1); // a fresh pool times its first job
 /// assert!(run.p50() >= std::time::Duration::from_millis(2));
 /// assert!(run.p50() <= run.p99() && run.p99() <= run.max());
+/// assert!(!run.is_empty() && run.mean() <= run.max());
+/// assert!(run.quantile(0.9) <= run.max());
+/// pool.shutdown();
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {

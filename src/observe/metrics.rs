@@ -530,7 +530,18 @@ impl Tally<'_> {
 /// assert_eq!(metrics.completed(), 100);
 /// assert_eq!(metrics.queued() + metrics.running(), 0);
 /// assert_eq!(metrics.queue_wait().count(), 2); // the 1st and the 65th
+/// assert_eq!(metrics.run_time().count(), 2);
+/// let failed = metrics.panicked() + metrics.cancelled() + metrics.stopped();
+/// assert_eq!(failed + metrics.refused(), 0);
+/// assert_eq!(metrics.threads(), 2);
+/// assert_eq!(metrics.reserve_waiters(), 0); // an unbounded pool
+/// // Figures that depend on the scheduling: read, not asserted.
+/// println!("up {:?}, busy {:?}", metrics.uptime(), metrics.busy());
+/// println!("{} steals, {} blocked now", metrics.steals(), metrics.blocked());
+/// println!("{} found blocked", metrics.detected_total());
+/// println!("{} spare threads", metrics.spare_threads());
 /// println!("{metrics}");
+/// pool.shutdown();
 /// ```
 #[derive(Clone)]
 pub struct Metrics {
