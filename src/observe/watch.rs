@@ -164,7 +164,8 @@ impl LoopWatch {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let watch = offload::LoopWatch::new(Duration::from_millis(50)).period(Duration::from_millis(10));
+    /// let watch = offload::LoopWatch::new(Duration::from_millis(50))
+    ///     .period(Duration::from_millis(10));
     /// assert_eq!(watch.threshold(), Duration::from_millis(50));
     /// ```
     pub fn period(mut self, period: Duration) -> Self {
@@ -200,7 +201,8 @@ impl LoopWatch {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let watch = offload::LoopWatch::new(Duration::from_millis(50)).period(Duration::from_millis(10));
+    /// let watch = offload::LoopWatch::new(Duration::from_millis(50))
+    ///     .period(Duration::from_millis(10));
     /// assert_eq!(watch.threshold(), Duration::from_millis(50));
     /// ```
     pub fn threshold(&self) -> Duration {
@@ -607,6 +609,27 @@ impl fmt::Debug for Stall {
 /// let stats = watch.stats();
 /// assert_eq!((stats.samples(), stats.stalls()), (0, 0));
 /// # drop(watch);
+/// ```
+///
+/// On a running loop:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let watch = offload::LoopWatch::new(Duration::from_millis(50))
+///     .period(Duration::from_millis(2));
+/// let stats = watch.stats();
+/// rt.block_on(async {
+///     let watching = tokio::spawn(watch);
+///     while stats.samples() < 3 {
+///         tokio::task::yield_now().await; // a busy but responsive loop
+///     }
+///     watching.abort();
+/// });
+/// assert!(stats.lag_p50() <= stats.lag_p99() && stats.lag_p99() <= stats.lag_max());
+/// assert!(stats.lags().count() >= 3);
+/// println!("{} samples, {} stalls", stats.samples(), stats.stalls());
 /// ```
 #[derive(Clone)]
 pub struct LoopStats {
