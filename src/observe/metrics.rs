@@ -538,7 +538,7 @@ impl Tally<'_> {
 /// // Figures that depend on the scheduling: read, not asserted.
 /// println!("up {:?}, busy {:?}", metrics.uptime(), metrics.busy());
 /// println!("{} steals, {} blocked now", metrics.steals(), metrics.blocked());
-/// println!("{} found blocked", metrics.detected_total());
+/// println!("{} found blocked, {} now", metrics.detected_total(), metrics.detected_blocked());
 /// println!("{} spare threads", metrics.spare_threads());
 /// println!("{metrics}");
 /// pool.shutdown();
