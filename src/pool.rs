@@ -170,7 +170,9 @@ impl Pool {
     ///   other workers' deques) before a less urgent one. A running job is
     ///   never interrupted: a `High` job that arrives while every worker
     ///   runs a `Low` one waits for the first of them to end. Queued
-    ///   `spawn_blocking` jobs start in priority order too.
+    ///   `spawn_blocking` jobs (waiting only once `max_blocking_threads`
+    ///   spare threads are busy) start in strict priority order, without
+    ///   the starvation bound below.
     /// - **No starvation.** After 7 starts in a row that each passed over a
     ///   less urgent job, a worker's next start is the oldest job of a less
     ///   urgent priority (`Normal` and `Low` taking turns when both wait):

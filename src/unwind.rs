@@ -18,3 +18,12 @@ pub(crate) fn drop_quietly<T>(value: T) {
     }
     std::mem::forget(payload);
 }
+
+/// Wakes `waker`, swallowing a panic from its `wake` (a user's executor's
+/// code) as [`drop_quietly`] does from a drop: the thread that wakes it (a
+/// worker, the detector) must not unwind.
+pub(crate) fn wake_quietly(waker: std::task::Waker) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+        drop_quietly(payload);
+    }
+}

@@ -733,17 +733,22 @@ fn every_thread_that_runs_jobs_ran_the_start_hook_and_runs_the_stop_hook() {
         // A stand-in runs plain jobs, join halves and scope jobs.
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (started_tx, started_rx) = mpsc::channel();
+        // The lender stays in `blocking` until a job behind it has run, so
+        // the stand-in runs at least one of them on any machine.
+        let (ran_tx, ran_rx) = mpsc::channel::<()>();
         let lender = pool.spawn(move || {
             started_tx.send(()).unwrap();
             go_rx.recv().unwrap();
             let mine = set_up();
-            offload::blocking(|| thread::sleep(Duration::from_millis(20)));
+            offload::blocking(|| ran_rx.recv().unwrap());
             mine
         });
         started_rx.recv().unwrap();
         let behind: Vec<_> = (0..4)
             .map(|_| {
-                pool.spawn(|| {
+                let ran = ran_tx.clone();
+                pool.spawn(move || {
+                    let _ = ran.send(());
                     let (a, b) = offload::join(set_up, set_up);
                     let in_scope = Mutex::new(Vec::new());
                     offload::scope(|s| {

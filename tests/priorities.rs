@@ -49,6 +49,16 @@ fn logged(pool: &Pool, log: &Log, label: &str) -> Task<()> {
     pool.spawn(move || log.push(label))
 }
 
+/// The 1-based start positions of the jobs labelled `label` in `order`.
+fn starts_of(order: &[String], label: &str) -> Vec<usize> {
+    order
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| *l == label)
+        .map(|(at, _)| at + 1)
+        .collect()
+}
+
 fn wait_all(tasks: Vec<Task<()>>) {
     for task in tasks {
         task.wait().expect("the job ran");
@@ -254,12 +264,7 @@ fn lower_lanes_get_one_start_in_eight_under_a_flood() {
         gate.release();
         wait_all(tasks);
         let order = log.take();
-        let lows: Vec<usize> = order
-            .iter()
-            .enumerate()
-            .filter(|(_, label)| *label == "L")
-            .map(|(at, _)| at + 1)
-            .collect();
+        let lows = starts_of(&order, "L");
         assert_eq!(lows.len(), 10);
         for (i, start) in lows.iter().enumerate() {
             assert!(
@@ -292,12 +297,7 @@ fn two_lower_lanes_take_turns_under_a_flood() {
         wait_all(tasks);
         let order = log.take();
         for lane in ["N", "L"] {
-            let starts: Vec<usize> = order
-                .iter()
-                .enumerate()
-                .filter(|(_, label)| *label == lane)
-                .map(|(at, _)| at + 1)
-                .collect();
+            let starts = starts_of(&order, lane);
             for (i, start) in starts.iter().enumerate().take(5) {
                 assert!(
                     *start <= 16 * (i + 1),

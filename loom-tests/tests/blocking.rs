@@ -11,41 +11,11 @@
 
 mod common;
 
-use common::{checked, model, model_bounded, DropCount};
+use common::{checked, model, model_bounded, DropCount, Signal};
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use offload::loom_api::{Baton, Parker};
 use offload::Pool;
-
-/// A one-way signal without spinning: a flag and the parker of the one
-/// thread that waits for it.
-#[derive(Clone)]
-struct Signal {
-    flag: Arc<AtomicBool>,
-    parker: Parker,
-}
-
-impl Signal {
-    fn new() -> Self {
-        Self {
-            flag: Arc::new(AtomicBool::new(false)),
-            parker: Parker::new(),
-        }
-    }
-
-    fn set(&self) {
-        // Relaxed: the parker's token orders it (see loom-tests/tests/parker.rs).
-        self.flag.store(true, Ordering::Relaxed);
-        self.parker.unpark();
-    }
-
-    fn wait(&self) {
-        while !self.flag.load(Ordering::Relaxed) {
-            self.parker.park();
-        }
-    }
-}
 
 /// 9(a) The hand-over while a job is pushed at the same moment. The only
 /// worker runs job A, which calls `offload::blocking` while the test

@@ -9,40 +9,8 @@
 
 mod common;
 
-use common::model_bounded;
-use loom::sync::atomic::{AtomicBool, Ordering};
-use loom::sync::Arc;
-use offload::loom_api::Parker;
+use common::{model_bounded, Signal};
 use offload::Pool;
-
-/// A one-way signal without spinning: a flag and the parker of the one
-/// thread that waits for it.
-#[derive(Clone)]
-struct Signal {
-    flag: Arc<AtomicBool>,
-    parker: Parker,
-}
-
-impl Signal {
-    fn new() -> Self {
-        Self {
-            flag: Arc::new(AtomicBool::new(false)),
-            parker: Parker::new(),
-        }
-    }
-
-    fn set(&self) {
-        // Relaxed: the parker's token orders it (see loom-tests/tests/parker.rs).
-        self.flag.store(true, Ordering::Relaxed);
-        self.parker.unpark();
-    }
-
-    fn wait(&self) {
-        while !self.flag.load(Ordering::Relaxed) {
-            self.parker.park();
-        }
-    }
-}
 
 /// With `max_blocking_threads(1)`, job A waits until job B is queued, then,
 /// inside `offload::blocking` (its place lent to a stand-in, the one spare

@@ -43,7 +43,7 @@ pub(crate) const STOP: usize = 1 << 2;
 /// Whether `word` (a Task's `state` or a pool's `flags`) asks its jobs to
 /// stop.
 #[inline]
-fn stop_requested(word: &AtomicUsize) -> bool {
+pub(crate) fn stop_requested(word: &AtomicUsize) -> bool {
     // Relaxed: a request, which publishes nothing; the job reads it again.
     word.load(Ordering::Relaxed) & STOP != 0
 }

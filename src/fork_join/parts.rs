@@ -18,7 +18,8 @@ use crate::fork_join::latch::Latch;
 use crate::job_priority::Priority;
 use crate::observe::metrics::Tally;
 use crate::sched::registry::Registry;
-use crate::sched::worker::{spin_yield_then_park, thread_parker, WorkerThread};
+use crate::sched::worker::{spin_then_park, thread_parker, WorkerThread};
+use crate::sched::worker_loop::FORK_JOIN_SPIN_ROUNDS;
 use crate::sync::{Arc, UnsafeCell};
 use crate::task::job::{JobHeader, JobRef, Mode};
 use crate::unwind;
@@ -232,7 +233,7 @@ where
                 let job = StackJob::new(run_on_worker, Latch::new(&parker), priority);
                 // SAFETY: `job` stays on this stack until its latch is set.
                 registry.inject_for_worker(unsafe { job.as_job_ref() });
-                spin_yield_then_park(&parker, || job.latch.probe());
+                spin_then_park(&parker, || job.latch.probe(), None, FORK_JOIN_SPIN_ROUNDS);
                 job.into_result()
             }
         }

@@ -137,7 +137,12 @@ where
     if crate::blocking::detect::is_helping(registry) {
         let parker = crate::sched::worker::thread_parker();
         return run_scope(registry, &parker, op, |done| {
-            crate::sched::worker::spin_yield_then_park(&parker, done);
+            crate::sched::worker::spin_then_park(
+                &parker,
+                done,
+                None,
+                crate::sched::worker_loop::FORK_JOIN_SPIN_ROUNDS,
+            );
         });
     }
     crate::fork_join::parts::in_worker(registry, priority, |worker| scope_on_worker(worker, op))

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::JoinError;
 use crate::sched::worker::{spin_then_park, thread_parker, WorkerThread};
+use crate::sched::worker_loop::SPIN_ROUNDS;
 use crate::sync::StdArc;
 use crate::task::handoff::{Task, WaitPoll};
 
@@ -129,7 +130,7 @@ where
                         || step_in(&future),
                     );
                 }
-                None => spin_then_park(&parker, || is_ready(&future), deadline),
+                None => spin_then_park(&parker, || is_ready(&future), deadline, SPIN_ROUNDS),
             }
         }
     })

@@ -117,19 +117,13 @@ impl Lanes {
         self.queued.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Uncounts a job taken from a lane's queue.
-    #[inline]
-    pub(crate) fn taken(&self) {
-        // Relaxed: the take's Acquire already orders it after the job's
-        // increment (module docs); nothing is published through it.
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-    }
-
     /// A lane job taken, if any: uncounts it.
     #[inline]
     pub(crate) fn took(&self, job: Option<JobRef>) -> Option<JobRef> {
         if job.is_some() {
-            self.taken();
+            // Relaxed: the take's Acquire already orders it after the
+            // job's increment (module docs); nothing is published through it.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
         }
         job
     }

@@ -57,7 +57,6 @@
 //! is emptied by `Spares::close`, and the reserve line by `Slots::close`.
 
 use std::fmt;
-use std::panic::{self, AssertUnwindSafe};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -79,7 +78,7 @@ use crate::sync::{
 };
 use crate::task::completions::Deferred;
 use crate::task::job::{JobRef, Mode};
-use crate::unwind::drop_quietly;
+use crate::unwind::wake_quietly;
 use crossbeam_utils::CachePadded;
 
 /// Refuse submissions; workers exit when they run out of work.
@@ -325,7 +324,7 @@ impl Registry {
     pub(crate) fn execution_mode(&self) -> Mode {
         // Relaxed: cancelling a job a little early or late is equally valid;
         // the cell's own state decides what happens to it.
-        if self.flags.load(Ordering::Relaxed) & CANCEL_QUEUED != 0 {
+        if cancel::stop_requested(&self.flags) {
             Mode::Cancel
         } else {
             Mode::Run
@@ -451,9 +450,7 @@ impl Registry {
         // A waker from an executor is user code: neither its `wake` nor its
         // drop may unwind out of a worker.
         for waiter in waiters {
-            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| waiter.wake())) {
-                drop_quietly(payload);
-            }
+            wake_quietly(waiter);
         }
     }
 
@@ -489,11 +486,10 @@ impl Registry {
     pub(crate) fn inject(&self, job: JobRef) {
         match job.priority().lane() {
             None => self.injector.push(job),
-            Some(_) if mutant!("lane_counted_after_wake") => {
+            Some(lane) if mutant!("lane_counted_after_wake") => {
                 // Broken variant: the job is counted only after the fence
                 // and the wake-up, so a spinner going to sleep can miss it
                 // (see `crate::sched::lanes`).
-                let lane = job.priority().lane().expect("a lane job");
                 self.lanes.injector(lane).push(job);
                 self.after_inject();
                 self.lanes.pushing();
@@ -548,13 +544,17 @@ impl Registry {
     /// is exact (see [`crate::sched::lanes`]): the lanes are looked at only
     /// if it says they hold jobs.
     pub(crate) fn drain_injected(&self) -> Option<JobRef> {
-        let lanes = self.lanes.busy();
-        lanes
-            .then(|| self.lanes.pop_waiting(0))
-            .flatten()
+        if !self.lanes.busy() {
+            return self
+                .injector
+                .pop_waiting()
+                .or_else(|| self.place_jobs.pop_waiting());
+        }
+        self.lanes
+            .pop_waiting(0)
             .or_else(|| self.injector.pop_waiting())
             .or_else(|| self.place_jobs.pop_waiting())
-            .or_else(|| lanes.then(|| self.lanes.pop_waiting(1)).flatten())
+            .or_else(|| self.lanes.pop_waiting(1))
     }
 
     /// Whether either injector holds a job (exact: see [`crate::sched::injector`]).

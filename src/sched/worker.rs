@@ -56,7 +56,7 @@ use crate::sched::parker::Parker;
 use crate::sched::registry::Registry;
 use crate::sched::sleep::{Sleep, Spinning};
 use crate::sched::spin_budget::SpinLearner;
-use crate::sched::worker_loop::{self, spin_hints, Queues, SPIN_ROUNDS};
+use crate::sched::worker_loop::{self, Queues};
 use crate::sync::{self, mutant, Arc, StdArc};
 use crate::task::completions::{self, MAX_HELD, WINDOW};
 use crate::task::job::JobRef;
@@ -547,10 +547,8 @@ impl WorkerThread {
         let batch = self.registry.deferred(self.index).take();
         if batch.is_empty() {
             completions::wake_handed();
-        } else {
-            if completions::hand_over(batch) {
-                self.registry.sleep.dormancy().keep_awake();
-            }
+        } else if completions::hand_over(batch) {
+            self.registry.sleep.dormancy().keep_awake();
         }
     }
 
@@ -1088,34 +1086,26 @@ pub(crate) fn thread_parker() -> StdArc<Parker> {
     StdArc::new(Parker::new())
 }
 
-/// Waits outside the pool until `done()` or `deadline`: spins a little (a
-/// short job's result often arrives within microseconds, sooner than a
-/// futex wake-up), without yielding (see [`SPIN_ROUNDS`]), then parks on
-/// `parker`, which the completion unparks.
-pub(crate) fn spin_then_park(parker: &Parker, done: impl Fn() -> bool, deadline: Option<Instant>) {
-    #[allow(clippy::reversed_empty_ranges)] // SPIN_ROUNDS is 0 under loom
-    for round in 0..SPIN_ROUNDS {
-        if done() {
-            return;
-        }
-        spin_hints(round);
-    }
-    park_until(parker, done, deadline);
-}
-
-/// Waits outside the pool for a fork-join computation (`install`, `join`,
-/// `scope` called from outside) until `done()`: spins and then yields as an
-/// idle worker does (see [`worker_loop::FORK_JOIN_SPIN_ROUNDS`]), then
-/// parks on `parker`, which the computation's end unparks.
-pub(crate) fn spin_yield_then_park(parker: &Parker, done: impl Fn() -> bool) {
-    #[allow(clippy::reversed_empty_ranges)] // the rounds are 0 under loom
-    for round in 0..worker_loop::FORK_JOIN_SPIN_ROUNDS {
+/// Waits outside the pool until `done()` or `deadline`: spins `rounds`
+/// rounds of [`worker_loop::pause`] (a short job's result often arrives
+/// within microseconds, sooner than a futex wake-up), then parks on
+/// `parker`, which the completion unparks. A Task's waiter spins
+/// [`worker_loop::SPIN_ROUNDS`] (spin hints only, never a yield); a fork-join caller
+/// [`worker_loop::FORK_JOIN_SPIN_ROUNDS`] (hints, then yields, as an idle
+/// worker does).
+pub(crate) fn spin_then_park(
+    parker: &Parker,
+    done: impl Fn() -> bool,
+    deadline: Option<Instant>,
+    rounds: u32,
+) {
+    for round in 0..rounds {
         if done() {
             return;
         }
         worker_loop::pause(round);
     }
-    park_until(parker, done, None);
+    park_until(parker, done, deadline);
 }
 
 /// Parks on `parker` until `done()` or `deadline`.
@@ -1138,10 +1128,10 @@ pub(crate) fn run_away_from<R>(registry: &Arc<Registry>, f: impl FnOnce() -> R) 
     struct Restore(*const Arc<Registry>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            AWAY.with(|away| away.set(self.0));
+            replace_away(self.0);
         }
     }
-    let _restore = Restore(AWAY.with(|away| away.replace(registry)));
+    let _restore = Restore(replace_away(registry));
     f()
 }
 

@@ -39,7 +39,7 @@ use crate::sched::sleep::{Sleep, Spinning};
 use crate::sync;
 
 /// Spin rounds of a thread waiting outside the pool before it parks (see
-/// [`spin_hints`]: 127 spin hints in all, a few microseconds); zero under
+/// [`pause`]: 127 spin hints in all, a few microseconds); zero under
 /// loom, where no worker spins either (spinning only multiplies
 /// interleavings, and a worker returns from `sleep` a spinner that looks
 /// again anyway).
@@ -347,16 +347,10 @@ pub(crate) fn run_until_deadline<Q: Queues>(
 /// thread it waits for run.
 pub(crate) fn pause(round: u32) {
     if round < SPIN_HINT_ROUNDS {
-        spin_hints(round);
+        for _ in 0..1u32 << round {
+            sync::spin_loop();
+        }
     } else {
         sync::thread::yield_now();
-    }
-}
-
-/// The pause of a thread waiting outside the pool, round `round` (below
-/// [`SPIN_ROUNDS`]): `2^round` spin hints, never a yield.
-pub(crate) fn spin_hints(round: u32) {
-    for _ in 0..1u32 << round {
-        sync::spin_loop();
     }
 }

@@ -32,13 +32,14 @@
 //!   Task held;
 //! - by the worker when it finds no job (before it spins or sleeps);
 //! - by the worker, directly, when it enters
-//!   [`blocking`](crate::blocking) and when it exits;
+//!   [`blocking`](crate::blocking), and when the worker thread exits;
 //! - by the blocking detector at each of its ticks.
 //!
 //! The detector is what makes holding back safe: a job started after the
 //! hold-back may wait for what the loop does once woken (a pipeline stage,
 //! a channel), and then its worker runs no flush until that job returns.
-//! The detector's thread never runs user code, so it wakes the list
+//! The detector's thread runs no user code but these wakers (an
+//! executor's `wake`, which schedules and returns), so it wakes the list
 //! within a tick (at most 10 ms, see [`crate::blocking::detect`]). A pool
 //! without a detector (`Builder::detect_blocking(false)`, or a platform
 //! without detection) never holds a wake-up back.
@@ -76,12 +77,11 @@
 //! leaves the detector asleep with a wake-up held.)
 
 use std::mem;
-use std::panic::{self, AssertUnwindSafe};
 use std::task::Waker;
 use std::time::Duration;
 
 use crate::sync::{self, AtomicBool, Mutex, MutexGuard, Ordering};
-use crate::unwind::drop_quietly;
+use crate::unwind::wake_quietly;
 
 /// How long a worker holds back a completion's wake-up at most while it
 /// runs jobs (plus the job it is in). Measured with `examples/fanout.rs`
@@ -181,7 +181,7 @@ impl Deferred {
         let wakers = self.take();
         let woken = wakers.len();
         for waker in wakers {
-            wake(waker);
+            wake_quietly(waker);
         }
         woken
     }
@@ -192,14 +192,6 @@ impl std::fmt::Debug for Deferred {
         f.debug_struct("Deferred")
             .field("pending", &self.is_pending())
             .finish_non_exhaustive()
-    }
-}
-
-/// Wakes `waker`; a user's waker may panic, and the thread that wakes it
-/// (a worker, the detector) must not.
-pub(crate) fn wake(waker: Waker) {
-    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
-        drop_quietly(payload);
     }
 }
 
@@ -226,13 +218,13 @@ pub(crate) fn hand_over(batch: Vec<Waker>) -> bool {
         wake_handed();
         let first = batch.remove(0);
         let became_pending = !batch.is_empty() && HANDED.hold_all(batch);
-        wake(first);
+        wake_quietly(first);
         became_pending
     }
     #[cfg(loom)]
     {
         for waker in batch {
-            wake(waker);
+            wake_quietly(waker);
         }
         false
     }

@@ -23,7 +23,7 @@
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use offload::loom_api::Parker;
 
@@ -260,5 +260,34 @@ pub fn block_on<F: std::future::Future + Unpin>(family: &TrackedWaker, mut fut: 
             return output;
         }
         family.parker().park();
+    }
+}
+
+/// A one-way signal without spinning: a flag and the parker of the one
+/// thread that waits for it.
+#[derive(Clone)]
+pub struct Signal {
+    flag: Arc<AtomicBool>,
+    parker: Parker,
+}
+
+impl Signal {
+    pub fn new() -> Self {
+        Self {
+            flag: Arc::new(AtomicBool::new(false)),
+            parker: Parker::new(),
+        }
+    }
+
+    pub fn set(&self) {
+        // Relaxed: the parker's token orders it (see loom-tests/tests/parker.rs).
+        self.flag.store(true, Ordering::Relaxed);
+        self.parker.unpark();
+    }
+
+    pub fn wait(&self) {
+        while !self.flag.load(Ordering::Relaxed) {
+            self.parker.park();
+        }
     }
 }
