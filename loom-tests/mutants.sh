@@ -55,6 +55,7 @@ spin_round_leaks_token  sleep    a_spinning_waiter_passes_wakeup_on
 unflag_load_then_store  detect   detected_runner_and_helper_counts_return_to_zero
 dormancy_no_fence       detect   dormant_detector_is_woken_by_a_push_that_wakes_nobody
 deferred_no_fence       detect   held_back_wake_up_reaches_the_dormant_detector
+marked_end_no_fence     detect   a_marked_call_that_ends_while_flagged_leaves_no_flag
 join_publish_no_wake    join     join_half_is_taken_by_an_idle_worker
 spares_turns_count_as_jobs spares a_stand_in_leaves_a_spare_for_spawn_blocking
 lane_counted_after_wake priority high_job_pushed_while_the_worker_falls_asleep_wakes_it

@@ -303,6 +303,19 @@ impl Runner {
     pub fn job_ended(&self, compensation: &Compensation) {
         self.0.job_ended(&compensation.0);
     }
+    /// Its thread enters a marked call (`offload::blocking`), `nanos`
+    /// after the detector's epoch.
+    pub fn mark(&self, nanos: u64) {
+        self.0.mark(std::time::Duration::from_nanos(nanos));
+    }
+    /// The marked call it is in, as the detector reads it (0: none).
+    pub fn marked_token(&self) -> u64 {
+        self.0.marked_token()
+    }
+    /// Its thread's marked call returned.
+    pub fn marked_call_ended(&self, compensation: &Compensation) {
+        self.0.marked_call_ended(&compensation.0);
+    }
 }
 
 impl std::fmt::Debug for Runner {
@@ -326,6 +339,11 @@ impl Compensation {
     /// The detector flags `runner` (not flagged) as blocked.
     pub fn flag(&self, runner: &Runner) {
         self.0.flag(&runner.0);
+    }
+    /// The detector flags `runner`, found blocked in the marked call
+    /// `token`; whether the flag stays (the call had not ended).
+    pub fn flag_marked(&self, runner: &Runner, token: u64) -> bool {
+        self.0.flag_marked(&runner.0, token)
     }
     /// Clears `runner`'s flag if set; whether this call did.
     pub fn unflag(&self, runner: &Runner) -> bool {

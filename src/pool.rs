@@ -846,9 +846,9 @@ impl Builder {
     /// that `threads` threads stay on the CPU; at most
     /// [`max_blocking_threads`](Builder::max_blocking_threads) compensate at
     /// once. A compensated job that is back from its block finishes beside
-    /// its compensating thread rather than wait for it: after `blocking`,
-    /// for the rest of the job at most; after a detected block, until the
-    /// helper's current job ends. So the pool runs at most
+    /// its compensating thread rather than wait for it: after a stand-in
+    /// took its place, for the rest of the job at most; after a detected
+    /// or marked block, until the helper's current job ends. So the pool runs at most
     /// `threads + max_blocking_threads` of its CPU jobs at once (blocked
     /// ones included), more than `threads` only during those overlaps, and
     /// [`spawn_blocking`](Pool::spawn_blocking) jobs on spare threads of
@@ -914,7 +914,8 @@ impl Builder {
     ///   [`max_queued_blocking`](Builder::max_queued_blocking)).
     /// - At most `max` *other* spare threads compensate at once (stand-ins
     ///   and helpers); past that, `blocking` inside a job runs without a
-    ///   stand-in (the worker blocks, as it would without `blocking`).
+    ///   stand-in or helper (the worker blocks, as it would without
+    ///   `blocking`).
     ///   A stand-in keeps its turn until the thread it stands in for has
     ///   taken its place back: when the blocking call returns, that thread
     ///   finishes its job beside the stand-in (not waiting for the
@@ -932,7 +933,7 @@ impl Builder {
     /// end (one database query, one HTTP request) belongs in
     /// [`Pool::spawn_blocking`]: wrapped in [`blocking`](crate::blocking)
     /// inside a [`Pool::spawn`] job it would first wait in the queue behind
-    /// the CPU jobs and then take a stand-in.
+    /// the CPU jobs and then take a stand-in or a helper.
     ///
     /// ```
     /// let pool = offload::Pool::builder().threads(1).max_blocking_threads(2).build().unwrap();
@@ -1016,16 +1017,21 @@ impl Builder {
     /// `threads` threads on the CPU. A runner counts as blocked only after
     /// 100 µs inside one job off the CPU, and the detector starts at most
     /// one helper per blocked runner per look, so new threads start at
-    /// most one per blocked runner per 100 µs. Helpers and
-    /// [`blocking`](crate::blocking)'s stand-ins together number at most
+    /// most one per blocked runner per 100 µs. Helpers and the stand-ins
+    /// of [`blocking`](crate::blocking) together number at most
     /// [`max_blocking_threads`](Builder::max_blocking_threads): the pool
     /// runs at most `threads + max_blocking_threads` CPU jobs at once,
     /// however the blocks pile up.
     ///
-    /// Explicit marking stays cheaper and immediate: prefer
-    /// [`Pool::spawn_blocking`] or [`blocking`](crate::blocking) where you
-    /// know a call blocks; detection is the net under the calls you did
-    /// not know about. A join half that a blocked job has not shared yet
+    /// A call marked with [`blocking`](crate::blocking) goes through the
+    /// detector too, but is looked at from 100 µs into the call itself (not
+    /// from when the detector first saw the job), more often, and even
+    /// where `/proc` cannot be read; after a marked call of 10 ms or more,
+    /// the next one on that worker hands its place to a spare at once.
+    /// Prefer [`Pool::spawn_blocking`] for a job that is one blocking
+    /// call, and [`blocking`](crate::blocking) where you know a call
+    /// blocks; detection is the net under the calls you did not know
+    /// about. A join half that a blocked job has not shared yet
     /// still waits for it.
     ///
     /// The detector also makes it safe for a worker to hold the wake-ups

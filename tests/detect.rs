@@ -67,24 +67,39 @@ fn a_job_stuck_in_sleep_is_detected_and_a_helper_runs_the_queue() {
 /// job queued behind it starts after it ends.
 #[test]
 fn a_job_on_the_cpu_is_not_detected() {
-    timed(|| {
-        let pool = named_pool(1, "busy").build().unwrap();
+    a_computing_job_gets_no_helper("busy", false);
+}
+
+/// Runs a job that computes for 100 ms (inside `offload::blocking` if
+/// `marked`) on a pool of one, with a job queued behind it: that job must
+/// start after the computation ends, on the worker, and nothing is
+/// detected.
+fn a_computing_job_gets_no_helper(prefix: &'static str, marked: bool) {
+    timed(move || {
+        let pool = named_pool(1, prefix).build().unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let busy = pool.spawn(move || {
             started_tx.send(()).unwrap();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_millis(100) {
-                std::hint::spin_loop();
+            let compute = || {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_millis(100) {
+                    std::hint::spin_loop();
+                }
+                Instant::now()
+            };
+            if marked {
+                offload::blocking(compute)
+            } else {
+                compute()
             }
-            Instant::now()
         });
         started_rx.recv().unwrap();
         let queued = pool.spawn(|| (Instant::now(), thread_name()));
         let ended = busy.wait().unwrap();
         let (started, on) = queued.wait().unwrap();
         assert!(started >= ended, "a helper ran the queue beside a CPU job");
-        assert_eq!(on, "busy0");
-        assert_eq!(pool.metrics().detected_blocked(), 0);
+        assert_eq!(on, format!("{prefix}0"));
+        assert_eq!(pool.metrics().detected_total(), 0);
     });
 }
 
@@ -311,5 +326,138 @@ fn a_job_that_waits_for_the_loop_after_a_completion_gets_its_answer() {
             second.await.unwrap() + third.await.unwrap()
         });
         assert_eq!(sum, 5);
+    });
+}
+
+/// With detection on, `offload::blocking` marks the call for the detector
+/// instead of lending the place at once: the worker keeps its place and its
+/// thread, and once the call has been off the CPU for the threshold a
+/// helper runs the jobs queued behind it; when it returns the helper
+/// leaves. A nested call counts once.
+#[test]
+fn a_marked_call_keeps_its_place_and_a_helper_runs_the_queue() {
+    timed(|| {
+        let pool = named_pool(1, "marked")
+            .blocking_keep_alive(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (ran_tx, ran_rx) = mpsc::channel::<String>();
+        let caller = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            let inside =
+                offload::blocking(|| offload::blocking(|| (thread_name(), ran_rx.recv().unwrap())));
+            (inside, thread_name())
+        });
+        started_rx.recv().unwrap();
+        // Runs only if a helper runs it: the one worker is in the call.
+        let queued = pool.spawn(move || ran_tx.send(thread_name()).unwrap());
+        let ((inside, helper), after) = caller.wait().unwrap();
+        queued.wait().unwrap();
+        assert_eq!(inside, "marked0", "the call runs on the worker's thread");
+        assert_eq!(after, "marked0");
+        assert_eq!(helper, "marked1", "the queued job ran on the first spare");
+        assert!(pool.metrics().detected_total() >= 1);
+        spin_until(|| pool.metrics().detected_blocked() == 0);
+        spin_until(|| pool.metrics().spare_threads() == 0);
+    });
+}
+
+/// A marked call that computes (100 ms on the CPU) is not compensated: the
+/// job queued behind it starts after it returns.
+#[test]
+fn a_marked_call_on_the_cpu_gets_no_helper() {
+    a_computing_job_gets_no_helper("markbusy", true);
+}
+
+/// A marked call that panics after it was compensated: the panic reaches
+/// the Task, the flag is taken back (the helper leaves), and the worker
+/// goes on running jobs on its own thread.
+#[test]
+fn a_marked_call_that_panics_takes_its_flag_back() {
+    common::silence_expected_panics();
+    timed(|| {
+        let pool = named_pool(1, "markpanic")
+            .blocking_keep_alive(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (ran_tx, ran_rx) = mpsc::channel::<()>();
+        let caller = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            offload::blocking(|| {
+                ran_rx.recv().unwrap();
+                panic!("{}", common::EXPECTED);
+            })
+        });
+        started_rx.recv().unwrap();
+        let queued = pool.spawn(move || ran_tx.send(()).unwrap());
+        queued.wait().unwrap();
+        assert!(caller.wait().unwrap_err().is_panic());
+        spin_until(|| pool.metrics().detected_blocked() == 0);
+        spin_until(|| pool.metrics().spare_threads() == 0);
+        assert_eq!(pool.spawn(thread_name).wait().unwrap(), "markpanic0");
+    });
+}
+
+/// Inside a marked call, a job that waits for a `spawn_blocking` job gets
+/// its answer at `max_blocking_threads(1)`: helpers and blocking jobs are
+/// counted apart.
+#[test]
+fn a_marked_call_that_waits_for_spawn_blocking_completes_at_a_cap_of_one() {
+    timed(|| {
+        let pool = named_pool(1, "markcap")
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let waiter = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            offload::blocking(|| {
+                go_rx.recv().unwrap();
+                offload::spawn_blocking(|| 42).wait().unwrap()
+            })
+        });
+        started_rx.recv().unwrap();
+        let behind = pool.spawn(move || {
+            go_tx.send(()).unwrap();
+            thread_name()
+        });
+        assert_eq!(behind.wait().unwrap(), "markcap1", "run by a helper");
+        assert_eq!(waiter.wait().unwrap(), 42);
+    });
+}
+
+/// A place whose last marked call lasted 10 ms or more lends its place at
+/// once on the next (a long call, a network round trip, is not worth the
+/// detector's delay): the job queued behind it then runs on a stand-in,
+/// and the pool counts the worker as away (`Metrics::blocked`), not as
+/// detected.
+#[test]
+fn after_a_long_marked_call_the_next_one_lends_its_place_at_once() {
+    timed(|| {
+        let pool = named_pool(1, "marklong").build().unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (ran_tx, ran_rx) = mpsc::channel::<usize>();
+        let queued = Arc::new(AtomicBool::new(false));
+        let caller = {
+            let queued = Arc::clone(&queued);
+            pool.spawn(move || {
+                offload::blocking(|| thread::sleep(Duration::from_millis(12)));
+                started_tx.send(()).unwrap();
+                // On the CPU (never taken for blocked) until a job waits.
+                spin_until(|| queued.load(Ordering::Acquire));
+                offload::blocking(|| ran_rx.recv().unwrap())
+            })
+        };
+        started_rx.recv().unwrap();
+        let behind = {
+            let pool2 = pool.clone();
+            pool.spawn(move || ran_tx.send(pool2.metrics().blocked()).unwrap())
+        };
+        queued.store(true, Ordering::Release);
+        assert_eq!(caller.wait().unwrap(), 1, "the worker was away");
+        behind.wait().unwrap();
     });
 }

@@ -109,3 +109,36 @@ fn held_back_wake_up_reaches_the_dormant_detector() {
         assert_eq!(family.wakes(), 1);
     });
 }
+
+/// 11(d) A marked call (`offload::blocking` in a pool with a detector)
+/// returns while the detector, which read its thread blocked in it, flags
+/// it. Either the thread's look at its flag after its fence sees the flag
+/// and clears it, or the detector's re-check after its own fence sees the
+/// call ended and takes the flag back: the count returns to zero, and no
+/// flag is left on a thread that runs again (it would keep a helper
+/// running beside it). The mutant `marked_end_no_fence` drops the thread's
+/// fence: both looks can then miss the other's store.
+#[test]
+fn a_marked_call_that_ends_while_flagged_leaves_no_flag() {
+    model(
+        "a_marked_call_that_ends_while_flagged_leaves_no_flag",
+        || {
+            let compensation = Compensation::new();
+            let runner = Runner::new();
+            runner.mark(1);
+            // What the detector read at its look: the call, due and blocked.
+            let token = runner.marked_token();
+
+            let detector = {
+                let (compensation, runner) = (compensation.clone(), runner.clone());
+                thread::spawn(move || {
+                    compensation.flag_marked(&runner, token);
+                })
+            };
+            runner.marked_call_ended(&compensation);
+
+            detector.join().unwrap();
+            assert_eq!(compensation.blocked(), 0, "{compensation:?}");
+        },
+    );
+}

@@ -109,6 +109,31 @@
 //!   [`HELPING_TICK`], 2 ms, while helpers run: a runner's next job may
 //!   block too.
 //!
+//! # Marked calls
+//!
+//! A worker inside [`crate::blocking`](mod@crate::blocking) in a pool with a
+//! detector keeps its place and marks its runner with the call's start
+//! ([`Runner::mark`]); if jobs wait and the detector's next look is later
+//! than the call's threshold, it wakes the detector (a hint,
+//! `Detector::looks_later_than`; a job pushed later pokes a dormant
+//! detector as usual). The detector then treats the runner as it treats a
+//! helper whose job start it knows, with three differences: the call is
+//! timed from its own start, not from the job's; after the first read at
+//! [`THRESHOLD`] it reads the thread again after a quarter of the time
+//! spent in the call (a call that said it blocks is worth closer looks;
+//! a call that computes for a second costs about forty reads); and where
+//! the thread's state cannot be read it takes the call at its word. It
+//! flags the runner with [`Compensation::flag_marked`], which re-checks
+//! the mark after a SeqCst fence and takes the flag back if the call
+//! ended meanwhile; the thread, when the call ends, clears the mark, fences
+//! and clears its own flag ([`Runner::marked_call_ended`]). The two fences
+//! close the store-buffering pair: one side or the other sees the other's
+//! store, so no flag outlives its call (loom:
+//! `a_marked_call_that_ends_while_flagged_leaves_no_flag`, with the mutant
+//! `marked_end_no_fence`). A marked call of 10 ms or more (`LONG_CALL`
+//! in `sched/worker.rs`) makes the place's next call lend the place at
+//! once instead.
+//!
 //! # What it does not see
 //!
 //! A join half that a blocked worker runs inline (deeper than the halves it
@@ -207,10 +232,14 @@ pub(crate) fn help(registry: &Arc<Registry>) {
 /// What the detector remembers of a runner.
 struct Seen {
     progress: u64,
-    /// When it was first seen at this `progress`.
+    /// When it was first seen at this `progress`, or when the marked call
+    /// it is in started.
     since: Instant,
     /// When to read its thread's state next.
     next_read: Instant,
+    /// The marked call it was last seen in ([`Runner::marked_token`], 0:
+    /// none).
+    marked: u64,
 }
 
 impl Seen {
@@ -220,6 +249,7 @@ impl Seen {
             progress,
             since,
             next_read: since + THRESHOLD,
+            marked: 0,
         }
     }
 }
@@ -229,6 +259,7 @@ impl Seen {
 #[cfg(not(loom))]
 pub(crate) fn watch(registry: &Arc<Registry>) {
     let dormancy = registry.sleep.dormancy();
+    let detector = registry.detector();
     let start = Instant::now();
     let mut watcher = Watcher {
         registry,
@@ -256,6 +287,7 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
         }
         // A wake-up held back by a worker keeps the detector awake too: it
         // wakes them at each tick (see `crate::task::completions`).
+        detector.set_next_look(None);
         if !terminating
             && dormancy.sleep_unless(|| {
                 registry.has_waiting_jobs()
@@ -272,8 +304,12 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
             poked = true;
             continue;
         }
-        if !std::mem::take(&mut poked) {
-            dormancy.sleep_until(Instant::now() + tick);
+        if std::mem::take(&mut poked) {
+            detector.set_next_look(Some(Instant::now()));
+        } else {
+            let at = Instant::now() + tick;
+            detector.set_next_look(Some(at));
+            dormancy.sleep_until(at);
         }
         registry.wake_deferred();
         crate::task::completions::wake_handed();
@@ -396,10 +432,11 @@ impl Watcher<'_> {
     }
 }
 
-/// Looks at one runner: flags it if it has been inside one job for at
-/// least the threshold, off the CPU; clears its flag if it runs again.
-/// Returns whether it flagged it, and whether it sat in one job since the
-/// last look without being flagged (its next read is then worth a tick).
+/// Looks at one runner: flags it if it has been inside one job (or one
+/// marked call) for at least the threshold, off the CPU; clears its flag if
+/// it runs again. Returns whether it flagged it, and whether it sat in one
+/// job since the last look without being flagged (its next read is then
+/// worth a tick).
 #[cfg(not(loom))]
 fn look(
     states: &mut ThreadStates,
@@ -411,6 +448,7 @@ fn look(
     (epoch, now): (Instant, Instant),
 ) -> (bool, bool) {
     let progress = progress_now();
+    let marked = runner.marked_token();
     if progress != seen.progress || asleep {
         // A helper says when its job started; a place's start is known
         // only to within a tick, so it is counted from now.
@@ -421,20 +459,41 @@ fn look(
             compensation.unflag(runner);
             return (false, false);
         }
-        if started.is_none() {
+        if started.is_none() && marked == 0 {
             return (false, false);
+        }
+    }
+    if marked != seen.marked {
+        // A marked call is timed from its start, exactly.
+        seen.marked = marked;
+        if let Some(at) = runner.marked_at(epoch) {
+            seen.since = at.min(now);
+            seen.next_read = seen.since + THRESHOLD;
         }
     }
     let unmoved = !runner.is_flagged();
     if now < seen.next_read {
         return (false, unmoved);
     }
-    // Read again after as long again as it has been in this job.
-    seen.next_read = now + now.saturating_duration_since(seen.since).max(THRESHOLD);
+    // Read again after as long again as it has been in this job; a marked
+    // call, which said it blocks, after a quarter of that.
+    let in_job = now.saturating_duration_since(seen.since);
+    let again = if marked == 0 { in_job } else { in_job / 4 };
+    seen.next_read = now + again.max(THRESHOLD);
     // Only a home thread's file stays open (see `super::thread_state`).
     let tid = runner.tid();
-    match states.is_blocked(tid, runner.is_home(tid)) {
+    let mut state = states.is_blocked(tid, runner.is_home(tid));
+    if marked != 0 {
+        // Where `/proc` cannot be read, a marked call is taken at its word.
+        state = state.or(Some(true));
+    }
+    match state {
         Some(true) if !runner.is_flagged() => {
+            if marked != 0 {
+                // Taken back if the call ended meanwhile.
+                let stays = compensation.flag_marked(runner, marked);
+                return (stays, false);
+            }
             compensation.flag(runner);
             if progress_now() != progress {
                 // Its job ended meanwhile, maybe before its check.

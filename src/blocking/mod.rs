@@ -12,10 +12,16 @@
 //!   the workers' CPU jobs do not wait behind it, however long it blocks.
 //!   Past the cap the jobs wait in a FIFO queue for a spare.
 //! - **`blocking(f)`**, called inside a job, tells the pool that this
-//!   thread is about to block. If jobs are waiting, the worker's *place*
-//!   (its deque, its join stack, its sleep slot) passes to another thread
-//!   for the duration of `f`, a spare that stands in (see [`baton`]), so
-//!   that `threads` threads keep running CPU jobs. When `f` returns, the
+//!   thread may block. With a detector (the default on Linux) the call is
+//!   *marked* ([`runner::Runner::mark`]): the thread keeps its worker's
+//!   *place* (its deque, its join stack, its sleep slot), and the detector
+//!   reads the thread from 100 µs into the call on, compensating it as an
+//!   unmarked block once it is off the CPU (see "Marked calls" in
+//!   [`detect`]); a call that returns sooner, or computes, costs nothing.
+//!   After a marked call of 10 ms or more on that place, and always
+//!   without a detector, the place passes at once, if jobs are waiting,
+//!   to a spare that *stands in* for the duration of `f` (see [`baton`]),
+//!   so that `threads` threads keep running CPU jobs. When `f` returns, the
 //!   thread *comes back early*: it does not wait for its place, but
 //!   finishes its job without it, as a thread outside the pool would,
 //!   while the stand-in goes on running the place's jobs; it takes the
@@ -52,6 +58,13 @@
 //!   runs its closure.
 //!
 //! # How the count is restored, on every path
+//!
+//! A marked call never leaves its place: when `f` returns or unwinds, the
+//! thread takes back the detector's flag for it
+//! ([`runner::Runner::marked_call_ended`]; the detector re-checks after
+//! flagging, so a flag set as the call ends is taken back by one side or
+//! the other), and a helper started for it leaves after its current job.
+//! For a lent place:
 //!
 //! - `f` returns: the thread finishes its job without its place (on it,
 //!   the pool's functions see no worker, as inside `f`: a spawn goes to
@@ -107,39 +120,53 @@ use crate::sched::worker::WorkerThread;
 ///
 /// Inside a job of a pool (or a [`join`](crate::join) or
 /// [`scope`](crate::scope) closure, or [`Pool::install`](crate::Pool::install)),
-/// it tells the pool that this thread is about to block: if jobs are
-/// waiting, another thread (a spare, started if need be) takes this
-/// worker's place while `f` runs, so that the pool keeps running `threads`
-/// CPU jobs. When `f` returns, `blocking` returns its result at once: the
-/// rest of the job runs on this thread without its place, as code on a
-/// thread outside the pool would ([`spawn`](crate::spawn) still queues on
-/// this pool, a [`join`](crate::join) or [`scope`](crate::scope) runs on
-/// its workers while this thread waits), and the thread takes its place
-/// back when the job (or the `join` or `scope` closure that called
-/// `blocking`) ends, once the stand-in's current job is done. A panic in
-/// `f` propagates to the caller as usual, after the place is back.
+/// it tells the pool that this thread may block, so that while `f` blocks,
+/// another thread (a spare, started if need be) runs the jobs waiting
+/// behind it and the pool keeps running `threads` CPU jobs. How, depends on
+/// the call:
 ///
-/// The rule, with `threads` workers and `Builder::max_blocking_threads`
+/// - **By default** (blocking detection on, Linux), the call is *marked*:
+///   the thread keeps its worker, and the pool's detector looks at it
+///   100 µs into the call, then at shorter and shorter intervals than for
+///   a job nobody marked. Once it sees the thread off the CPU (or cannot
+///   read its state), a spare thread runs the waiting jobs until `f`
+///   returns. A call that returns within 100 µs, or that computes, costs
+///   the pool nothing: no thread is handed anything, and no spare computes
+///   beside it.
+/// - **After a long call** (the last timed marked call on this worker
+///   lasted 10 ms or more: a network round trip), and **without a
+///   detector** (`Builder::detect_blocking(false)`, or not Linux), the
+///   worker's place passes at once to a spare that *stands in* while `f`
+///   runs, if jobs are waiting. When `f` returns, `blocking` returns its
+///   result at once: the rest of the job runs on this thread without its
+///   place, as code on a thread outside the pool would
+///   ([`spawn`](crate::spawn) still queues on this pool, a
+///   [`join`](crate::join) or [`scope`](crate::scope) runs on its workers
+///   while this thread waits), and the thread takes its place back when
+///   the job (or the `join` or `scope` closure that called `blocking`)
+///   ends, once the stand-in's current job is done. A call shorter than
+///   10 ms sends the next one back to the detector.
+///
+/// A panic in `f` propagates to the caller as usual, after the place is
+/// back. The rule, with `threads` workers and `Builder::max_blocking_threads`
 /// `max`: while `f` blocks, `threads` other threads run CPU jobs; after it,
-/// for the rest of the calling job at most, one more (this thread beside
-/// its stand-in). Every such extra thread holds one of the `max` turns
-/// that stand-ins and helpers share, so at most `threads + max` threads
-/// run the pool's CPU jobs at once, and a job that calls `blocking` near
-/// its end adds next to nothing. The job's answer never waits for the
-/// stand-in's job.
+/// for the rest of the calling job at most (or the rest of a helper's
+/// current job), one more. Every such extra thread holds one of the `max`
+/// turns that stand-ins and helpers share, so at most `threads + max`
+/// threads run the pool's CPU jobs at once. The job's answer never waits
+/// for a stand-in's or a helper's job.
 ///
 /// Off a worker (on the event loop, on a thread of your own, inside a
 /// [`spawn_blocking`](crate::spawn_blocking) job) it simply runs `f`, and
 /// so do nested calls (the outermost one counts) and calls in the rest of
-/// a job whose earlier call came back early.
+/// a job whose earlier call came back early; on a detector's helper, the
+/// detector sees the block as it sees an unmarked one.
 ///
-/// While `f` runs, this thread is not a worker: a `join` or `scope` inside
-/// `f` runs on the pool's workers, and [`spawn`](crate::spawn) still
-/// queues on this pool. No compensation happens when nothing waits, when
+/// No compensation happens when nothing waits, when
 /// `Builder::max_blocking_threads` spare threads already compensate, or
-/// while the pool shuts down. A stand-in never takes a thread that
-/// [`spawn_blocking`](crate::spawn_blocking) jobs need (the two are
-/// counted apart), so `f` may wait for such a job.
+/// while the pool shuts down. Neither a stand-in nor a helper takes a
+/// thread that [`spawn_blocking`](crate::spawn_blocking) jobs need (the
+/// two are counted apart), so `f` may wait for such a job.
 ///
 /// **A job that is one blocking call from start to end** (a request that
 /// is one database query, one HTTP call) belongs in
@@ -155,8 +182,8 @@ use crate::sched::worker::WorkerThread;
 ///
 /// let pool = offload::Pool::builder().threads(1).build().unwrap();
 /// let fetch = pool.spawn(|| {
-///     // A sync call that blocks for a while: the pool's one worker is
-///     // lent to another thread meanwhile, which runs the job below.
+///     // A sync call that blocks for a while: another thread runs the job
+///     // below meanwhile.
 ///     let body = offload::blocking(|| {
 ///         std::thread::sleep(Duration::from_millis(50));
 ///         "response"

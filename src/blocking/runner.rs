@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{mutant, AtomicBool, AtomicUsize, Mutex, Ordering, StatCounter, StdArc};
+use crate::sync::{
+    fence, mutant, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, StatCounter, StdArc,
+};
 
 /// A thread that runs jobs, as the detector sees it (module docs).
 pub(crate) struct Runner {
@@ -33,6 +35,13 @@ pub(crate) struct Runner {
     /// the pool): the one thread whose `/proc` file the detector keeps
     /// open (0: none, a helper's runner).
     home: StatCounter,
+    /// While a place's holder is inside a marked call
+    /// ([`crate::blocking`](mod@crate::blocking), detection on): when the
+    /// call started, in nanoseconds since the detector's epoch, plus one
+    /// (0: no marked call). The detector reads the thread from the call's
+    /// threshold on, and takes the call's word for it where `/proc` cannot
+    /// be read (see "Marked calls" in `super::detect`).
+    marked: AtomicU64,
     /// The detector's verdict: blocked inside a job (the flag protocol).
     blocked: AtomicBool,
 }
@@ -44,8 +53,58 @@ impl Runner {
             started_at: StatCounter::new(0),
             tid: StatCounter::new(0),
             home: StatCounter::new(0),
+            marked: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
         }
+    }
+
+    /// The place's holder enters a marked call, `since_epoch` after the
+    /// detector's epoch.
+    #[inline]
+    pub(crate) fn mark(&self, since_epoch: Duration) {
+        let nanos = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX - 1);
+        // Relaxed: a hint for when to look; the flag's re-check in
+        // `Compensation::flag_marked` orders what matters.
+        self.marked.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    /// Whether the runner's thread is inside a marked call (its own check,
+    /// for nesting).
+    #[inline]
+    pub(crate) fn is_marked(&self) -> bool {
+        // Relaxed: read by the one thread that writes it.
+        self.marked.load(Ordering::Relaxed) != 0
+    }
+
+    /// The marked call the runner is in, as a token for
+    /// [`Compensation::flag_marked`] (0: none).
+    pub(crate) fn marked_token(&self) -> u64 {
+        // Relaxed: a hint; `flag_marked` re-checks it after a fence.
+        self.marked.load(Ordering::Relaxed)
+    }
+
+    /// When the marked call the runner is in started, if it is in one.
+    pub(crate) fn marked_at(&self, epoch: Instant) -> Option<Instant> {
+        match self.marked_token() {
+            0 => None,
+            nanos => Some(epoch + Duration::from_nanos(nanos - 1)),
+        }
+    }
+
+    /// The marked call returned (or unwound): whoever set the flag for it,
+    /// it is cleared, by this thread or by the detector's re-check (the
+    /// store-buffering pair of [`Compensation::flag_marked`]).
+    #[inline]
+    pub(crate) fn marked_call_ended(&self, compensation: &Compensation) {
+        // Relaxed: ordered before the look at the flag by the fence below.
+        self.marked.store(0, Ordering::Relaxed);
+        // SeqCst fence: pairs with the one in `flag_marked`: either this
+        // thread sees the detector's flag, or the detector sees the call
+        // ended and takes its flag back.
+        if !mutant!("marked_end_no_fence") {
+            fence(Ordering::SeqCst);
+        }
+        self.job_ended(compensation);
     }
 
     /// The calling thread is this place's home thread, and runs its jobs
@@ -144,6 +203,21 @@ impl Compensation {
         runner.blocked.store(true, Ordering::Release);
     }
 
+    /// The detector flags `runner`, which it found blocked in the marked
+    /// call `token` ([`Runner::marked_token`]); takes the flag back if the
+    /// call has ended meanwhile. Returns whether the flag stays.
+    pub(crate) fn flag_marked(&self, runner: &Runner, token: u64) -> bool {
+        self.flag(runner);
+        // SeqCst fence: pairs with the one in `Runner::marked_call_ended`.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence.
+        if runner.marked.load(Ordering::Relaxed) == token {
+            return true;
+        }
+        self.unflag(runner);
+        false
+    }
+
     /// Clears `runner`'s flag if it is set; exactly one of racing callers
     /// takes its count back. Returns whether this call did.
     pub(crate) fn unflag(&self, runner: &Runner) -> bool {
@@ -215,8 +289,12 @@ pub(crate) struct Detector {
     /// flagged again.
     pub(crate) helpers: Mutex<Vec<StdArc<Runner>>>,
     compensation: Compensation,
-    /// The origin of the helpers' job start times.
+    /// The origin of the helpers' job start times and of marked calls.
     pub(crate) epoch: Instant,
+    /// When the detector looks next, in nanoseconds since `epoch`
+    /// (`u64::MAX` while it sleeps until poked): a marked call that is due
+    /// sooner wakes it ([`Detector::looks_later_than`]).
+    next_look: StatCounter,
 }
 
 impl Detector {
@@ -229,7 +307,25 @@ impl Detector {
             helpers: Mutex::new(Vec::new()),
             compensation: Compensation::new(),
             epoch: Instant::now(),
+            next_look: StatCounter::new(u64::MAX),
         }
+    }
+
+    /// The detector sleeps until `at` (`None`: until poked).
+    pub(crate) fn set_next_look(&self, at: Option<Instant>) {
+        let nanos = at.map_or(u64::MAX, |at| {
+            u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        });
+        // Relaxed: a hint; a stale one costs one early or late look.
+        self.next_look.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether the detector's next look comes after `due` (since `epoch`):
+    /// a marked call due then wakes it.
+    pub(crate) fn looks_later_than(&self, due: Duration) -> bool {
+        let due = u64::try_from(due.as_nanos()).unwrap_or(u64::MAX);
+        // Relaxed: see `set_next_look`.
+        self.next_look.load(Ordering::Relaxed) > due
     }
 
     /// Whether this pool has a detector thread.

@@ -855,7 +855,9 @@ impl Metrics {
     /// [`blocking`](crate::blocking) while another thread stands in, or
     /// back from it and finishing their job (a job's Task may resolve
     /// before its thread has its place again), or waiting to take their
-    /// place again.
+    /// place again. A call that the blocking detector compensates (a
+    /// marked call, the default on Linux) keeps its place and counts in
+    /// [`detected_blocked`](Metrics::detected_blocked) instead.
     ///
     /// See the example on [`Metrics`].
     #[must_use]
@@ -866,7 +868,7 @@ impl Metrics {
     /// Blocked runners the detector has noticed since the pool was built
     /// (see [`Builder::detect_blocking`](crate::Builder::detect_blocking)):
     /// the cumulative count behind [`detected_blocked`](Metrics::detected_blocked),
-    /// so that unmarked blocking that came and went between two snapshots
+    /// so that blocking that came and went between two snapshots
     /// leaves a trace (compare with [`since`](Metrics::since)). Each time a
     /// worker (or a helper) is found blocked inside a job counts once.
     ///
@@ -877,7 +879,8 @@ impl Metrics {
     }
 
     /// Threads that the blocking detector sees blocked inside a job now,
-    /// a job that blocked without [`blocking`](crate::blocking) (see
+    /// in a call that was not marked, or marked with
+    /// [`blocking`](crate::blocking) (see
     /// [`Builder::detect_blocking`](crate::Builder::detect_blocking)):
     /// each has a spare thread running the pool's other jobs meanwhile
     /// while jobs wait.

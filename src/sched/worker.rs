@@ -89,6 +89,9 @@ struct Placeless {
     /// The pool reached by the free functions off a worker, to put back
     /// then.
     away: *const Arc<Registry>,
+    /// The call was timed and shorter than [`LONG_CALL`]: once back, the
+    /// place's next marked call goes to the detector.
+    short_call: bool,
 }
 
 // The pool of the thread while it runs user code away from a worker's place
@@ -136,7 +139,20 @@ pub(crate) struct WorkerThread {
     /// holder, which alone adds to it.
     held: Cell<usize>,
     held_since: Cell<Option<Instant>>,
+    /// Whether the last marked call on this place that was timed lasted
+    /// [`LONG_CALL`] or more: the next one lends the place at once (see
+    /// [`WorkerThread::blocking`]).
+    long_calls: Cell<bool>,
 }
+
+/// A marked call this long or longer makes the next marked call on its
+/// place lend the place at once rather than wait for the detector: for a
+/// call of several milliseconds (a network round trip) the hand-over costs
+/// little, and waiting for the detector (its threshold, its wake-up on a
+/// busy machine: about 0.5 ms measured) a fraction of the call each time.
+/// A shorter call is left to the detector, which costs nothing if the call
+/// returns within its threshold or computes.
+const LONG_CALL: Duration = Duration::from_millis(10);
 
 /// What a job side calls on a worker's thread when it completes a Task
 /// whose waker is registered (see [`crate::task::completions`]).
@@ -228,7 +244,10 @@ impl WorkerThread {
     }
 
     /// [`crate::blocking`](mod@crate::blocking) on this worker, which holds
-    /// the place: lends the place to another thread (a stand-in) while `f`
+    /// the place. In a pool with a detector, unless the place's last timed
+    /// call lasted [`LONG_CALL`] or more, the call is marked for the
+    /// detector ([`blocking_marked`](Self::blocking_marked)). Otherwise:
+    /// lends the place to another thread (a stand-in) while `f`
     /// blocks, if jobs are waiting. When `f` returns, this thread does not
     /// wait for the place: it goes on with its job without it, as a thread
     /// outside the pool (its spawns go to the injector; a `join`, `scope`
@@ -245,10 +264,22 @@ impl WorkerThread {
         if self.held.get() != 0 {
             self.wake_held_now();
         }
+        let detecting = self.registry.detector().enabled();
+        if detecting && !self.long_calls.get() {
+            return self.blocking_marked(f);
+        }
         // A join half of the caller's is in its deque: waiting work.
         if !self.has_work() {
-            return f();
+            // Jobs may come while `f` blocks: the detector can still see it.
+            return if detecting {
+                self.blocking_marked(f)
+            } else {
+                f()
+            };
         }
+        // With a detector, time the call: a short one sends the next call
+        // back to the detector.
+        let started = detecting.then(Instant::now);
         let registry = &self.registry;
         let place = Place(self);
         let stand_in = self.stand_in_holds.get();
@@ -275,13 +306,58 @@ impl WorkerThread {
         let running = self.running.get();
         let result = crate::sched::lanes::run_as(running, || run_away_from(&self.registry, f));
         std::mem::forget(back);
+        let short_call = started.is_some_and(|at| at.elapsed() < LONG_CALL);
         // Back early: without the place until `hold`, as a thread outside
         // the pool that still reaches its pool (the pointer it puts back
         // then).
         let away = replace_away(ptr::from_ref(&self.registry));
         PLACELESS.with(|placeless| {
-            placeless.set(Some(Placeless { stand_in, away }));
+            placeless.set(Some(Placeless {
+                stand_in,
+                away,
+                short_call,
+            }));
         });
+        result
+    }
+
+    /// [`crate::blocking`](mod@crate::blocking) on this worker in a pool
+    /// with a detector: the thread keeps its place, and the call is marked
+    /// for the detector, which compensates it as it would an unmarked
+    /// block (a helper runs queued jobs while the call is off the CPU),
+    /// but reads the thread from the call's threshold on, timed from its
+    /// start, and more often (see "Marked calls" in
+    /// [`crate::blocking::detect`]). A call that returns within the
+    /// threshold, or that computes, costs the pool nothing; when `f`
+    /// returns, the flag is taken back and the helper leaves after its
+    /// current job. Nested calls run their closure: the outermost one is
+    /// marked.
+    fn blocking_marked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let runner = self.runner();
+        if runner.is_marked() {
+            return f();
+        }
+        let detector = self.registry.detector();
+        let at = detector.epoch.elapsed();
+        runner.mark(at);
+        // Jobs wait: make sure the detector looks when the call is due
+        // (a job pushed later pokes it if no worker takes it).
+        if detector.looks_later_than(at + crate::blocking::detect::THRESHOLD) && self.has_work() {
+            self.registry.sleep.dormancy().wake();
+        }
+        struct Ended<'a>(&'a WorkerThread);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                let compensation = self.0.registry.detector().compensation();
+                self.0.runner().marked_call_ended(compensation);
+            }
+        }
+        let ended = Ended(self);
+        let result = f();
+        drop(ended);
+        if detector.epoch.elapsed().saturating_sub(at) >= LONG_CALL {
+            self.long_calls.set(true);
+        }
         result
     }
 
@@ -307,6 +383,9 @@ impl WorkerThread {
             .expect("offload: a worker's frames resumed off its place, not back from blocking");
         replace_away(placeless.away);
         self.take_place_back(true, placeless.stand_in);
+        if placeless.short_call {
+            self.long_calls.set(false);
+        }
     }
 
     /// Waits until this thread, away from the place, holds it again; then
@@ -369,6 +448,7 @@ impl WorkerThread {
             stand_in_holds: Cell::new(false),
             held: Cell::new(0),
             held_since: Cell::new(None),
+            long_calls: Cell::new(false),
         };
         CURRENT.with(|current| current.set(&worker));
         let _current = CurrentGuard;
