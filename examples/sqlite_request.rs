@@ -16,7 +16,13 @@
 //! The CPU load: jobs of `--cpu-ms` each keep every worker busy (four per
 //! worker always in flight). Meanwhile a loop sends `--requests` requests,
 //! one at a time, each timed from its submission to its answer. The
-//! variants, in one run, taking turns request by request:
+//! variants, in one run, take turns in runs of [`RUN`] requests (the first
+//! [`SETTLE`] of each run not counted), so that each variant meets the pool
+//! as its own requests leave it: taking turns request by request charged
+//! each variant with what the one before it did to the shared CPU queue (a
+//! helper started for a marked call drains it for a few milliseconds more,
+//! and the next request, whatever its variant, starts sooner). The
+//! variants:
 //!
 //! - **offload spawn_blocking**: `Pool::spawn_blocking(query)`;
 //! - **offload unmarked**: `Pool::spawn(query)`, the blocking call not
@@ -129,6 +135,12 @@ fn cpu_job(ms: u64) -> u64 {
     x
 }
 
+/// Requests in a row of one variant (module docs).
+const RUN: usize = 12;
+
+/// The requests at the start of each run that are not counted.
+const SETTLE: usize = 2;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
     SpawnBlocking,
@@ -201,10 +213,17 @@ fn main() {
         });
     }
 
-    // Warm up every variant's threads and connections.
+    // Runs of `RUN` requests per variant, in turn; the first `SETTLE` of
+    // each run warm up its threads and connections and let the pool settle
+    // from the variant before.
     let rows = config.rows;
-    for round in 0..config.requests + VARIANTS.len() * 4 {
-        let variant = VARIANTS[round % VARIANTS.len()];
+    let per_variant = (config.requests / VARIANTS.len()).max(1) as u64;
+    let mut round = 0usize;
+    while histograms.iter().any(|h| h.len() < per_variant) {
+        let index = (round / RUN) % VARIANTS.len();
+        let variant = VARIANTS[index];
+        let counted = round % RUN >= SETTLE && histograms[index].len() < per_variant;
+        round += 1;
         let path = Arc::clone(&path);
         let started = Instant::now();
         let sum = match variant {
@@ -229,11 +248,9 @@ fn main() {
         };
         let took = started.elapsed();
         std::hint::black_box(sum);
-        if round >= VARIANTS.len() * 4 {
+        if counted {
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-            histograms[round % VARIANTS.len()]
-                .record(micros.max(1))
-                .expect("in bounds");
+            histograms[index].record(micros.max(1)).expect("in bounds");
         }
     }
     stop.store(true, Ordering::Relaxed);
