@@ -424,7 +424,8 @@ where
 /// and [`wait_timeout`](Task::wait_timeout), which wait their own way. A
 /// job of a few microseconds
 /// costs the loop about as much awaited as run inline; offload pays off
-/// for longer jobs (README, *When to use what*).
+/// for longer jobs (BENCHMARKS.md, *Round trip, burst, sparse load, the
+/// ticker*).
 ///
 /// **Wake-ups under a backlog.** While jobs queue behind the one that
 /// completes a Task, its worker may hold the Task's wake-up back for up to

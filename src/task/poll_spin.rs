@@ -9,8 +9,8 @@
 //! reference VM a worker that spins picks the job up within a microsecond
 //! and a trivial job ends about a microsecond later, but by then the loop
 //! has parked, and waking a parked loop costs 18–38 µs (an idle virtual
-//! CPU is woken through the hypervisor; see BENCHMARKS.md, *What bounds
-//! the round trip*). That wake-up was the whole round trip: the job's own
+//! CPU is woken through the hypervisor; see BENCHMARKS.md, *Round trip,
+//! burst, sparse load, the ticker*). That wake-up was the whole round trip: the job's own
 //! part was under 2 µs. A loop that looks a few microseconds longer before
 //! it parks sees the output at once, and nobody parks or wakes.
 //!
@@ -49,7 +49,8 @@
 //! figure means a miss costs at most about half of what a catch saves;
 //! the backoff makes misses rare where they are the rule. On the reference
 //! VM a trivial job's round trip with the spin took 0.6–1.1 µs
-//! (BENCHMARKS.md, *Spinning on the awaiting side*), well inside it.
+//! (BENCHMARKS.md, *Round trip, burst, sparse load, the ticker*), well
+//! inside it.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
