@@ -44,6 +44,9 @@ fn a_prometheus_page_holds_the_pools_figures() {
             "svc_pool_detected_total 0",
             "svc_pool_blocked 0",
             "svc_pool_reserve_waiters 0",
+            "svc_pool_queued_by_priority{priority=\"high\"} 0",
+            "svc_pool_queued_by_priority{priority=\"normal\"} 0",
+            "svc_pool_queued_by_priority{priority=\"low\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -61,6 +64,8 @@ fn a_prometheus_page_holds_the_pools_figures() {
             "svc_pool_run_time_seconds{quantile=\"0.5\"} ",
             "svc_pool_run_time_seconds{quantile=\"1\"} ",
             "svc_pool_run_time_mean_seconds ",
+            "svc_pool_queue_wait_by_priority_seconds{priority=\"normal\",quantile=\"0.99\"} ",
+            "svc_pool_queue_wait_by_priority_seconds{priority=\"high\",quantile=\"0.5\"} ",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(name)),

@@ -978,7 +978,9 @@ impl Metrics {
     /// | `{prefix}_detected_blocked` | gauge | | [`detected_blocked`](Metrics::detected_blocked) |
     /// | `{prefix}_spare_threads` | gauge | | [`spare_threads`](Metrics::spare_threads) |
     /// | `{prefix}_reserve_waiters` | gauge | | [`reserve_waiters`](Metrics::reserve_waiters) |
+    /// | `{prefix}_queued_by_priority` | gauge | `priority`: `high`, `normal`, `low` | [`queued_at`](Metrics::queued_at) |
     /// | `{prefix}_queue_wait_seconds` | gauge | `quantile`: `0.5`, `0.9`, `0.99`, `1` | [`queue_wait`](Metrics::queue_wait)'s quantiles (`1` is the max) |
+    /// | `{prefix}_queue_wait_by_priority_seconds` | gauge | `priority` as above, `quantile`: `0.5`, `0.99` | [`queue_wait_at`](Metrics::queue_wait_at)'s quantiles |
     /// | `{prefix}_queue_wait_samples_total` | counter | | its [`count`](Histogram::count) |
     /// | `{prefix}_queue_wait_mean_seconds` | gauge | | its [`mean`](Histogram::mean) |
     /// | `{prefix}_run_time_seconds` | gauge | `quantile` as above | [`run_time`](Metrics::run_time)'s quantiles |
@@ -1032,6 +1034,23 @@ impl Metrics {
         set("detected_blocked", self.detected_blocked as f64);
         set("spare_threads", self.spare_threads as f64);
         set("reserve_waiters", self.reserve_waiters as f64);
+        for (label, priority) in [
+            ("high", Priority::High),
+            ("normal", Priority::Normal),
+            ("low", Priority::Low),
+        ] {
+            gauge!(name("queued_by_priority"), "priority" => label)
+                .set(self.queued_at(priority) as f64);
+            let waits = self.queue_wait_at(priority);
+            for (quantile, q) in [("0.5", 0.5), ("0.99", 0.99)] {
+                gauge!(
+                    name("queue_wait_by_priority_seconds"),
+                    "priority" => label,
+                    "quantile" => quantile
+                )
+                .set(waits.quantile(q).as_secs_f64());
+            }
+        }
         for (what, histogram) in [
             ("queue_wait", &self.queue_wait),
             ("run_time", &self.run_time),
