@@ -15,8 +15,9 @@
 //! round) `try_spawn` refusals, `reserve` permits used and dropped, a
 //! reservation dropped while it waits; `cancel` of a queued and of a
 //! running job, and `wait_timeout`; `spawn_blocking` jobs on spare
-//! threads (past a cap of 2, queued) and a job that lends its worker's
-//! place to a stand-in in `blocking`, the spares retiring at once in every
+//! threads (past a cap of 2, queued) and a job in `blocking` (which lends
+//! its worker's place to a stand-in in the rounds without detection, and
+//! gets a helper in the others), the spares retiring at once in every
 //! other round; then `shutdown`, `shutdown_now` or
 //! the drop of the last handle with jobs still queued behind a held worker,
 //! and a spawn after the shutdown. It waits for every worker thread (and
@@ -103,7 +104,11 @@ fn round(index: usize) {
         builder = builder.max_queued(8);
     }
     let keep_alive = Duration::from_millis(if index % 2 == 0 { 0 } else { 100 });
+    // Detection off in every other round: `blocking` then lends the place
+    // to a stand-in; with it, the call is marked and a helper runs the
+    // jobs behind it.
     let pool = builder
+        .detect_blocking(index % 2 == 1)
         .max_blocking_threads(2)
         .blocking_keep_alive(keep_alive)
         .build()
@@ -223,9 +228,10 @@ fn round(index: usize) {
     stoppable.cancel();
     assert_eq!(stoppable.wait().unwrap().len(), 16);
 
-    // Blocking work on the spare threads: a job that lends its place to a
-    // stand-in in `blocking` while others wait behind it (first, while
-    // both spares are free); `spawn_blocking` jobs past the cap of 2
+    // Blocking work on the spare threads: a job in `blocking` while others
+    // wait behind it (first, while both spares are free): it lends its
+    // place to a stand-in, or, with detection, a helper runs them; the
+    // `spawn_blocking` jobs past the cap of 2
     // (queued), awaited, dropped and detached. Spares retire between
     // rounds (keep-alive 0 in every other round) or at shutdown.
     let (lent_tx, lent_rx) = mpsc::channel::<()>();

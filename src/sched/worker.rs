@@ -573,13 +573,14 @@ impl WorkerThread {
             waker.wake_by_ref();
             return;
         }
-        if self.held.get() == 0 {
-            self.held_since.set(Some(Instant::now()));
-        }
-        self.held.set(self.held.get() + 1);
         if self.registry.deferred(self.index).push(waker.clone()) {
+            // The list was empty: a new batch, whatever `held` says (the
+            // detector may have woken the last one at its tick).
+            self.held.set(0);
+            self.held_since.set(Some(Instant::now()));
             self.registry.sleep.dormancy().keep_awake();
         }
+        self.held.set(self.held.get() + 1);
         if self.held.get() >= MAX_HELD {
             self.wake_held();
         }
