@@ -1026,8 +1026,10 @@ impl Builder {
     /// A call marked with [`blocking`](crate::blocking) goes through the
     /// detector too, but is looked at from 100 µs into the call itself (not
     /// from when the detector first saw the job), more often, and even
-    /// where `/proc` cannot be read; after a marked call of 10 ms or more,
-    /// the next one on that worker hands its place to a spare at once.
+    /// where `/proc` cannot be read; after a marked call that lasted 10 ms
+    /// or more and blocked (it waited, and spent less than half of that on
+    /// the CPU), the next one on that worker hands its place to a spare at
+    /// once if jobs wait.
     /// Prefer [`Pool::spawn_blocking`] for a job that is one blocking
     /// call, and [`blocking`](crate::blocking) where you know a call
     /// blocks; detection is the net under the calls you did not know

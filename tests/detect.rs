@@ -429,14 +429,36 @@ fn a_marked_call_that_waits_for_spawn_blocking_completes_at_a_cap_of_one() {
     });
 }
 
-/// A place whose last marked call lasted 10 ms or more lends its place at
-/// once on the next (a long call, a network round trip, is not worth the
-/// detector's delay): the job queued behind it then runs on a stand-in,
-/// and the pool counts the worker as away (`Metrics::blocked`), not as
-/// detected.
+/// A place whose last marked call lasted 10 ms or more, off the CPU at its
+/// end, lends its place at once on the next (a long call, a network round
+/// trip, is not worth the detector's delay): the job queued behind it then
+/// runs on a stand-in, and the pool counts the worker as away
+/// (`Metrics::blocked`). After a long call that computed, the next call is
+/// marked as before: a helper runs that job, and nothing is away.
 #[test]
-fn after_a_long_marked_call_the_next_one_lends_its_place_at_once() {
-    timed(|| {
+fn after_a_long_blocked_call_the_next_one_lends_its_place_at_once() {
+    assert_eq!(
+        next_call_after(|| thread::sleep(Duration::from_millis(12))),
+        1
+    );
+}
+
+#[test]
+fn after_a_long_computing_call_the_next_one_is_marked() {
+    let compute = || {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(12) {
+            std::hint::spin_loop();
+        }
+    };
+    assert_eq!(next_call_after(compute), 0);
+}
+
+/// On a pool of one, a job makes the marked call `first`, then (once a job
+/// waits behind it) a call that waits for that job; returns how many
+/// threads the waiting job saw away from their place.
+fn next_call_after(first: fn()) -> usize {
+    timed(move || {
         let pool = named_pool(1, "marklong").build().unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (ran_tx, ran_rx) = mpsc::channel::<usize>();
@@ -444,7 +466,7 @@ fn after_a_long_marked_call_the_next_one_lends_its_place_at_once() {
         let caller = {
             let queued = Arc::clone(&queued);
             pool.spawn(move || {
-                offload::blocking(|| thread::sleep(Duration::from_millis(12)));
+                offload::blocking(first);
                 started_tx.send(()).unwrap();
                 // On the CPU (never taken for blocked) until a job waits.
                 spin_until(|| queued.load(Ordering::Acquire));
@@ -457,7 +479,36 @@ fn after_a_long_marked_call_the_next_one_lends_its_place_at_once() {
             pool.spawn(move || ran_tx.send(pool2.metrics().blocked()).unwrap())
         };
         queued.store(true, Ordering::Release);
-        assert_eq!(caller.wait().unwrap(), 1, "the worker was away");
+        let away = caller.wait().unwrap();
         behind.wait().unwrap();
+        away
+    })
+}
+
+/// A call nested in a marked call just runs, even on a place whose last
+/// call was long and with a job queued by then: the outer call stays
+/// marked (a helper runs the job), the place is never lent, and the
+/// thread is the worker's own throughout.
+#[test]
+fn a_call_nested_in_a_marked_call_just_runs() {
+    timed(|| {
+        let pool = named_pool(1, "marknest").build().unwrap();
+        let seen = {
+            let pool2 = pool.clone();
+            pool.spawn(move || {
+                // Long and off the CPU: the next call would lend at once.
+                offload::blocking(|| thread::sleep(Duration::from_millis(12)));
+                // Nothing waits now: the call is marked.
+                offload::blocking(|| {
+                    let (tx, rx) = mpsc::channel::<usize>();
+                    let pool3 = pool2.clone();
+                    let behind = pool2.spawn(move || tx.send(pool3.metrics().blocked()).unwrap());
+                    let away = offload::blocking(|| rx.recv().unwrap());
+                    behind.wait().unwrap();
+                    (away, thread_name())
+                })
+            })
+        };
+        assert_eq!(seen.wait().unwrap(), (0, "marknest0".to_owned()));
     });
 }

@@ -112,16 +112,18 @@
 //! # Marked calls
 //!
 //! A worker inside [`crate::blocking`](mod@crate::blocking) in a pool with a
-//! detector keeps its place and marks its runner with the call's start
-//! ([`Runner::mark`]); if jobs wait and the detector's next look is later
-//! than the call's threshold, it wakes the detector (a hint,
-//! `Detector::looks_later_than`; a job pushed later pokes a dormant
-//! detector as usual). The detector then treats the runner as it treats a
+//! detector keeps its place (running `f` away from it) and marks its runner
+//! with the call's start ([`Runner::mark`]); if jobs wait and the
+//! detector's next look is later than the call's threshold, it wakes the
+//! detector (a hint, `Detector::looks_later_than`; while the detector
+//! ticks, its next look reads as "now", so a call marked during a tick
+//! wakes it too; a job pushed later pokes a dormant detector as usual). The detector then treats the runner as it treats a
 //! helper whose job start it knows, with three differences: the call is
 //! timed from its own start, not from the job's; after the first read at
-//! [`THRESHOLD`] it reads the thread again after a quarter of the time
-//! spent in the call (a call that said it blocks is worth closer looks;
-//! a call that computes for a second costs about forty reads); and where
+//! [`THRESHOLD`] (never sooner, even right after a poke) it reads the
+//! thread again after a quarter of the time spent in the call, at least
+//! the threshold (a call that said it blocks is worth closer looks; a call
+//! that computes for a second costs about forty reads); and where
 //! the thread's state cannot be read it takes the call at its word. It
 //! flags the runner with [`Compensation::flag_marked`], which re-checks
 //! the mark after a SeqCst fence and takes the flag back if the call
@@ -130,9 +132,11 @@
 //! close the store-buffering pair: one side or the other sees the other's
 //! store, so no flag outlives its call (loom:
 //! `a_marked_call_that_ends_while_flagged_leaves_no_flag`, with the mutant
-//! `marked_end_no_fence`). A marked call of 10 ms or more (`LONG_CALL`
-//! in `sched/worker.rs`) makes the place's next call lend the place at
-//! once instead.
+//! `marked_end_no_fence`). A marked call of 10 ms or more that blocked
+//! (`LONG_CALL` in `sched/worker.rs`: it waited at least once and spent
+//! less than half of that time on the CPU, by the thread's own usage)
+//! makes the place's next call lend the place at once instead, if jobs
+//! wait.
 //!
 //! # What it does not see
 //!
@@ -304,13 +308,15 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
             poked = true;
             continue;
         }
-        if std::mem::take(&mut poked) {
-            detector.set_next_look(Some(Instant::now()));
-        } else {
+        if !std::mem::take(&mut poked) {
             let at = Instant::now() + tick;
             detector.set_next_look(Some(at));
             dormancy.sleep_until(at);
         }
+        // Looking now: a call marked meanwhile, which this tick may miss,
+        // wakes the detector, so that its next sleep ends at once and the
+        // tick after it times the call.
+        detector.set_next_look(None);
         registry.wake_deferred();
         crate::task::completions::wake_handed();
         let (acted, next_read) = watcher.tick();
@@ -470,6 +476,10 @@ fn look(
             seen.since = at.min(now);
             seen.next_read = seen.since + THRESHOLD;
         }
+    }
+    if marked != 0 {
+        // Never before its threshold, even right after a poke.
+        seen.next_read = seen.next_read.max(seen.since + THRESHOLD);
     }
     let unmoved = !runner.is_flagged();
     if now < seen.next_read {

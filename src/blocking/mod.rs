@@ -14,11 +14,13 @@
 //! - **`blocking(f)`**, called inside a job, tells the pool that this
 //!   thread may block. With a detector (the default on Linux) the call is
 //!   *marked* ([`runner::Runner::mark`]): the thread keeps its worker's
-//!   *place* (its deque, its join stack, its sleep slot), and the detector
-//!   reads the thread from 100 µs into the call on, compensating it as an
-//!   unmarked block once it is off the CPU (see "Marked calls" in
-//!   [`detect`]); a call that returns sooner, or computes, costs nothing.
-//!   After a marked call of 10 ms or more on that place, and always
+//!   *place* (its deque, its join stack, its sleep slot) but runs `f` away
+//!   from it, and the detector reads the thread from 100 µs into the call
+//!   on, compensating it as an unmarked block once it is off the CPU (see
+//!   "Marked calls" in [`detect`]); a call that returns sooner, or
+//!   computes, gets no helper. After a marked call of 10 ms or more on
+//!   that place that blocked (it waited, and spent less than half of that
+//!   on the CPU), and always
 //!   without a detector, the place passes at once, if jobs are waiting,
 //!   to a spare that *stands in* for the duration of `f` (see [`baton`]),
 //!   so that `threads` threads keep running CPU jobs. When `f` returns, the
@@ -126,26 +128,33 @@ use crate::sched::worker::WorkerThread;
 /// the call:
 ///
 /// - **By default** (blocking detection on, Linux), the call is *marked*:
-///   the thread keeps its worker, and the pool's detector looks at it
-///   100 µs into the call, then at shorter and shorter intervals than for
-///   a job nobody marked. Once it sees the thread off the CPU (or cannot
+///   the thread keeps its worker's place, and the pool's detector looks at
+///   it 100 µs into the call, then at intervals a quarter as long as for a
+///   job nobody marked. Once it sees the thread off the CPU (or cannot
 ///   read its state), a spare thread runs the waiting jobs until `f`
-///   returns. A call that returns within 100 µs, or that computes, costs
-///   the pool nothing: no thread is handed anything, and no spare computes
-///   beside it.
-/// - **After a long call** (the last timed marked call on this worker
-///   lasted 10 ms or more: a network round trip), and **without a
-///   detector** (`Builder::detect_blocking(false)`, or not Linux), the
-///   worker's place passes at once to a spare that *stands in* while `f`
-///   runs, if jobs are waiting. When `f` returns, `blocking` returns its
-///   result at once: the rest of the job runs on this thread without its
-///   place, as code on a thread outside the pool would
+///   returns. A call that returns within 100 µs, or that computes, gets no
+///   spare: no thread is handed anything, and none computes beside it (the
+///   mark costs a clock read and, if jobs wait, at most a wake-up of the
+///   detector).
+/// - **After a long call** (the last marked call on this worker lasted
+///   10 ms or more and blocked: it waited, and spent less than half of that
+///   on the CPU, as a network round trip does),
+///   and **without a detector** (`Builder::detect_blocking(false)`, or not
+///   Linux), the worker's place passes at once to a spare that *stands in*
+///   while `f` runs, if jobs are waiting. When `f` returns, `blocking`
+///   returns its result at once: the rest of the job runs on this thread
+///   without its place, as code on a thread outside the pool would
 ///   ([`spawn`](crate::spawn) still queues on this pool, a
 ///   [`join`](crate::join) or [`scope`](crate::scope) runs on its workers
 ///   while this thread waits), and the thread takes its place back when
 ///   the job (or the `join` or `scope` closure that called `blocking`)
 ///   ends, once the stand-in's current job is done. A call shorter than
 ///   10 ms sends the next one back to the detector.
+///
+/// While `f` runs, this thread is not a worker, either way: a `join` or
+/// `scope` inside `f` runs on the pool's workers while this thread waits,
+/// [`spawn`](crate::spawn) queues on this pool, and a nested `blocking`
+/// just runs its closure.
 ///
 /// A panic in `f` propagates to the caller as usual, after the place is
 /// back. The rule, with `threads` workers and `Builder::max_blocking_threads`
@@ -160,7 +169,8 @@ use crate::sched::worker::WorkerThread;
 /// [`spawn_blocking`](crate::spawn_blocking) job) it simply runs `f`, and
 /// so do nested calls (the outermost one counts) and calls in the rest of
 /// a job whose earlier call came back early; on a detector's helper, the
-/// detector sees the block as it sees an unmarked one.
+/// detector sees the block as it sees an unmarked one (a helper's job start
+/// is known exactly).
 ///
 /// No compensation happens when nothing waits, when
 /// `Builder::max_blocking_threads` spare threads already compensate, or

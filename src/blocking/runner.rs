@@ -68,14 +68,6 @@ impl Runner {
         self.marked.store(nanos + 1, Ordering::Relaxed);
     }
 
-    /// Whether the runner's thread is inside a marked call (its own check,
-    /// for nesting).
-    #[inline]
-    pub(crate) fn is_marked(&self) -> bool {
-        // Relaxed: read by the one thread that writes it.
-        self.marked.load(Ordering::Relaxed) != 0
-    }
-
     /// The marked call the runner is in, as a token for
     /// [`Compensation::flag_marked`] (0: none).
     pub(crate) fn marked_token(&self) -> u64 {

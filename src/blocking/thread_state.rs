@@ -14,15 +14,64 @@
 //! and their ids with them) is read through a file opened for that one
 //! look and closed at once: a pool that lives for weeks never holds a
 //! descriptor for a thread that is gone, and holds at most one per worker
-//! (closed when the detector exits, after the workers). No `unsafe` here:
-//! std's `FileExt::read_at` is `pread`. Elsewhere there is no such file,
+//! (closed when the detector exits, after the workers). std's
+//! `FileExt::read_at` is `pread`. Elsewhere there is no such file,
 //! so nothing is ever blocked and `Builder::detect_blocking` has no effect.
+//!
+//! [`ThreadUsage`]: what the calling thread has used, its CPU time and
+//! its voluntary context switches (`getrusage(RUSAGE_THREAD)`, the one
+//! `unsafe` call here), which tell a call through `blocking` that blocked
+//! from one that computed, even on a machine whose cores are all busy
+//! (a computing thread is preempted, it does not switch voluntarily; see
+//! `LONG_CALL` in `sched/worker.rs`).
 
 // Read only by the detector thread, which loom builds do not have.
 #![cfg_attr(loom, allow(dead_code))]
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::time::Duration;
+
+/// What the calling thread has used so far (module docs): its CPU time
+/// (user and system), and how many times it gave the CPU up to wait
+/// (voluntary context switches: a sleep, a blocking read, a futex wait).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ThreadUsage {
+    pub(crate) cpu: Duration,
+    pub(crate) waits: u64,
+}
+
+impl ThreadUsage {
+    /// The calling thread's usage, where the platform says.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn now() -> Option<Self> {
+        // SAFETY: `rusage` is plain old data, for which all zeroes is a
+        // valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid, writable rusage, and getrusage writes
+        // nothing else; RUSAGE_THREAD has existed since Linux 2.6.26, and
+        // an older kernel's EINVAL is an answer (None).
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        if rc != 0 {
+            return None;
+        }
+        let time = |t: libc::timeval| {
+            let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+            let micros = u64::try_from(t.tv_usec).unwrap_or(0);
+            Duration::from_secs(secs) + Duration::from_micros(micros)
+        };
+        Some(Self {
+            cpu: time(usage.ru_utime) + time(usage.ru_stime),
+            waits: u64::try_from(usage.ru_nvcsw).unwrap_or(0),
+        })
+    }
+
+    /// The calling thread's usage: unknown here.
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn now() -> Option<Self> {
+        None
+    }
+}
 
 /// Cached `/proc` files of the worker threads looked at (module docs).
 #[derive(Default)]

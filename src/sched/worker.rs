@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use crate::blocking::baton::Baton;
 use crate::blocking::runner::Runner;
 use crate::blocking::spares::Place;
+use crate::blocking::thread_state::ThreadUsage;
 use crate::job_priority::Priority;
 use crate::sched::deque::{Steal, Stealer, Worker};
 use crate::sched::injector::MAX_BATCH;
@@ -139,9 +140,9 @@ pub(crate) struct WorkerThread {
     /// holder, which alone adds to it.
     held: Cell<usize>,
     held_since: Cell<Option<Instant>>,
-    /// Whether the last marked call on this place that was timed lasted
-    /// [`LONG_CALL`] or more: the next one lends the place at once (see
-    /// [`WorkerThread::blocking`]).
+    /// Whether the last timed call on this place lasted [`LONG_CALL`] or
+    /// more and blocked ([`CallTimer`]): the next one lends the
+    /// place at once if jobs wait (see [`WorkerThread::blocking`]).
     long_calls: Cell<bool>,
 }
 
@@ -153,6 +154,41 @@ pub(crate) struct WorkerThread {
 /// A shorter call is left to the detector, which costs nothing if the call
 /// returns within its threshold or computes.
 const LONG_CALL: Duration = Duration::from_millis(10);
+
+/// Times a call made through `blocking`, on the clock and on the thread's
+/// own usage.
+#[derive(Clone, Copy)]
+struct CallTimer {
+    at: Instant,
+    usage: Option<ThreadUsage>,
+}
+
+impl CallTimer {
+    fn start() -> Self {
+        Self {
+            at: Instant::now(),
+            usage: ThreadUsage::now(),
+        }
+    }
+
+    /// Whether the call lasted [`LONG_CALL`] or more and blocked: it gave
+    /// the CPU up to wait at least once, and spent less than half of its
+    /// time on the CPU (where the platform does not say, the call is taken
+    /// at its word). A call that computed on a busy machine is preempted,
+    /// which is not a wait: it never counts.
+    fn was_long_and_blocked(self) -> bool {
+        let took = self.at.elapsed();
+        if took < LONG_CALL {
+            return false;
+        }
+        match self.usage.zip(ThreadUsage::now()) {
+            Some((before, after)) => {
+                after.waits > before.waits && after.cpu.saturating_sub(before.cpu) < took / 2
+            }
+            None => true,
+        }
+    }
+}
 
 /// What a job side calls on a worker's thread when it completes a Task
 /// whose waker is registered (see [`crate::task::completions`]).
@@ -277,9 +313,9 @@ impl WorkerThread {
                 f()
             };
         }
-        // With a detector, time the call: a short one sends the next call
-        // back to the detector.
-        let started = detecting.then(Instant::now);
+        // With a detector, time the call: a short one (or one that
+        // computed) sends the next call back to the detector.
+        let call = detecting.then(CallTimer::start);
         let registry = &self.registry;
         let place = Place(self);
         let stand_in = self.stand_in_holds.get();
@@ -287,7 +323,13 @@ impl WorkerThread {
             .baton()
             .lend(|| registry.spares().stand_in(registry, place))
         {
-            return f();
+            // No spare (the cap, a failed start, a shutdown): the detector
+            // may still see the call, and times it.
+            return if detecting {
+                self.blocking_marked(f)
+            } else {
+                f()
+            };
         }
         // Away: until `hold`, another thread holds the place, and this one
         // touches none of its cells (only the registry, which never
@@ -306,7 +348,7 @@ impl WorkerThread {
         let running = self.running.get();
         let result = crate::sched::lanes::run_as(running, || run_away_from(&self.registry, f));
         std::mem::forget(back);
-        let short_call = started.is_some_and(|at| at.elapsed() < LONG_CALL);
+        let short_call = call.is_some_and(|call| !call.was_long_and_blocked());
         // Back early: without the place until `hold`, as a thread outside
         // the pool that still reaches its pool (the pointer it puts back
         // then).
@@ -322,21 +364,24 @@ impl WorkerThread {
     }
 
     /// [`crate::blocking`](mod@crate::blocking) on this worker in a pool
-    /// with a detector: the thread keeps its place, and the call is marked
-    /// for the detector, which compensates it as it would an unmarked
-    /// block (a helper runs queued jobs while the call is off the CPU),
-    /// but reads the thread from the call's threshold on, timed from its
-    /// start, and more often (see "Marked calls" in
-    /// [`crate::blocking::detect`]). A call that returns within the
-    /// threshold, or that computes, costs the pool nothing; when `f`
-    /// returns, the flag is taken back and the helper leaves after its
-    /// current job. Nested calls run their closure: the outermost one is
-    /// marked.
+    /// with a detector: the call is marked for the detector, which
+    /// compensates it as it would an unmarked block (a helper runs queued
+    /// jobs while the call is off the CPU), but reads the thread from the
+    /// call's threshold on, timed from its start, and more often (see
+    /// "Marked calls" in [`crate::blocking::detect`]). A call that returns
+    /// within the threshold, or that computes, gets no helper.
+    ///
+    /// The thread keeps the place, but runs `f` away from it, as a lent
+    /// call does: the pool's functions see no worker on it (a spawn goes to
+    /// the injector, a `join` or a wait parks this thread, which the
+    /// detector then sees blocked, and a nested `blocking` just runs its
+    /// closure), so nobody touches the place's cells meanwhile. When `f`
+    /// returns or unwinds, the thread is back on its place at once (nobody
+    /// else held it) and takes back the flag set for the call. A call that
+    /// lasted [`LONG_CALL`] or more and blocked ([`CallTimer`]) makes the
+    /// place's next call lend the place at once.
     fn blocking_marked<R>(&self, f: impl FnOnce() -> R) -> R {
         let runner = self.runner();
-        if runner.is_marked() {
-            return f();
-        }
         let detector = self.registry.detector();
         let at = detector.epoch.elapsed();
         runner.mark(at);
@@ -345,19 +390,25 @@ impl WorkerThread {
         if detector.looks_later_than(at + crate::blocking::detect::THRESHOLD) && self.has_work() {
             self.registry.sleep.dormancy().wake();
         }
-        struct Ended<'a>(&'a WorkerThread);
-        impl Drop for Ended<'_> {
+        // Away from the place until `f` is done (see above).
+        CURRENT.with(|current| current.set(ptr::null()));
+        struct Back<'a>(&'a WorkerThread);
+        impl Drop for Back<'_> {
             fn drop(&mut self) {
+                // `f` panicked: back on the place before the panic goes on.
+                CURRENT.with(|current| current.set(self.0));
                 let compensation = self.0.registry.detector().compensation();
                 self.0.runner().marked_call_ended(compensation);
             }
         }
-        let ended = Ended(self);
-        let result = f();
-        drop(ended);
-        if detector.epoch.elapsed().saturating_sub(at) >= LONG_CALL {
-            self.long_calls.set(true);
-        }
+        let back = Back(self);
+        let call = CallTimer::start();
+        let running = self.running.get();
+        let result = crate::sched::lanes::run_as(running, || run_away_from(&self.registry, f));
+        std::mem::forget(back);
+        CURRENT.with(|current| current.set(self));
+        runner.marked_call_ended(detector.compensation());
+        self.long_calls.set(call.was_long_and_blocked());
         result
     }
 
