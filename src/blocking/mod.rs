@@ -20,8 +20,8 @@
 //!   "Marked calls" in [`detect`]); a call that returns sooner, or
 //!   computes, gets no helper. After a marked call of 10 ms or more on
 //!   that place that blocked (it waited, and spent less than half of that
-//!   on the CPU), and always
-//!   without a detector, the place passes at once, if jobs are waiting,
+//!   on the CPU), and always without a detector, the place passes at
+//!   once, if jobs are waiting,
 //!   to a spare that *stands in* for the duration of `f` (see [`baton`]),
 //!   so that `threads` threads keep running CPU jobs. When `f` returns, the
 //!   thread *comes back early*: it does not wait for its place, but
@@ -53,8 +53,8 @@
 //!   shuts down.
 //! - The **detector thread** (with `detect_blocking`) owns nothing either:
 //!   it reads counters and `/proc`, and starts helpers.
-//! - A thread **away** from a place (inside `f`, or back from it and
-//!   finishing its job) runs user code only: on it, the pool's functions
+//! - A thread **away** from a place (inside `f`, marked or lent, or back
+//!   from a lent call and finishing its job) runs user code only: on it, the pool's functions
 //!   see no worker (`offload::spawn` and friends still reach its pool,
 //!   through a thread-local pointer to it), and a nested `blocking` just
 //!   runs its closure.
