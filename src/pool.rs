@@ -1027,9 +1027,9 @@ impl Builder {
     /// detector too, but is looked at from 100 µs into the call itself (not
     /// from when the detector first saw the job), more often, and even
     /// where `/proc` cannot be read; after a marked call that lasted 10 ms
-    /// or more and blocked (it waited, and spent less than half of that on
-    /// the CPU), the next one on that worker hands its place to a spare at
-    /// once if jobs wait.
+    /// or more and that the detector last read off the CPU (or never read),
+    /// the next one on that worker hands its place to a spare at once if
+    /// jobs wait.
     /// Prefer [`Pool::spawn_blocking`] for a job that is one blocking
     /// call, and [`blocking`](crate::blocking) where you know a call
     /// blocks; detection is the net under the calls you did not know

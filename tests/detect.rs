@@ -429,12 +429,13 @@ fn a_marked_call_that_waits_for_spawn_blocking_completes_at_a_cap_of_one() {
     });
 }
 
-/// A place whose last marked call lasted 10 ms or more, off the CPU at its
-/// end, lends its place at once on the next (a long call, a network round
-/// trip, is not worth the detector's delay): the job queued behind it then
-/// runs on a stand-in, and the pool counts the worker as away
-/// (`Metrics::blocked`). After a long call that computed, the next call is
-/// marked as before: a helper runs that job, and nothing is away.
+/// A place whose last marked call lasted 10 ms or more and blocked lends
+/// its place at once on the next (a long call, a network round trip, is not
+/// worth the detector's delay): the job queued behind it then runs on a
+/// stand-in, and the pool counts the worker as away (`Metrics::blocked`).
+/// After a long call that the detector read on the CPU, the next call is
+/// marked as before: a helper runs that job, and nothing is away. A job
+/// waits behind the first call too, so that the detector reads it.
 #[test]
 fn after_a_long_blocked_call_the_next_one_lends_its_place_at_once() {
     assert_eq!(
@@ -445,34 +446,40 @@ fn after_a_long_blocked_call_the_next_one_lends_its_place_at_once() {
 
 #[test]
 fn after_a_long_computing_call_the_next_one_is_marked() {
+    // Long enough for the detector to read it on a loaded machine.
     let compute = || {
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(12) {
+        while start.elapsed() < Duration::from_millis(50) {
             std::hint::spin_loop();
         }
     };
     assert_eq!(next_call_after(compute), 0);
 }
 
-/// On a pool of one, a job makes the marked call `first`, then (once a job
-/// waits behind it) a call that waits for that job; returns how many
-/// threads the waiting job saw away from their place.
+/// On a pool of one, a job makes the marked call `first` with a job
+/// waiting behind it, then (once one more waits) a call that waits for
+/// that one; returns how many threads it saw away from their place.
 fn next_call_after(first: fn()) -> usize {
     timed(move || {
         let pool = named_pool(1, "marklong").build().unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (ran_tx, ran_rx) = mpsc::channel::<usize>();
-        let queued = Arc::new(AtomicBool::new(false));
+        let [waiting, queued] = [(); 2].map(|()| Arc::new(AtomicBool::new(false)));
         let caller = {
-            let queued = Arc::clone(&queued);
+            let (waiting, queued) = (Arc::clone(&waiting), Arc::clone(&queued));
             pool.spawn(move || {
-                offload::blocking(first);
                 started_tx.send(()).unwrap();
                 // On the CPU (never taken for blocked) until a job waits.
+                spin_until(|| waiting.load(Ordering::Acquire));
+                offload::blocking(first);
+                started_tx.send(()).unwrap();
                 spin_until(|| queued.load(Ordering::Acquire));
                 offload::blocking(|| ran_rx.recv().unwrap())
             })
         };
+        started_rx.recv().unwrap();
+        let filler = pool.spawn(|| ());
+        waiting.store(true, Ordering::Release);
         started_rx.recv().unwrap();
         let behind = {
             let pool2 = pool.clone();
@@ -480,6 +487,7 @@ fn next_call_after(first: fn()) -> usize {
         };
         queued.store(true, Ordering::Release);
         let away = caller.wait().unwrap();
+        filler.wait().unwrap();
         behind.wait().unwrap();
         away
     })

@@ -132,11 +132,11 @@
 //! close the store-buffering pair: one side or the other sees the other's
 //! store, so no flag outlives its call (loom:
 //! `a_marked_call_that_ends_while_flagged_leaves_no_flag`, with the mutant
-//! `marked_end_no_fence`). A marked call of 10 ms or more that blocked
-//! (`LONG_CALL` in `sched/worker.rs`: it waited at least once and spent
-//! less than half of that time on the CPU, by the thread's own usage)
-//! makes the place's next call lend the place at once instead, if jobs
-//! wait.
+//! `marked_end_no_fence`). The detector also leaves its last reading of
+//! the call ([`Runner::set_verdict`]): a marked call of 10 ms or more
+//! (`LONG_CALL` in `sched/worker.rs`) last read off the CPU, or never read
+//! (no job waited), makes the place's next call lend the place at once
+//! instead, if jobs wait.
 //!
 //! # What it does not see
 //!
@@ -496,6 +496,7 @@ fn look(
     if marked != 0 {
         // Where `/proc` cannot be read, a marked call is taken at its word.
         state = state.or(Some(true));
+        runner.set_verdict(marked, state == Some(true));
     }
     match state {
         Some(true) if !runner.is_flagged() => {

@@ -19,8 +19,8 @@
 //!   on, compensating it as an unmarked block once it is off the CPU (see
 //!   "Marked calls" in [`detect`]); a call that returns sooner, or
 //!   computes, gets no helper. After a marked call of 10 ms or more on
-//!   that place that blocked (it waited, and spent less than half of that
-//!   on the CPU), and always without a detector, the place passes at
+//!   that place that the detector last read off the CPU (or never read),
+//!   and always without a detector, the place passes at
 //!   once, if jobs are waiting,
 //!   to a spare that *stands in* for the duration of `f` (see [`baton`]),
 //!   so that `threads` threads keep running CPU jobs. When `f` returns, the
@@ -137,8 +137,8 @@ use crate::sched::worker::WorkerThread;
 ///   mark costs a clock read and, if jobs wait, at most a wake-up of the
 ///   detector).
 /// - **After a long call** (the last marked call on this worker lasted
-///   10 ms or more and blocked: it waited, and spent less than half of that
-///   on the CPU, as a network round trip does),
+///   10 ms or more and was last seen off the CPU, as a network round trip
+///   is),
 ///   and **without a detector** (`Builder::detect_blocking(false)`, or not
 ///   Linux), the worker's place passes at once to a spare that *stands in*
 ///   while `f` runs, if jobs are waiting. When `f` returns, `blocking`

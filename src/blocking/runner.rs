@@ -42,9 +42,18 @@ pub(crate) struct Runner {
     /// threshold on, and takes the call's word for it where `/proc` cannot
     /// be read (see "Marked calls" in `super::detect`).
     marked: AtomicU64,
+    /// The detector's last reading of the marked call the runner is in:
+    /// 0 none yet, [`RUNNING`] or [`BLOCKED`] (a hint for the call's end:
+    /// whether the place's next call should lend the place at once).
+    verdict: StatCounter,
     /// The detector's verdict: blocked inside a job (the flag protocol).
     blocked: AtomicBool,
 }
+
+/// [`Runner::verdict`]: the marked call was last read on a CPU.
+const RUNNING: u64 = 1;
+/// [`Runner::verdict`]: the marked call was last read off the CPU.
+const BLOCKED: u64 = 2;
 
 impl Runner {
     pub(crate) fn new() -> Self {
@@ -54,6 +63,7 @@ impl Runner {
             tid: StatCounter::new(0),
             home: StatCounter::new(0),
             marked: AtomicU64::new(0),
+            verdict: StatCounter::new(0),
             blocked: AtomicBool::new(false),
         }
     }
@@ -63,9 +73,35 @@ impl Runner {
     #[inline]
     pub(crate) fn mark(&self, since_epoch: Duration) {
         let nanos = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX - 1);
+        // Relaxed: a hint, read by the same thread at the call's end.
+        self.verdict.store(0, Ordering::Relaxed);
         // Relaxed: a hint for when to look; the flag's re-check in
         // `Compensation::flag_marked` orders what matters.
         self.marked.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    /// The detector read the thread of the marked call `token`: off the
+    /// CPU (`blocked`), or on it.
+    pub(crate) fn set_verdict(&self, token: u64, blocked: bool) {
+        // Relaxed: a hint; a reading that lands in the next call (the
+        // token changed between the check and the store) costs one call
+        // lent, or marked, that the other way would have suited better.
+        if self.marked.load(Ordering::Relaxed) == token {
+            let verdict = if blocked { BLOCKED } else { RUNNING };
+            self.verdict.store(verdict, Ordering::Relaxed);
+        }
+    }
+
+    /// At the end of a marked call, on its thread: the detector's last
+    /// reading of it (`Some(true)`: off the CPU), if it read it at all (it
+    /// reads only while jobs wait).
+    pub(crate) fn verdict(&self) -> Option<bool> {
+        // Relaxed: a hint (see `set_verdict`).
+        match self.verdict.load(Ordering::Relaxed) {
+            RUNNING => Some(false),
+            BLOCKED => Some(true),
+            _ => None,
+        }
     }
 
     /// The marked call the runner is in, as a token for

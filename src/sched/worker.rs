@@ -141,7 +141,8 @@ pub(crate) struct WorkerThread {
     held: Cell<usize>,
     held_since: Cell<Option<Instant>>,
     /// Whether the last timed call on this place lasted [`LONG_CALL`] or
-    /// more and blocked ([`CallTimer`]): the next one lends the
+    /// more and blocked ([`WorkerThread::blocking_marked`], [`CallTimer`]):
+    /// the next one lends the
     /// place at once if jobs wait (see [`WorkerThread::blocking`]).
     long_calls: Cell<bool>,
 }
@@ -155,8 +156,10 @@ pub(crate) struct WorkerThread {
 /// returns within its threshold or computes.
 const LONG_CALL: Duration = Duration::from_millis(10);
 
-/// Times a call made through `blocking`, on the clock and on the thread's
-/// own usage.
+/// Times a call made through `blocking` that lent its place, on the clock
+/// and on the thread's own usage (the detector does not look at a thread
+/// away from its place; next to the hand-over, the two `getrusage` calls
+/// cost nothing).
 #[derive(Clone, Copy)]
 struct CallTimer {
     at: Instant,
@@ -378,12 +381,14 @@ impl WorkerThread {
     /// closure), so nobody touches the place's cells meanwhile. When `f`
     /// returns or unwinds, the thread is back on its place at once (nobody
     /// else held it) and takes back the flag set for the call. A call that
-    /// lasted [`LONG_CALL`] or more and blocked ([`CallTimer`]) makes the
-    /// place's next call lend the place at once.
+    /// lasted [`LONG_CALL`] or more, and that the detector last read off
+    /// the CPU (or never read), makes the place's next call lend the place
+    /// at once.
     fn blocking_marked<R>(&self, f: impl FnOnce() -> R) -> R {
         let runner = self.runner();
         let detector = self.registry.detector();
-        let at = detector.epoch.elapsed();
+        let start = Instant::now();
+        let at = start.saturating_duration_since(detector.epoch);
         runner.mark(at);
         // Jobs wait: make sure the detector looks when the call is due
         // (a job pushed later pokes it if no worker takes it).
@@ -402,13 +407,17 @@ impl WorkerThread {
             }
         }
         let back = Back(self);
-        let call = CallTimer::start();
         let running = self.running.get();
         let result = crate::sched::lanes::run_as(running, || run_away_from(&self.registry, f));
         std::mem::forget(back);
         CURRENT.with(|current| current.set(self));
         runner.marked_call_ended(detector.compensation());
-        self.long_calls.set(call.was_long_and_blocked());
+        // Long, and blocked as the detector last read it (or never read,
+        // since no job waited: taken at its word). Its last reading, not
+        // the thread's own usage: a `getrusage` would cost every call, short
+        // ones included, more than the rest of the mark.
+        let long = start.elapsed() >= LONG_CALL && runner.verdict() != Some(false);
+        self.long_calls.set(long);
         result
     }
 
