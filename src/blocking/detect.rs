@@ -117,8 +117,9 @@
 //! detector's next look is later than the call's threshold, it wakes the
 //! detector (a hint, `Detector::looks_later_than`; while the detector
 //! ticks, its next look reads as "now", so a call marked during a tick
-//! wakes it too; a job pushed later pokes a dormant detector as usual). The detector then treats the runner as it treats a
-//! helper whose job start it knows, with three differences: the call is
+//! wakes it too; a job pushed later pokes a dormant detector as usual).
+//! The detector then treats the runner as it treats a helper whose job
+//! start it knows, with three differences: the call is
 //! timed from its own start, not from the job's; after the first read at
 //! [`THRESHOLD`] (never sooner, even right after a poke) it reads the
 //! thread again after a quarter of the time spent in the call, at least
@@ -290,8 +291,9 @@ pub(crate) fn watch(registry: &Arc<Registry>) {
             return;
         }
         // A wake-up held back by a worker keeps the detector awake too: it
-        // wakes them at each tick (see `crate::task::completions`).
-        detector.set_next_look(None);
+        // wakes them at each tick (see `crate::task::completions`). Its
+        // next look reads "now" here (set below after each sleep, and so
+        // from the start): a marked call wakes it from dormancy too.
         if !terminating
             && dormancy.sleep_unless(|| {
                 registry.has_waiting_jobs()

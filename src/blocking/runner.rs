@@ -50,6 +50,19 @@ pub(crate) struct Runner {
     blocked: AtomicBool,
 }
 
+/// A time since the detector's epoch as a stamp: nanoseconds plus one, so
+/// that 0 can mean "none" ([`from_stamp`]).
+fn to_stamp(since_epoch: Duration) -> u64 {
+    u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// The instant a [`to_stamp`] stamp stands for (`None` for 0).
+fn from_stamp(epoch: Instant, stamp: u64) -> Option<Instant> {
+    stamp
+        .checked_sub(1)
+        .map(|nanos| epoch + Duration::from_nanos(nanos))
+}
+
 /// [`Runner::verdict`]: the marked call was last read on a CPU.
 const RUNNING: u64 = 1;
 /// [`Runner::verdict`]: the marked call was last read off the CPU.
@@ -72,12 +85,11 @@ impl Runner {
     /// detector's epoch.
     #[inline]
     pub(crate) fn mark(&self, since_epoch: Duration) {
-        let nanos = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX - 1);
         // Relaxed: a hint, read by the same thread at the call's end.
         self.verdict.store(0, Ordering::Relaxed);
         // Relaxed: a hint for when to look; the flag's re-check in
         // `Compensation::flag_marked` orders what matters.
-        self.marked.store(nanos + 1, Ordering::Relaxed);
+        self.marked.store(to_stamp(since_epoch), Ordering::Relaxed);
     }
 
     /// The detector read the thread of the marked call `token`: off the
@@ -113,10 +125,7 @@ impl Runner {
 
     /// When the marked call the runner is in started, if it is in one.
     pub(crate) fn marked_at(&self, epoch: Instant) -> Option<Instant> {
-        match self.marked_token() {
-            0 => None,
-            nanos => Some(epoch + Duration::from_nanos(nanos - 1)),
-        }
+        from_stamp(epoch, self.marked_token())
     }
 
     /// The marked call returned (or unwound): whoever set the flag for it,
@@ -156,10 +165,10 @@ impl Runner {
     /// The runner's thread starts a job.
     #[inline]
     pub(crate) fn job_started(&self, since_epoch: Duration) {
-        let nanos = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX - 1);
         // Relaxed: a hint for when to look (a stale one moves a look, the
         // state read decides).
-        self.started_at.store(nanos + 1, Ordering::Relaxed);
+        self.started_at
+            .store(to_stamp(since_epoch), Ordering::Relaxed);
         // Relaxed, load and store: one writer (the runner's thread), one
         // reader that only compares.
         let jobs = self.progress.load(Ordering::Relaxed);
@@ -169,10 +178,7 @@ impl Runner {
     /// When the current job started, if known (helpers).
     pub(crate) fn started_at(&self, epoch: Instant) -> Option<Instant> {
         // Relaxed: see `job_started`.
-        match self.started_at.load(Ordering::Relaxed) {
-            0 => None,
-            nanos => Some(epoch + Duration::from_nanos(nanos - 1)),
-        }
+        from_stamp(epoch, self.started_at.load(Ordering::Relaxed))
     }
 
     /// The runner's thread ended a job, or (a place's holder) falls

@@ -142,8 +142,8 @@ pub(crate) struct WorkerThread {
     held_since: Cell<Option<Instant>>,
     /// Whether the last timed call on this place lasted [`LONG_CALL`] or
     /// more and blocked ([`WorkerThread::blocking_marked`], [`CallTimer`]):
-    /// the next one lends the
-    /// place at once if jobs wait (see [`WorkerThread::blocking`]).
+    /// the next one lends the place at once if jobs wait (see
+    /// [`WorkerThread::blocking`]).
     long_calls: Cell<bool>,
 }
 
@@ -310,11 +310,7 @@ impl WorkerThread {
         // A join half of the caller's is in its deque: waiting work.
         if !self.has_work() {
             // Jobs may come while `f` blocks: the detector can still see it.
-            return if detecting {
-                self.blocking_marked(f)
-            } else {
-                f()
-            };
+            return self.blocking_unlent(detecting, f);
         }
         // With a detector, time the call: a short one (or one that
         // computed) sends the next call back to the detector.
@@ -328,11 +324,7 @@ impl WorkerThread {
         {
             // No spare (the cap, a failed start, a shutdown): the detector
             // may still see the call, and times it.
-            return if detecting {
-                self.blocking_marked(f)
-            } else {
-                f()
-            };
+            return self.blocking_unlent(detecting, f);
         }
         // Away: until `hold`, another thread holds the place, and this one
         // touches none of its cells (only the registry, which never
@@ -364,6 +356,16 @@ impl WorkerThread {
             }));
         });
         result
+    }
+
+    /// A call that does not lend the place: marked, with a detector;
+    /// else simply run, uncompensated.
+    fn blocking_unlent<R>(&self, detecting: bool, f: impl FnOnce() -> R) -> R {
+        if detecting {
+            self.blocking_marked(f)
+        } else {
+            f()
+        }
     }
 
     /// [`crate::blocking`](mod@crate::blocking) on this worker in a pool
@@ -400,7 +402,8 @@ impl WorkerThread {
         struct Back<'a>(&'a WorkerThread);
         impl Drop for Back<'_> {
             fn drop(&mut self) {
-                // `f` panicked: back on the place before the panic goes on.
+                // Back on the place, when `f` returns or before its panic
+                // goes on.
                 CURRENT.with(|current| current.set(self.0));
                 let compensation = self.0.registry.detector().compensation();
                 self.0.runner().marked_call_ended(compensation);
@@ -409,9 +412,7 @@ impl WorkerThread {
         let back = Back(self);
         let running = self.running.get();
         let result = crate::sched::lanes::run_as(running, || run_away_from(&self.registry, f));
-        std::mem::forget(back);
-        CURRENT.with(|current| current.set(self));
-        runner.marked_call_ended(detector.compensation());
+        drop(back);
         // Long, and blocked as the detector last read it (or never read,
         // since no job waited: taken at its word). Its last reading, not
         // the thread's own usage: a `getrusage` would cost every call, short
